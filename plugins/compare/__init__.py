@@ -1,0 +1,1 @@
+"""Compare: one comparator for the whole grader."""

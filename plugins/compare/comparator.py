@@ -1,0 +1,129 @@
+"""The one comparator: a submission's output against a float64 truth, with diagnostics a person can act on.
+
+An element passes when ``|got - want| <= atol + rtol * |want|``; the bound ratio is the largest
+``|got - want| / (atol + rtol * |want|)`` over all elements, so a ratio at or under 1 passes and the ratio says by how
+much a failure missed. NaN or infinity in the output never passes (a NaN must not act as a wildcard). All values in a
+:class:`Comparison` are plain Python, ready to travel through xdist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reference.contract import Bound
+
+MAX_LISTED = 5  # mismatching elements listed with their index and both values
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict on one named output (or one measured budget, such as memory)."""
+
+    name: str
+    passed: bool
+    message: str
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    bound_ratio: float | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    mismatches: int = 0
+    total: int = 0
+    nan: int = 0
+    inf: int = 0
+    first_mismatches: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare(name: str, got: Any, want: np.ndarray, bound: Bound) -> Comparison:
+    """Compare ``got`` with ``want`` under ``bound``: shape and dtype first, then non-finite values, then errors."""
+    if not isinstance(got, np.ndarray):
+        return Comparison(name, False, f"{name}: expected an array, got {type(got).__name__}")
+    if got.shape != want.shape:
+        return Comparison(name, False, f"{name}: shape {got.shape}, expected {want.shape}")
+    if got.dtype.name != (bound.dtype or got.dtype.name) or got.dtype.kind != "f":
+        return Comparison(name, False, f"{name}: dtype {got.dtype.name}, expected {bound.dtype or 'a float dtype'}")
+    got64 = got.astype(np.float64)
+    finite = np.isfinite(got64)
+    nan, inf = int(np.isnan(got64).sum()), int(np.isinf(got64).sum())
+    abs_err = np.abs(got64 - want)
+    allowed = bound.atol + bound.rtol * np.abs(want)
+    bad = ~(abs_err <= allowed)  # NaN compares False, so NaN elements count as mismatches
+    total, mismatches = int(want.size), int(bad.sum())
+    # Error statistics over the finite elements; non-finite ones are counted separately and always fail.
+    err = np.where(finite, abs_err, 0.0)
+    max_abs = float(err.max()) if total else 0.0
+    max_rel = float((err / np.maximum(np.abs(want), np.finfo(np.float64).tiny)).max()) if total else 0.0
+    ratio = float("inf") if nan or inf else float((err / allowed).max()) if total else 0.0
+    listed = (
+        [
+            {"index": [int(i) for i in idx], "got": _plain(got64[idx]), "want": _plain(want[idx])}
+            for idx in zip(*np.nonzero(bad), strict=True)
+        ][:MAX_LISTED]
+        if mismatches
+        else []
+    )
+    passed = mismatches == 0 and nan == 0 and inf == 0
+    return Comparison(
+        name,
+        passed,
+        _message(name, passed, mismatches, total, nan, inf, max_abs, ratio, bound, listed),
+        max_abs,
+        max_rel,
+        ratio,
+        bound.atol,
+        bound.rtol,
+        mismatches,
+        total,
+        nan,
+        inf,
+        listed,
+    )
+
+
+def _plain(x: np.floating) -> float | str:
+    """A float for JSON, or its text for NaN and infinities (JSON has no literal for them)."""
+    value = float(x)
+    return value if np.isfinite(value) else str(value)
+
+
+def _message(
+    name: str,
+    passed: bool,
+    mismatches: int,
+    total: int,
+    nan: int,
+    inf: int,
+    max_abs: float,
+    ratio: float,
+    bound: Bound,
+    listed: list[dict[str, Any]],
+) -> str:
+    bound_text = f"atol {bound.atol:.3g}, rtol {bound.rtol:.3g}"
+    if nan or inf:
+        head = f"{name}: {nan} NaN and {inf} inf among {total} elements (non-finite output never passes)"
+    else:
+        head = f"{name}: max abs err {max_abs:.3g}, {ratio:.3g}x the bound ({bound_text})"
+    if passed:
+        return head
+    parts = [head, f"{mismatches} of {total} elements outside"]
+    parts += [f"at {tuple(m['index'])} got {m['got']} want {m['want']}" for m in listed[:2]]
+    return "; ".join(parts)
+
+
+def compare_budget(name: str, measured: float | None, budget: float) -> Comparison:
+    """A measured quantity (peak allocation) against its budget; ``bound_ratio`` is measured / budget."""
+    if measured is None:
+        return Comparison(name, False, f"{name}: not measured")
+    ratio = measured / budget
+    passed = ratio <= 1.0
+    verdict = "within" if passed else "over"
+    message = (
+        f"{name}: peak {measured / 2**20:.1f} MiB, {verdict} the budget of {budget / 2**20:.1f} MiB ({ratio:.2f}x)"
+    )
+    return Comparison(name, passed, message, bound_ratio=ratio, total=1, mismatches=0 if passed else 1)

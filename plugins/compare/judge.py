@@ -1,0 +1,85 @@
+"""Turn what a sandbox returned into a :class:`CaseRecord`: every output through the one comparator, then budgets.
+
+The speed figure is recorded only for outputs that passed: a wrong answer is never timed into a grade.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from plugins.compare.comparator import Comparison, compare, compare_budget
+from plugins.discover.submissions import Submission
+from plugins.grade import records as r
+from plugins.isolate.sandbox import Outcome
+from reference.contract import Case, Expected
+
+_STATUS_OUTCOME = {"timeout": r.TIMEOUT, "crash": r.CRASH, "oom": r.OOM}
+
+
+def judge(
+    submission: Submission,
+    case: Case,
+    case_index: int,
+    expected: Expected,
+    outcome: Outcome,
+    baseline: Outcome | None = None,
+) -> r.CaseRecord:
+    record = r.CaseRecord(
+        model=submission.model,
+        challenge=submission.challenge,
+        case=case.id,
+        case_index=case_index,
+        category=case.category,
+        guards=case.guards,
+        outcome=r.PASSED,
+        runtime=submission.runtime,
+        loaded=submission.describe(),
+        traceback=outcome.traceback,
+        stdout=outcome.stdout,
+        stderr=outcome.stderr,
+    )
+    measured = next((c for c in outcome.calls if c.get("measured")), None)
+    if measured is not None:
+        record.seconds = measured.get("seconds")
+        record.peak_bytes = measured.get("peak_bytes")
+    if outcome.status != "ok":
+        # A broken contract (wrong output type, modified inputs) is a wrong answer, not a crash of the submission.
+        record.outcome = r.WRONG if outcome.kind == "contract" else _STATUS_OUTCOME.get(outcome.status, r.ERROR)
+        record.message = outcome.message
+        return record
+    checks = [
+        compare(name, outcome.outputs.get(name), want, expected.bounds[name]) for name, want in expected.values.items()
+    ]
+    if "memory_budget_bytes" in expected.extra:
+        checks.append(compare_budget("peak allocation", record.peak_bytes, expected.extra["memory_budget_bytes"]))
+    record.checks = [c.to_dict() for c in checks]
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        record.outcome = r.WRONG
+        record.message = _summary(failed)
+    elif case.is_speed and measured is not None and baseline is not None:
+        record.speed = speed_figures(measured, baseline)
+    return record
+
+
+def _summary(failed: list[Comparison]) -> str:
+    names = ", ".join(c.name for c in failed)
+    worst = max(failed, key=lambda c: c.bound_ratio if c.bound_ratio is not None else float("inf"))
+    return f"outside the bound: {names}; worst: {worst.message}"
+
+
+def speed_figures(measured: dict[str, Any], baseline: Outcome) -> dict[str, Any] | None:
+    """Median and spread of the submission's timed calls against the reference baseline's median on the same input."""
+    base = next((c for c in baseline.calls if c.get("measured")), None)
+    if baseline.status != "ok" or base is None or not measured.get("times"):
+        return None
+    times, base_times = measured["times"], base["times"]
+    median, base_median = statistics.median(times), statistics.median(base_times)
+    return {
+        "median_s": median,
+        "spread_s": max(times) - min(times),
+        "baseline_median_s": base_median,
+        "ratio": median / base_median,  # under 1: faster than the vectorised reference
+        "repeats": len(times),
+    }

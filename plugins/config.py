@@ -1,0 +1,166 @@
+"""Options, read once into a frozen :class:`GraderConfig` in ``config.stash``; plus the run's seed and GPU hand-out.
+
+Configuration flows one way: ``pytest.ini`` -> command-line options -> this config -> everything else. Under xdist the
+controller picks the seed and hands each worker a GPU (``pytest_configure_node``), so every worker draws the same inputs
+and a restarted worker gets a free GPU back instead of double-booking one.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CONFIG_KEY = pytest.StashKey["GraderConfig"]()
+GPU_POOL_KEY = pytest.StashKey[dict[str, int]]()
+RUBRIC_FILE = Path(__file__).resolve().parent / "grade" / "rubric.toml"
+
+
+@dataclass(frozen=True)
+class GraderConfig:
+    """Everything the grader reads from the command line, resolved."""
+
+    repo: Path
+    submissions_dir: Path
+    models: tuple[str, ...]  # empty: every discovered model
+    reports_dir: Path
+    rubric: Path
+    seed: int
+    call_timeout_s: float
+    memory_limit_mb: int
+    device: str  # "cpu" or "cuda", resolved from "auto"
+    gpu: str | None  # the GPU this process's children may use
+    measure_speed: bool
+    speed_repeats: int
+    speed_warmup: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("kernelgrade", "grading of model submissions")
+    group.addoption(
+        "--submissions-dir",
+        metavar="PATH",
+        help="folder of <model>/<challenge>/ submissions to grade, "
+        "or a clone of a model-comparison repo holding one (default: ./submissions)",
+    )
+    group.addoption(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="grade only this model (exact name; repeatable or comma-separated)",
+    )
+    group.addoption(
+        "--reports-dir",
+        metavar="PATH",
+        help="where grades.md, results.json, report.html and badges/ are written (default: ./reports)",
+    )
+    group.addoption("--rubric", metavar="PATH", help=f"grading weights and letter thresholds (default: {RUBRIC_FILE})")
+    group.addoption("--seed", type=int, help="seed for the hidden inputs (default: fresh per run, shown in reports)")
+    group.addoption(
+        "--call-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wall-clock limit for one case of one submission (default: 60)",
+    )
+    group.addoption(
+        "--memory-limit-mb",
+        type=int,
+        default=4096,
+        metavar="MB",
+        help="address-space limit of each submission's process on CPU runs (default: 4096)",
+    )
+    group.addoption(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where submissions may run: auto uses a GPU when one is present (default: auto)",
+    )
+    group.addoption("--no-speed", action="store_true", help="skip speed cases; grades then leave speed out")
+    group.addoption("--speed-repeats", type=int, default=5, metavar="N", help="timed calls per speed case (default: 5)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    worker = getattr(config, "workerinput", None)
+    root = config.rootpath
+    option = config.option
+    device = worker["kernelgrade_device"] if worker else _resolve_device(option.device)
+    seed = worker["kernelgrade_seed"] if worker else option.seed if option.seed is not None else random.randrange(2**31)
+    gpu = worker.get("kernelgrade_gpu") if worker else ("0" if device == "cuda" else None)
+    config.stash[CONFIG_KEY] = GraderConfig(
+        repo=root,
+        submissions_dir=Path(option.submissions_dir or root / "submissions").resolve(),
+        models=tuple(m.strip() for arg in option.model for m in arg.split(",") if m.strip()),
+        reports_dir=reports_dir(config),
+        rubric=Path(option.rubric or RUBRIC_FILE).resolve(),
+        seed=seed,
+        call_timeout_s=option.call_timeout,
+        memory_limit_mb=option.memory_limit_mb,
+        device=device,
+        gpu=gpu,
+        measure_speed=not option.no_speed,
+        speed_repeats=option.speed_repeats,
+        speed_warmup=1,
+    )
+    if device == "cuda" and not worker:
+        config.stash[GPU_POOL_KEY] = {str(i): 0 for i in range(_gpu_count())}
+
+
+def reports_dir(config: pytest.Config) -> Path:
+    """Read on its own because pytest-html's path must be set before the full config exists."""
+    return Path(config.option.reports_dir or config.rootpath / "reports").resolve()
+
+
+def grader_config(config: pytest.Config) -> GraderConfig:
+    return config.stash[CONFIG_KEY]
+
+
+def _gpu_count() -> int:
+    """GPUs visible to nvidia-smi; asking the driver this way creates no CUDA context in the grader."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(line.startswith("GPU ") for line in listing.stdout.splitlines())
+
+
+def _resolve_device(choice: str) -> str:
+    if choice == "auto":
+        return "cuda" if _gpu_count() else "cpu"
+    if choice == "cuda" and not _gpu_count():
+        raise pytest.UsageError("--device cuda: no GPU is visible (nvidia-smi -L lists none)")
+    return choice
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: the same seed for every worker, and the least-used GPU."""
+    config = node.config
+    node.workerinput["kernelgrade_seed"] = grader_config(config).seed
+    node.workerinput["kernelgrade_device"] = grader_config(config).device
+    pool = config.stash.get(GPU_POOL_KEY, {})
+    if pool:
+        gpu = min(pool, key=lambda g: (pool[g], int(g)))
+        pool[gpu] += 1
+        node.workerinput["kernelgrade_gpu"] = gpu
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: a finished or crashed worker gives its GPU back to the pool."""
+    pool = node.config.stash.get(GPU_POOL_KEY, {})
+    gpu = node.workerinput.get("kernelgrade_gpu")
+    if gpu in pool:
+        pool[gpu] -= 1

@@ -1,0 +1,1 @@
+"""Discover: find submissions on disk and the files that define each challenge's entry points, without running them."""

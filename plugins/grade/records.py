@@ -1,0 +1,69 @@
+"""The typed record of one case of one submission: what ran, how it ended, and the figures that explain the grade.
+
+Records leave a pytest worker as plain dicts (``to_dict``) inside ``user_properties``: xdist serialises reports with
+execnet, which accepts builtins only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+RECORD_PROPERTY = "kernelgrade_record"
+
+# Outcomes, each with a distinct meaning:
+PASSED = "passed"  # ran, every output within its bound and every budget kept
+WRONG = "wrong"  # ran, but an output is outside its bound, a budget was exceeded, or the contract was broken
+ERROR = "error"  # raised an exception (the traceback is kept)
+TIMEOUT = "timeout"  # no answer within the wall-clock limit; the process group was killed
+CRASH = "crash"  # the process died: a signal such as SIGSEGV, or an exit during the call
+OOM = "oom"  # out of memory: MemoryError under the address-space limit, or killed by the kernel
+SKIPPED = "skipped"  # not run by choice (speed with --no-speed); not scored
+OUTCOMES = (PASSED, WRONG, ERROR, TIMEOUT, CRASH, OOM, SKIPPED)
+
+
+@dataclass
+class CaseRecord:
+    model: str
+    challenge: str
+    case: str
+    case_index: int  # position in the reference's case table, for stable ordering
+    category: str
+    guards: str  # the trap or property the case stands for
+    outcome: str
+    message: str = ""
+    runtime: str = ""  # native or adapter
+    loaded: str = ""  # which file each entry point came from
+    checks: list[dict[str, Any]] = field(default_factory=list)  # Comparison.to_dict() per output and budget
+    seconds: float | None = None  # the measured call's wall time (median for speed cases)
+    peak_bytes: int | None = None
+    speed: dict[str, Any] | None = None  # median_s, spread_s, baseline_median_s, ratio
+    traceback: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    nodeid: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == PASSED
+
+    @property
+    def worst_ratio(self) -> float | None:
+        """The largest error-to-bound ratio among the checks (over 1 means outside the bound)."""
+        ratios = [c["bound_ratio"] for c in self.checks if c.get("bound_ratio") is not None]
+        return max(ratios) if ratios else None
+
+    def explain(self) -> str:
+        """A failure message for the test report: outcome, the trap, and what went wrong."""
+        lines = [f"{self.outcome}: {self.model} on {self.challenge}/{self.case} (guards: {self.guards})", self.message]
+        lines += [c["message"] for c in self.checks if not c["passed"]]
+        if self.traceback:
+            lines.append(self.traceback)
+        return "\n".join(line for line in lines if line)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseRecord:
+        return cls(**data)

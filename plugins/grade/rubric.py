@@ -1,0 +1,179 @@
+"""Scoring as a small pure module: case records in, points, letters, head-to-head records and a ranking out.
+
+How a grade is made (weights and thresholds come from ``rubric.toml``):
+
+1. Each scored case earns a credit in [0, 1]: 1 if it passed, 0 otherwise; a passed speed case earns the fraction of
+   the speed band its time ratio falls in. Skipped cases are not scored.
+2. A category's score is its mean credit. Points = 100 * sum(weight * score) / sum(weight), over the categories that
+   had at least one scored case.
+3. The letter is the best one whose threshold the points reach, capped by the core gate when a core case failed.
+4. Head-to-head: for every pair of models, each challenge both attempted is a win, loss or tie by grade points.
+5. Ranking: mean grade points over attempted challenges, with coverage (challenges attempted out of all).
+
+Nothing here touches pytest; the plugin in ``plugins/grade/plugin.py`` calls it through overridable hooks.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plugins.grade.records import PASSED, SKIPPED, CaseRecord
+from reference.contract import CATEGORIES
+
+
+@dataclass(frozen=True)
+class Rubric:
+    weights: Mapping[str, float]
+    speed_bands: tuple[tuple[float, float], ...]  # (ratio under which, credit), fastest band first
+    letters: tuple[tuple[str, float], ...]  # (letter, minimum points), best first; below the last: F
+    grade_points: Mapping[str, float]
+    core_failure_cap: str | None
+
+
+def load_rubric(path: Path) -> Rubric:
+    data = tomllib.loads(path.read_text())
+    weights = {c: float(data["weights"].get(c, 0.0)) for c in CATEGORIES}
+    letters = tuple(sorted(((k, float(v)) for k, v in data["letters"].items()), key=lambda kv: -kv[1]))
+    return Rubric(
+        weights=weights,
+        speed_bands=tuple((float(a), float(b)) for a, b in sorted(data["speed"]["bands"])),
+        letters=letters,
+        grade_points={k: float(v) for k, v in data["grade_points"].items()},
+        core_failure_cap=data.get("gates", {}).get("core_failure_cap"),
+    )
+
+
+@dataclass
+class ChallengeGrade:
+    """One model's grade on one challenge, with everything needed to explain it."""
+
+    model: str
+    challenge: str
+    points: float
+    letter: str = ""
+    categories: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> weight, score, cases, passed
+    failed: list[dict[str, Any]] = field(default_factory=list)  # case, guards, outcome, message, worst_ratio
+    outcomes: dict[str, int] = field(default_factory=dict)  # outcome -> count
+    runtime: str = ""
+    loaded: str = ""
+    speed_ratio: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def core_failed(self) -> bool:
+        core = self.categories.get("core")
+        return bool(core) and core["passed"] < core["cases"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def case_credit(record: CaseRecord, rubric: Rubric) -> float:
+    if record.outcome != PASSED:
+        return 0.0
+    if record.category != "speed":
+        return 1.0
+    if not record.speed:
+        return 0.0
+    return next((credit for under, credit in rubric.speed_bands if record.speed["ratio"] < under), 0.0)
+
+
+def score(model: str, challenge: str, records: Iterable[CaseRecord], rubric: Rubric) -> ChallengeGrade:
+    """Points and per-category breakdown for one (model, challenge) from its case records (letter left empty)."""
+    scored = [r for r in records if r.outcome != SKIPPED]
+    categories: dict[str, dict[str, Any]] = {}
+    for name in CATEGORIES:
+        mine = [r for r in scored if r.category == name]
+        if mine and rubric.weights[name] > 0:
+            credit = sum(case_credit(r, rubric) for r in mine)
+            categories[name] = {
+                "weight": rubric.weights[name],
+                "score": credit / len(mine),
+                "cases": len(mine),
+                "passed": sum(r.outcome == PASSED for r in mine),
+            }
+    total_weight = sum(c["weight"] for c in categories.values())
+    points = 100.0 * sum(c["weight"] * c["score"] for c in categories.values()) / total_weight if total_weight else 0.0
+    failed = [
+        {
+            "case": r.case,
+            "category": r.category,
+            "guards": r.guards,
+            "outcome": r.outcome,
+            "message": r.message,
+            "worst_ratio": r.worst_ratio,
+        }
+        for r in scored
+        if r.outcome != PASSED
+    ]
+    outcomes: dict[str, int] = {}
+    for r in scored:
+        outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+    speed = [r.speed["ratio"] for r in scored if r.speed]
+    first = scored[0] if scored else None
+    return ChallengeGrade(
+        model,
+        challenge,
+        round(points, 2),
+        categories=categories,
+        failed=failed,
+        outcomes=outcomes,
+        runtime=first.runtime if first else "",
+        loaded=first.loaded if first else "",
+        speed_ratio=max(speed) if speed else None,
+    )
+
+
+def letter_for(grade: ChallengeGrade, rubric: Rubric) -> str:
+    """The best letter whose threshold the points reach, capped by the core gate."""
+    letter = next((name for name, minimum in rubric.letters if grade.points >= minimum), "F")
+    cap = rubric.core_failure_cap
+    if cap and grade.core_failed and rubric.grade_points[letter] > rubric.grade_points[cap]:
+        grade.notes.append(f"capped at {cap}: a core case failed")
+        return cap
+    return letter
+
+
+def head_to_head(letters: Mapping[str, Mapping[str, str]], rubric: Rubric) -> dict[str, dict[str, list[int]]]:
+    """``[wins, losses, ties]`` of each model against each other, over the challenges both attempted."""
+    table: dict[str, dict[str, list[int]]] = {}
+    for a in letters:
+        table[a] = {}
+        for b in letters:
+            if a == b:
+                continue
+            record = [0, 0, 0]
+            for challenge in letters[a].keys() & letters[b].keys():
+                pa, pb = rubric.grade_points[letters[a][challenge]], rubric.grade_points[letters[b][challenge]]
+                record[0 if pa > pb else 1 if pa < pb else 2] += 1
+            table[a][b] = record
+    return table
+
+
+def ranking(letters: Mapping[str, Mapping[str, str]], rubric: Rubric, n_challenges: int) -> list[dict[str, Any]]:
+    """Models by mean grade points over attempted challenges (ties: more coverage first, then name)."""
+    rows = []
+    for model, grades in letters.items():
+        mean = sum(rubric.grade_points[g] for g in grades.values()) / len(grades) if grades else 0.0
+        rows.append(
+            {
+                "model": model,
+                "mean_grade_points": round(mean, 2),
+                "attempted": len(grades),
+                "coverage": f"{len(grades)} of {n_challenges}",
+            }
+        )
+    rows.sort(key=lambda row: (-row["mean_grade_points"], -row["attempted"], row["model"]))
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+    return rows
+
+
+def overall_letter(mean_grade_points: float, rubric: Rubric) -> str:
+    """The best letter whose grade points the mean reaches (the badge's letter)."""
+    reachable = [(points, letter) for letter, points in rubric.grade_points.items() if points <= mean_grade_points]
+    return max(reachable)[1] if reachable else "F"

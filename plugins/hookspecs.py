@@ -1,0 +1,78 @@
+"""Hook specifications of the grader, registered through ``pytest_addhooks``.
+
+Implement any of these in a ``conftest.py`` or a plugin to change how grades are made or reported. The defaults live in
+``plugins/grade/plugin.py`` and run last, so an implementation of a ``firstresult`` hook that returns a value replaces
+them. All hooks run on the xdist controller (or the only process without ``-n``), after the last test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_grader_score(model: str, challenge: str, records: list[Any], rubric: Any) -> Any | None:
+    """Score one model on one challenge from its case records.
+
+    :param model: the model's folder name.
+    :param challenge: the challenge id.
+    :param records: the :class:`plugins.grade.records.CaseRecord` of every case run, in case-table order.
+    :param rubric: the loaded :class:`plugins.grade.rubric.Rubric`.
+    :returns: a :class:`plugins.grade.rubric.ChallengeGrade` whose ``letter`` may be left empty.
+
+    Stops at first non-None result.
+
+    Example in a ``conftest.py``, grading on core correctness alone::
+
+        def pytest_grader_score(model, challenge, records, rubric):
+            grade = rubric_module.score(model, challenge, [r for r in records if r.category == "core"], rubric)
+            return grade
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_grader_letter(grade: Any, rubric: Any) -> str | None:
+    """Turn a :class:`plugins.grade.rubric.ChallengeGrade` into a letter.
+
+    :param grade: the scored grade; an implementation may append to ``grade.notes`` to explain itself.
+    :param rubric: the loaded rubric.
+
+    Stops at first non-None result.
+
+    Example, pass/fail letters::
+
+        def pytest_grader_letter(grade, rubric):
+            return "P" if grade.points == 100 else "F"
+
+    (Letters used this way need grade points in the rubric file for rankings and head-to-head tables.)
+    """
+
+
+@pytest.hookspec
+def pytest_grader_update_summary(summary: dict[str, Any], config: pytest.Config) -> None:
+    """Amend the run's summary (plain JSON values) before any report is written.
+
+    :param summary: the dict that ``results.json`` is written from; ``summary["models"][model]["challenges"][id]``
+        holds each grade, ``summary["ranking"]`` and ``summary["head_to_head"]`` the comparisons.
+    :param config: the pytest config.
+
+    Every implementation is called. Example, add a field::
+
+        def pytest_grader_update_summary(summary, config):
+            summary["run_label"] = "nightly"
+    """
+
+
+@pytest.hookspec
+def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config) -> list[tuple[str, str]] | None:
+    """Extra sections for ``grades.md``, appended after the built-in ones.
+
+    :returns: ``(title, markdown body)`` pairs.
+
+    Every implementation is called and all sections are kept. Example::
+
+        def pytest_grader_report_sections(summary, config):
+            return [("Notes", "Graded on the nightly machine.")]
+    """

@@ -1,0 +1,278 @@
+"""The sandbox child: a fresh interpreter that loads one submission and runs the grader's requests against it.
+
+Started by ``sandbox.py`` as ``python -B child.py REQUEST_FD RESPONSE_FD``; it never imports pytest or the grader's
+plugins. Order matters:
+
+1. limits first (core dumps off, file size, address space on CPU-only runs), before any submission code;
+2. the challenge's driver (trusted, from ``reference/``) is imported, then every ``reference``/``plugins`` module is
+   dropped from ``sys.modules`` and the repo from ``sys.path``, so a submission's own ``reference.py`` still imports;
+3. the submission's entry modules are imported from a temporary copy of its folder, which is also the working dir;
+4. requests are answered one at a time; the submission's stdout and stderr go to files the grader reads back.
+
+Each response says ``ok`` with outputs and per-call measurements, or ``error`` with a kind (``exception``, ``oom``,
+``contract``) and the traceback. Crashes and hangs are seen by the parent, which kills the whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import hashlib
+import importlib
+import importlib.util
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+TRACEBACK_CHARS = 4000
+
+
+def _load_wire() -> Any:
+    spec = importlib.util.spec_from_file_location("_kernelgrade_wire", HERE / "wire.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _set_limits(config: dict[str, Any]) -> None:
+    """Host limits; RLIMIT_AS only without a GPU, since the CUDA driver reserves huge virtual ranges."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (config["file_size_bytes"],) * 2)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write then fails with an exception, not a kill
+    if config["device"] == "cpu" and config["memory_bytes"]:
+        resource.setrlimit(resource.RLIMIT_AS, (config["memory_bytes"],) * 2)
+    with contextlib.suppress(OSError, AttributeError):  # die with the grader, even inside a C call (Linux only)
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _import_driver(config: dict[str, Any]) -> tuple[Any, type[BaseException]]:
+    """The challenge's ``drive`` function and the contract's error type, imported before any submission code."""
+    sys.path.insert(0, config["repo"])
+    driver = importlib.import_module(config["driver"])
+    contract_error = importlib.import_module("reference.contract").ContractError
+    for name in [m for m in sys.modules if m.split(".")[0] in ("reference", "plugins")]:
+        del sys.modules[name]
+    sys.path.remove(config["repo"])
+    return driver, contract_error
+
+
+def _import_entries(config: dict[str, Any], driver: Any) -> dict[str, Any]:
+    """Entry points by name: from the driver itself (the trusted baseline) or from the submission's files."""
+    if config["entries_from_driver"]:
+        return {name: getattr(driver, name) for name in config["entries"]}
+    workdir = Path(config["workdir"])
+    os.chdir(workdir)
+    sys.path.insert(0, str(workdir))
+    modules: dict[str, Any] = {}
+    entries = {}
+    for name, relpath in config["entries"].items():
+        if relpath not in modules:
+            modules[relpath] = _import_file(workdir, relpath)
+        entries[name] = getattr(modules[relpath], name)
+    return entries
+
+
+def _import_file(workdir: Path, relpath: str) -> Any:
+    """Import a submission file by its dotted path when its folders are packages, else by its plain module name."""
+    path = workdir / relpath
+    parts = list(Path(relpath).with_suffix("").parts)
+    package_depth = 0
+    for depth in range(len(parts) - 1, 0, -1):
+        if (workdir.joinpath(*parts[:depth]) / "__init__.py").exists():
+            package_depth = depth
+        else:
+            break
+    root = workdir.joinpath(*parts[: len(parts) - 1 - package_depth]) if package_depth else path.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    dotted = ".".join(parts[len(parts) - 1 - package_depth :])
+    return importlib.import_module(dotted)
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, sys.modules["numpy"].ndarray)
+
+
+def _digest(value: Any) -> str | None:
+    return hashlib.blake2b(value.tobytes(), digest_size=16).hexdigest() if _is_array(value) else None
+
+
+def _rss_now_and_reset_peak() -> int | None:
+    """Current RSS in bytes, after resetting the kernel's peak-RSS mark (where the kernel allows it)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_kib("VmRSS") * 1024
+    except OSError:
+        return None
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(field)
+
+
+def _synchronize() -> None:
+    """Wait for queued GPU work so a timer measures it (only if the submission itself loaded torch)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+class Run:
+    """What a driver calls the submission through: argument checks, timing and memory measurement per call."""
+
+    def __init__(self, entries: dict[str, Any], measure: dict[str, Any], contract_error: type[BaseException]):
+        self.entries, self.measure, self.contract_error = entries, measure, contract_error
+        self.calls: list[dict[str, Any]] = []
+
+    def call(self, name: str, *args: Any, measure: bool = False) -> Any:
+        """Call entry point ``name`` with ``args``; ``measure`` marks the call that memory and speed cases measure."""
+        before = [_digest(a) for a in args]
+        record: dict[str, Any] = {"name": name, "measured": measure}
+        if measure and self.measure.get("memory"):
+            result = self._traced(self.entries[name], args, record)
+        elif measure and self.measure.get("repeats"):
+            result = self._timed(self.entries[name], args, record)
+        else:
+            start = time.perf_counter()
+            result = self.entries[name](*args)
+            _synchronize()
+            record["seconds"] = time.perf_counter() - start
+        self.calls.append(record)
+        changed = [i for i, (a, d) in enumerate(zip(args, before, strict=True)) if d is not None and _digest(a) != d]
+        if changed:
+            raise self.contract_error(f"{name} modified its input argument(s) at position {changed}")
+        return result
+
+    def unpack(self, value: Any, count: int, what: str) -> tuple[Any, ...]:
+        """Check an entry point returned a tuple of ``count`` items (the contract's ``what``)."""
+        if not isinstance(value, (tuple, list)) or len(value) != count:
+            raise self.contract_error(f"expected {what}, got {type(value).__name__} of length {_len(value)}")
+        return tuple(value)
+
+    def _traced(self, fn: Any, args: tuple[Any, ...], record: dict[str, Any]) -> Any:
+        gc.collect()
+        rss_before = _rss_now_and_reset_peak()
+        tracemalloc.start()
+        start = time.perf_counter()
+        result = fn(*args)
+        _synchronize()
+        record["seconds"] = time.perf_counter() - start
+        traced_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rss_growth = _status_kib("VmHWM") * 1024 - rss_before if rss_before is not None else 0
+        record.update(
+            traced_peak_bytes=traced_peak, rss_growth_bytes=rss_growth, peak_bytes=max(traced_peak, rss_growth)
+        )
+        return result
+
+    def _timed(self, fn: Any, args: tuple[Any, ...], record: dict[str, Any]) -> Any:
+        for _ in range(self.measure.get("warmup", 1)):
+            fn(*args)
+        _synchronize()
+        times = []
+        for _ in range(self.measure["repeats"]):
+            # Fresh copies each time, so a submission that memoises on its input objects is still timed doing work.
+            fresh = [a.copy() if _is_array(a) else a for a in args]
+            start = time.perf_counter()
+            result = fn(*fresh)
+            _synchronize()
+            times.append(time.perf_counter() - start)
+        record.update(seconds=sorted(times)[len(times) // 2], times=times)
+        return result
+
+
+def _len(value: Any) -> int | str:
+    try:
+        return len(value)
+    except TypeError:
+        return "-"
+
+
+def _to_numpy(name: str, value: Any, contract_error: type[BaseException]) -> Any:
+    """Outputs leave as NumPy arrays; torch, CuPy and MLX arrays are converted here, in the child."""
+    np = sys.modules["numpy"]
+    if hasattr(value, "detach"):  # torch
+        value = value.detach().cpu().numpy()
+    elif type(value).__module__.startswith("cupy"):
+        value = value.get()
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is a contract failure
+        raise contract_error(f"output {name} is not an array ({type(value).__name__}): {exc}") from exc
+    if array.dtype.kind not in "biufc":
+        raise contract_error(f"output {name} is not numeric: {type(value).__name__} of dtype {array.dtype}")
+    return array
+
+
+def _failure(kind: str, exc: BaseException) -> dict[str, Any]:
+    text = "".join(traceback.format_exception(exc))
+    return {
+        "status": "error",
+        "kind": kind,
+        "type": type(exc).__name__,
+        "message": str(exc)[:500],
+        "traceback": text[-TRACEBACK_CHARS:],
+    }
+
+
+def _classify(exc: BaseException, contract_error: type[BaseException]) -> dict[str, Any]:
+    if isinstance(exc, MemoryError):
+        return _failure("oom", exc)
+    if isinstance(exc, contract_error):
+        return _failure("contract", exc)
+    return _failure("exception", exc)
+
+
+def serve(request_fd: int, response_fd: int) -> None:
+    wire = _load_wire()
+    config, _ = wire.recv(request_fd)
+    _set_limits(config)
+    driver, contract_error = _import_driver(config)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+    try:
+        entries = _import_entries(config, driver)
+    except BaseException as exc:  # noqa: BLE001 - an import that fails or exits is the submission's failure
+        wire.send(response_fd, _classify(exc, contract_error) | {"phase": "import"})
+        entries = None
+    else:
+        wire.send(response_fd, {"status": "ready"})
+    while True:
+        try:
+            request, inputs = wire.recv(request_fd)
+        except wire.WireError:
+            return  # the grader is done with us
+        if entries is None:
+            wire.send(
+                response_fd,
+                {
+                    "status": "error",
+                    "kind": "exception",
+                    "type": "ImportError",
+                    "message": "the submission failed to import",
+                    "traceback": "",
+                },
+            )
+            continue
+        run = Run(entries, request["measure"], contract_error)
+        try:
+            outputs = driver.drive(run, inputs, request["params"])
+            arrays = {name: _to_numpy(name, value, contract_error) for name, value in outputs.items()}
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and friends from a submission are its failures too
+            wire.send(response_fd, _classify(exc, contract_error) | {"calls": run.calls})
+            continue
+        wire.send(response_fd, {"status": "ok", "calls": run.calls}, arrays)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -1,0 +1,70 @@
+"""pytest-html additions: the grade summary on top and per-case columns (model, case, outcome, error/bound, time).
+
+Every string that can come from a submission (model names, messages, printed output) is escaped: pytest-html inserts
+these cells as raw HTML. The hooks are optional, so the grader runs the same without pytest-html installed.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+import pytest
+from tabulate import tabulate
+
+from plugins.grade.plugin import SUMMARY_KEY
+from plugins.grade.records import RECORD_PROPERTY
+from plugins.report import tables
+
+COLUMNS = ("model", "case", "outcome", "error / bound", "time (ms)")
+
+
+def _record(report: Any) -> dict[str, Any] | None:
+    return next((value for name, value in getattr(report, "user_properties", []) if name == RECORD_PROPERTY), None)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_report_title(report: Any) -> None:
+    report.title = "kernelgrade report"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str], session: Any) -> None:
+    run = session.config.stash.get(SUMMARY_KEY, None)
+    if run is None:
+        return
+    # tabulate's "html" format escapes every cell, so model-supplied text stays text.
+    prefix.append("<h2>Grades</h2>")
+    prefix.append(tabulate(tables.grade_matrix(run)[1], headers=tables.grade_matrix(run)[0], tablefmt="html"))
+    prefix.append("<h3>Ranking</h3>")
+    prefix.append(tabulate(tables.ranking(run)[1], headers=tables.ranking(run)[0], tablefmt="html"))
+    for challenge in tables.graded_challenges(run):
+        headers, rows = tables.breakdown(run, challenge["id"])
+        prefix.append(f"<h3>{escape(challenge['title'])}</h3>")
+        prefix.append(tabulate(rows, headers=headers, tablefmt="html"))
+    prefix.append(f"<p>Seed {escape(str(run['options']['seed']))}; full details in grades.md and results.json.</p>")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_header(cells: list[str]) -> None:
+    cells[2:2] = [f'<th class="sortable" data-column-type="{c}">{escape(c)}</th>' for c in COLUMNS]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_row(report: Any, cells: list[str]) -> None:
+    record = _record(report) or {}
+    ratio = _worst_ratio(record)
+    seconds = record.get("seconds")
+    values = (
+        record.get("model", ""),
+        record.get("case", ""),
+        record.get("outcome", ""),
+        f"{ratio:.3g}" if ratio is not None else "",
+        f"{seconds * 1000:.1f}" if seconds is not None else "",
+    )
+    cells[2:2] = [f"<td>{escape(str(v))}</td>" for v in values]
+
+
+def _worst_ratio(record: dict[str, Any]) -> float | None:
+    ratios = [c["bound_ratio"] for c in record.get("checks", []) if c.get("bound_ratio") is not None]
+    return max(ratios) if ratios else None

@@ -1,0 +1,107 @@
+"""``grades.md``: ranking, grade matrix, per-challenge breakdown naming the failed cases, head-to-head, provenance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tabulate import tabulate
+
+from plugins.report import tables
+
+MAX_FAILURES_LISTED = 12  # per model and challenge; results.json and report.html keep them all
+
+
+def escape(text: Any) -> str:
+    """Cell- and line-safe text: model output and folder names must not break tables or inject markup."""
+    return (
+        str(text)
+        .replace("\\", "\\\\")
+        .replace("|", "\\|")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("\r", " ")
+        .replace("\n", " ")
+    )
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    return tabulate(
+        [[escape(c) for c in row] for row in rows],
+        headers=[escape(h) for h in headers],
+        tablefmt="pipe",
+        disable_numparse=True,
+    )
+
+
+def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> str:
+    opts = summary["options"]
+    speed = "measured" if opts["measure_speed"] else "not measured (--no-speed): grades leave speed out"
+    lines = [
+        "# kernelgrade: grades",
+        "",
+        f"Run {summary['created']} on {escape(summary['machine']['platform'])}, device {opts['device']}"
+        f"{' (' + escape(', '.join(summary['machine']['gpu'])) + ')' if summary['machine']['gpu'] else ''}; "
+        f"commit {summary['commit']['sha'] or 'unknown'}{' (with local changes)' if summary['commit']['dirty'] else ''}"
+        ";"
+        f" seed {opts['seed']}; {len(summary['cases'])} cases; speed {speed}.",
+        "",
+        "## Ranking",
+        "",
+        _table(*tables.ranking(summary)),
+        "",
+        "## Grade matrix",
+        "",
+        f"Letter (points out of 100); {tables.NOT_ATTEMPTED} means the model has no folder for the challenge.",
+        "",
+        _table(*tables.grade_matrix(summary)),
+        "",
+    ]
+    for challenge in tables.graded_challenges(summary):
+        lines += _challenge_section(summary, challenge)
+    lines += [
+        "## Head-to-head",
+        "",
+        "Wins-losses-ties of the row model against the column model, one per challenge"
+        " both attempted, compared by grade points.",
+        "",
+        _table(*tables.head_to_head(summary)),
+        "",
+    ]
+    for title, body in extra_sections:
+        lines += [f"## {title}", "", body, ""]
+    return "\n".join(lines)
+
+
+def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> list[str]:
+    lines = [
+        f"## {challenge['title']} (`{challenge['id']}`)",
+        "",
+        _table(*tables.breakdown(summary, challenge["id"])),
+        "",
+    ]
+    failures = tables.failed_cases(summary, challenge["id"])
+    if not failures:
+        return lines + ["Every case passed for every model.", ""]
+    lines += [
+        "Failed cases (the trap each case guards against, the outcome, and the worst error against its bound):",
+        "",
+    ]
+    shown: dict[str, int] = {}
+    for model, failure in failures:
+        shown[model] = shown.get(model, 0) + 1
+        if shown[model] > MAX_FAILURES_LISTED:
+            continue
+        lines.append(
+            f"- **{escape(model)}** `{failure['case']}` ({escape(failure['guards'])}): {failure['outcome']}"
+            f" — {escape(failure['message'])}"
+        )
+    for model, count in shown.items():
+        if count > MAX_FAILURES_LISTED:
+            lines.append(f"- **{escape(model)}**: {count - MAX_FAILURES_LISTED} more failed cases in results.json")
+    notes = [
+        (row["model"], note)
+        for row in summary["ranking"]
+        for note in summary["models"][row["model"]]["challenges"].get(challenge["id"], {}).get("notes", [])
+    ]
+    lines += [""] + [f"- note on **{escape(m)}**: {escape(n)}" for m, n in notes] + ([""] if notes else [])
+    return lines

@@ -1,0 +1,85 @@
+"""Rows for every table the reports show, built once from the summary and rendered by each writer in its format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reference.contract import CATEGORIES
+
+NOT_ATTEMPTED = "—"
+
+
+def graded_challenges(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Challenges with a contract that at least one model in the run attempted, in report order."""
+    attempted = {cid for m in summary["models"].values() for cid in m["challenges"]}
+    return [c for c in summary["challenges"] if c["graded"] and c["id"] in attempted]
+
+
+def grade_matrix(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Models (ranked) by challenges: ``letter (points)``, or a dash where the model has no folder."""
+    columns = graded_challenges(summary)
+    headers = ["model", "overall", *[c["id"] for c in columns]]
+    rows = []
+    for row in summary["ranking"]:
+        model = summary["models"][row["model"]]
+        cells = [row["model"], f"{model['overall']} ({model['mean_grade_points']:.2f})"]
+        for c in columns:
+            grade = model["challenges"].get(c["id"])
+            cells.append(f"{grade['letter']} ({grade['points']:.1f})" if grade else NOT_ATTEMPTED)
+        rows.append(cells)
+    return headers, rows
+
+
+def ranking(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    headers = ["rank", "model", "overall", "mean grade points", "coverage"]
+    rows = [
+        [
+            row["rank"],
+            row["model"],
+            summary["models"][row["model"]]["overall"],
+            f"{row['mean_grade_points']:.2f}",
+            row["coverage"],
+        ]
+        for row in summary["ranking"]
+    ]
+    return headers, rows
+
+
+def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[list[str]]]:
+    """Per model on one challenge: letter, points, passed/run per category, speed ratio and how it was loaded."""
+    headers = ["model", "grade", "points", *CATEGORIES, "loaded"]
+    rows = []
+    for row in summary["ranking"]:
+        grade = summary["models"][row["model"]]["challenges"].get(challenge)
+        if grade is None:
+            continue
+        cells = [row["model"], grade["letter"], f"{grade['points']:.1f}"]
+        for name in CATEGORIES:
+            cat = grade["categories"].get(name)
+            if cat is None:
+                cells.append("not run")
+            elif name == "speed" and grade["speed_ratio"] is not None:
+                cells.append(f"{grade['speed_ratio']:.2f}x ref")
+            else:
+                cells.append(f"{cat['passed']}/{cat['cases']}")
+        cells.append(grade["loaded"])
+        rows.append(cells)
+    return headers, rows
+
+
+def head_to_head(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Wins-losses-ties of the row model against the column model over challenges both attempted."""
+    models = [row["model"] for row in summary["ranking"]]
+    table = summary["head_to_head"]
+    rows = [[a, *(NOT_ATTEMPTED if a == b else "-".join(map(str, table[a][b])) for b in models)] for a in models]
+    return ["W-L-T", *models], rows
+
+
+def failed_cases(summary: dict[str, Any], challenge: str) -> list[tuple[str, dict[str, Any]]]:
+    """(model, failure) pairs for one challenge, models in ranking order."""
+    out = []
+    for row in summary["ranking"]:
+        grade = summary["models"][row["model"]]["challenges"].get(challenge)
+        for failure in grade["failed"] if grade else []:
+            out.append((row["model"], failure))
+    return out

@@ -1,0 +1,96 @@
+"""The shapes every challenge's reference module is written in.
+
+A challenge's reference module (``reference/<id>.py``) is its contract. It exposes, at module level:
+
+- ``CHALLENGE``: a :class:`Challenge` naming the id, the folder names accepted for it and the entry points.
+- ``CASES``: a tuple of :class:`Case`, each with a readable id, a rubric category and the trap it guards against.
+- ``make_inputs(case, rng) -> dict[str, np.ndarray]``: fresh random inputs (runs in the grader).
+- ``expected(case, inputs) -> Expected``: the float64 truth and the bound for each output (runs in the grader).
+- ``drive(run, inputs, params) -> dict``: calls the submission's entry points; runs *inside the sandbox child*, so it
+  imports nothing beyond NumPy and the standard library and receives the submission's functions through ``run``.
+
+The grader compares every output named in ``Expected.values`` with the one comparator, applies the memory budget and
+times speed cases; a reference module holds no checking code of its own.
+
+This module imports nothing but the standard library because the sandbox child loads it before any submission code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Rubric categories, in the order reports list them.
+CATEGORIES = ("core", "edge", "precision", "memory", "speed", "robustness")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One challenge: its id (used in reports, ``reference/<id>.py`` and ``tests/``) and how submissions meet it."""
+
+    id: str
+    title: str
+    folder_names: tuple[str, ...]  # accepted names of ``submissions/<model>/<folder>/``: the id and scaffold aliases
+    entry_points: tuple[str, ...] = ()  # empty while the challenge has no contract in this grader yet
+
+
+@dataclass(frozen=True)
+class Case:
+    """One hidden input configuration.
+
+    ``params`` holds only JSON values (it travels to the sandbox child); ``guards`` names the trap or property the case
+    exists for, so a report can say which traps a submission fell into.
+    """
+
+    id: str
+    category: str
+    guards: str
+    params: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.category not in CATEGORIES:
+            raise ValueError(f"case {self.id}: unknown category {self.category!r}")
+
+    @property
+    def is_speed(self) -> bool:
+        return self.category == "speed"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The error bound for one float output, as data with its reason.
+
+    An element passes when ``|got - want| <= atol + rtol * |want|`` where
+    ``atol = max(atol_floor * scale, baseline_factor * baseline_error)``: ``scale`` is ``max(1, max|want|)`` so the
+    floor follows the output's magnitude, and ``baseline_error`` is the max error of a straightforward implementation in
+    the input's own precision, measured on the same input against the same float64 truth (the rule flash-attention's
+    own tests use: the code under test may be a small factor worse than a same-precision baseline, never more).
+    """
+
+    atol_floor: float
+    rtol: float
+    baseline_factor: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A resolved bound for one output of one case (what the comparator applies)."""
+
+    atol: float
+    rtol: float
+    dtype: str | None  # the dtype the output must have; None accepts any floating dtype
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the grader keeps secret from the submission: float64 truths and their bounds, one per output name."""
+
+    values: Mapping[str, Any]  # name -> np.ndarray (float64)
+    bounds: Mapping[str, Bound]
+    extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. the memory budget in bytes
+
+
+class ContractError(Exception):
+    """The submission ran but broke the contract (wrong output type, too few outputs, modified its inputs)."""

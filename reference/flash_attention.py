@@ -1,0 +1,154 @@
+"""Flash-attention forward: contract, float64 oracle, input generator, tolerances and hidden cases.
+
+Contract (NumPy in, NumPy out; every argument is passed positionally, so a submission's defaults are never used)::
+
+    flash_attention_fwd(Q, K, V, tile_size, causal=True) -> O
+
+- ``Q, K, V``: arrays of shape (B, H, N, D), float64 or float32; never modified by the call.
+- ``tile_size``: the tile length for both query and key tiles; N need not be a multiple of it.
+- ``causal``: query i attends keys j <= i.
+- ``O``: shape (B, H, N, D), same dtype as the inputs; ``O = softmax(Q K^T / sqrt(D) [+ causal mask]) V``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from reference.contract import Bound, Case, Challenge, Expected, Tolerance
+
+CHALLENGE = Challenge(
+    id="flash_attention",
+    title="Flash-attention forward",
+    folder_names=("flash_attention",),
+    entry_points=("flash_attention_fwd",),
+)
+
+TOLERANCES = {
+    "float64": Tolerance(
+        atol_floor=1e-10,
+        rtol=1e-10,
+        baseline_factor=2.0,
+        reason="a tiled online softmax in float64 differs from the direct softmax by rounding only (about 1e-15 "
+        "relative); 1e-10 leaves room for any summation order and still catches real bugs, which err by 1e-3 or more",
+    ),
+    "float32": Tolerance(
+        atol_floor=1e-6,
+        rtol=1e-5,
+        baseline_factor=2.0,
+        reason="float32 rounding of the exponentials and sums: at most twice the error of a direct float32 softmax "
+        "on the same input, with a floor of a few float32 ulps of the output's magnitude",
+    ),
+}
+
+
+def shaped_case(
+    category: str, guards: str, b: int, h: int, n: int, d: int, tile: int, causal: bool = True, **extra: Any
+) -> Case:
+    """A case whose id spells its shape and tags (``b2-h3-n300-d59-t97-causal-f32``); float64 unless ``f32=True``."""
+    tags = "".join(f"-{key}{'' if value is True else value}" for key, value in extra.items())
+    case_id = f"b{b}-h{h}-n{n}-d{d}-t{tile}-{'causal' if causal else 'full'}{tags}"
+    dtype = "float32" if extra.get("f32") else "float64"
+    params = {"B": b, "H": h, "N": n, "D": d, "tile": tile, "causal": causal, "dtype": dtype, **extra}
+    return Case(case_id, category, guards, params)
+
+
+CASES = (
+    shaped_case("core", "causal mask over whole tiles", 1, 2, 256, 64, 64),
+    shaped_case("core", "non-causal attention", 1, 2, 256, 64, 64, causal=False),
+    shaped_case("core", "batch and head indexing (B, H > 1)", 2, 3, 128, 32, 32),
+    # 300 = 3 * 97 + 9: the final tile holds 9 rows and 9 keys.
+    shaped_case("edge", "uneven final tile", 1, 2, 300, 64, 97),
+    shaped_case("edge", "uneven final tile without a mask", 1, 2, 300, 64, 97, causal=False),
+    # 1025 = 8 * 128 + 1: a final tile of a single row and a single key.
+    shaped_case("edge", "one-row final tile", 1, 1, 1025, 64, 128),
+    shaped_case("edge", "sequence shorter than one tile", 1, 2, 40, 64, 64),
+    shaped_case("edge", "tile of one element", 1, 1, 33, 16, 1),
+    shaped_case("edge", "single token (N = 1)", 1, 2, 1, 64, 64),
+    # 59 is odd and prime: catches head dims assumed to be powers of two or multiples of 8.
+    shaped_case("edge", "odd head dim with uneven tiles", 2, 2, 200, 59, 64),
+    shaped_case("precision", "float32 inputs keep float32", 1, 2, 300, 64, 97, f32=True),
+    # Scores of std 300 reach about 1200: exp overflows (float64 limit ~709) unless the running max is subtracted and
+    # the accumulator rescaled by exp(m_old - m_new), never exp(m_new - m_old).
+    shaped_case("precision", "rescale direction with overflow-scale scores", 1, 2, 256, 64, 64, s=300),
+    shaped_case("precision", "overflow-scale scores without a mask", 1, 2, 300, 64, 97, causal=False, s=300),
+    # One N x N float64 matrix at N=4096 is 128 MiB; the budget is 20% of it.
+    shaped_case("memory", "no N x N materialisation", 1, 1, 4096, 64, 128, mem=True),
+    shaped_case("speed", "time against the vectorised NumPy reference", 1, 4, 1024, 64, 128, speed=True),
+    # (B, N, H, D) storage viewed as (B, H, N, D): the common strided layout of real attention inputs.
+    shaped_case("robustness", "strided (non-contiguous) inputs", 1, 2, 256, 64, 64, strided=True),
+)
+
+
+def input_dtype(case: Case) -> np.dtype:
+    return np.dtype(case.params["dtype"])
+
+
+def make_inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Q, K, V of shape (B, H, N, D) drawn N(0, 1); Q and K scaled so scores have std ``s`` when the case sets it."""
+    p = case.params
+    shape = (p["B"], p["H"], p["N"], p["D"])
+    # q.k / sqrt(D) has std 1 for unit inputs; scaling both by sqrt(s) gives std s.
+    qk_scale = math.sqrt(p.get("s", 1.0))
+    q, k, v = (rng.standard_normal(shape) for _ in range(3))
+    dtype = input_dtype(case)
+    return {"Q": (q * qk_scale).astype(dtype), "K": (k * qk_scale).astype(dtype), "V": v.astype(dtype)}
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Direct softmax attention in the inputs' precision: ``(O (B,H,N,D), L (B,H,N))``, L the row logsumexp.
+
+    Vectorised over everything; materialises the (B, H, N, N) scores. In float64 it is the oracle, in the inputs'
+    precision the same-precision baseline, and it is also what speed cases are timed against.
+    """
+    n = q.shape[-2]
+    scores = (q @ np.swapaxes(k, -1, -2)) * q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
+    if causal:
+        scores = np.where(np.tri(n, dtype=bool), scores, -np.inf)
+    row_max = scores.max(axis=-1, keepdims=True)
+    weights = np.exp(scores - row_max)
+    row_sum = weights.sum(axis=-1, keepdims=True)
+    return (weights @ v) / row_sum, (row_max + np.log(row_sum))[..., 0]
+
+
+def flash_attention_fwd(Q: np.ndarray, K: np.ndarray, V: np.ndarray, tile_size: int, causal: bool = True) -> np.ndarray:
+    """The contract's entry point, as the vectorised baseline that speed cases are timed against (tile unused)."""
+    del tile_size  # the baseline is untiled
+    return attention(Q, K, V, causal)[0]
+
+
+def bound_for(tolerance: Tolerance, want: np.ndarray, baseline: np.ndarray, dtype: np.dtype) -> Bound:
+    """Resolve a :class:`Tolerance` on one output into the bound the comparator applies (see Tolerance)."""
+    scale = max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
+    baseline_error = float(np.max(np.abs(baseline.astype(np.float64) - want))) if want.size else 0.0
+    atol = max(tolerance.atol_floor * scale, tolerance.baseline_factor * baseline_error)
+    return Bound(atol=atol, rtol=tolerance.rtol, dtype=dtype.name)
+
+
+def expected(case: Case, inputs: dict[str, np.ndarray]) -> Expected:
+    """The float64 output and its bound; for memory cases also the budget of the traced call."""
+    q, k, v = inputs["Q"], inputs["K"], inputs["V"]
+    causal = case.params["causal"]
+    want, _ = attention(*(x.astype(np.float64) for x in (q, k, v)), causal)
+    baseline, _ = attention(q, k, v, causal)
+    dtype = input_dtype(case)
+    extra = {"memory_budget_bytes": memory_budget(case.params["N"])} if case.params.get("mem") else {}
+    return Expected({"O": want}, {"O": bound_for(TOLERANCES[dtype.name], want, baseline, dtype)}, extra)
+
+
+def memory_budget(n: int) -> int:
+    """Peak allocation allowed during the measured call: 20% of one N x N float64 matrix."""
+    return int(0.2 * n * n * 8)
+
+
+def strided(x: np.ndarray) -> np.ndarray:
+    """The same values as a (B, H, N, D) view of (B, N, H, D) storage."""
+    return np.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+
+
+def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
+    """Runs in the sandbox child: one measured forward call."""
+    q, k, v = (strided(inputs[n]) if params.get("strided") else inputs[n] for n in "QKV")
+    return {"O": run.call("flash_attention_fwd", q, k, v, params["tile"], params["causal"], measure=True)}

@@ -1,0 +1,87 @@
+"""Helpers for the grader's self-tests: start grading runs in subprocesses and read back what they wrote.
+
+A grading run is the real thing: ``python -m pytest`` on the repo's ``tests/`` with the repo's ``pytest.ini`` and
+``conftest.py``, writing its reports into a temporary folder. The demo roster is graded once per session (with and
+without ``-n 2``) and shared by the tests that read it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "submissions"
+ROSTER_SEED = "20261130"
+
+
+@dataclass
+class GradingRun:
+    """A finished grading run: exit code, combined output and the reports folder."""
+
+    returncode: int
+    output: str
+    reports: Path
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return json.loads((self.reports / "results.json").read_text())
+
+    def records(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        """Case records keyed by (model, challenge, case)."""
+        return {(c["model"], c["challenge"], c["case"]): c for c in self.summary["cases"]}
+
+    def letters(self) -> dict[str, dict[str, str]]:
+        return {m: {c: g["letter"] for c, g in d["challenges"].items()} for m, d in self.summary["models"].items()}
+
+
+def run_grader(workdir: Path, *args: str, timeout: float = 900) -> GradingRun:
+    """Grade from the repo with extra arguments; reports go to ``workdir/reports``. Never raises on exit codes."""
+    reports = workdir / "reports"
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-c",
+        str(REPO / "pytest.ini"),
+        "--rootdir",
+        str(REPO),
+        "-p",
+        "no:cacheprovider",
+        f"--reports-dir={reports}",
+        *args,
+        str(REPO / "tests"),
+    ]
+    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, check=False)
+    return GradingRun(done.returncode, done.stdout + done.stderr, reports)
+
+
+@pytest.fixture
+def grade(tmp_path: Path):
+    """``grade(*args)``: one grading run in a fresh temporary folder."""
+    counter = iter(range(100))
+
+    def run(*args: str) -> GradingRun:
+        workdir = tmp_path / f"run{next(counter)}"
+        workdir.mkdir()
+        return run_grader(workdir, *args)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def roster(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
+    """The bundled demo roster, graded without speed (timings must not move the grades these tests assert)."""
+    return run_grader(tmp_path_factory.mktemp("roster"), "--no-speed", "--seed", ROSTER_SEED)
+
+
+@pytest.fixture(scope="session")
+def roster_parallel(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
+    """The same roster and seed under ``-n 2``."""
+    return run_grader(tmp_path_factory.mktemp("roster-n2"), "-n", "2", "--no-speed", "--seed", ROSTER_SEED)

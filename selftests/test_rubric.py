@@ -1,0 +1,99 @@
+"""The scoring module on hand-made records: points, letters, gates, head-to-head and ranking."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugins.config import RUBRIC_FILE
+from plugins.grade import rubric as rb
+from plugins.grade.records import CaseRecord
+
+RUBRIC = rb.load_rubric(RUBRIC_FILE)
+
+
+def record(category: str, outcome: str = "passed", speed_ratio: float | None = None, case: str = "") -> CaseRecord:
+    speed = {"ratio": speed_ratio, "median_s": 1.0} if speed_ratio is not None else None
+    return CaseRecord("m", "flash_attention", case or category, 0, category, "trap", outcome, speed=speed)
+
+
+def full_set(**overrides: str) -> list[CaseRecord]:
+    """One passing case per category (speed 1x the reference), with outcomes overridden by category."""
+    cats = ("core", "edge", "precision", "memory", "speed", "robustness")
+    return [record(c, overrides.get(c, "passed"), speed_ratio=1.0 if c == "speed" else None) for c in cats]
+
+
+def graded(records: list[CaseRecord]) -> rb.ChallengeGrade:
+    grade = rb.score("m", "flash_attention", records, RUBRIC)
+    grade.letter = rb.letter_for(grade, RUBRIC)
+    return grade
+
+
+def test_everything_passed_is_a_plus():
+    """All categories full: 100 points, A+."""
+    grade = graded(full_set())
+    assert grade.points == 100.0 and grade.letter == "A+"
+
+
+def test_failed_memory_costs_its_weight():
+    """Memory is 10 of 100 points: losing it gives 90, an A-."""
+    grade = graded(full_set(memory="wrong"))
+    assert grade.points == 90.0 and grade.letter == "A-"
+    assert grade.failed[0]["category"] == "memory"
+
+
+def test_skipped_speed_drops_out_and_rescales():
+    """Speed not measured: the other 90 points are scaled to 100, and failing memory then gives 80/90."""
+    records = [r for r in full_set(memory="wrong") if r.category != "speed"]
+    grade = graded(records)
+    assert "speed" not in grade.categories
+    assert grade.points == pytest.approx(100 * 80 / 90, abs=0.01) and grade.letter == "B+"
+
+
+@pytest.mark.parametrize(
+    ("ratio", "credit"), [(0.3, 1.0), (1.49, 1.0), (2.0, 0.75), (10.0, 0.5), (50.0, 0.25), (99, 0)]
+)
+def test_speed_bands(ratio, credit):
+    """A passed speed case earns the credit of the band its ratio falls in."""
+    assert rb.case_credit(record("speed", speed_ratio=ratio), RUBRIC) == credit
+
+
+def test_wrong_speed_case_earns_nothing():
+    """Speed is credited only for correct output, however fast."""
+    assert rb.case_credit(record("speed", "wrong", speed_ratio=0.1), RUBRIC) == 0.0
+
+
+def test_core_failure_caps_the_letter():
+    """Failing a core case caps at D even when the points would earn more."""
+    records = [*full_set(), *(record("core", case=f"c{i}") for i in range(9)), record("core", "wrong", case="bad")]
+    grade = graded(records)
+    assert grade.points > 90 and grade.letter == "D"
+    assert any("core" in note for note in grade.notes)
+
+
+def test_letter_thresholds_are_inclusive():
+    """Points exactly on a threshold earn that letter; just below earns the next."""
+    assert rb.letter_for(rb.ChallengeGrade("m", "c", 93.0), RUBRIC) == "A"
+    assert rb.letter_for(rb.ChallengeGrade("m", "c", 92.99), RUBRIC) == "A-"
+    assert rb.letter_for(rb.ChallengeGrade("m", "c", 59.9), RUBRIC) == "F"
+
+
+def test_head_to_head_counts_only_shared_challenges():
+    """Wins, losses and ties by grade points over challenges both models attempted."""
+    letters = {"a": {"x": "A", "y": "B", "z": "C"}, "b": {"x": "B", "y": "B"}}
+    table = rb.head_to_head(letters, RUBRIC)
+    assert table["a"]["b"] == [1, 0, 1] and table["b"]["a"] == [0, 1, 1]
+
+
+def test_ranking_by_mean_grade_points_with_coverage():
+    """Not-attempted challenges are not Fs: the mean is over attempted ones, coverage says how many."""
+    letters = {"wide": {"x": "A", "y": "B"}, "narrow": {"x": "A+"}, "weak": {"x": "F", "y": "F"}}
+    rows = rb.ranking(letters, RUBRIC, 8)
+    assert [r["model"] for r in rows] == ["narrow", "wide", "weak"]
+    assert rows[0]["coverage"] == "1 of 8" and rows[1]["mean_grade_points"] == 3.5
+
+
+def test_overall_letter_from_mean():
+    """The badge letter is the best letter the mean grade points reach."""
+    assert rb.overall_letter(4.3, RUBRIC) == "A+"
+    assert rb.overall_letter(3.5, RUBRIC) == "B+"
+    assert rb.overall_letter(0.5, RUBRIC) == "F"

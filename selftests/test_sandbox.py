@@ -1,0 +1,175 @@
+"""Isolation: each failure a submission can have becomes its own named outcome, and none leaks into another run.
+
+Each bad submission here stands for one failure (see the fixture's docstring); the sandbox is driven directly, as the
+grading plugin drives it, with short limits.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, REPO
+from plugins.isolate import wire
+from plugins.isolate.sandbox import Limits, Program, Sandbox, SandboxPool
+from reference import flash_attention as fwd
+
+CASE = next(c for c in fwd.CASES if c.id == "b1-h2-n40-d64-t64-causal")
+LIMITS = Limits(call_timeout_s=3, memory_bytes=1 << 30, device="cpu")
+# A direct, correct implementation; tests prepend lines to its body to make one behaviour bad.
+CORRECT = """import numpy as np
+
+
+def flash_attention_fwd(Q, K, V, tile_size, causal=True):
+    #BODY
+    s = Q @ np.swapaxes(K, -1, -2) / np.sqrt(Q.shape[-1])
+    if causal:
+        s = np.where(np.tri(Q.shape[-2], dtype=bool), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ V
+"""
+
+
+def program(folder: Path, file: str = "impl.py") -> Program:
+    return Program("reference.flash_attention", (("flash_attention_fwd", file),), folder)
+
+
+def run_once(folder: Path, tile: int | None = None, limits: Limits = LIMITS):
+    sandbox = Sandbox(program(folder), limits, REPO)
+    try:
+        inputs = fwd.make_inputs(CASE, np.random.default_rng(0))
+        params = dict(CASE.params) | ({"tile": tile} if tile else {})
+        return sandbox.run(inputs, params, {})
+    finally:
+        sandbox.close()
+
+
+def make(tmp_path: Path, source: str) -> Path:
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    (folder / "impl.py").write_text(source)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("fixture", "status", "fragment"),
+    [
+        ("bad-timeout", "timeout", "no answer within 3 s"),
+        ("bad-segfault", "crash", "SIGSEGV"),
+        ("bad-memory", "oom", "MemoryError"),
+        ("bad-raise", "error", "deliberate failure"),
+        ("bad-exit", "crash", "status 3"),
+    ],
+)
+def test_each_failure_has_its_own_outcome(fixture, status, fragment):
+    outcome = run_once(FIXTURES / fixture / "flash_attention")
+    assert outcome.status == status
+    assert fragment in outcome.message + outcome.traceback
+
+
+def test_memory_cap_is_a_real_limit(tmp_path):
+    """2 GiB fits in this machine's RAM but not under a 1 GiB cap: the cap, not the machine, says no."""
+    folder = make(tmp_path, "import numpy as np\ndef flash_attention_fwd(Q, K, V, t, c):\n    return np.ones(2**28)\n")
+    assert run_once(folder).status == "oom"
+
+
+def test_exception_keeps_its_traceback():
+    outcome = run_once(FIXTURES / "bad-raise" / "flash_attention")
+    assert "RuntimeError: deliberate failure" in outcome.traceback and "impl.py" in outcome.traceback
+
+
+def test_noisy_import_is_graded_and_output_truncated():
+    """Printing, reading files and seeding at import do not stop a correct submission; output is kept, cut short."""
+    outcome = run_once(FIXTURES / "bad-noisy" / "flash_attention")
+    assert outcome.status == "ok" and outcome.outputs["O"].shape == (1, 2, 40, 64)
+    assert "bytes cut" in outcome.stdout and len(outcome.stdout) < 2 * LIMITS.output_tail_chars
+
+
+def test_crash_restarts_the_child_for_the_next_case(tmp_path):
+    """After a segfault on one case, the same sandbox serves the next case from a fresh process."""
+    folder = make(tmp_path, CORRECT.replace("#BODY", "if tile_size == 13:\n        __import__('ctypes').string_at(0)"))
+    sandbox = Sandbox(program(folder), LIMITS, REPO)
+    inputs = fwd.make_inputs(CASE, np.random.default_rng(0))
+    try:
+        assert sandbox.run(inputs, dict(CASE.params) | {"tile": 13}, {}).status == "crash"
+        assert sandbox.run(inputs, dict(CASE.params), {}).status == "ok"
+    finally:
+        sandbox.close()
+
+
+def test_one_submission_cannot_touch_another(tmp_path):
+    """A crash in one sandbox of a pool leaves another's process and results alone."""
+    pool = SandboxPool(LIMITS, REPO)
+    good = pool.get(program(FIXTURES / "bad-noisy" / "flash_attention"))
+    bad = pool.get(program(FIXTURES / "bad-segfault" / "flash_attention"))
+    inputs = fwd.make_inputs(CASE, np.random.default_rng(0))
+    try:
+        first = good.run(inputs, dict(CASE.params), {})
+        pid = good.process.pid
+        assert bad.run(inputs, dict(CASE.params), {}).status == "crash"
+        second = good.run(inputs, dict(CASE.params), {})
+        assert good.process.pid == pid and np.array_equal(first.outputs["O"], second.outputs["O"])
+    finally:
+        pool.close()
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path):
+    """A submission that starts a helper process and hangs: after the timeout neither is left running."""
+    pid_file = tmp_path / "grandchild.pid"
+    folder = make(
+        tmp_path,
+        f"import subprocess, pathlib\ndef flash_attention_fwd(Q, K, V, t, c):\n"
+        f"    p = subprocess.Popen(['sleep', '300'])\n    pathlib.Path({str(pid_file)!r}).write_text(str(p.pid))\n"
+        f"    while True:\n        pass\n",
+    )
+    assert run_once(folder).status == "timeout"
+    pid = int(pid_file.read_text())
+    time.sleep(0.2)
+    assert not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a killed orphan may linger as a zombie until something reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_works_on_a_copy_of_the_folder(tmp_path):
+    """Files a submission writes in its working directory land in the temporary copy, not the original."""
+    folder = make(tmp_path, CORRECT.replace("#BODY", "open('scratch.txt', 'w').write('x')"))
+    (folder / "notes.txt").write_text("notes")
+    assert run_once(folder).status == "ok"
+    assert not (folder / "scratch.txt").exists()
+
+
+def test_modifying_inputs_breaks_the_contract(tmp_path):
+    folder = make(tmp_path, "def flash_attention_fwd(Q, K, V, t, c):\n    Q *= 2\n    return V.copy()\n")
+    outcome = run_once(folder)
+    assert outcome.status == "error" and outcome.kind == "contract" and "modified its input" in outcome.message
+
+
+@pytest.mark.parametrize(
+    ("source", "status"), [("def flash_attention_fwd(:\n", "error"), ("while True:\n    pass\n", "timeout")]
+)
+def test_import_failures_and_hangs(tmp_path, source, status):
+    """A module that does not import, or never finishes importing, fails every case without hanging the grader."""
+    assert run_once(make(tmp_path, source)).status == status
+
+
+def test_wire_refuses_non_numeric_arrays():
+    """Object arrays (which would need pickle) are refused by the reader."""
+    read, write = os.pipe()
+    try:
+        wire.write_all(write, wire.encode({}, {"x": np.array([object()], dtype=object)}))
+        with pytest.raises(wire.WireError):
+            wire.recv(read)
+    finally:
+        os.close(read)
+        os.close(write)

@@ -1,0 +1,1 @@
+"""Flash-attention forward and backward: every discovered submission on every hidden case of the reference."""
