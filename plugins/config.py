@@ -33,6 +33,7 @@ class GraderConfig:
     seed: int
     call_timeout_s: float
     memory_limit_mb: int
+    gpu_memory_fraction: float
     device: str  # "cpu" or "cuda", resolved from "auto"
     gpu: str | None  # the GPU this process's children may use
     measure_speed: bool
@@ -77,7 +78,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=int,
         default=4096,
         metavar="MB",
-        help="address-space limit of each submission's process on CPU runs (default: 4096)",
+        help="host memory cap of each submission's process: address space on CPU runs, data segment on GPU runs "
+        "(default: 4096)",
+    )
+    group.addoption(
+        "--gpu-memory-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="share of the GPU's memory each submission's process may take through torch, on GPU runs (default: 0.5)",
     )
     group.addoption(
         "--device",
@@ -99,13 +108,14 @@ def pytest_configure(config: pytest.Config) -> None:
     gpu = worker.get("kernelgrade_gpu") if worker else ("0" if device == "cuda" else None)
     config.stash[CONFIG_KEY] = GraderConfig(
         repo=root,
-        submissions_dir=Path(option.submissions_dir or root / "submissions").resolve(),
+        submissions_dir=Path(option.submissions_dir or root / "submissions").expanduser().resolve(),
         models=tuple(m.strip() for arg in option.model for m in arg.split(",") if m.strip()),
         reports_dir=reports_dir(config),
-        rubric=Path(option.rubric or RUBRIC_FILE).resolve(),
+        rubric=Path(option.rubric or RUBRIC_FILE).expanduser().resolve(),
         seed=seed,
         call_timeout_s=option.call_timeout,
         memory_limit_mb=option.memory_limit_mb,
+        gpu_memory_fraction=option.gpu_memory_fraction,
         device=device,
         gpu=gpu,
         measure_speed=not option.no_speed,
@@ -113,19 +123,19 @@ def pytest_configure(config: pytest.Config) -> None:
         speed_warmup=1,
     )
     if device == "cuda" and not worker:
-        config.stash[GPU_POOL_KEY] = {str(i): 0 for i in range(_gpu_count())}
+        config.stash[GPU_POOL_KEY] = {str(i): 0 for i in range(gpu_count())}
 
 
 def reports_dir(config: pytest.Config) -> Path:
     """Read on its own because pytest-html's path must be set before the full config exists."""
-    return Path(config.option.reports_dir or config.rootpath / "reports").resolve()
+    return Path(config.option.reports_dir or config.rootpath / "reports").expanduser().resolve()
 
 
 def grader_config(config: pytest.Config) -> GraderConfig:
     return config.stash[CONFIG_KEY]
 
 
-def _gpu_count() -> int:
+def gpu_count() -> int:
     """GPUs visible to nvidia-smi; asking the driver this way creates no CUDA context in the grader."""
     if shutil.which("nvidia-smi") is None:
         return 0
@@ -138,8 +148,8 @@ def _gpu_count() -> int:
 
 def _resolve_device(choice: str) -> str:
     if choice == "auto":
-        return "cuda" if _gpu_count() else "cpu"
-    if choice == "cuda" and not _gpu_count():
+        return "cuda" if gpu_count() else "cpu"
+    if choice == "cuda" and not gpu_count():
         raise pytest.UsageError("--device cuda: no GPU is visible (nvidia-smi -L lists none)")
     return choice
 

@@ -41,24 +41,20 @@ class GradingRun:
         return {m: {c: g["letter"] for c, g in d["challenges"].items()} for m, d in self.summary["models"].items()}
 
 
-def run_grader(workdir: Path, *args: str, timeout: float = 900) -> GradingRun:
-    """Grade from the repo with extra arguments; reports go to ``workdir/reports``. Never raises on exit codes."""
+def run_grader(workdir: Path, *args: str, as_user: bool = False, timeout: float = 900) -> GradingRun:
+    """Grade with extra arguments; reports go to ``workdir/reports``. Never raises on exit codes.
+
+    By default pytest is pointed at the repo explicitly (``-c``, ``--rootdir``) from ``workdir``; ``as_user`` instead
+    runs exactly as the README says, from the repo root with nothing but the given arguments.
+    """
     reports = workdir / "reports"
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-c",
-        str(REPO / "pytest.ini"),
-        "--rootdir",
-        str(REPO),
-        "-p",
-        "no:cacheprovider",
-        f"--reports-dir={reports}",
-        *args,
-        str(REPO / "tests"),
-    ]
-    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, check=False)
+    located = [] if as_user else ["-c", str(REPO / "pytest.ini"), "--rootdir", str(REPO)]
+    command = [sys.executable, "-m", "pytest", *located, "-p", "no:cacheprovider", f"--reports-dir={reports}", *args]
+    if not as_user:
+        command.append(str(REPO / "tests"))
+    done = subprocess.run(
+        command, cwd=REPO if as_user else workdir, capture_output=True, text=True, timeout=timeout, check=False
+    )
     return GradingRun(done.returncode, done.stdout + done.stderr, reports)
 
 
@@ -67,10 +63,10 @@ def grade(tmp_path: Path):
     """``grade(*args)``: one grading run in a fresh temporary folder."""
     counter = iter(range(100))
 
-    def run(*args: str) -> GradingRun:
+    def run(*args: str, as_user: bool = False) -> GradingRun:
         workdir = tmp_path / f"run{next(counter)}"
         workdir.mkdir()
-        return run_grader(workdir, *args)
+        return run_grader(workdir, *args, as_user=as_user)
 
     return run
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 
@@ -165,7 +166,10 @@ def test_foreign_tree_graded_in_place(grade, tmp_path):
     (clone / "submissions" / "kimi" / "session.log").write_text("log\n")
     (clone / "README.md").write_text("# a comparison repo\n")
     (clone / "conftest.py").write_text(boom)
-    run = grade("--submissions-dir", str(clone), "--no-speed", "-k", "flash and not bwd and n256-d64-t64-causal]")
+    # Exactly as the README shows it: from the repo root, path options with "=".
+    run = grade(
+        f"--submissions-dir={clone}", "--no-speed", "-k", "flash and not bwd and n256-d64-t64-causal]", as_user=True
+    )
     assert "own test ran" not in run.output and "script was run" not in run.output
     assert run.returncode == 0, run.output[-3000:]
     assert run.letters() == {"kimi": {"flash_attention": "A+"}}
@@ -201,7 +205,7 @@ def test_hooks_replace_letters_and_amend_reports(grade, tmp_path, monkeypatch):
         "def pytest_grader_update_summary(summary, config):\n    summary['label'] = 'nightly'\n"
         "def pytest_grader_report_sections(summary, config):\n    return [('House notes', 'graded by plugin')]\n"
     )
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     run = grade("-p", "myrubric", "--model", "demo-tiled", "--no-speed", "-k", "n40")
     assert run.letters() == {"demo-tiled": {"flash_attention": "B", "flash_attention_bwd": "B"}}
     assert run.summary["label"] == "nightly" and "## House notes" in (run.reports / "grades.md").read_text()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, REPO
+from plugins.config import gpu_count
 from plugins.isolate import wire
 from plugins.isolate.sandbox import Limits, Program, Sandbox, SandboxPool
 from reference import flash_attention as fwd
@@ -71,10 +72,30 @@ def test_each_failure_has_its_own_outcome(fixture, status, fragment):
     assert fragment in outcome.message + outcome.traceback
 
 
-def test_memory_cap_is_a_real_limit(tmp_path):
-    """2 GiB fits in this machine's RAM but not under a 1 GiB cap: the cap, not the machine, says no."""
+NEEDS_GPU = pytest.mark.skipif(not gpu_count(), reason="needs a GPU (run on the H200 device machine)")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=NEEDS_GPU)])
+def test_memory_cap_is_a_real_limit(tmp_path, device):
+    """2 GiB fits in the machine's RAM but not under a 1 GiB cap (RLIMIT_AS on CPU runs, RLIMIT_DATA on GPU runs)."""
     folder = make(tmp_path, "import numpy as np\ndef flash_attention_fwd(Q, K, V, t, c):\n    return np.ones(2**28)\n")
-    assert run_once(folder).status == "oom"
+    limits = Limits(call_timeout_s=30, memory_bytes=1 << 30, device=device, gpu="0" if device == "cuda" else None)
+    assert run_once(folder, limits=limits).status == "oom"
+
+
+@NEEDS_GPU
+@pytest.mark.parametrize(("share", "status"), [(0.3, "ok"), (0.7, "oom")])
+def test_gpu_memory_fraction_caps_torch(tmp_path, share, status):
+    """Under a 0.5 cap a child may take 30% of the GPU but not 70%, though the card has room for either."""
+    folder = make(
+        tmp_path,
+        "import torch\ndef flash_attention_fwd(Q, K, V, t, c):\n"
+        f"    x = torch.empty(int(torch.cuda.mem_get_info()[1] * {share}), dtype=torch.uint8, device='cuda')\n"
+        "    return V\n",
+    )
+    limits = Limits(call_timeout_s=60, memory_bytes=16 << 30, device="cuda", gpu="0", gpu_memory_fraction=0.5)
+    outcome = run_once(folder, limits=limits)
+    assert outcome.status == status, outcome.message + outcome.traceback
 
 
 def test_exception_keeps_its_traceback():

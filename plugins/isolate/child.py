@@ -43,12 +43,15 @@ def _load_wire() -> Any:
 
 
 def _set_limits(config: dict[str, Any]) -> None:
-    """Host limits; RLIMIT_AS only without a GPU, since the CUDA driver reserves huge virtual ranges."""
+    """Host limits. The memory cap is RLIMIT_AS on CPU runs; with a GPU it is RLIMIT_DATA (heap and private anonymous
+    mappings, which is where array data lives), because the CUDA driver reserves huge virtual ranges that RLIMIT_AS
+    would refuse."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (config["file_size_bytes"],) * 2)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write then fails with an exception, not a kill
-    if config["device"] == "cpu" and config["memory_bytes"]:
-        resource.setrlimit(resource.RLIMIT_AS, (config["memory_bytes"],) * 2)
+    if config["memory_bytes"]:
+        limit = resource.RLIMIT_AS if config["device"] == "cpu" else resource.RLIMIT_DATA
+        resource.setrlimit(limit, (config["memory_bytes"],) * 2)
     with contextlib.suppress(OSError, AttributeError):  # die with the grader, even inside a C call (Linux only)
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
@@ -121,6 +124,14 @@ def _status_kib(field: str) -> int:
     raise OSError(field)
 
 
+def _cap_gpu_memory(fraction: float | None) -> None:
+    """Cap the device memory torch may take, once torch is loaded (by the submission, never by us)."""
+    torch = sys.modules.get("torch")
+    if fraction and torch is not None and torch.cuda.is_available() and not getattr(_cap_gpu_memory, "done", False):
+        torch.cuda.set_per_process_memory_fraction(fraction)
+        _cap_gpu_memory.done = True
+
+
 def _synchronize() -> None:
     """Wait for queued GPU work so a timer measures it (only if the submission itself loaded torch)."""
     torch = sys.modules.get("torch")
@@ -131,12 +142,20 @@ def _synchronize() -> None:
 class Run:
     """What a driver calls the submission through: argument checks, timing and memory measurement per call."""
 
-    def __init__(self, entries: dict[str, Any], measure: dict[str, Any], contract_error: type[BaseException]):
+    def __init__(
+        self,
+        entries: dict[str, Any],
+        measure: dict[str, Any],
+        contract_error: type[BaseException],
+        gpu_memory_fraction: float | None = None,
+    ):
         self.entries, self.measure, self.contract_error = entries, measure, contract_error
+        self.gpu_memory_fraction = gpu_memory_fraction
         self.calls: list[dict[str, Any]] = []
 
     def call(self, name: str, *args: Any, measure: bool = False) -> Any:
         """Call entry point ``name`` with ``args``; ``measure`` marks the call that memory and speed cases measure."""
+        _cap_gpu_memory(self.gpu_memory_fraction)
         before = [_digest(a) for a in args]
         record: dict[str, Any] = {"name": name, "measured": measure}
         if measure and self.measure.get("memory"):
@@ -227,7 +246,8 @@ def _failure(kind: str, exc: BaseException) -> dict[str, Any]:
 
 
 def _classify(exc: BaseException, contract_error: type[BaseException]) -> dict[str, Any]:
-    if isinstance(exc, MemoryError):
+    # torch.OutOfMemoryError (device memory) derives from RuntimeError, so it is recognised by name.
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return _failure("oom", exc)
     if isinstance(exc, contract_error):
         return _failure("contract", exc)
@@ -264,7 +284,8 @@ def serve(request_fd: int, response_fd: int) -> None:
                 },
             )
             continue
-        run = Run(entries, request["measure"], contract_error)
+        fraction = config["gpu_memory_fraction"] if config["device"] == "cuda" else None
+        run = Run(entries, request["measure"], contract_error, fraction)
         try:
             outputs = driver.drive(run, inputs, request["params"])
             arrays = {name: _to_numpy(name, value, contract_error) for name, value in outputs.items()}

@@ -28,7 +28,11 @@ from reference.contract import Case, Expected
 def sandbox_pool(pytestconfig: pytest.Config) -> Iterator[SandboxPool]:
     cfg = grader_config(pytestconfig)
     limits = Limits(
-        call_timeout_s=cfg.call_timeout_s, memory_bytes=cfg.memory_limit_mb * 2**20, device=cfg.device, gpu=cfg.gpu
+        call_timeout_s=cfg.call_timeout_s,
+        memory_bytes=cfg.memory_limit_mb * 2**20,
+        device=cfg.device,
+        gpu=cfg.gpu,
+        gpu_memory_fraction=cfg.gpu_memory_fraction,
     )
     pool = SandboxPool(limits, cfg.repo)
     yield pool

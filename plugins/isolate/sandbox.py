@@ -46,6 +46,7 @@ class Limits:
     memory_bytes: int
     device: str  # "cpu" or "cuda"
     gpu: str | None = None  # CUDA_VISIBLE_DEVICES for the child on GPU runs
+    gpu_memory_fraction: float = 0.5  # of the GPU's memory, per child, on GPU runs (through torch)
     file_size_bytes: int = 256 * 2**20
     output_tail_chars: int = 2000
 
@@ -145,6 +146,7 @@ class Sandbox:
             "workdir": str(workdir),
             "device": self.limits.device,
             "memory_bytes": self.limits.memory_bytes,
+            "gpu_memory_fraction": self.limits.gpu_memory_fraction,
             "file_size_bytes": self.limits.file_size_bytes,
         }
         try:
