@@ -209,3 +209,18 @@ def test_hooks_replace_letters_and_amend_reports(grade, tmp_path, monkeypatch):
     run = grade("-p", "myrubric", "--model", "demo-tiled", "--no-speed", "-k", "n40")
     assert run.letters() == {"demo-tiled": {"flash_attention": "B", "flash_attention_bwd": "B"}}
     assert run.summary["label"] == "nightly" and "## House notes" in (run.reports / "grades.md").read_text()
+
+
+def test_dead_worker_is_scored_as_a_crash(grade, tmp_path, monkeypatch):
+    """If a pytest worker dies mid-case (not the sandbox: the worker itself), the case is a crash, not a missing row."""
+    (tmp_path / "killworker.py").write_text(
+        "import os\n"
+        "def pytest_runtest_call(item):\n"
+        "    if 'demo-tiled/b1-h2-n40' in item.nodeid and 'bwd' not in item.nodeid:\n"
+        "        os._exit(1)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    run = grade("-p", "killworker", "-n", "2", "--model", "demo-tiled", "--no-speed", "-k", "n40 or n1-")
+    record = run.records()[("demo-tiled", "flash_attention", "b1-h2-n40-d64-t64-causal")]
+    assert record["outcome"] == "crash" and "died" in record["message"]
+    assert run.records()[("demo-tiled", "flash_attention", "b1-h2-n1-d64-t64-causal")]["outcome"] == "passed"

@@ -27,10 +27,14 @@ class Submission:
 
     def describe(self) -> str:
         """How it was loaded, for the report: ``native: flash_attention_fwd from impl.py (also in x.py)``."""
-        parts = []
+        by_file: dict[str, list[str]] = {}
         for name, file in self.entries:
-            also = dict(self.alternatives).get(name, ())
-            parts.append(f"{name} from {file}" + (f" (also in {', '.join(also)})" if also else ""))
+            by_file.setdefault(file, []).append(name)
+        others = dict(self.alternatives)
+        parts = []
+        for file, names in by_file.items():
+            also = sorted({o for name in names for o in others.get(name, ())})
+            parts.append(f"{', '.join(names)} from {file}" + (f" (also in {', '.join(also)})" if also else ""))
         parts += [f"{name} not found" for name in self.missing]
         return f"{self.runtime}: " + "; ".join(parts)
 

@@ -84,7 +84,8 @@ def _orphan_record(nodeid: str, text: str) -> r.CaseRecord:
     match = _NODE_ID.search(nodeid)
     reference = reference_module(match["challenge"])
     index, case = next((i, c) for i, c in enumerate(reference.CASES) if c.id == match["case"])
-    message = "the pytest process running this case died or failed outside the sandbox: " + text.splitlines()[-1:][0]
+    last_line = text.strip().splitlines()[-1] if text.strip() else "no details"
+    message = f"the pytest process running this case died or failed outside the sandbox: {last_line}"
     return r.CaseRecord(
         model=match["model"],
         challenge=match["challenge"],

@@ -2,13 +2,19 @@
 
 ``run_case(submission, case)`` draws the case's inputs (the same for every model in a run), computes the float64 truth
 once per case in this process, runs the submission in its sandbox, judges the result and attaches the record to the
-test report. Speed cases also time the reference baseline in a sandbox of its own, under the same limits.
+test report. Speed cases time the submission and the reference baseline (in a sandbox of its own, under the same
+limits) in alternation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import statistics
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -19,7 +25,7 @@ from plugins.compare.judge import judge
 from plugins.config import GraderConfig, grader_config
 from plugins.discover.submissions import Submission
 from plugins.grade import records as r
-from plugins.isolate.sandbox import Limits, Outcome, Program, SandboxPool
+from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
 from reference.challenges import reference_module
 from reference.contract import Case, Expected
 
@@ -40,12 +46,11 @@ def sandbox_pool(pytestconfig: pytest.Config) -> Iterator[SandboxPool]:
 
 
 class CaseRunner:
-    """Inputs and truths cached per case, baseline timings per case; one instance per pytest process."""
+    """Inputs and truths cached per case; one instance per pytest process."""
 
     def __init__(self, cfg: GraderConfig, pool: SandboxPool):
         self.cfg, self.pool = cfg, pool
         self._truths: dict[tuple[str, str], tuple[dict[str, np.ndarray], Expected]] = {}
-        self._baselines: dict[tuple[str, str], Outcome] = {}
 
     def truth(self, reference: ModuleType, case: Case) -> tuple[dict[str, np.ndarray], Expected]:
         key = (reference.CHALLENGE.id, case.id)
@@ -56,31 +61,59 @@ class CaseRunner:
             self._truths[key] = (inputs, reference.expected(case, inputs))
         return self._truths[key]
 
-    def measure(self, case: Case) -> dict[str, Any]:
-        if case.params.get("mem"):
-            return {"memory": True}
-        if case.is_speed:
-            return {"warmup": self.cfg.speed_warmup, "repeats": self.cfg.speed_repeats}
-        return {}
-
     def run(self, submission: Submission, case: Case) -> r.CaseRecord:
         reference = reference_module(submission.challenge)
         index = reference.CASES.index(case)
         if submission.missing:
             return _unrunnable(submission, case, index, f"no Python file defines {', '.join(submission.missing)}")
         inputs, expected = self.truth(reference, case)
-        program = Program(reference.__name__, submission.entries, submission.folder)
-        outcome = self.pool.get(program).run(inputs, dict(case.params), self.measure(case))
-        baseline = self._baseline(reference, case, inputs) if case.is_speed and outcome.status == "ok" else None
-        return judge(submission, case, index, expected, outcome, baseline)
+        sandbox = self.pool.get(Program(reference.__name__, submission.entries, submission.folder))
+        if not case.is_speed:
+            measure = {"memory": True} if case.params.get("mem") else {}
+            return judge(submission, case, index, expected, sandbox.run(inputs, dict(case.params), measure))
+        baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None))
+        outcome, timed_baseline = self._race(sandbox, baseline, inputs, dict(case.params))
+        return judge(submission, case, index, expected, outcome, timed_baseline)
 
-    def _baseline(self, reference: ModuleType, case: Case, inputs: dict[str, np.ndarray]) -> Outcome:
-        key = (reference.CHALLENGE.id, case.id)
-        if key not in self._baselines:
-            entries = tuple((name, "") for name in reference.CHALLENGE.entry_points)
-            program = Program(reference.__name__, entries, None)
-            self._baselines[key] = self.pool.get(program).run(inputs, dict(case.params), self.measure(case))
-        return self._baselines[key]
+    def _race(
+        self, sandbox: Sandbox, baseline: Sandbox, inputs: dict[str, np.ndarray], params: dict[str, Any]
+    ) -> tuple[Outcome, Outcome | None]:
+        """Time the submission and the reference baseline in alternation, one call each per round, so that both see
+        the same machine load; and time one speed case at a time on this machine (a lock shared by xdist workers)."""
+        with _speed_lock():
+            rounds: list[tuple[Outcome, Outcome]] = []
+            for i in range(self.cfg.speed_repeats):
+                measure = {"warmup": self.cfg.speed_warmup if i == 0 else 0, "repeats": 1}
+                mine = sandbox.run(inputs, params, measure)
+                if mine.status != "ok":
+                    return mine, None
+                rounds.append((mine, baseline.run(inputs, params, measure)))
+        first, first_base = rounds[0]
+        if any(base.status != "ok" for _, base in rounds):
+            return first, None
+        for outcome, which in ((first, 0), (first_base, 1)):
+            times = [_measured(pair[which])["times"][0] for pair in rounds]
+            _measured(outcome).update(times=times, seconds=statistics.median(times))
+        return first, first_base
+
+
+def _measured(outcome: Outcome) -> dict[str, Any]:
+    return next(c for c in outcome.calls if c.get("measured"))
+
+
+def _own_entries(reference: ModuleType) -> tuple[tuple[str, str], ...]:
+    """The reference module's own vectorised entry points, which speed cases are timed against."""
+    return tuple((name, "") for name in reference.CHALLENGE.entry_points)
+
+
+@contextlib.contextmanager
+def _speed_lock() -> Iterator[None]:
+    with open(Path(tempfile.gettempdir()) / "kernelgrade-speed.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _unrunnable(submission: Submission, case: Case, index: int, message: str) -> r.CaseRecord:
@@ -112,6 +145,10 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
             pytest.skip("speed not measured (--no-speed)")
         record = case_runner.run(submission, case)
         record.nodeid = request.node.nodeid
+        # What the submission printed shows beside the test in pytest's output and in report.html (escaped there).
+        for stream in ("stdout", "stderr"):
+            if getattr(record, stream):
+                request.node.add_report_section("call", f"submission {stream}", getattr(record, stream))
         request.node.user_properties.append((r.RECORD_PROPERTY, record.to_dict()))
         return record
 

@@ -9,6 +9,7 @@ from tabulate import tabulate
 from plugins.report import tables
 
 MAX_FAILURES_LISTED = 12  # per model and challenge; results.json and report.html keep them all
+MAX_MESSAGE_CHARS = 320  # per failure line; the full message is in results.json
 
 
 def escape(text: Any) -> str:
@@ -93,7 +94,7 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
             continue
         lines.append(
             f"- **{escape(model)}** `{failure['case']}` ({escape(failure['guards'])}): {failure['outcome']}"
-            f" — {escape(failure['message'])}"
+            f" — {escape(_shorten(failure['message']))}"
         )
     for model, count in shown.items():
         if count > MAX_FAILURES_LISTED:
@@ -105,3 +106,7 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
     ]
     lines += [""] + [f"- note on **{escape(m)}**: {escape(n)}" for m, n in notes] + ([""] if notes else [])
     return lines
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
