@@ -137,13 +137,17 @@ def grader_config(config: pytest.Config) -> GraderConfig:
 
 def gpu_count() -> int:
     """GPUs visible to nvidia-smi; asking the driver this way creates no CUDA context in the grader."""
-    if shutil.which("nvidia-smi") is None:
-        return 0
+    listing = run_quietly(["nvidia-smi", "-L"]) if shutil.which("nvidia-smi") else ""
+    return sum(line.startswith("GPU ") for line in listing.splitlines())
+
+
+def run_quietly(command: list[str]) -> str:
+    """A command's stdout, or "" if it is missing, fails or hangs (for optional facts such as the GPU's name)."""
     try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(line.startswith("GPU ") for line in listing.stdout.splitlines())
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def _resolve_device(choice: str) -> str:

@@ -25,14 +25,12 @@ def judge(
     outcome: Outcome,
     baseline: Outcome | None = None,
 ) -> r.CaseRecord:
-    record = r.CaseRecord(
-        model=submission.model,
-        challenge=submission.challenge,
-        case=case.id,
-        case_index=case_index,
-        category=case.category,
-        guards=case.guards,
-        outcome=r.PASSED,
+    record = r.CaseRecord.for_case(
+        submission.model,
+        submission.challenge,
+        case,
+        case_index,
+        r.PASSED,
         runtime=submission.runtime,
         loaded=submission.describe(),
         traceback=outcome.traceback,

@@ -10,13 +10,12 @@ from __future__ import annotations
 import datetime
 import platform
 import re
-import subprocess
 from typing import Any
 
 import pytest
 
 from plugins import hookspecs
-from plugins.config import grader_config
+from plugins.config import grader_config, run_quietly
 from plugins.discover.plugin import selected_submissions
 from plugins.grade import records as r
 from plugins.grade import rubric as rubric_module
@@ -86,16 +85,8 @@ def _orphan_record(nodeid: str, text: str) -> r.CaseRecord:
     index, case = next((i, c) for i, c in enumerate(reference.CASES) if c.id == match["case"])
     last_line = text.strip().splitlines()[-1] if text.strip() else "no details"
     message = f"the pytest process running this case died or failed outside the sandbox: {last_line}"
-    return r.CaseRecord(
-        model=match["model"],
-        challenge=match["challenge"],
-        case=case.id,
-        case_index=index,
-        category=case.category,
-        guards=case.guards,
-        outcome=r.CRASH,
-        message=message,
-        nodeid=nodeid,
+    return r.CaseRecord.for_case(
+        match["model"], match["challenge"], case, index, r.CRASH, message=message, nodeid=nodeid
     )
 
 
@@ -173,7 +164,7 @@ def machine_info(device: str) -> dict[str, Any]:
         info["torch"] = torch.__version__
     except ImportError:
         info["torch"] = None
-    gpus = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
+    gpus = run_quietly(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
     if gpus:
         info["gpu"] = gpus.splitlines()
     return info
@@ -186,14 +177,6 @@ def _cpu_count() -> int:
 
 
 def git_commit(repo: Any) -> dict[str, Any]:
-    sha = _run(["git", "-C", str(repo), "rev-parse", "HEAD"])
-    dirty = _run(["git", "-C", str(repo), "status", "--porcelain"])
+    sha = run_quietly(["git", "-C", str(repo), "rev-parse", "HEAD"])
+    dirty = run_quietly(["git", "-C", str(repo), "status", "--porcelain"])
     return {"sha": sha or None, "dirty": bool(dirty)}
-
-
-def _run(command: list[str]) -> str:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""

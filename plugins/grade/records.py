@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from reference.contract import Case
+
 RECORD_PROPERTY = "kernelgrade_record"
 
 # Outcomes, each with a distinct meaning:
@@ -56,7 +58,7 @@ class CaseRecord:
     def explain(self) -> str:
         """A failure message for the test report: outcome, the trap, and what went wrong."""
         lines = [f"{self.outcome}: {self.model} on {self.challenge}/{self.case} (guards: {self.guards})", self.message]
-        lines += [c["message"] for c in self.checks if not c["passed"]]
+        lines += [c["message"] for c in self.checks if not c["passed"] and c["message"] not in self.message]
         if self.traceback:
             lines.append(self.traceback)
         return "\n".join(line for line in lines if line)
@@ -67,3 +69,8 @@ class CaseRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaseRecord:
         return cls(**data)
+
+    @classmethod
+    def for_case(cls, model: str, challenge: str, case: Case, index: int, outcome: str, **fields: Any) -> CaseRecord:
+        """A record with the case's own fields (id, position, category, trap) filled in."""
+        return cls(model, challenge, case.id, index, case.category, case.guards, outcome, **fields)

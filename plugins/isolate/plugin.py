@@ -117,14 +117,12 @@ def _speed_lock() -> Iterator[None]:
 
 
 def _unrunnable(submission: Submission, case: Case, index: int, message: str) -> r.CaseRecord:
-    return r.CaseRecord(
-        model=submission.model,
-        challenge=submission.challenge,
-        case=case.id,
-        case_index=index,
-        category=case.category,
-        guards=case.guards,
-        outcome=r.ERROR,
+    return r.CaseRecord.for_case(
+        submission.model,
+        submission.challenge,
+        case,
+        index,
+        r.ERROR,
         message=message,
         runtime=submission.runtime,
         loaded=submission.describe(),

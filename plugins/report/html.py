@@ -17,6 +17,11 @@ from plugins.grade.records import RECORD_PROPERTY
 from plugins.report import tables
 
 COLUMNS = ("model", "case", "outcome", "error / bound", "time (ms)")
+SUMMARY_CSS = (
+    "#kg-summary table{border-collapse:collapse;margin:4px 0 14px}"
+    "#kg-summary th,#kg-summary td{border:1px solid #ccc;padding:2px 8px;text-align:left}"
+    "#kg-summary th{background:#f2f2f2}"
+)
 
 
 def _record(report: Any) -> dict[str, Any] | None:
@@ -34,6 +39,7 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
     if run is None:
         return
     # tabulate's "html" format escapes every cell, so model-supplied text stays text.
+    prefix.append(f'<style>{SUMMARY_CSS}</style><div id="kg-summary">')
     prefix.append("<h2>Grades</h2>")
     prefix.append(tabulate(tables.grade_matrix(run)[1], headers=tables.grade_matrix(run)[0], tablefmt="html"))
     prefix.append("<h3>Ranking</h3>")
@@ -43,6 +49,7 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
         prefix.append(f"<h3>{escape(challenge['title'])}</h3>")
         prefix.append(tabulate(rows, headers=headers, tablefmt="html"))
     prefix.append(f"<p>Seed {escape(str(run['options']['seed']))}; full details in grades.md and results.json.</p>")
+    prefix.append("</div>")
 
 
 @pytest.hookimpl(optionalhook=True)

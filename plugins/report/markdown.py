@@ -99,12 +99,7 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
     for model, count in shown.items():
         if count > MAX_FAILURES_LISTED:
             lines.append(f"- **{escape(model)}**: {count - MAX_FAILURES_LISTED} more failed cases in results.json")
-    notes = [
-        (row["model"], note)
-        for row in summary["ranking"]
-        for note in summary["models"][row["model"]]["challenges"].get(challenge["id"], {}).get("notes", [])
-    ]
-    lines += [""] + [f"- note on **{escape(m)}**: {escape(n)}" for m, n in notes] + ([""] if notes else [])
+    lines.append("")
     return lines
 
 

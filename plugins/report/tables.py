@@ -46,8 +46,9 @@ def ranking(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 
 def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[list[str]]]:
-    """Per model on one challenge: letter, points, passed/run per category, speed ratio and how it was loaded."""
-    headers = ["model", "grade", "points", *CATEGORIES, "loaded"]
+    """Per model on one challenge: letter, points, passed/run per category, speed ratio, how it was loaded, notes
+    (a capped letter, a partial run)."""
+    headers = ["model", "grade", "points", *CATEGORIES, "loaded", "notes"]
     rows = []
     for row in summary["ranking"]:
         grade = summary["models"][row["model"]]["challenges"].get(challenge)
@@ -62,7 +63,7 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
                 cells.append(f"{grade['speed_ratio']:.2f}x ref")
             else:
                 cells.append(f"{cat['passed']}/{cat['cases']}")
-        cells.append(grade["loaded"])
+        cells += [grade["loaded"], "; ".join(grade["notes"])]
         rows.append(cells)
     return headers, rows
 
