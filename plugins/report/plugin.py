@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,24 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> Iterator[None]:
+    """The grade matrix comes last, after pytest's own failure list (hence the outermost wrapper)."""
+    yield
     summary = config.stash.get(SUMMARY_KEY, None)
     if summary is None:
         return
     terminalreporter.write_sep("=", "kernelgrade: grade matrix")
     headers, rows = tables.grade_matrix(summary)
     terminalreporter.write_line(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    partial = any(
+        n.startswith("partial run")
+        for m in summary["models"].values()
+        for g in m["challenges"].values()
+        for n in g["notes"]
+    )
+    if partial:
+        terminalreporter.write_line("partial run: some cases were deselected; grades cover only the cases that ran")
     speed = "" if summary["options"]["measure_speed"] else "; speed not measured (--no-speed)"
     terminalreporter.write_line(f"seed {summary['options']['seed']}{speed}")
     for path in config.stash.get(WRITTEN_KEY, []):
