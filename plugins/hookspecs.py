@@ -26,9 +26,10 @@ def pytest_grader_score(model: str, challenge: str, records: list[Any], rubric: 
 
     Example in a ``conftest.py``, grading on core correctness alone::
 
+        from plugins.grade.rubric import score
+
         def pytest_grader_score(model, challenge, records, rubric):
-            grade = rubric_module.score(model, challenge, [r for r in records if r.category == "core"], rubric)
-            return grade
+            return score(model, challenge, [r for r in records if r.category == "core"], rubric)
     """
 
 

@@ -8,6 +8,7 @@ a crash instead of vanishing. The summary is a plain dict; ``plugins/report`` wr
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import re
 from typing import Any
@@ -91,7 +92,8 @@ def _orphan_record(nodeid: str, text: str) -> r.CaseRecord:
 
 
 def build_summary(config: pytest.Config, records: list[r.CaseRecord]) -> dict[str, Any]:
-    """Grades, ranking and head-to-head from the records, with the run's provenance (schema in the README)."""
+    """Grades, ranking and head-to-head from the records, with the run's provenance (``results.json``; the README
+    describes its keys)."""
     cfg = grader_config(config)
     rubric = rubric_module.load_rubric(cfg.rubric)
     challenges = all_challenges()
@@ -171,8 +173,6 @@ def machine_info(device: str) -> dict[str, Any]:
 
 
 def _cpu_count() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
 
 
