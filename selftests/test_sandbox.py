@@ -194,3 +194,17 @@ def test_wire_refuses_non_numeric_arrays():
     finally:
         os.close(read)
         os.close(write)
+
+
+def test_child_environment_caps_threads_and_hides_gpus(tmp_path):
+    """BLAS and OpenMP run single-threaded in the child, and a CPU run sees no GPU."""
+    folder = make(
+        tmp_path,
+        CORRECT.replace(
+            "#BODY",
+            "import os\n    assert os.environ['OMP_NUM_THREADS'] == os.environ['OPENBLAS_NUM_THREADS'] == '1'\n"
+            "    assert os.environ['CUDA_VISIBLE_DEVICES'] == ''",
+        ),
+    )
+    outcome = run_once(folder)
+    assert outcome.status == "ok", outcome.traceback

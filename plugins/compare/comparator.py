@@ -36,6 +36,11 @@ class Comparison:
     inf: int = 0
     first_mismatches: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def headline(self) -> str:
+        """The message without the listed elements (they follow as "; at (i, j) got x want y", see _message)."""
+        return self.message.split("; at (", 1)[0]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

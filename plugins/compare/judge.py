@@ -62,9 +62,10 @@ def judge(
 
 
 def _summary(failed: list[Comparison]) -> str:
-    names = ", ".join(c.name for c in failed)
+    """The worst check's headline (elements listed stay in the checks), then the other outputs that failed."""
     worst = max(failed, key=lambda c: c.bound_ratio if c.bound_ratio is not None else float("inf"))
-    return f"outside the bound: {names}; worst: {worst.message}"
+    others = [c.name for c in failed if c is not worst]
+    return worst.headline + (f"; also outside: {', '.join(others)}" if others else "")
 
 
 def speed_figures(measured: dict[str, Any], baseline: Outcome) -> dict[str, Any] | None:

@@ -57,8 +57,9 @@ class CaseRecord:
 
     def explain(self) -> str:
         """A failure message for the test report: outcome, the trap, and what went wrong."""
-        lines = [f"{self.outcome}: {self.model} on {self.challenge}/{self.case} (guards: {self.guards})", self.message]
-        lines += [c["message"] for c in self.checks if not c["passed"] and c["message"] not in self.message]
+        lines = [f"{self.outcome}: {self.model} on {self.challenge}/{self.case} (guards: {self.guards})"]
+        failed_checks = [c["message"] for c in self.checks if not c["passed"]]
+        lines += failed_checks or [self.message]  # the checks say more than the one-line summary
         if self.traceback:
             lines.append(self.traceback)
         return "\n".join(line for line in lines if line)
