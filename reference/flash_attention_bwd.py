@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from reference.contract import Case, Challenge, ContractError, Expected, Tolerance
-from reference.flash_attention import attention, bound_for, input_dtype, memory_budget, shaped_case, strided
+from reference.flash_attention import attention, bound_for, budgets, input_dtype, shaped_case, strided
+from reference.flash_attention import make_inputs as forward_inputs
 
 CHALLENGE = Challenge(
     id="flash_attention_bwd",
@@ -73,8 +74,6 @@ CASES = (
 
 def make_inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Q, K, V and the upstream gradient dO, all (B, H, N, D); Q and K scaled as in the forward's cases."""
-    from reference.flash_attention import make_inputs as forward_inputs
-
     inputs = forward_inputs(case, rng)
     p = case.params
     inputs["dO"] = rng.standard_normal((p["B"], p["H"], p["N"], p["D"])).astype(input_dtype(case))
@@ -130,8 +129,7 @@ def expected(case: Case, inputs: dict[str, np.ndarray]) -> Expected:
     bounds = {name: bound_for(tolerance, want[name], baseline[name], dtype) for name in want}
     # FlashAttention keeps the logsumexp in float32 or wider whatever the input precision: any float dtype is fine.
     bounds["L"] = replace(bounds["L"], dtype=None)
-    extra = {"memory_budget_bytes": memory_budget(case.params["N"])} if case.params.get("mem") else {}
-    return Expected(want, bounds, extra)
+    return Expected(want, bounds, budgets(case))
 
 
 # --- the vectorised baseline as entry points, timed by speed cases ---

@@ -185,17 +185,27 @@ def test_speed_case_records_timings(grade):
     assert speed["ratio"] == pytest.approx(speed["median_s"] / speed["baseline_median_s"])
 
 
-def test_submission_text_is_escaped_in_reports(grade, tmp_path):
-    """Model names and messages from submissions appear as text, never as markup, in grades.md and report.html."""
-    evil = "x<img src=x onerror=alert(1)>"
-    folder = tmp_path / "subs" / evil / "flash_attention"
+@pytest.fixture
+def hostile_run(grade, tmp_path):
+    """A model whose folder name is markup and whose exception message is markup too."""
+    folder = tmp_path / "subs" / "x<img src=x onerror=alert(1)>" / "flash_attention"
     folder.mkdir(parents=True)
     (folder / "impl.py").write_text("def flash_attention_fwd(Q, K, V, t, c):\n    raise ValueError('<b>bold</b>')\n")
-    run = grade("--submissions-dir", str(tmp_path / "subs"), "--no-speed", "-k", "n40")
-    assert "<img src=x" not in (run.reports / "grades.md").read_text()
-    if shutil.which("true") and (run.reports / "report.html").exists():
-        html = (run.reports / "report.html").read_text()
-        assert "<img src=x" not in html and "<b>bold</b>" not in html
+    return grade(f"--submissions-dir={tmp_path / 'subs'}", "--no-speed", "-k", "n40-")
+
+
+def test_submission_text_is_escaped_in_markdown(hostile_run):
+    """Model names and messages from submissions appear as text, never as markup, in grades.md."""
+    text = (hostile_run.reports / "grades.md").read_text()
+    assert "x&lt;img src=x onerror=alert(1)&gt;" in text and "<img src=x" not in text
+
+
+def test_submission_text_is_escaped_in_html(hostile_run):
+    """The same in report.html, where pytest-html inserts cells as raw HTML."""
+    pytest.importorskip("pytest_html")
+    html = (hostile_run.reports / "report.html").read_text()
+    assert "x&lt;img src=x" in html
+    assert "<img src=x" not in html and "<b>bold</b>" not in html
 
 
 def test_hooks_replace_letters_and_amend_reports(grade, tmp_path, monkeypatch):

@@ -114,7 +114,7 @@ def score(model: str, challenge: str, records: Iterable[CaseRecord], rubric: Rub
     for r in scored:
         outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
     speed = [r.speed["ratio"] for r in scored if r.speed]
-    first = scored[0] if scored else None
+    first = next((r for r in scored if r.loaded), None)  # a dead worker's crash record knows no loading details
     return ChallengeGrade(
         model,
         challenge,

@@ -24,6 +24,7 @@ import importlib.util
 import os
 import resource
 import signal
+import statistics
 import sys
 import time
 import traceback
@@ -209,7 +210,7 @@ class Run:
             result = fn(*fresh)
             _synchronize()
             times.append(_clock() - start)
-        record.update(seconds=sorted(times)[len(times) // 2], times=times)
+        record.update(seconds=statistics.median(times), times=times)
         return result
 
 

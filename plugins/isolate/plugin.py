@@ -69,7 +69,7 @@ class CaseRunner:
         inputs, expected = self.truth(reference, case)
         sandbox = self.pool.get(Program(reference.__name__, submission.entries, submission.folder))
         if not case.is_speed:
-            measure = {"memory": True} if case.params.get("mem") else {}
+            measure = {"memory": True} if case.category == "memory" else {}
             return judge(submission, case, index, expected, sandbox.run(inputs, dict(case.params), measure))
         baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None))
         outcome, timed_baseline = self._race(sandbox, baseline, inputs, dict(case.params))

@@ -13,7 +13,7 @@ import pytest
 from tabulate import tabulate
 
 from plugins.grade.plugin import SUMMARY_KEY
-from plugins.grade.records import RECORD_PROPERTY
+from plugins.grade.records import RECORD_PROPERTY, CaseRecord
 from plugins.report import tables
 
 COLUMNS = ("model", "case", "outcome", "error / bound", "time (ms)")
@@ -41,7 +41,8 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
     # tabulate's "html" format escapes every cell, so model-supplied text stays text.
     prefix.append(f'<style>{SUMMARY_CSS}</style><div id="kg-summary">')
     prefix.append("<h2>Grades</h2>")
-    prefix.append(tabulate(tables.grade_matrix(run)[1], headers=tables.grade_matrix(run)[0], tablefmt="html"))
+    headers, rows = tables.grade_matrix(run)
+    prefix.append(tabulate(rows, headers=headers, tablefmt="html"))
     prefix.append("<h3>Ranking</h3>")
     prefix.append(tabulate(tables.ranking(run)[1], headers=tables.ranking(run)[0], tablefmt="html"))
     for challenge in tables.graded_challenges(run):
@@ -59,19 +60,17 @@ def pytest_html_results_table_header(cells: list[str]) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_html_results_table_row(report: Any, cells: list[str]) -> None:
-    record = _record(report) or {}
-    ratio = _worst_ratio(record)
-    seconds = record.get("seconds")
-    values = (
-        record.get("model", ""),
-        record.get("case", ""),
-        record.get("outcome", ""),
-        f"{ratio:.3g}" if ratio is not None else "",
-        f"{seconds * 1000:.1f}" if seconds is not None else "",
-    )
+    data = _record(report)
+    if data is None:  # a skipped speed case, or a test that never reached its sandbox
+        values: tuple[str, ...] = ("",) * len(COLUMNS)
+    else:
+        record = CaseRecord.from_dict(data)
+        ratio, seconds = record.worst_ratio, record.seconds
+        values = (
+            record.model,
+            record.case,
+            record.outcome,
+            f"{ratio:.3g}" if ratio is not None else "",
+            f"{seconds * 1000:.1f}" if seconds is not None else "",
+        )
     cells[2:2] = [f"<td>{escape(str(v))}</td>" for v in values]
-
-
-def _worst_ratio(record: dict[str, Any]) -> float | None:
-    ratios = [c["bound_ratio"] for c in record.get("checks", []) if c.get("bound_ratio") is not None]
-    return max(ratios) if ratios else None
