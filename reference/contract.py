@@ -33,6 +33,11 @@ class Challenge:
     title: str
     folder_names: tuple[str, ...]  # accepted names of ``submissions/<model>/<folder>/``: the id and scaffold aliases
     entry_points: tuple[str, ...] = ()  # empty while the challenge has no contract in this grader yet
+    # How the sandbox child loads a submission: "python" imports its files; other runtimes (a CUDA build, torch on the
+    # GPU, MLX) each have a loader in plugins/isolate/loaders/<runtime>.py beside the Python one.
+    runtime: str = "python"
+    # Accepted spellings of an entry point, found without an adapter: {"layer_norm_forward": ("layernorm_forward",)}.
+    aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,11 +89,32 @@ class Bound:
 
 
 @dataclass(frozen=True)
+class Exact:
+    """A discrete output (token ids, indices, ternary codes, counts) that must equal the truth element for element.
+
+    ``unit`` names what one row along axis 0 stands for ("configuration", "row"): a failure then says how many rows
+    matched ("31/240 configurations matched") besides the first mismatching elements. Any integer or boolean dtype is
+    accepted; floats must hold whole numbers.
+    """
+
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class AtMost:
+    """A measured figure the submission returns through its driver (forwards per call, bytes per token, bits per byte)
+    that must not exceed ``limit``; ``what`` says what the figure is and why the limit is what it is."""
+
+    limit: float
+    what: str
+
+
+@dataclass(frozen=True)
 class Expected:
     """What the grader keeps secret from the submission: float64 truths and their bounds, one per output name."""
 
-    values: Mapping[str, Any]  # name -> np.ndarray (float64)
-    bounds: Mapping[str, Bound]
+    values: Mapping[str, Any]  # name -> np.ndarray (float64 for a Bound, integers for Exact, unused for AtMost)
+    bounds: Mapping[str, Bound | Exact | AtMost]
     extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. the memory budget in bytes
 
 

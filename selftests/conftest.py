@@ -41,17 +41,24 @@ class GradingRun:
         return {m: {c: g["letter"] for c, g in d["challenges"].items()} for m, d in self.summary["models"].items()}
 
 
-def run_grader(workdir: Path, *args: str, as_user: bool = False, timeout: float = 900) -> GradingRun:
+FLASH_TESTS = "tests/test_flash"  # the flash-attention package: the roster tests below assert its grades
+
+
+def run_grader(
+    workdir: Path, *args: str, as_user: bool = False, timeout: float = 900, tests: str = FLASH_TESTS
+) -> GradingRun:
     """Grade with extra arguments; reports go to ``workdir/reports``. Never raises on exit codes.
 
-    By default pytest is pointed at the repo explicitly (``-c``, ``--rootdir``) from ``workdir``; ``as_user`` instead
-    runs exactly as the README says, from the repo root with nothing but the given arguments.
+    By default pytest is pointed at the repo explicitly (``-c``, ``--rootdir``) from ``workdir`` and collects only
+    ``tests`` (a test package of one challenge family, relative to the repo), so each challenge's self-tests grade its
+    own cases and stay independent of the others'; ``as_user`` instead runs exactly as the README says, from the repo
+    root with nothing but the given arguments.
     """
     reports = workdir / "reports"
     located = [] if as_user else ["-c", str(REPO / "pytest.ini"), "--rootdir", str(REPO)]
     command = [sys.executable, "-m", "pytest", *located, "-p", "no:cacheprovider", f"--reports-dir={reports}", *args]
     if not as_user:
-        command.append(str(REPO / "tests"))
+        command.append(str(REPO / tests))
     done = subprocess.run(
         command, cwd=REPO if as_user else workdir, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -63,21 +70,21 @@ def grade(tmp_path: Path):
     """``grade(*args)``: one grading run in a fresh temporary folder."""
     counter = iter(range(100))
 
-    def run(*args: str, as_user: bool = False) -> GradingRun:
+    def run(*args: str, as_user: bool = False, tests: str = FLASH_TESTS) -> GradingRun:
         workdir = tmp_path / f"run{next(counter)}"
         workdir.mkdir()
-        return run_grader(workdir, *args, as_user=as_user)
+        return run_grader(workdir, *args, as_user=as_user, tests=tests)
 
     return run
 
 
 @pytest.fixture(scope="session")
 def roster(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
-    """The bundled demo roster, graded without speed (timings must not move the grades these tests assert)."""
+    """The bundled demo roster on flash attention, graded without speed (timings must not move the asserted grades)."""
     return run_grader(tmp_path_factory.mktemp("roster"), "--no-speed", "--seed", ROSTER_SEED)
 
 
 @pytest.fixture(scope="session")
 def roster_parallel(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
-    """The same roster and seed under ``-n 2``."""
+    """The same roster, challenges and seed under ``-n 2``."""
     return run_grader(tmp_path_factory.mktemp("roster-n2"), "-n", "2", "--no-speed", "--seed", ROSTER_SEED)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from reference.contract import Bound
+from reference.contract import AtMost, Bound, Exact
 
 MAX_LISTED = 5  # mismatching elements listed with their index and both values
 
@@ -132,3 +132,56 @@ def compare_budget(name: str, measured: float | None, budget: float) -> Comparis
         f"{name}: peak {measured / 2**20:.1f} MiB, {verdict} the budget of {budget / 2**20:.1f} MiB ({ratio:.2f}x)"
     )
     return Comparison(name, passed, message, bound_ratio=ratio, total=1, mismatches=0 if passed else 1)
+
+
+def compare_exact(name: str, got: Any, want: np.ndarray, bound: Exact) -> Comparison:
+    """Discrete outputs element for element; with ``bound.unit`` also how many rows along axis 0 matched entirely."""
+    if not isinstance(got, np.ndarray):
+        return Comparison(name, False, f"{name}: expected an array, got {type(got).__name__}")
+    if got.shape != want.shape:
+        return Comparison(name, False, f"{name}: shape {got.shape}, expected {want.shape}")
+    if got.dtype.kind == "f" and not np.all(np.isfinite(got) & (got == np.round(got))):
+        return Comparison(name, False, f"{name}: float values that are not whole numbers (dtype {got.dtype.name})")
+    if got.dtype.kind not in "biuf":
+        return Comparison(name, False, f"{name}: dtype {got.dtype.name}, expected integers")
+    bad = got.astype(np.int64) != np.asarray(want).astype(np.int64)
+    total, mismatches = int(bad.size), int(bad.sum())
+    listed = [
+        {"index": [int(i) for i in idx], "got": int(got[idx]), "want": int(want[idx])}
+        for idx in zip(*np.nonzero(bad), strict=True)
+    ][:MAX_LISTED]
+    if bound.unit and want.ndim:
+        rows_bad = bad.reshape(bad.shape[0], -1).any(axis=1) if bad.size else np.zeros(want.shape[0], bool)
+        head = f"{name}: {want.shape[0] - int(rows_bad.sum())}/{want.shape[0]} {bound.unit}s matched"
+    else:
+        head = f"{name}: {total - mismatches}/{total} elements equal"
+    parts = [head] + [f"at {tuple(m['index'])} got {m['got']} want {m['want']}" for m in listed[:2]]
+    ratio = 0.0 if not mismatches else float("inf")
+    return Comparison(
+        name, not mismatches, "; ".join(parts), bound_ratio=ratio, mismatches=mismatches, total=total,
+        first_mismatches=listed,
+    )
+
+
+def compare_at_most(name: str, got: Any, bound: AtMost) -> Comparison:
+    """A scalar figure measured by the driver against its limit; ``bound_ratio`` is figure / limit."""
+    try:
+        value = float(np.asarray(got).reshape(-1)[0]) if np.asarray(got).size == 1 else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not np.isfinite(value):
+        return Comparison(name, False, f"{name}: {bound.what} not measured")
+    ratio = value / bound.limit if bound.limit else (0.0 if value <= 0 else float("inf"))
+    passed = value <= bound.limit
+    message = f"{name}: {bound.what} {value:.4g}, {'within' if passed else 'over'} the limit of {bound.limit:.4g}"
+    return Comparison(name, passed, message, bound_ratio=ratio, total=1, mismatches=0 if passed else 1)
+
+
+def check(name: str, got: Any, want: Any, bound: Bound | Exact | AtMost) -> Comparison:
+    """The comparison a bound asks for: floats within a :class:`Bound`, discrete values :class:`Exact`, a measured
+    figure :class:`AtMost` its limit. Every output of every challenge goes through here."""
+    if isinstance(bound, Exact):
+        return compare_exact(name, got, want, bound)
+    if isinstance(bound, AtMost):
+        return compare_at_most(name, got, bound)
+    return compare(name, got, want, bound)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from plugins.compare.comparator import Comparison, compare, compare_budget
+from plugins.compare.comparator import Comparison, check, compare_budget
 from plugins.discover.submissions import Submission
 from plugins.grade import records as r
 from plugins.isolate.sandbox import Outcome
@@ -47,7 +47,7 @@ def judge(
         record.message = outcome.message
         return record
     checks = [
-        compare(name, outcome.outputs.get(name), want, expected.bounds[name]) for name, want in expected.values.items()
+        check(name, outcome.outputs.get(name), want, expected.bounds[name]) for name, want in expected.values.items()
     ]
     if "memory_budget_bytes" in expected.extra:
         checks.append(compare_budget("peak allocation", record.peak_bytes, expected.extra["memory_budget_bytes"]))

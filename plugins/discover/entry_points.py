@@ -15,6 +15,7 @@ The chosen file and the alternatives are recorded so the report can show them.
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping
 from pathlib import Path
 
 ADAPTER = "adapter.py"
@@ -62,14 +63,28 @@ def looks_like_test(rel: Path) -> bool:
     )
 
 
-def resolve(folder: Path, entry_points: tuple[str, ...], challenge_names: tuple[str, ...]) -> Resolution:
-    """Choose a file for each entry point of a submission folder (see the module docstring for the rules)."""
+def resolve(
+    folder: Path,
+    entry_points: tuple[str, ...],
+    challenge_names: tuple[str, ...],
+    aliases: Mapping[str, tuple[str, ...]] | None = None,
+) -> Resolution:
+    """Choose a file for each entry point of a submission folder (see the module docstring for the rules).
+
+    ``aliases`` lists accepted spellings per entry point (``layernorm_forward`` for ``layer_norm_forward``): a file that
+    defines one counts as defining the entry point.
+    """
+    spellings = {e: {e, *(aliases or {}).get(e, ())} for e in entry_points}
+
+    def provided(names: set[str]) -> set[str]:
+        return {e for e in entry_points if spellings[e] & names}
+
     files = python_files(folder)
     if Path(ADAPTER) in files:
-        names = defined_names(folder / ADAPTER)
+        names = provided(defined_names(folder / ADAPTER))
         missing = tuple(e for e in entry_points if e not in names)
         return Resolution({e: ADAPTER for e in entry_points if e in names}, {}, True, missing)
-    defines = {rel: defined_names(folder / rel) & set(entry_points) for rel in files}
+    defines = {rel: provided(defined_names(folder / rel)) for rel in files}
 
     def rank(rel: Path) -> tuple[int, int, int, int, str]:
         covers_all = defines[rel] == set(entry_points)

@@ -74,7 +74,7 @@ def discover(root: Path) -> list[Submission]:
             if challenge is None or (model_dir.name, challenge.id) in found:
                 continue
             names = (challenge.id, *challenge.folder_names)
-            res = resolve(folder, challenge.entry_points, names)
+            res = resolve(folder, challenge.entry_points, names, challenge.aliases)
             found[model_dir.name, challenge.id] = Submission(
                 model=model_dir.name,
                 challenge=challenge.id,

@@ -71,36 +71,21 @@ def _import_driver(config: dict[str, Any]) -> tuple[Any, type[BaseException]]:
 
 
 def _import_entries(config: dict[str, Any], driver: Any) -> dict[str, Any]:
-    """Entry points by name: from the driver itself (the trusted baseline) or from the submission's files."""
+    """Entry points by name: from the driver itself (the trusted baseline) or through the challenge's runtime loader.
+
+    The loader for runtime ``R`` is ``loaders/R.py`` beside this file (``python`` imports the submission's files; a
+    compiled runtime loads what the grader built). It is loaded by path, like the wire module, and exposes
+    ``load(config, driver) -> {entry point: callable}``.
+    """
     if config["entries_from_driver"]:
         return {name: getattr(driver, name) for name in config["entries"]}
     workdir = Path(config["workdir"])
     os.chdir(workdir)
-    sys.path.insert(0, str(workdir))
-    modules: dict[str, Any] = {}
-    entries = {}
-    for name, relpath in config["entries"].items():
-        if relpath not in modules:
-            modules[relpath] = _import_file(workdir, relpath)
-        entries[name] = getattr(modules[relpath], name)
-    return entries
-
-
-def _import_file(workdir: Path, relpath: str) -> Any:
-    """Import a submission file by its dotted path when its folders are packages, else by its plain module name."""
-    path = workdir / relpath
-    parts = list(Path(relpath).with_suffix("").parts)
-    package_depth = 0
-    for depth in range(len(parts) - 1, 0, -1):
-        if (workdir.joinpath(*parts[:depth]) / "__init__.py").exists():
-            package_depth = depth
-        else:
-            break
-    root = workdir.joinpath(*parts[: len(parts) - 1 - package_depth]) if package_depth else path.parent
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    dotted = ".".join(parts[len(parts) - 1 - package_depth :])
-    return importlib.import_module(dotted)
+    runtime = driver.CHALLENGE.runtime
+    spec = importlib.util.spec_from_file_location(f"_kernelgrade_loader_{runtime}", HERE / "loaders" / f"{runtime}.py")
+    loader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loader)
+    return loader.load(config, driver)
 
 
 def _is_array(value: Any) -> bool:

@@ -9,6 +9,7 @@ discarded and the next case starts a new one; nothing of one submission's child 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import signal
@@ -140,6 +141,7 @@ class Sandbox:
             "repo": str(self.repo),
             "driver": self.program.driver,
             "entries": dict(self.program.entries),
+            "aliases": {k: list(v) for k, v in importlib.import_module(self.program.driver).CHALLENGE.aliases.items()},
             "entries_from_driver": self.program.folder is None,
             "workdir": str(workdir),
             "device": self.limits.device,
