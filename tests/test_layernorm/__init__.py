@@ -1,0 +1,1 @@
+"""Layer-norm backward: every discovered submission on every hidden case of the reference."""
