@@ -1,0 +1,178 @@
+"""DFlash tree verification: the reference mask and acceptance against path-by-path decoding, the scenarios' paths,
+the speculative loop against greedy decoding, and grading runs of the demos (correct passes everything on two seeds,
+each bug is caught by its cases, a verifier with a forward per path loses the speed case on its forward count)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, GradingRun, run_grader
+from reference import dflash_verify as dv
+from reference import toy_lm
+from reference.dflash_trees import SCENARIOS, accepted_path, ancestors, draft_tokens, random_tree, speculative_loop
+
+TESTS = "tests/test_dflash"
+SEED = "20261130"
+# Accepted node indices of each scenario, as its comment in reference/dflash_trees.py says.
+PATHS = {
+    "chain-all": [0, 1, 2, 3, 4, 5],
+    "chain-reject-3": [0, 1, 2],
+    "first-root-siblings": [0, 3, 5],
+    "later-sibling": [2, 4, 6],
+    "rejected-parent": [4],
+    "all-rejected": [],
+    "single-accepted": [0],
+    "single-rejected": [],
+    "deep-chain-40": list(range(40)),
+    "deep-chain-reject-25": list(range(25)),
+    "repeated-siblings": [1, 3, 4],
+    "prompt-length-1": [0, 2],
+}
+# Scenario cases each bug fails whatever the seed (the tree decides, not the random tokens).
+OWN_INDEX = {
+    "chain-all",
+    "chain-reject-3",
+    "first-root-siblings",
+    "later-sibling",
+    "rejected-parent",
+    "single-accepted",
+    "deep-chain-40",
+    "deep-chain-reject-25",
+    "repeated-siblings",
+    "prompt-length-1",
+}
+SIBLING_REEMIT = {"first-root-siblings"}
+
+
+@pytest.fixture(scope="module")
+def model() -> toy_lm.ToyLM:
+    return toy_lm.ToyLM.from_seed(11, **dv.TOY_SIZES)
+
+
+def test_mask_by_hand():
+    """P = 2, parents (-1, 0, -1): the prompt causal, node 1 sees node 0, node 2 sees neither."""
+    want = np.array([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 0, 0, 1]], dtype=bool)
+    np.testing.assert_array_equal(dv.build_tree_mask(2, np.array([-1, 0, -1])), want)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_scenarios_accept_their_documented_paths(model, seed):
+    """Drafted from the target, every scenario tree accepts exactly the nodes its comment names."""
+    rng = np.random.default_rng(seed)
+    for name, (prompt_len, parents, kinds) in SCENARIOS.items():
+        prompt = rng.integers(0, model.vocab_size, prompt_len)
+        tokens = draft_tokens(model, prompt, parents, kinds, rng)
+        greedy = model.forward(np.concatenate([prompt, tokens]), dv.build_tree_mask(prompt_len, parents)).argmax(-1)
+        assert accepted_path(parents, tokens, greedy, prompt_len) == PATHS[name], name
+
+
+def path_by_path(model, prompt, tokens, parents) -> tuple[list[int], int]:
+    """Brute force without masks: a causal forward per node's path; the longest path of matching nodes."""
+    best: list[int] = []
+    for i in range(len(parents)):
+        path = ancestors(parents, i)
+        ok = all(
+            tokens[j] == dv.greedy_decode(model, np.concatenate([prompt, tokens[path[:d]]]), 1)[0]
+            for d, j in enumerate(path)
+        )
+        best = path if ok and len(path) > len(best) else best
+    return [int(t) for t in tokens[best]], dv.greedy_decode(model, np.concatenate([prompt, tokens[best]]), 1)[0]
+
+
+def test_reference_verification_equals_path_by_path_decoding(model):
+    """On 25 random trees the one-forward reference accepts what per-path causal decoding accepts, in one forward."""
+    rng = np.random.default_rng(5)
+    for _ in range(25):
+        prompt = rng.integers(0, model.vocab_size, int(rng.integers(1, 12)))
+        parents, kinds = random_tree(rng, int(rng.integers(1, 12)), 0.6)
+        tokens = draft_tokens(model, prompt, parents, kinds, rng)
+        counted = toy_lm.ToyLM(model.weights, model.n_heads)
+        accepted, new = dv.verify_and_accept(prompt, tokens, parents, counted)
+        assert (accepted.tolist(), new) == path_by_path(model, prompt, tokens, parents)
+        assert counted.forward_calls == 1
+
+
+@pytest.mark.parametrize("share", [0.2, 0.9])
+def test_speculative_loop_with_the_reference_is_greedy_decoding(model, share):
+    """The golden property holds for the reference itself, and high shares accept more per cycle."""
+    prompt = np.arange(5, 13)
+    verify = lambda q, t, p: dv._as_lists(dv.verify_and_accept(q, t, p, model))  # noqa: E731
+    generated, accepted = speculative_loop(verify, model, prompt, 30, 7, 10, share)
+    assert generated == dv.greedy_decode(model, prompt, 30)
+    assert len(accepted) < 30 and (share < 0.5 or np.mean(accepted) > 1.5)
+
+
+@pytest.fixture(scope="module")
+def roster(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
+    run = run_grader(tmp_path_factory.mktemp("dflash"), "--no-speed", "--seed", SEED, tests=TESTS)
+    assert "INTERNALERROR" not in run.output, run.output[-3000:]
+    return run
+
+
+def failed(run: GradingRun, model: str) -> dict[str, str]:
+    return {f["case"]: f["message"] for f in run.summary["models"][model]["challenges"]["dflash_verify"]["failed"]}
+
+
+@pytest.mark.grading_run
+def test_each_bug_is_caught_by_its_cases(roster):
+    """demo-tiled passes everything; own-index fails its scenarios, the random trees and the loops; sibling-reemit
+    the first-root scenario, the random trees and a loop."""
+    assert failed(roster, "demo-tiled") == {}
+    own, reemit = failed(roster, "demo-dflash-own-index"), failed(roster, "demo-dflash-sibling-reemit")
+    assert OWN_INDEX | {"random-trees-24", "loop-share0.9"} <= own.keys()
+    assert "loops matched" in own["loop-share0.9"]
+    assert SIBLING_REEMIT | {"random-trees-24"} <= reemit.keys() and "loop-share0.5" in reemit
+    assert "configurations matched" in reemit["random-trees-24"]
+    assert roster.letters()["demo-tiled"]["dflash_verify"] == "A+"
+
+
+@pytest.mark.grading_run
+def test_correct_demo_passes_on_another_seed(tmp_path):
+    run = run_grader(tmp_path, "--no-speed", "--seed", "1", "--model", "demo-tiled", tests=TESTS)
+    assert run.returncode == 0, run.output[-3000:]
+    assert failed(run, "demo-tiled") == {} and len(run.records()) == len(dv.CASES) - 1  # the speed case skipped
+
+
+PER_PATH = '''
+import numpy as np
+
+
+def build_tree_mask(prompt_len, tree_parents):
+    raise NotImplementedError  # not exercised by the speed case
+
+
+def verify_and_accept(prompt_tokens, tree_tokens, tree_parents, target_model, temperature=0):
+    """Correct, but one causal forward per node: what a verifier without a tree mask does."""
+    prompt, tokens = np.asarray(prompt_tokens), np.asarray(tree_tokens)
+    best, paths = [], {}
+    for i, parent in enumerate(int(p) for p in tree_parents):
+        prefix = paths.get(parent, []) if parent >= 0 else []
+        ok = parent < 0 or parent in paths
+        context = np.concatenate([prompt, tokens[prefix]]).astype(np.int64)
+        if ok and int(np.argmax(target_model.forward(context)[-1])) == tokens[i]:
+            paths[i] = prefix + [i]
+            best = paths[i] if len(paths[i]) > len(best) else best
+    context = np.concatenate([prompt, tokens[best]]).astype(np.int64)
+    return tokens[best], int(np.argmax(target_model.forward(context)[-1]))
+'''
+
+
+@pytest.mark.grading_run
+def test_forwards_per_verification_cost_the_speed_case_only(tmp_path):
+    """With speed measured, a correct verifier with a forward per node fails the speed case on its forward count
+    alone; demo-tiled passes it with one forward and a timing."""
+    subs = tmp_path / "subs"
+    shutil.copytree(REPO / "submissions" / "demo-tiled" / "dflash_verify", subs / "demo-tiled" / "dflash_verify")
+    (subs / "per-path" / "dflash_verify").mkdir(parents=True)
+    (subs / "per-path" / "dflash_verify" / "dflash_verify.py").write_text(PER_PATH)
+    run = run_grader(tmp_path, f"--submissions-dir={subs}", "--speed-repeats", "2", "-k", "one-forward", tests=TESTS)
+    records = {m: r for (m, _, _), r in run.records().items()}
+    assert records["demo-tiled"]["outcome"] == "passed" and records["demo-tiled"]["speed"]["ratio"] > 0
+    checks = {c["name"]: c for c in records["per-path"]["checks"]}
+    assert records["per-path"]["outcome"] == "wrong" and checks["accepted"]["passed"] and checks["new_token"]["passed"]
+    assert not checks["forwards"]["passed"] and "over the limit of 1" in checks["forwards"]["message"]
+    assert Path(run.reports / "results.json").exists()

@@ -1,0 +1,1 @@
+"""DFlash tree verification: every discovered submission on every hidden case of the reference."""
