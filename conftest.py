@@ -7,4 +7,5 @@ pytest_plugins = [
     "plugins.grade.plugin",
     "plugins.report.plugin",
     "plugins.report.html",
+    "plugins.ternary",  # --train-data, MLX skips and the report sections of the ternary-training challenge
 ]

@@ -7,9 +7,11 @@ and a restarted worker gets a free GPU back instead of double-booking one.
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ class GraderConfig:
     measure_speed: bool
     speed_repeats: int
     speed_warmup: int
+    train_data: Path | None = None  # --train-data: the ternary challenge trains on this file instead of its corpus
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -65,26 +68,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where grades.md, results.json, report.html and badges/ are written (default: ./reports)",
     )
     group.addoption("--rubric", metavar="PATH", help=f"grading weights and letter thresholds (default: {RUBRIC_FILE})")
-    group.addoption("--seed", type=int, help="seed for the hidden inputs (default: fresh per run, shown in reports)")
+    # Numbers are read as text and checked in pytest_configure, so a bad value is one clear usage-error line.
+    group.addoption(
+        "--seed", metavar="N", help="seed for the hidden inputs, >= 0 (default: fresh per run, shown in reports)"
+    )
     group.addoption(
         "--call-timeout",
-        type=float,
-        default=60.0,
+        default="60",
         metavar="SECONDS",
         help="wall-clock limit for one case of one submission (default: 60)",
     )
     group.addoption(
         "--memory-limit-mb",
-        type=int,
-        default=4096,
+        default="4096",
         metavar="MB",
         help="host memory cap of each submission's process: address space on CPU runs, data segment on GPU runs "
         "(default: 4096)",
     )
     group.addoption(
         "--gpu-memory-fraction",
-        type=float,
-        default=0.5,
+        default="0.5",
         metavar="F",
         help="share of the GPU's memory each submission's process may take through torch, on GPU runs (default: 0.5)",
     )
@@ -95,7 +98,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where submissions may run: auto uses a GPU when one is present (default: auto)",
     )
     group.addoption("--no-speed", action="store_true", help="skip speed cases; grades then leave speed out")
-    group.addoption("--speed-repeats", type=int, default=5, metavar="N", help="timed calls per speed case (default: 5)")
+    group.addoption("--speed-repeats", default="5", metavar="N", help="timed calls per speed case (default: 5)")
+    group.addoption(
+        "--train-data",
+        metavar="PATH",
+        help="ternary training: train and evaluate on this text file (bytes as tokens, last 10%% held out) instead of "
+        "the grader's synthetic corpus",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -103,8 +112,10 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = getattr(config, "workerinput", None)
     root = config.rootpath
     option = config.option
+    checked = checked_options(config)
     device = worker["kernelgrade_device"] if worker else _resolve_device(option.device)
-    seed = worker["kernelgrade_seed"] if worker else option.seed if option.seed is not None else random.randrange(2**31)
+    fresh_seed = checked["seed"] if checked["seed"] is not None else random.randrange(2**31)
+    seed = worker["kernelgrade_seed"] if worker else fresh_seed
     gpu = worker.get("kernelgrade_gpu") if worker else ("0" if device == "cuda" else None)
     config.stash[CONFIG_KEY] = GraderConfig(
         repo=root,
@@ -113,17 +124,54 @@ def pytest_configure(config: pytest.Config) -> None:
         reports_dir=reports_dir(config),
         rubric=Path(option.rubric or RUBRIC_FILE).expanduser().resolve(),
         seed=seed,
-        call_timeout_s=option.call_timeout,
-        memory_limit_mb=option.memory_limit_mb,
-        gpu_memory_fraction=option.gpu_memory_fraction,
+        call_timeout_s=checked["call_timeout"],
+        memory_limit_mb=checked["memory_limit_mb"],
+        gpu_memory_fraction=checked["gpu_memory_fraction"],
         device=device,
         gpu=gpu,
         measure_speed=not option.no_speed,
-        speed_repeats=option.speed_repeats,
+        speed_repeats=checked["speed_repeats"],
         speed_warmup=1,
+        train_data=Path(option.train_data).expanduser().resolve() if option.train_data else None,
     )
     if device == "cuda" and not worker:
         config.stash[GPU_POOL_KEY] = {str(i): 0 for i in range(gpu_count())}
+
+
+# option -> (parse, rule it must meet, the rule in words); parse errors and broken rules are usage errors (exit 4).
+_NUMBERS: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool], str]] = {
+    "call_timeout": (float, lambda v: math.isfinite(v) and v > 0, "a finite number of seconds > 0"),
+    "memory_limit_mb": (int, lambda v: v > 0, "a whole number of MiB > 0"),
+    "seed": (int, lambda v: v >= 0, "a whole number >= 0"),
+    "speed_repeats": (int, lambda v: v >= 1, "a whole number >= 1"),
+    "gpu_memory_fraction": (float, lambda v: math.isfinite(v) and 0 < v <= 1, "a number in (0, 1]"),
+}
+
+
+def checked_options(config: pytest.Config) -> dict[str, Any]:
+    """The numeric options parsed and checked; a bad one raises a usage error that names it and the rule."""
+    values: dict[str, Any] = {}
+    for name, (parse, rule, words) in _NUMBERS.items():
+        raw = getattr(config.option, name)
+        if raw is None:
+            values[name] = None
+            continue
+        try:
+            value = parse(str(raw).strip())
+            ok = rule(value)
+        except (ValueError, OverflowError):
+            ok = False
+        if not ok:
+            flag = "--" + name.replace("_", "-")
+            raise _usage_error(config, f"{flag}={raw}: must be {words}")
+        values[name] = value
+    return values
+
+
+def _usage_error(config: pytest.Config, message: str) -> Exception:
+    from plugins.report import lifecycle  # late: the report package imports this module
+
+    return lifecycle.usage_error(config, message)
 
 
 def reports_dir(config: pytest.Config) -> Path:

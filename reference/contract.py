@@ -17,7 +17,7 @@ This module imports nothing but the standard library because the sandbox child l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +101,18 @@ class Exact:
 
 
 @dataclass(frozen=True)
+class TopK:
+    """Top-k indices per row, exact up to ties; the truth is the row's scores (rows, V), whose order is the one asked.
+
+    Tie rule: with ``s_k`` the k-th largest score of a row, a returned row of k indices passes when they are distinct,
+    within ``[0, V)``, include every index whose score is above ``s_k``, take the rest from those equal to ``s_k`` (any
+    of them), and list their scores in non-increasing order (tied scores in any order).
+    """
+
+    unit: str = "row"
+
+
+@dataclass(frozen=True)
 class AtMost:
     """A measured figure the submission returns through its driver (forwards per call, bytes per token, bits per byte)
     that must not exceed ``limit``; ``what`` says what the figure is and why the limit is what it is."""
@@ -116,6 +128,11 @@ class Expected:
     values: Mapping[str, Any]  # name -> np.ndarray (float64 for a Bound, integers for Exact, unused for AtMost)
     bounds: Mapping[str, Bound | Exact | AtMost]
     extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. the memory budget in bytes
+    # Figures the grader computes itself, in its own process, from what the submission returned (held-out loss of
+    # returned weights, say, on data that never entered the child): ``derive(outputs) -> (figures, details)``. The
+    # figures join the outputs and are checked like them (under ``bounds``); ``details`` (plain JSON values: tables,
+    # samples) go into the case record for reports and are never scored. It must not raise on malformed outputs.
+    derive: Callable[[Mapping[str, Any]], tuple[dict[str, Any], dict[str, Any]]] | None = None
 
 
 class ContractError(Exception):

@@ -139,13 +139,24 @@ def expected(case: Case, inputs: dict[str, np.ndarray]) -> Expected:
 
 
 def memory_budget(n: int) -> int:
-    """Peak allocation allowed during the measured call: 20% of one N x N float64 matrix."""
+    """Peak allocation allowed during a memory case: 20% of one N x N float64 matrix."""
     return int(0.2 * n * n * 8)
 
 
 def budgets(case: Case) -> dict[str, int]:
-    """The memory budget of the measured call, for memory cases only."""
+    """The memory budget of a memory case. The grader measures it from outside the sandbox: the peak growth of the
+    submission's whole process tree (forks included) while the case's request runs, all of ``drive``, less the bytes
+    of the inputs it receives."""
     return {"memory_budget_bytes": memory_budget(case.params["N"])} if case.category == "memory" else {}
+
+
+def min_flops(case: Case) -> float:
+    """The least arithmetic any correct forward does: Q K^T and P V, 2 N^2 D each per (batch, head), halved by a
+    causal mask. A speed case whose time is under this at the machine's peak rate is wrong (``plugins/isolate/
+    measure.py``): such a time was not measured doing the work."""
+    p = case.params
+    flops = 4.0 * p["B"] * p["H"] * p["N"] ** 2 * p["D"]
+    return flops / 2 if p["causal"] else flops
 
 
 def strided(x: np.ndarray) -> np.ndarray:

@@ -10,6 +10,10 @@ Contract (NumPy in, NumPy out; every argument is passed positionally)::
   (and masked) scores, shape (B, H, N). It is found as ``cache["L"]`` / ``cache.L`` (also under the names ``lse`` and
   ``logsumexp``), or as the one (B, H, N) array among the cache's items.
 - ``dQ, dK, dV``: shapes of Q, K, V, in the inputs' dtype.
+
+The memory case's budget covers the forward and the backward together (the whole ``drive``): what the forward keeps
+in the cache counts, so an N x N matrix computed in the forward and walked in the backward is over budget. Its speed
+case times the same pair, against the reference's own forward and backward.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ CASES = (
     # exp(S - L) with scores near 1200 overflows unless the stored L is the true logsumexp.
     shaped_case("precision", "stored logsumexp with overflow-scale scores", 1, 2, 256, 64, 64, s=300),
     shaped_case("precision", "overflow-scale scores without a mask", 1, 2, 300, 64, 97, causal=False, s=300),
-    shaped_case("memory", "no N x N materialisation in the backward", 1, 1, 4096, 64, 128, mem=True),
+    # Measured over the forward and the backward: an N x N matrix kept in the cache counts.
+    shaped_case("memory", "no N x N materialisation in the backward or the cache", 1, 1, 4096, 64, 128, mem=True),
     shaped_case("speed", "time the backward against the vectorised NumPy reference", 1, 4, 1024, 64, 128, speed=True),
     shaped_case("robustness", "strided (non-contiguous) inputs", 1, 2, 256, 64, 64, strided=True),
 )
@@ -147,6 +152,15 @@ def flash_attention_bwd(dO: np.ndarray, cache: dict[str, np.ndarray], tile_size:
     return grads["dQ"], grads["dK"], grads["dV"]
 
 
+def min_flops(case: Case) -> float:
+    """The least arithmetic of the timed pair (see ``reference.flash_attention.min_flops``): the forward's 4 N^2 D and
+    the backward's dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q at 2 N^2 D each, per (batch, head); a causal mask
+    halves it."""
+    p = case.params
+    flops = 12.0 * p["B"] * p["H"] * p["N"] ** 2 * p["D"]
+    return flops / 2 if p["causal"] else flops
+
+
 # --- runs in the sandbox child ---
 
 _LSE_NAMES = ("L", "lse", "logsumexp", "LSE")
@@ -171,7 +185,7 @@ def find_logsumexp(cache: Any, shape: tuple[int, ...]) -> Any:
 
 
 def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
-    """Forward to get (O, cache), then the measured backward call on the submission's own cache."""
+    """Forward to get (O, cache), then the backward on the submission's own cache (memory and time cover both)."""
     q, k, v = (strided(inputs[n]) if params.get("strided") else inputs[n] for n in "QKV")
     tile, causal = params["tile"], params["causal"]
     out, cache = run.unpack(run.call("flash_attention_fwd", q, k, v, tile, causal), 2, "(O, cache)")

@@ -140,26 +140,29 @@ def test_one_submission_cannot_touch_another(tmp_path):
 
 def test_timeout_kills_the_whole_process_group(tmp_path):
     """A submission that starts a helper process and hangs: after the timeout neither is left running."""
-    pid_file = tmp_path / "grandchild.pid"
+    marker = f"{time.time() % 1000:.6f}"  # sleep's argument: finds the helper in /proc whatever its pid namespace
     folder = make(
         tmp_path,
-        f"import subprocess, pathlib\ndef flash_attention_fwd(Q, K, V, t, c):\n"
-        f"    p = subprocess.Popen(['sleep', '300'])\n    pathlib.Path({str(pid_file)!r}).write_text(str(p.pid))\n"
-        f"    while True:\n        pass\n",
+        f"import subprocess\ndef flash_attention_fwd(Q, K, V, t, c):\n"
+        f"    subprocess.Popen(['sleep', '{marker}'])\n    while True:\n        pass\n",
     )
     assert run_once(folder).status == "timeout"
-    pid = int(pid_file.read_text())
     time.sleep(0.2)
-    assert not _running(pid)
+    assert not running_with(marker)
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a killed orphan may linger as a zombie until something reaps it)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
+def running_with(marker: str) -> list[int]:
+    """Live processes (not zombies) whose command line holds ``marker``."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker.encode() in cmdline and state != "Z":
+            found.append(int(name))
+    return found
 
 
 def test_works_on_a_copy_of_the_folder(tmp_path):

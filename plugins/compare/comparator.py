@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from reference.contract import AtMost, Bound, Exact
+from reference.contract import AtMost, Bound, Exact, TopK
 
 MAX_LISTED = 5  # mismatching elements listed with their index and both values
 
@@ -158,7 +158,55 @@ def compare_exact(name: str, got: Any, want: np.ndarray, bound: Exact) -> Compar
     parts = [head] + [f"at {tuple(m['index'])} got {m['got']} want {m['want']}" for m in listed[:2]]
     ratio = 0.0 if not mismatches else float("inf")
     return Comparison(
-        name, not mismatches, "; ".join(parts), bound_ratio=ratio, mismatches=mismatches, total=total,
+        name,
+        not mismatches,
+        "; ".join(parts),
+        bound_ratio=ratio,
+        mismatches=mismatches,
+        total=total,
+        first_mismatches=listed,
+    )
+
+
+def compare_topk(name: str, got: Any, scores: np.ndarray, bound: TopK) -> Comparison:
+    """Top-k indices per row against the row's scores, under the tie rule of :class:`TopK` (no reference index set
+    is imposed: any set the rule accepts passes). ``bound_ratio`` is 0 when every row passes, else infinity."""
+    if not isinstance(got, np.ndarray):
+        return Comparison(name, False, f"{name}: expected an array, got {type(got).__name__}")
+    rows, width = scores.shape
+    if got.ndim != 2 or got.shape[0] != rows:
+        return Comparison(name, False, f"{name}: shape {got.shape}, expected ({rows}, k)")
+    if got.dtype.kind not in "iu":
+        return Comparison(name, False, f"{name}: dtype {got.dtype.name}, expected integers")
+    k = got.shape[1]
+    idx = got.astype(np.int64)
+    reasons = np.full(rows, "", dtype=object)
+    in_range = (idx >= 0) & (idx < width)
+    reasons[~in_range.all(axis=1)] = "index out of range"
+    ordered = np.sort(idx, axis=1)
+    repeated = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1) if k > 1 else np.zeros(rows, bool)
+    reasons[(reasons == "") & repeated] = "repeated index"
+    picked = np.take_along_axis(scores, np.clip(idx, 0, width - 1), axis=1)
+    kth = np.partition(scores, width - k, axis=1)[:, width - k] if 0 < k <= width else np.full(rows, np.inf)
+    below = (picked < kth[:, None]).any(axis=1)
+    reasons[(reasons == "") & below] = "an index whose score is below the k-th largest"
+    missed = (picked > kth[:, None]).sum(axis=1) != (scores > kth[:, None]).sum(axis=1)
+    reasons[(reasons == "") & missed] = "misses an index whose score is above the k-th largest"
+    unordered = (picked[:, 1:] > picked[:, :-1]).any(axis=1)  # -inf beside -inf is in order (no inf - inf)
+    reasons[(reasons == "") & unordered] = "not in descending order of score"
+    bad_rows = np.nonzero(reasons != "")[0]
+    listed = [
+        {"index": [int(row)], "got": [int(i) for i in idx[row, :8]], "want": str(reasons[row])} for row in bad_rows
+    ][:MAX_LISTED]
+    head = f"{name}: {rows - len(bad_rows)}/{rows} {bound.unit}s matched (exact up to ties)"
+    parts = [head] + [f"{bound.unit} {m['index'][0]}: {m['want']}" for m in listed[:2]]
+    return Comparison(
+        name,
+        not len(bad_rows),
+        "; ".join(parts),
+        bound_ratio=float("inf") if len(bad_rows) else 0.0,
+        mismatches=len(bad_rows),
+        total=rows,
         first_mismatches=listed,
     )
 
@@ -179,9 +227,12 @@ def compare_at_most(name: str, got: Any, bound: AtMost) -> Comparison:
 
 def check(name: str, got: Any, want: Any, bound: Bound | Exact | AtMost) -> Comparison:
     """The comparison a bound asks for: floats within a :class:`Bound`, discrete values :class:`Exact`, a measured
-    figure :class:`AtMost` its limit. Every output of every challenge goes through here."""
+    figure :class:`AtMost` its limit, top-k indices :class:`TopK` of their scores up to ties. Every output of every
+    challenge goes through here."""
     if isinstance(bound, Exact):
         return compare_exact(name, got, want, bound)
     if isinstance(bound, AtMost):
         return compare_at_most(name, got, bound)
+    if isinstance(bound, TopK):
+        return compare_topk(name, got, want, bound)
     return compare(name, got, want, bound)

@@ -1,8 +1,9 @@
 """Pytest side of discovery: find submissions once, validate ``--model``, parametrize tests, never collect submissions.
 
 A test module takes part by naming its reference module (``REFERENCE = reference.flash_attention``) and requesting the
-``submission`` and ``case`` arguments; each (submission, case) pair becomes one test with the id ``model/case`` and the
-marker ``submission(model=..., challenge=...)``, so ``-m "submission(model='x')"`` selects one model exactly.
+``submission`` and ``case`` arguments; each (submission, case) pair becomes one test with the id ``model/case``
+(:mod:`plugins.discover.ids`: a model name that pytest would escape is percent-encoded there) and the marker
+``submission(model=..., challenge=...)``, so ``-m "submission(model='x')"`` selects one model exactly.
 """
 
 from __future__ import annotations
@@ -12,23 +13,37 @@ from pathlib import Path
 import pytest
 
 from plugins.config import grader_config
+from plugins.discover.ids import graded_params
 from plugins.discover.submissions import Submission, discover, submissions_root
+from plugins.report import inert, lifecycle
 
 SUBMISSIONS_KEY = pytest.StashKey[list[Submission]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Discover submissions and check every ``--model`` names one exactly (a typo is a usage error, not a skip)."""
+    """Discover submissions; a missing, empty or non-folder ``--submissions-dir`` and a ``--model`` that names no
+    model exactly are usage errors (exit 4), not "0 tests" or a skip."""
     cfg = grader_config(config)
-    found = discover(submissions_root(cfg.submissions_dir))
+    where = cfg.submissions_dir
+    problem = "no such folder" if not where.exists() else "not a folder" if not where.is_dir() else None
+    found = [] if problem else discover(submissions_root(where))
+    if not found and not problem:
+        problem = "no submissions in it (expected <model>/<challenge>/ folders, e.g. demo/flash_attention/)"
+    if problem and not config.option.help:
+        raise usage_error(config, f"--submissions-dir={where}: {problem}")
     known = sorted({s.model for s in found})
     unknown = [m for m in cfg.models if m not in known]
     if unknown:
-        raise pytest.UsageError(
-            f"--model {', '.join(unknown)}: no such model in {cfg.submissions_dir}; "
-            f"known models: {', '.join(known) or 'none'}"
+        raise usage_error(
+            config,
+            f"--model {', '.join(unknown)}: no such model in {where}; known models: {', '.join(known) or 'none'}",
         )
     config.stash[SUBMISSIONS_KEY] = [s for s in found if not cfg.models or s.model in cfg.models]
+
+
+def usage_error(config: pytest.Config, message: str) -> Exception:
+    """Exit 4 with one line (model names made inert for the terminal); the old reports stop looking current."""
+    return lifecycle.usage_error(config, inert.terminal(message).replace("\n", "\\n"))
 
 
 def selected_submissions(config: pytest.Config) -> list[Submission]:
@@ -50,10 +65,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     reference = metafunc.module.REFERENCE
     challenge = reference.CHALLENGE.id
     params = []
-    for sub in (s for s in selected_submissions(metafunc.config) if s.challenge == challenge):
-        for case in reference.CASES:
-            marks = [pytest.mark.submission(model=sub.model, challenge=challenge)]
-            if case.is_speed:
-                marks.append(pytest.mark.speed)
-            params.append(pytest.param(sub, case, id=f"{sub.model}/{case.id}", marks=marks))
+    for test_id, (sub, _, case) in graded_params(selected_submissions(metafunc.config), challenge):
+        marks = [pytest.mark.submission(model=sub.model, challenge=challenge)]
+        if case.is_speed:
+            marks.append(pytest.mark.speed)
+        params.append(pytest.param(sub, case, id=test_id, marks=marks))
     metafunc.parametrize(("submission", "case"), params)

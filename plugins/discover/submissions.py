@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugins.discover.entry_points import resolve
+from plugins.discover.entry_points import resolve, resolve_cuda
 from reference.challenges import all_challenges, challenge_for_folder
 
 
@@ -20,6 +20,7 @@ class Submission:
     alternatives: tuple[tuple[str, tuple[str, ...]], ...]  # files passed over, per entry point
     via_adapter: bool
     missing: tuple[str, ...]  # entry points no file defines
+    problems: tuple[tuple[str, str], ...] = ()  # (file, why it was not read): syntax error, parse limit, a FIFO
 
     @property
     def runtime(self) -> str:
@@ -36,7 +37,21 @@ class Submission:
             also = sorted({o for name in names for o in others.get(name, ())})
             parts.append(f"{', '.join(names)} from {file}" + (f" (also in {', '.join(also)})" if also else ""))
         parts += [f"{name} not found" for name in self.missing]
+        if self.problems:
+            parts.append("not read: " + self.problem_text())
         return f"{self.runtime}: " + "; ".join(parts)
+
+    def problem_text(self, limit: int = 4) -> str:
+        """``impl.py line 3: syntax error: invalid syntax, big.py over the parse limit…`` (the first ``limit``)."""
+        shown = [f"{file} {why}" if why.startswith("line ") else f"{file}: {why}" for file, why in self.problems]
+        more = f" and {len(shown) - limit} more" if len(shown) > limit else ""
+        return ", ".join(shown[:limit]) + more
+
+    def missing_message(self) -> str:
+        """Why the submission cannot run: the entry points no file defines, and the files that could not be read."""
+        if not self.problems:
+            return f"no Python file defines {', '.join(self.missing)}"
+        return f"{self.problem_text()}; no readable Python file defines {', '.join(self.missing)}"
 
 
 def submissions_root(path: Path) -> Path:
@@ -74,7 +89,10 @@ def discover(root: Path) -> list[Submission]:
             if challenge is None or (model_dir.name, challenge.id) in found:
                 continue
             names = (challenge.id, *challenge.folder_names)
-            res = resolve(folder, challenge.entry_points, names, challenge.aliases)
+            if challenge.runtime == "cuda":  # a CUDA source to build, found by its extern "C" definitions
+                res = resolve_cuda(folder, challenge.entry_points, names)
+            else:
+                res = resolve(folder, challenge.entry_points, names, challenge.aliases)
             found[model_dir.name, challenge.id] = Submission(
                 model=model_dir.name,
                 challenge=challenge.id,
@@ -83,5 +101,6 @@ def discover(root: Path) -> list[Submission]:
                 alternatives=tuple(res.others.items()),
                 via_adapter=res.via_adapter,
                 missing=res.missing,
+                problems=tuple(res.problems.items()),
             )
     return sorted(found.values(), key=lambda s: (s.model, order[s.challenge]))

@@ -1,8 +1,11 @@
-"""Pytest side of grading: gather case records on the controller and turn them into the run's summary.
+"""Pytest side of grading: gather case records on the controller, journal them, and build the run's summary.
 
 Only the xdist controller (or the single process without ``-n``) aggregates, from ``pytest_runtest_logreport``, so the
-summary is the same with and without ``-n``. A graded test whose report carries no record (its worker died) is scored as
-a crash instead of vanishing. The summary is a plain dict; ``plugins/report`` writes it out.
+summary is the same with and without ``-n``. Each record is appended to ``cases.jsonl`` the moment it arrives
+(:mod:`plugins.report.journal`), so a run killed by any means leaves its cases for :mod:`plugins.report.recover`. A
+graded test whose report carries no record (its worker died) is scored as a crash of the model it graded, found through
+the node id map of :mod:`plugins.discover.ids` (never by parsing the id). The summary is a plain dict
+(:mod:`plugins.grade.summary`); ``plugins/report`` writes it out.
 """
 
 from __future__ import annotations
@@ -10,21 +13,24 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import re
+import signal
 from typing import Any
 
 import pytest
 
 from plugins import hookspecs
 from plugins.config import grader_config, run_quietly
+from plugins.discover.ids import NodeMap
 from plugins.discover.plugin import selected_submissions
 from plugins.grade import records as r
 from plugins.grade import rubric as rubric_module
-from reference.challenges import all_challenges, reference_module
+from plugins.grade import summary as summary_module
+from plugins.report import lifecycle
+from plugins.report.journal import FILE_NAME, Journal
+from reference.challenges import all_challenges
 
 SUMMARY_KEY = pytest.StashKey[dict[str, Any]]()
 SCHEMA_VERSION = 1
-_NODE_ID = re.compile(r"::test_(?P<challenge>\w+)\[(?P<model>[^/\]]+)/(?P<case>[^\]]+)\]$")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -47,80 +53,164 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class RecordCollector:
-    """Controller-only: one record per graded test, then the summary at session end."""
+    """Controller-only: one record per graded test, journalled as it comes, then the summary at session end."""
 
     def __init__(self, config: pytest.Config):
         self.config = config
-        self.records: dict[str, r.CaseRecord] = {}
-        self.orphans: dict[str, str] = {}  # nodeid -> failure text, for graded tests that came back without a record
+        # Read once, before any submission runs: a rubric file changed during the run changes nothing.
+        self.rubric = _load_rubric(config)
+        self.header: dict[str, Any] = {}
+        self.records: dict[tuple[str, str, int], r.CaseRecord] = {}
+        self.selection = summary_module.Selection()
+        self.journal: Journal | None = None
+        self._nodes: NodeMap | None = None
+        self.retired = ""  # what happened to the previous run's reports, for the terminal
+        self.signal_name = ""
+        self._sigterm_set = False
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Move the last run's reports aside, stamp "run in progress", open the journal with the run's header."""
+        if self.config.option.collectonly:
+            return
+        folder = grader_config(self.config).reports_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.retired = lifecycle.retire(folder)
+        except lifecycle.FolderBusy as exc:
+            raise pytest.UsageError(str(exc)) from None
+        lifecycle.stamp_running(folder, html=_html_in(self.config, folder))
+        self.journal = Journal(folder / FILE_NAME)
+        self.header = run_header(self.config)
+        self.journal.write("header", header=self.header)
+        self._terminate_as_interrupt()
+
+    @property
+    def nodes(self) -> NodeMap:
+        """Built on first use: discovery configures after this plugin (pytest calls ``pytest_configure`` in reverse
+        registration order)."""
+        if self._nodes is None:
+            challenges = [c.id for c in all_challenges()]
+            self._nodes = NodeMap(selected_submissions(self.config), challenges, self.config.rootpath)
+        return self._nodes
+
+    def _terminate_as_interrupt(self) -> None:
+        """SIGTERM (a CI timeout, ``kill``) ends the run like Ctrl-C, so its reports are written, marked interrupted."""
+
+        def interrupt(signum: int, frame: Any) -> None:
+            self.signal_name = signal.Signals(signum).name
+            raise KeyboardInterrupt(self.signal_name)
+
+        try:
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, interrupt)
+                self._sigterm_set = True
+        except ValueError:  # not the main thread (pytest run from a thread): leave SIGTERM alone
+            pass
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self._sigterm_set:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if not hasattr(self.config, "workerinput") and session.items:
+            self._selected([item.nodeid for item in session.items])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if not self.selection.known:
+            self._selected(ids)
+
+    def _selected(self, nodeids: list[str]) -> None:
+        graded = [g for g in map(self.nodes.lookup, nodeids) if g is not None]
+        keys = [(g.submission.model, g.submission.challenge, g.case_index) for g in graded]
+        self.selection.selected |= set(keys)
+        self.selection.known = True
+        if self.journal:
+            self.journal.write("selected", cases=keys)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
-            if name == r.RECORD_PROPERTY:
-                self.records[report.nodeid] = r.CaseRecord.from_dict(value)
+            if name == r.RECORD_PROPERTY:  # on the call report, and again on teardown's: keep the first
+                if report.when == "call":
+                    self._add(r.CaseRecord.from_dict(value))
                 return
-        if report.failed and _NODE_ID.search(report.nodeid):
-            self.orphans[report.nodeid] = str(report.longrepr)[-2000:]
+        graded = self.nodes.lookup(report.nodeid)
+        if graded is None:
+            return
+        key = (graded.submission.model, graded.submission.challenge, graded.case_index)
+        if report.skipped and key not in self.records:
+            self.selection.skipped.add(key)
+            if self.journal:
+                self.journal.write("skipped", model=key[0], challenge=key[1], case_index=key[2])
+        elif report.failed and key not in self.records:
+            self._add(_orphan_record(graded, report))
+
+    def _add(self, record: r.CaseRecord) -> None:
+        self.records[record.model, record.challenge, record.case_index] = record
+        if self.journal:
+            self.journal.case(record)
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        for nodeid, text in self.orphans.items():
-            if nodeid not in self.records:
-                self.records[nodeid] = _orphan_record(nodeid, text)
-        if not self.records:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.journal is None:  # --collect-only, or the session never started
             return
-        summary = build_summary(self.config, sorted(self.records.values(), key=_order))
+        records = list(self.records.values())
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        measure_speed = grader_config(self.config).measure_speed
+        reason = self._stop_reason(session)
+        status, detail = summary_module.run_status(self.selection, records, interrupted, reason, measure_speed)
+        summary = summary_module.summarise(
+            self.header,
+            records,
+            self.selection,
+            status,
+            detail,
+            self.rubric,
+            score=self.config.hook.pytest_grader_score,
+            letter=self.config.hook.pytest_grader_letter,
+        )
         self.config.hook.pytest_grader_update_summary(summary=summary, config=self.config)
         self.config.stash[SUMMARY_KEY] = summary
 
+    def _stop_reason(self, session: pytest.Session) -> str:
+        if self.signal_name:
+            return self.signal_name
+        dsession = self.config.pluginmanager.getplugin("dsession")
+        for reason in (getattr(dsession, "shouldstop", None), session.shouldstop, session.shouldfail):
+            if isinstance(reason, str) and reason:
+                return reason
+        return "KeyboardInterrupt" if session.exitstatus == pytest.ExitCode.INTERRUPTED else "stopped early"
 
-def _order(record: r.CaseRecord) -> tuple[str, int, int]:
-    challenge_order = [c.id for c in all_challenges()].index(record.challenge)
-    return (record.model, challenge_order, record.case_index)
+    def end(self, status: str) -> None:
+        """Called by the report plugin once the reports are written."""
+        if self.journal:
+            self.journal.write("end", status=status)
+            self.journal.close()
 
 
-def _orphan_record(nodeid: str, text: str) -> r.CaseRecord:
-    """A crash record for a graded test whose process died before it could report (xdist's "worker crashed")."""
-    match = _NODE_ID.search(nodeid)
-    reference = reference_module(match["challenge"])
-    index, case = next((i, c) for i, c in enumerate(reference.CASES) if c.id == match["case"])
-    last_line = text.strip().splitlines()[-1] if text.strip() else "no details"
-    message = f"the pytest process running this case died or failed outside the sandbox: {last_line}"
-    return r.CaseRecord.for_case(
-        match["model"], match["challenge"], case, index, r.CRASH, message=message, nodeid=nodeid
+def _html_in(config: pytest.Config, folder: Any) -> bool:
+    """Whether pytest-html will write ``report.html`` into the reports folder (then a stub may stand in for it)."""
+    path = getattr(config.option, "htmlpath", None)
+    return (
+        bool(path) and config.pluginmanager.hasplugin("html") and os.path.abspath(path) == str(folder / "report.html")
     )
 
 
-def build_summary(config: pytest.Config, records: list[r.CaseRecord]) -> dict[str, Any]:
-    """Grades, ranking and head-to-head from the records, with the run's provenance (``results.json``; the README
-    describes its keys)."""
+def _orphan_record(graded: Any, report: pytest.TestReport) -> r.CaseRecord:
+    """A crash record for a graded test whose process died before it could report (xdist's "worker crashed")."""
+    text = str(report.longrepr).strip()
+    last_line = text.splitlines()[-1][-500:] if text else "no details"
+    message = f"the pytest process running this case died or failed outside the sandbox: {last_line}"
+    sub = graded.submission
+    return r.CaseRecord.for_case(
+        sub.model, sub.challenge, graded.case, graded.case_index, r.CRASH, message=message, nodeid=report.nodeid
+    )
+
+
+def run_header(config: pytest.Config) -> dict[str, Any]:
+    """The run's provenance, written first to ``cases.jsonl`` and kept in ``results.json``."""
     cfg = grader_config(config)
-    rubric = rubric_module.load_rubric(cfg.rubric)
-    challenges = all_challenges()
-    models: dict[str, dict[str, Any]] = {}
-    letters: dict[str, dict[str, str]] = {}
-    for model in dict.fromkeys(rec.model for rec in records):
-        models[model] = {"challenges": {}}
-        letters[model] = {}
-        for challenge in challenges:
-            mine = [rec for rec in records if rec.model == model and rec.challenge == challenge.id]
-            if not mine:
-                continue
-            grade = config.hook.pytest_grader_score(model=model, challenge=challenge.id, records=mine, rubric=rubric)
-            grade.letter = grade.letter or config.hook.pytest_grader_letter(grade=grade, rubric=rubric)
-            total = len(reference_module(challenge.id).CASES)
-            if len(mine) < total:
-                grade.notes.append(f"partial run: {len(mine)} of {total} cases")
-            models[model]["challenges"][challenge.id] = grade.to_dict()
-            letters[model][challenge.id] = grade.letter
-    ranking = rubric_module.ranking(letters, rubric, len(challenges))
-    for row in ranking:
-        models[row["model"]].update(
-            mean_grade_points=row["mean_grade_points"],
-            coverage=row["coverage"],
-            rank=row["rank"],
-            overall=rubric_module.overall_letter(row["mean_grade_points"], rubric),
-        )
     return {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -131,7 +221,7 @@ def build_summary(config: pytest.Config, records: list[r.CaseRecord]) -> dict[st
             "workers": str(getattr(config.option, "numprocesses", None) or 0),
             "args": [str(a) for a in config.invocation_params.args],
         },
-        "challenges": [{"id": c.id, "title": c.title, "graded": bool(c.entry_points)} for c in challenges],
+        "challenges": [{"id": c.id, "title": c.title, "graded": bool(c.entry_points)} for c in all_challenges()],
         "submissions": [
             {
                 "model": s.model,
@@ -142,11 +232,17 @@ def build_summary(config: pytest.Config, records: list[r.CaseRecord]) -> dict[st
             }
             for s in selected_submissions(config)
         ],
-        "cases": [rec.to_dict() for rec in records],
-        "models": models,
-        "ranking": ranking,
-        "head_to_head": rubric_module.head_to_head(letters, rubric),
+        "warnings": [],
     }
+
+
+def _load_rubric(config: pytest.Config) -> rubric_module.Rubric:
+    path = grader_config(config).rubric
+    try:
+        return rubric_module.load_rubric(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        message = f"--rubric={path}: not a readable rubric ({exc.__class__.__name__}: {exc})"
+        raise lifecycle.usage_error(config, message) from None
 
 
 def machine_info(device: str) -> dict[str, Any]:

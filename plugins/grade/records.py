@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from plugins.report import inert
 from reference.contract import Case
 
 RECORD_PROPERTY = "kernelgrade_record"
@@ -20,8 +21,11 @@ ERROR = "error"  # raised an exception (the traceback is kept)
 TIMEOUT = "timeout"  # no answer within the wall-clock limit; the process group was killed
 CRASH = "crash"  # the process died: a signal such as SIGSEGV, or an exit during the call
 OOM = "oom"  # out of memory: MemoryError under the address-space limit, or killed by the kernel
+# A compiled runtime's source did not build (nvcc failed or timed out); scores 0 like an error, but says the submission
+# never ran, and the compiler's first errors are the message.
+BUILD = "build"
 SKIPPED = "skipped"  # not run by choice (speed with --no-speed); not scored
-OUTCOMES = (PASSED, WRONG, ERROR, TIMEOUT, CRASH, OOM, SKIPPED)
+OUTCOMES = (PASSED, WRONG, ERROR, TIMEOUT, CRASH, OOM, BUILD, SKIPPED)
 
 
 @dataclass
@@ -40,6 +44,7 @@ class CaseRecord:
     seconds: float | None = None  # the measured call's wall time (median for speed cases)
     peak_bytes: int | None = None
     speed: dict[str, Any] | None = None  # median_s, spread_s, baseline_median_s, ratio
+    details: dict[str, Any] = field(default_factory=dict)  # shown in reports, never scored (Expected.derive)
     traceback: str = ""
     stdout: str = ""
     stderr: str = ""
@@ -62,7 +67,8 @@ class CaseRecord:
         lines += failed_checks or [self.message]  # the checks say more than the one-line summary
         if self.traceback:
             lines.append(self.traceback)
-        return "\n".join(line for line in lines if line)
+        # pytest prints this to the terminal: the submission's name, message and traceback must not drive it.
+        return inert.terminal("\n".join(line for line in lines if line))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

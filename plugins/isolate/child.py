@@ -7,34 +7,30 @@ plugins. Order matters:
 2. the challenge's driver (trusted, from ``reference/``) is imported, then every ``reference``/``plugins`` module is
    dropped from ``sys.modules`` and the repo from ``sys.path``, so a submission's own ``reference.py`` still imports;
 3. the submission's entry modules are imported from a temporary copy of its folder, which is also the working dir;
-4. requests are answered one at a time; the submission's stdout and stderr go to files the grader reads back.
+4. requests are answered one at a time; the submission's stdout and stderr go to pipes the grader drains.
 
-Each response says ``ok`` with outputs and per-call measurements, or ``error`` with a kind (``exception``, ``oom``,
-``contract``) and the traceback. Crashes and hangs are seen by the parent, which kills the whole process group.
+Each response says ``ok`` with outputs, or ``error`` with a kind (``exception``, ``oom``, ``contract``) and the
+traceback. Nothing is measured here: the grader times each request and samples this process tree's memory from
+outside, the same way for every request, so a submission can neither change a measurement nor tell a measured call
+from another. Crashes and hangs are seen by the parent, which kills the whole tree.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import gc
 import hashlib
 import importlib
 import importlib.util
 import os
 import resource
 import signal
-import statistics
 import sys
-import time
 import traceback
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-# Bound before any submission code loads, so a submission that patches time.perf_counter cannot fake its timings.
-_clock = time.perf_counter
 TRACEBACK_CHARS = 4000
 
 
@@ -93,23 +89,11 @@ def _is_array(value: Any) -> bool:
 
 
 def _digest(value: Any) -> str | None:
-    return hashlib.blake2b(value.tobytes(), digest_size=16).hexdigest() if _is_array(value) else None
-
-
-def _rss_now_and_reset_peak() -> int | None:
-    """Current RSS in bytes, after resetting the kernel's peak-RSS mark (where the kernel allows it)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _status_kib("VmRSS") * 1024
-    except OSError:
+    """A hash of an array's bytes, read in place when it is contiguous (a copy would count against its memory)."""
+    if not _is_array(value):
         return None
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise OSError(field)
+    data = value if value.flags.c_contiguous else value.tobytes()
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _cap_gpu_memory(fraction: float | None) -> None:
@@ -121,41 +105,31 @@ def _cap_gpu_memory(fraction: float | None) -> None:
 
 
 def _synchronize() -> None:
-    """Wait for queued GPU work so a timer measures it (only if the submission itself loaded torch)."""
+    """Wait for queued GPU work on every stream, so the answer is complete when it is sent and the grader's timer
+    covers it (only if the submission itself loaded torch)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
 
 
 class Run:
-    """What a driver calls the submission through: argument checks, timing and memory measurement per call."""
+    """What a driver calls the submission through: argument checks, and a device sync after every call.
 
-    def __init__(
-        self,
-        entries: dict[str, Any],
-        measure: dict[str, Any],
-        contract_error: type[BaseException],
-        gpu_memory_fraction: float | None = None,
-    ):
-        self.entries, self.measure, self.contract_error = entries, measure, contract_error
+    ``measure=True`` marks the call a memory or speed case is about; it changes nothing here (every call runs the same
+    way, and the grader measures the whole request from outside).
+    """
+
+    def __init__(self, entries: dict[str, Any], contract_error: type[BaseException], gpu_memory_fraction: float | None):
+        self.entries, self.contract_error = entries, contract_error
         self.gpu_memory_fraction = gpu_memory_fraction
-        self.calls: list[dict[str, Any]] = []
 
     def call(self, name: str, *args: Any, measure: bool = False) -> Any:
-        """Call entry point ``name`` with ``args``; ``measure`` marks the call that memory and speed cases measure."""
+        """Call entry point ``name`` with ``args``; inputs must come back unchanged."""
+        del measure
         _cap_gpu_memory(self.gpu_memory_fraction)
         before = [_digest(a) for a in args]
-        record: dict[str, Any] = {"name": name, "measured": measure}
-        if measure and self.measure.get("memory"):
-            result = self._traced(self.entries[name], args, record)
-        elif measure and self.measure.get("repeats"):
-            result = self._timed(self.entries[name], args, record)
-        else:
-            start = _clock()
-            result = self.entries[name](*args)
-            _synchronize()
-            record["seconds"] = _clock() - start
-        self.calls.append(record)
+        result = self.entries[name](*args)
+        _synchronize()
         changed = [i for i, (a, d) in enumerate(zip(args, before, strict=True)) if d is not None and _digest(a) != d]
         if changed:
             raise self.contract_error(f"{name} modified its input argument(s) at position {changed}")
@@ -166,37 +140,6 @@ class Run:
         if not isinstance(value, (tuple, list)) or len(value) != count:
             raise self.contract_error(f"expected {what}, got {type(value).__name__} of length {_len(value)}")
         return tuple(value)
-
-    def _traced(self, fn: Any, args: tuple[Any, ...], record: dict[str, Any]) -> Any:
-        gc.collect()
-        rss_before = _rss_now_and_reset_peak()
-        tracemalloc.start()
-        start = _clock()
-        result = fn(*args)
-        _synchronize()
-        record["seconds"] = _clock() - start
-        traced_peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        rss_growth = _status_kib("VmHWM") * 1024 - rss_before if rss_before is not None else 0
-        record.update(
-            traced_peak_bytes=traced_peak, rss_growth_bytes=rss_growth, peak_bytes=max(traced_peak, rss_growth)
-        )
-        return result
-
-    def _timed(self, fn: Any, args: tuple[Any, ...], record: dict[str, Any]) -> Any:
-        for _ in range(self.measure.get("warmup", 1)):
-            fn(*args)
-        _synchronize()
-        times = []
-        for _ in range(self.measure["repeats"]):
-            # Fresh copies each time, so a submission that memoises on its input objects is still timed doing work.
-            fresh = [a.copy() if _is_array(a) else a for a in args]
-            start = _clock()
-            result = fn(*fresh)
-            _synchronize()
-            times.append(_clock() - start)
-        record.update(seconds=statistics.median(times), times=times)
-        return result
 
 
 def _len(value: Any) -> int | str:
@@ -273,14 +216,17 @@ def serve(request_fd: int, response_fd: int) -> None:
             )
             continue
         fraction = config["gpu_memory_fraction"] if config["device"] == "cuda" else None
-        run = Run(entries, request["measure"], contract_error, fraction)
+        run = Run(entries, contract_error, fraction)
         try:
             outputs = driver.drive(run, inputs, request["params"])
             arrays = {name: _to_numpy(name, value, contract_error) for name, value in outputs.items()}
         except BaseException as exc:  # noqa: BLE001 - SystemExit and friends from a submission are its failures too
-            wire.send(response_fd, _classify(exc, contract_error) | {"calls": run.calls})
+            wire.send(response_fd, _classify(exc, contract_error))
             continue
-        wire.send(response_fd, {"status": "ok", "calls": run.calls}, arrays)
+        finally:
+            del inputs  # freed before the next request arrives, so it does not inflate that request's baseline
+        wire.send(response_fd, {"status": "ok"}, arrays)
+        del outputs, arrays, run
 
 
 if __name__ == "__main__":

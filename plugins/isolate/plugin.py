@@ -3,31 +3,71 @@
 ``run_case(submission, case)`` draws the case's inputs (the same for every model in a run), computes the float64 truth
 once per case in this process, runs the submission in its sandbox, judges the result and attaches the record to the
 test report. Speed cases time the submission and the reference baseline (in a sandbox of its own, under the same
-limits) in alternation.
+limits) in alternation, each timed trial on fresh inputs that are judged like the first.
+
+Before any submission code runs, the run's first process makes the run's private folder and copies every selected
+submission into it (``runspace.py``); xdist workers attach to it. Every measurement is the grader's (``sandbox.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import statistics
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
+from plugins.compare.comparator import Comparison
 from plugins.compare.judge import judge
 from plugins.config import GraderConfig, grader_config
+from plugins.discover.plugin import SUBMISSIONS_KEY
 from plugins.discover.submissions import Submission
 from plugins.grade import records as r
+from plugins.isolate import cuda_cases, runspace, sandbox_report
+from plugins.isolate.measure import time_floor
 from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
 from reference.challenges import reference_module
 from reference.contract import Case, Expected
+
+# CUDA challenges (build, run on the GPU or skip "no GPU") live in cuda_cases; its notes on build-only grades and its
+# grades.md section are hook implementations, registered through this plugin module.
+pytest_grader_update_summary = cuda_cases.pytest_grader_update_summary
+pytest_grader_report_sections = cuda_cases.pytest_grader_report_sections
+
+
+RUN_SPACE_KEY = pytest.StashKey[runspace.RunSpace]()
+WARMUP_TRIAL = 1_000_000  # the rng stream of a speed case's untimed warm-up call (timed trials are 0, 1, ...)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's private folder, with every selected submission copied before any of their code runs (the xdist
+    controller, or the only process, makes it; workers attach to it)."""
+    worker = getattr(config, "workerinput", None)
+    if worker and "kernelgrade_run" in worker:
+        config.stash[RUN_SPACE_KEY] = runspace.RunSpace.attach(worker["kernelgrade_run"])
+        return
+    space = runspace.RunSpace.create()
+    submissions = config.stash.get(SUBMISSIONS_KEY, [])
+    space.copy_submissions([s.folder for s in submissions])
+    config.stash[RUN_SPACE_KEY] = space
+    report = sandbox_report.SandboxReport(space, submissions, grader_config(config))
+    config.pluginmanager.register(report, "kernelgrade-sandbox-report")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: workers use the controller's run folder (its copies, its lock)."""
+    node.workerinput["kernelgrade_run"] = str(node.config.stash[RUN_SPACE_KEY].root)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    space = config.stash.get(RUN_SPACE_KEY, None)
+    if space is not None:
+        space.remove()  # only in the process that made it
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +80,7 @@ def sandbox_pool(pytestconfig: pytest.Config) -> Iterator[SandboxPool]:
         gpu=cfg.gpu,
         gpu_memory_fraction=cfg.gpu_memory_fraction,
     )
-    pool = SandboxPool(limits, cfg.repo)
+    pool = SandboxPool(limits, cfg.repo, pytestconfig.stash[RUN_SPACE_KEY])
     yield pool
     pool.close()
 
@@ -50,70 +90,90 @@ class CaseRunner:
 
     def __init__(self, cfg: GraderConfig, pool: SandboxPool):
         self.cfg, self.pool = cfg, pool
-        self._truths: dict[tuple[str, str], tuple[dict[str, np.ndarray], Expected]] = {}
+        self._truths: dict[tuple[str, str, int], tuple[dict[str, np.ndarray], Expected]] = {}
 
-    def truth(self, reference: ModuleType, case: Case) -> tuple[dict[str, np.ndarray], Expected]:
-        key = (reference.CHALLENGE.id, case.id)
+    def truth(self, reference: ModuleType, case: Case, trial: int = 0) -> tuple[dict[str, np.ndarray], Expected]:
+        """Inputs and truth of a case; ``trial`` > 0 draws the fresh inputs of a speed case's later timed trials."""
+        key = (reference.CHALLENGE.id, case.id, trial)
         if key not in self._truths:
-            # The seed mixes the run's seed with the case: fresh inputs per run, identical for every model in it.
-            rng = np.random.default_rng([self.cfg.seed, zlib.crc32(f"{key[0]}/{key[1]}".encode())])
-            inputs = reference.make_inputs(case, rng)
+            inputs = self.draw(reference, case, trial)
             self._truths[key] = (inputs, reference.expected(case, inputs))
         return self._truths[key]
+
+    def draw(self, reference: ModuleType, case: Case, trial: int = 0) -> dict[str, np.ndarray]:
+        # The seed mixes the run's seed with the case: fresh inputs per run, identical for every model in it.
+        stream = [self.cfg.seed, zlib.crc32(f"{reference.CHALLENGE.id}/{case.id}".encode())]
+        return reference.make_inputs(case, np.random.default_rng(stream + ([trial] if trial else [])))
+
+    def speed_lock(self) -> Any:
+        """One timed case at a time in this run, across xdist workers (a lock no submission can reach)."""
+        return self.pool.space.speed_lock()
 
     def run(self, submission: Submission, case: Case) -> r.CaseRecord:
         reference = reference_module(submission.challenge)
         index = reference.CASES.index(case)
+        if reference.CHALLENGE.runtime == "cuda":
+            return cuda_cases.run_cuda_case(self, reference, submission, case, index, self.speed_lock)
         if submission.missing:
-            return _unrunnable(submission, case, index, f"no Python file defines {', '.join(submission.missing)}")
+            return _unrunnable(submission, case, index, submission.missing_message())
         inputs, expected = self.truth(reference, case)
         sandbox = self.pool.get(Program(reference.__name__, submission.entries, submission.folder))
         if not case.is_speed:
-            measure = {"memory": True} if case.category == "memory" else {}
-            return judge(submission, case, index, expected, sandbox.run(inputs, dict(case.params), measure))
+            return judge(submission, case, index, expected, sandbox.run(inputs, dict(case.params), {}))
         baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None))
-        outcome, timed_baseline = self._race(sandbox, baseline, inputs, dict(case.params))
-        return judge(submission, case, index, expected, outcome, timed_baseline)
+        return self._race(submission, case, index, reference, sandbox, baseline)
 
     def _race(
-        self, sandbox: Sandbox, baseline: Sandbox, inputs: dict[str, np.ndarray], params: dict[str, Any]
-    ) -> tuple[Outcome, Outcome | None]:
-        """Time the submission and the reference baseline in alternation, one call each per round, so that both see
-        the same machine load; and time one speed case at a time on this machine (a lock shared by xdist workers)."""
-        with _speed_lock():
-            rounds: list[tuple[Outcome, Outcome]] = []
-            for i in range(self.cfg.speed_repeats):
-                measure = {"warmup": self.cfg.speed_warmup if i == 0 else 0, "repeats": 1}
-                mine = sandbox.run(inputs, params, measure)
-                if mine.status != "ok":
-                    return mine, None
-                rounds.append((mine, baseline.run(inputs, params, measure)))
-        first, first_base = rounds[0]
-        if any(base.status != "ok" for _, base in rounds):
-            return first, None
-        for outcome, which in ((first, 0), (first_base, 1)):
-            times = [_measured(pair[which])["times"][0] for pair in rounds]
-            _measured(outcome).update(times=times, seconds=statistics.median(times))
-        return first, first_base
+        self, submission: Submission, case: Case, index: int, reference: ModuleType, sandbox: Sandbox, baseline: Sandbox
+    ) -> r.CaseRecord:
+        """Time the submission and the reference baseline in alternation, one request each per trial, so that both see
+        the same machine load. Every trial draws fresh inputs (memoised answers gain nothing) and every trial's answer
+        is judged; a median under what the case's arithmetic allows (``measure.time_floor``) is wrong."""
+        params = dict(case.params)
+        mine: list[Outcome] = []
+        theirs: list[Outcome] = []
+        with self.speed_lock():
+            for _ in range(self.cfg.speed_warmup):  # untimed: imports, caches and first-call costs of both
+                warm = self.draw(reference, case, WARMUP_TRIAL)
+                sandbox.run(warm, params, {})
+                baseline.run(warm, params, {})
+            for trial in range(self.cfg.speed_repeats):
+                inputs, expected = self.truth(reference, case, trial)
+                outcome = sandbox.run(inputs, params, {})
+                graded = judge(submission, case, index, expected, outcome)
+                if not graded.passed:
+                    if trial:
+                        graded.message = f"timed trial {trial + 1} (fresh inputs): {graded.message}"
+                    return graded
+                mine.append(outcome)
+                theirs.append(baseline.run(inputs, params, {}))
+        for outcomes in (mine, theirs):
+            times = [o.calls[0]["seconds"] if o.calls else float("nan") for o in outcomes]
+            if outcomes[0].calls:
+                outcomes[0].calls[0].update(times=times, seconds=statistics.median(times))
+        timed_baseline = theirs[0] if all(o.status == "ok" for o in theirs) else None
+        record = judge(submission, case, index, self.truth(reference, case)[1], mine[0], timed_baseline)
+        return _below_floor(record, time_floor(reference, case, self.cfg.device))
 
 
-def _measured(outcome: Outcome) -> dict[str, Any]:
-    return next(c for c in outcome.calls if c.get("measured"))
+def _below_floor(record: r.CaseRecord, floor: tuple[float, str] | None) -> r.CaseRecord:
+    """A passed speed case whose median is under the floor of its arithmetic is wrong: the time cannot be real."""
+    if floor is None or not record.passed or not record.speed or record.speed["median_s"] >= floor[0]:
+        return record
+    median, (least, how) = record.speed["median_s"], floor
+    message = (
+        f"time floor: median {median * 1e3:.3f} ms is under the least this arithmetic can take, "
+        f"{least * 1e3:.3f} ms ({how})"
+    )
+    record.outcome, record.message = r.WRONG, message
+    floor_check = Comparison("time floor", False, message, bound_ratio=least / median, total=1, mismatches=1)
+    record.checks.append(floor_check.to_dict())
+    return record
 
 
 def _own_entries(reference: ModuleType) -> tuple[tuple[str, str], ...]:
     """The reference module's own vectorised entry points, which speed cases are timed against."""
     return tuple((name, "") for name in reference.CHALLENGE.entry_points)
-
-
-@contextlib.contextmanager
-def _speed_lock() -> Iterator[None]:
-    with open(Path(tempfile.gettempdir()) / "kernelgrade-speed.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _unrunnable(submission: Submission, case: Case, index: int, message: str) -> r.CaseRecord:
@@ -141,6 +201,9 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
     def run(submission: Submission, case: Case) -> r.CaseRecord:
         if case.is_speed and not case_runner.cfg.measure_speed:
             pytest.skip("speed not measured (--no-speed)")
+        reason = cuda_cases.skip_reason(submission, case, case_runner.cfg)
+        if reason:
+            pytest.skip(reason)
         record = case_runner.run(submission, case)
         record.nodeid = request.node.nodeid
         # What the submission printed shows beside the test in pytest's output and in report.html (escaped there).

@@ -1,9 +1,12 @@
 """The grader's side of a sandbox: one spawned child per submission, reused across its cases.
 
-A child is started lazily with ``subprocess`` (a fresh interpreter, never a fork of a process that may hold CUDA), in a
-new session so that a timeout kills its whole process group, with capped BLAS threads, its stdout and stderr in files,
-and a temporary copy of the submission's folder as its working directory. After a timeout, crash or kill the child is
-discarded and the next case starts a new one; nothing of one submission's child is shared with another's.
+A child is started lazily with ``subprocess`` (a fresh interpreter, never a fork of a process that may hold CUDA),
+contained as strongly as the machine allows (``containment.py``: namespaces through bwrap, a cgroup, another user),
+with capped BLAS threads, its stdout and stderr drained into bounded tails, and a fresh copy of the submission's
+folder (made from the run's vetted copy, ``runspace.py``) as its working directory. The grader times every request
+and samples the memory of the child's whole process tree while it runs (``measure.py``); the child reports no
+measurement. After a timeout, crash or kill every process of the child's tree is killed and the next case starts a
+new one; nothing of one submission's child is shared with another's.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from plugins.isolate import wire
+from plugins.isolate import containment, runspace, wire
+from plugins.isolate.containment import Cgroup
+from plugins.isolate.measure import OutputTail, TreeMemory, oom_kills
 
 CHILD = Path(__file__).resolve().parent / "child.py"
 # Single-threaded BLAS: many children share few cores, and one thread makes timings comparable.
@@ -35,8 +40,12 @@ THREAD_VARS = (
     "VECLIB_MAXIMUM_THREADS",
     "BLIS_NUM_THREADS",
 )
-SKIP_COPY = shutil.ignore_patterns(".git", "__pycache__", ".venv", "venv", "node_modules", "*.pyc")
-MAX_COPIED_FILE = 64 * 2**20  # data files beyond this stay behind: a submission's code does not need them to run
+# Where caches and temp files go: the child's private temp folder.
+PRIVATE_DIRS = ("HOME", "TMPDIR", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "CUDA_CACHE_PATH")
+# Environment variables that look like credentials stay with the grader: a child could print them into the reports.
+_SECRET = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|^AWS_|^GH_|^GITHUB_", re.I)
+# A CUDA error in an exception leaves the child's context unusable: the next case gets a fresh process.
+_DEVICE_FAULT = re.compile(r"CUDA error|illegal memory access|unspecified launch failure|device-side assert", re.I)
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class Outcome:
 
     status: str
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    # The grader's own measurements of the request: [{"measured": True, "seconds": wall time from request sent to
+    # answer received, "peak_bytes": peak memory growth of the child's process tree, less the inputs' bytes}]
     calls: list[dict[str, Any]] = field(default_factory=list)
     kind: str = ""  # for errors: exception, oom, contract
     message: str = ""
@@ -78,65 +89,94 @@ class Program:
 class Sandbox:
     """One child process for one program; ``run`` sends a request and returns its :class:`Outcome`."""
 
-    def __init__(self, program: Program, limits: Limits, repo: Path):
-        self.program, self.limits, self.repo = program, limits, repo
+    def __init__(self, program: Program, limits: Limits, repo: Path, space: runspace.RunSpace | None = None):
+        self.program, self.limits, self.repo = program, limits, repo.resolve()
+        self.space = space or runspace.default()
+        self.containment = containment.probe()
         self.process: subprocess.Popen[bytes] | None = None
         self.import_failure: Outcome | None = None
+        self.copy_notes: list[str] = []
         self._scratch: Path | None = None
-        self._offsets = {"stdout": 0, "stderr": 0}
+        self._cgroup: Cgroup | None = None
+        self._memory: TreeMemory | None = None
+        self._output: OutputTail | None = None
+        self._last_output: dict[str, str] = {}
+        self._bwrap = False  # whether the current child runs under bwrap (GPU children may not, see _command)
 
     def run(self, inputs: dict[str, np.ndarray], params: dict[str, Any], measure: dict[str, Any]) -> Outcome:
-        """Run one case; the timeout covers the whole request, scaled by the number of timed repeats."""
-        timeout = self.limits.call_timeout_s * (1 + measure.get("warmup", 0) + measure.get("repeats", 0))
+        """Run one case; the timeout covers the whole request, scaled by the number of timed repeats. A case whose
+        params set ``timeout_s`` (a training run) gets that limit when it is longer than ``--call-timeout``."""
+        per_call = max(self.limits.call_timeout_s, float(params.get("timeout_s", 0.0)))
+        timeout = per_call * (1 + measure.get("warmup", 0) + measure.get("repeats", 0))
         if self.import_failure is not None:
             return self.import_failure
         if self.process is None and self._start(time.monotonic() + self.limits.call_timeout_s) is not None:
             return self.import_failure
         deadline = time.monotonic() + timeout
+        kills_before = oom_kills()
+        self._memory.start()
+        start = time.perf_counter()
         try:
-            wire.send(self._request, {"params": params, "measure": measure}, inputs, deadline)
+            wire.send(self._request, {"params": params}, inputs, deadline)
             header, arrays = wire.recv(self._response, deadline)
         except wire.Deadline:
-            return self._finish(Outcome("timeout", message=f"no answer within {timeout:.0f} s; process group killed"))
+            self._memory.stop()
+            message = f"no answer within {timeout:.0f} s; all its processes killed"
+            return self._finish(Outcome("timeout", message=message))
         except wire.WireError:
-            return self._finish(self._death())
-        return self._with_output(self._outcome(header, arrays))
+            self._memory.stop()
+            return self._finish(self._death(kills_before))
+        seconds = time.perf_counter() - start
+        # The inputs arrive into arrays of their own in the child: the rule is about what the submission adds.
+        peak = max(self._memory.stop() - sum(a.nbytes for a in inputs.values()), 0)
+        outcome = self._outcome(header, arrays)
+        outcome.calls = [{"measured": True, "seconds": seconds, "peak_bytes": peak}]
+        if outcome.status == "error" and _DEVICE_FAULT.search(outcome.message + outcome.traceback):
+            return self._finish(outcome)
+        return self._with_output(outcome)
 
     def close(self) -> None:
         self._kill()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
 
     # --- lifecycle ---
 
     def _start(self, deadline: float) -> Outcome | None:
         """Spawn and load the child; on failure, remembers and returns the import failure."""
         self.close()
-        self._scratch = Path(tempfile.mkdtemp(prefix="kernelgrade-"))
+        self._scratch = self.space.scratch()
         workdir = self._scratch / "work"
-        if self.program.folder is not None:
-            shutil.copytree(self.program.folder, workdir, ignore=_skip_large(SKIP_COPY), symlinks=True)
-        else:
-            workdir.mkdir()
+        self._copy_folder(workdir)
         request_r, self._request = os.pipe()
         self._response, response_w = os.pipe()
         os.set_blocking(self._request, False)
         os.set_blocking(self._response, False)
-        self._offsets = {"stdout": 0, "stderr": 0}
-        with open(self._scratch / "stdout", "wb") as out, open(self._scratch / "stderr", "wb") as err:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self._output = OutputTail({"stdout": out_r, "stderr": err_r}, self.limits.output_tail_chars)
+        argv, extra = self._command(workdir, request_r, response_w)
+        try:
             self.process = subprocess.Popen(
-                [sys.executable, "-B", str(CHILD), str(request_r), str(response_w)],
+                argv,
                 stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
+                stdout=out_w,
+                stderr=err_w,
                 cwd=workdir,
                 env=self._env(),
                 pass_fds=(request_r, response_w),
                 start_new_session=True,
+                **extra,
             )
-        os.close(request_r)
-        os.close(response_w)
+        finally:
+            for fd in (request_r, response_w, out_w, err_w):
+                os.close(fd)
+        kills_before = oom_kills()
+        self._memory = TreeMemory(self.process.pid, self._cgroup, hwm_trusted=self._bwrap)
         config = {
             "repo": str(self.repo),
             "driver": self.program.driver,
@@ -155,7 +195,7 @@ class Sandbox:
         except wire.Deadline:
             failure = Outcome("timeout", message=f"no answer within {self.limits.call_timeout_s:.0f} s")
         except wire.WireError:
-            failure = self._death()
+            failure = self._death(kills_before)
         else:
             if header.get("status") == "ready":
                 return None
@@ -163,21 +203,76 @@ class Sandbox:
         # Importing is the same for every case: a module that hangs, dies or raises at import fails every case of this
         # submission at once, instead of costing a restart (and a full timeout) per case.
         failure.message = f"while importing the submission: {failure.message}"
+        if self.copy_notes:
+            failure.message += f" (the folder's copy {'; '.join(self.copy_notes)})"
         self.import_failure = self._finish(failure)
         return self.import_failure
 
+    def _copy_folder(self, workdir: Path) -> None:
+        """The child's working copy: from the run's vetted copy of the folder when there is one, else made here."""
+        if self.program.folder is None:
+            workdir.mkdir()
+            return
+        entry = self.space.manifest().get(str(self.program.folder))
+        source = Path(entry["copy"]) if entry and entry.get("copy") else self.program.folder
+        try:
+            notes = runspace.copy_folder(source, workdir)
+        except OSError as exc:  # the folder vanished or cannot be read: the import then fails, with this reason
+            workdir.mkdir(exist_ok=True)
+            notes = [f"could not be made: {exc}"]
+        self.copy_notes = entry["notes"] if entry and entry["notes"] else notes
+        if self.containment.level == "uid":  # the child runs as nobody and works in its own folder
+            for path in [self._scratch, *self._scratch.rglob("*")]:
+                os.chown(path, containment.NOBODY, containment.NOBODY, follow_symlinks=False)
+
+    def _command(self, workdir: Path, request_r: int, response_w: int) -> tuple[list[str], dict[str, Any]]:
+        """The child's command line inside its containment, and the extra arguments of Popen."""
+        argv = [sys.executable, "-B", str(CHILD), str(request_r), str(response_w)]
+        level, extra = self.containment, {}
+        parent = self.space.cgroup_parent(level)
+        userns, in_cgroup = (True, True) if level.level == "namespaces" else (None, True)
+        gpu = self.limits.device == "cuda"
+        if level.level == "namespaces" and gpu:  # as strong as lets CUDA start here (see containment.gpu_mode)
+            mode = containment.gpu_mode(level, parent, self.repo, self.limits.gpu)
+            userns, in_cgroup = mode.userns, mode.cgroup
+        self._bwrap = userns is not None
+        if self._bwrap:
+            # The home folder (keys, tokens, caches) is hidden too; the interpreter and built libraries come back.
+            hidden = [self.space.root, Path(os.environ.get("TMPDIR", "/tmp")), Path.home()]
+            built = [Path(f).parent for _, f in self.program.entries if os.path.isabs(f)]
+            readable = containment.interpreter_paths(self.repo) + built
+            argv = containment.bwrap_args(level.bwrap, workdir, hidden, gpu, readable, userns) + argv
+        elif level.level == "uid":
+            extra = {"user": containment.NOBODY, "group": containment.NOBODY, "extra_groups": []}
+        self._cgroup = Cgroup.make(parent, self._scratch.name) if parent and in_cgroup else None
+        if self._cgroup is not None:
+            argv = self._cgroup.wrap(argv)
+        return argv, extra
+
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "KERNELGRADE_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "KERNELGRADE_")) and not _secret(k)}
         env.update({name: "1" for name in THREAD_VARS})
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env["PYTHONUNBUFFERED"] = "1"
+        # Caches and temp files stay in the sandbox: its private /tmp under bwrap, else its own scratch folder.
+        private = Path("/tmp")
+        if not self._bwrap:
+            private = self._scratch / "tmp"
+            private.mkdir(exist_ok=True)
+            if self.containment.level == "uid":
+                os.chown(private, containment.NOBODY, containment.NOBODY)
+        for name in PRIVATE_DIRS:
+            env[name] = str(private)
         # CPU runs hide every GPU; GPU runs see the one this worker was given.
         env["CUDA_VISIBLE_DEVICES"] = self.limits.gpu if self.limits.device == "cuda" and self.limits.gpu else ""
         return env
 
     def _kill(self) -> None:
+        """Kill every process of the child's tree: its cgroup, else its namespace (through its root) and group."""
         if self.process is None:
             return
+        if self._cgroup is not None:
+            self._cgroup.kill()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
@@ -185,22 +280,30 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.process = None
+        if self._output is not None:
+            self._last_output = {name: self._output.take(name) for name in ("stdout", "stderr")}
+            self._output.close()
+            self._output = None
 
     def _finish(self, outcome: Outcome) -> Outcome:
         """Kill the child after a fatal outcome; the next request starts a fresh one."""
         self._kill()
         return self._with_output(outcome)
 
-    def _death(self) -> Outcome:
-        """Name how a child that closed its pipe died: a signal, or an exit during the call."""
+    def _death(self, oom_kills_before: int) -> Outcome:
+        """Name how a child that closed its pipe died: a signal, or an exit during the call. SIGKILL is ``oom`` only
+        when the kernel counted an out-of-memory kill meanwhile; a submission that kills itself has crashed."""
         try:
             code = self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             return Outcome("crash", message="the child closed its pipe but did not exit")
+        if self._bwrap and code > 128 and code - 128 in signal.valid_signals():
+            code = 128 - code  # bwrap exits with 128 + the signal that ended its child
         if code == -signal.SIGKILL:
-            return Outcome(
-                "oom", message="killed by SIGKILL from outside the grader (the kernel's out-of-memory killer)"
-            )
+            after = oom_kills()
+            if after > oom_kills_before >= 0:
+                return Outcome("oom", message="killed by the kernel's out-of-memory killer (SIGKILL)")
+            return Outcome("crash", message="killed by SIGKILL (not by the grader, and not for lack of memory)")
         if code < 0:
             return Outcome("crash", message=f"killed by signal {signal.Signals(-code).name}")
         return Outcome("crash", message=f"the process exited with status {code} during the call")
@@ -219,48 +322,28 @@ class Sandbox:
 
     def _with_output(self, outcome: Outcome) -> Outcome:
         """Attach what the child printed since the last request, truncated to its tail."""
-        if self._scratch is not None:
-            outcome.stdout, outcome.stderr = self._tail("stdout"), self._tail("stderr")
+        if self._output is not None:
+            outcome.stdout, outcome.stderr = self._output.take("stdout"), self._output.take("stderr")
+        elif self._last_output:  # the child was just killed: what it printed before
+            outcome.stdout, outcome.stderr = self._last_output["stdout"], self._last_output["stderr"]
+            self._last_output = {}
         return outcome
 
-    def _tail(self, stream: str) -> str:
-        path = self._scratch / stream
-        try:
-            with open(path, "rb") as handle:
-                handle.seek(self._offsets[stream])
-                data = handle.read()
-        except OSError:
-            return ""
-        self._offsets[stream] += len(data)
-        keep = self.limits.output_tail_chars
-        text = data[-4 * keep :].decode("utf-8", errors="replace")
-        return text if len(text) <= keep else f"[... {len(data) - keep} bytes cut ...]\n{text[-keep:]}"
 
-
-def _skip_large(base: Any) -> Any:
-    """Combine the name patterns with a size cut-off."""
-
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        skipped = set(base(folder, names))
-        for name in names:
-            path = os.path.join(folder, name)
-            if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) > MAX_COPIED_FILE:
-                skipped.add(name)
-        return skipped
-
-    return ignore
+def _secret(name: str) -> bool:
+    return bool(_SECRET.search(name)) and not name.endswith(("_CA_BUNDLE", "_CA_CERTS", "_CERT_FILE", "_CERT_DIR"))
 
 
 class SandboxPool:
     """One sandbox per program for the lifetime of a pytest process (a worker under xdist)."""
 
-    def __init__(self, limits: Limits, repo: Path):
-        self.limits, self.repo = limits, repo
+    def __init__(self, limits: Limits, repo: Path, space: runspace.RunSpace | None = None):
+        self.limits, self.repo, self.space = limits, repo, space
         self._sandboxes: dict[Program, Sandbox] = {}
 
     def get(self, program: Program) -> Sandbox:
         if program not in self._sandboxes:
-            self._sandboxes[program] = Sandbox(program, self.limits, self.repo)
+            self._sandboxes[program] = Sandbox(program, self.limits, self.repo, self.space)
         return self._sandboxes[program]
 
     def close(self) -> None:

@@ -49,7 +49,7 @@ def _wait(fd: int, writable: bool, deadline: float | None) -> None:
         raise Deadline()
 
 
-def write_all(fd: int, data: bytes, deadline: float | None = None) -> None:
+def write_all(fd: int, data: bytes | memoryview, deadline: float | None = None) -> None:
     view = memoryview(data)
     while view:
         _wait(fd, True, deadline)
@@ -78,7 +78,15 @@ def read_exact(fd: int, size: int, deadline: float | None = None) -> bytes:
 
 
 def send(fd: int, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None, deadline: float | None = None):
-    write_all(fd, encode(header, arrays or {}), deadline)
+    """One message, written straight from the arrays' memory: sending costs no copy of a contiguous array (the grader
+    measures the child's memory while it answers, so the wire must not add to it)."""
+    contiguous = {name: np.ascontiguousarray(a) for name, a in (arrays or {}).items()}
+    header = {**header, "arrays": [[n, a.dtype.str, list(a.shape)] for n, a in contiguous.items()]}
+    head = json.dumps(header, allow_nan=True).encode()
+    write_all(fd, struct.pack("<Q", len(head)) + head, deadline)
+    for array in contiguous.values():
+        if array.size:
+            write_all(fd, memoryview(array.reshape(-1)).cast("B"), deadline)
 
 
 def recv(fd: int, deadline: float | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -99,6 +107,23 @@ def recv(fd: int, deadline: float | None = None) -> tuple[dict[str, Any], dict[s
     if sum(sizes) > MAX_PAYLOAD_BYTES:
         raise WireError(f"payload of {sum(sizes)} bytes")
     arrays = {}
-    for (name, dtype, shape), nbytes in zip(specs, sizes, strict=True):
-        arrays[name] = np.frombuffer(read_exact(fd, nbytes, deadline), dtype=dtype).reshape(shape).copy()
+    for name, dtype, shape in specs:
+        arrays[name] = read_array(fd, dtype, shape, deadline)
     return header, arrays
+
+
+def read_array(fd: int, dtype: np.dtype, shape: tuple[int, ...], deadline: float | None = None) -> np.ndarray:
+    """Read an array's bytes straight into its own memory (one allocation, the array itself)."""
+    array = np.empty(shape, dtype=dtype)
+    view = memoryview(array.reshape(-1)).cast("B") if array.size else memoryview(b"")
+    done = 0
+    while done < len(view):
+        _wait(fd, False, deadline)
+        try:
+            count = os.readv(fd, [view[done : done + (1 << 20)]])
+        except BlockingIOError:
+            continue
+        if not count:
+            raise WireError("the peer closed the pipe")
+        done += count
+    return array

@@ -1,10 +1,16 @@
-"""Badges written offline: an SVG per model with its overall letter, and a shields.io endpoint JSON beside it."""
+"""Badges written offline: an SVG per model with its overall letter, and a shields.io endpoint JSON beside it.
+
+File names come from :func:`plugins.report.inert.file_stem`: unique per model name and short enough for any file
+system, so ``has space`` and ``has_space`` get two files and a 255-byte name does not stop the other reports.
+"""
 
 from __future__ import annotations
 
 import json
 from html import escape
 from pathlib import Path
+
+from plugins.report import inert
 
 COLOURS = {"A": "#4c1", "B": "#97ca00", "C": "#dfb317", "D": "#fe7d37", "F": "#e05d44"}
 _CHAR_PX = 7  # average width of an 11px Verdana character, close enough for short labels
@@ -16,6 +22,7 @@ def colour(letter: str) -> str:
 
 def svg(label: str, value: str, fill: str) -> str:
     """A flat two-part badge: grey label on the left, coloured value on the right."""
+    label, value = inert.label(label), inert.label(value)
     left, right = 10 + _CHAR_PX * len(label), 10 + _CHAR_PX * len(value)
     label, value = escape(label), escape(value)
     return (
@@ -28,17 +35,21 @@ def svg(label: str, value: str, fill: str) -> str:
 
 
 def write_badges(summary: dict, folder: Path) -> list[Path]:
-    """``<model>.svg`` and ``<model>.json`` for every model in the run; returns the SVG paths."""
+    """``<stem>.svg`` and ``<stem>.json`` for every model in the run (``stem`` from :func:`inert.file_stem`); returns
+    the SVG paths."""
     folder.mkdir(parents=True, exist_ok=True)
     for stale in [*folder.glob("*.svg"), *folder.glob("*.json")]:  # models of an earlier run must not linger
         stale.unlink()
     written = []
     for model, data in summary["models"].items():
         letter = data["overall"]
-        stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model)
+        fill = colour(letter)
+        if not data.get("complete", True):  # a letter of a run that stopped early is not one to show as final
+            letter, fill = f"{letter} incomplete", colour("")
+        stem = inert.file_stem(model)
         path = folder / f"{stem}.svg"
-        path.write_text(svg(model, letter, colour(letter)))
-        endpoint = {"schemaVersion": 1, "label": model, "message": letter, "color": colour(letter)}
+        path.write_text(svg(model, letter, fill))
+        endpoint = {"schemaVersion": 1, "label": inert.visible(model), "message": letter, "color": fill}
         (folder / f"{stem}.json").write_text(json.dumps(endpoint) + "\n")
         written.append(path)
     return written

@@ -1,7 +1,9 @@
 """pytest-html additions: the grade summary on top and per-case columns (model, case, outcome, error/bound, time).
 
 Every string that can come from a submission (model names, messages, printed output) is escaped: pytest-html inserts
-these cells as raw HTML. The hooks are optional, so the grader runs the same without pytest-html installed.
+these cells as raw HTML. That includes pytest-html's own test-id cell, which it fills with the unescaped node id and its
+script inserts with ``innerHTML``: the row hook rebuilds it escaped. The hooks are optional, so the grader runs the
+same without pytest-html installed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from tabulate import tabulate
 
 from plugins.grade.plugin import SUMMARY_KEY
 from plugins.grade.records import RECORD_PROPERTY, CaseRecord
-from plugins.report import tables
+from plugins.report import inert, tables
 
 COLUMNS = ("model", "case", "outcome", "error / bound", "time (ms)")
 SUMMARY_CSS = (
@@ -36,21 +38,33 @@ def pytest_html_report_title(report: Any) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str], session: Any) -> None:
     run = session.config.stash.get(SUMMARY_KEY, None)
-    if run is None:
-        return
-    # tabulate's "html" format escapes every cell, so model-supplied text stays text.
-    prefix.append(f'<style>{SUMMARY_CSS}</style><div id="kg-summary">')
-    prefix.append("<h2>Grades</h2>")
-    headers, rows = tables.grade_matrix(run)
-    prefix.append(tabulate(rows, headers=headers, tablefmt="html"))
-    prefix.append("<h3>Ranking</h3>")
-    prefix.append(tabulate(tables.ranking(run)[1], headers=tables.ranking(run)[0], tablefmt="html"))
+    if run is not None:
+        prefix.append(summary_html(run))
+
+
+def summary_html(run: dict[str, Any]) -> str:
+    """The grade summary block: status and warnings first, then the tables (also the body of a recovered report)."""
+    # tabulate's "html" format escapes every cell, so model-supplied text stays text; inert.visible shows controls.
+    parts = [f'<style>{SUMMARY_CSS}</style><div id="kg-summary">']
+    if run.get("status", "complete") != "complete":
+        parts.append(
+            f'<p class="kg-status"><b>{escape(run["status"].upper())}</b>: {inert.html(run["status_detail"])}</p>'
+        )
+    parts += [f'<p class="kg-warning"><b>warning</b>: {inert.html(w)}</p>' for w in tables.warnings(run)]
+    parts.append("<h2>Grades</h2>")
+    parts.append(_table(*tables.grade_matrix(run)))
+    parts.append("<h3>Ranking</h3>")
+    parts.append(_table(*tables.ranking(run)))
     for challenge in tables.graded_challenges(run):
-        headers, rows = tables.breakdown(run, challenge["id"])
-        prefix.append(f"<h3>{escape(challenge['title'])}</h3>")
-        prefix.append(tabulate(rows, headers=headers, tablefmt="html"))
-    prefix.append(f"<p>Seed {escape(str(run['options']['seed']))}; full details in grades.md and results.json.</p>")
-    prefix.append("</div>")
+        parts.append(f"<h3>{escape(challenge['title'])}</h3>")
+        parts.append(_table(*tables.breakdown(run, challenge["id"])))
+    parts.append(f"<p>Seed {escape(str(run['options']['seed']))}; full details in grades.md and results.json.</p>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    return tabulate([[inert.visible(c) for c in row] for row in rows], headers=headers, tablefmt="html")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -60,6 +74,13 @@ def pytest_html_results_table_header(cells: list[str]) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_html_results_table_row(report: Any, cells: list[str]) -> None:
+    # pytest-html puts the node id into its test-id cell unescaped and its script inserts every cell with innerHTML,
+    # so a model folder named "<img src=x onerror=...>" would run in the reader's browser: the cell is rebuilt escaped.
+    test_id = report.nodeid + (f"::{report.when}" if report.when != "call" else "")
+    for i, cell in enumerate(cells):
+        if cell.startswith('<td class="col-testId">'):
+            cells[i] = f'<td class="col-testId">{inert.html(test_id)}</td>'
+            break
     data = _record(report)
     if data is None:  # a skipped speed case, or a test that never reached its sandbox
         values: tuple[str, ...] = ("",) * len(COLUMNS)
@@ -73,4 +94,4 @@ def pytest_html_results_table_row(report: Any, cells: list[str]) -> None:
             f"{ratio:.3g}" if ratio is not None else "",
             f"{seconds * 1000:.1f}" if seconds is not None else "",
         )
-    cells[2:2] = [f"<td>{escape(str(v))}</td>" for v in values]
+    cells[2:2] = [f"<td>{inert.html(v)}</td>" for v in values]

@@ -6,23 +6,16 @@ from typing import Any
 
 from tabulate import tabulate
 
-from plugins.report import tables
+from plugins.report import inert, tables
 
 MAX_FAILURES_LISTED = 12  # per model and challenge; results.json and report.html keep them all
+_TITLE_NOTE = {"complete": "", "empty": " (no case ran)"}  # anything else: the run did not finish
 MAX_MESSAGE_CHARS = 320  # per failure line; the full message is in results.json
 
 
 def escape(text: Any) -> str:
     """Cell- and line-safe text: model output and folder names must not break tables or inject markup."""
-    return (
-        str(text)
-        .replace("\\", "\\\\")
-        .replace("|", "\\|")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace("\r", " ")
-        .replace("\n", " ")
-    )
+    return inert.markdown(text)
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -38,8 +31,9 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
     opts = summary["options"]
     speed = "measured" if opts["measure_speed"] else "not measured (--no-speed): grades leave speed out"
     lines = [
-        "# kernelgrade: grades",
+        "# kernelgrade: grades" + _TITLE_NOTE.get(summary.get("status", "complete"), " (INCOMPLETE RUN)"),
         "",
+        *status_lines(summary),
         f"Run {summary['created']} on {escape(summary['machine']['platform'])}, device {opts['device']}"
         f"{' (' + escape(', '.join(summary['machine']['gpu'])) + ')' if summary['machine']['gpu'] else ''}; "
         f"commit {summary['commit']['sha'] or 'unknown'}{' (with local changes)' if summary['commit']['dirty'] else ''}"
@@ -52,13 +46,21 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
         "",
         "## Grade matrix",
         "",
-        f"Letter (points out of 100); {tables.NOT_ATTEMPTED} means the model has no folder for the challenge.",
+        f"Letter (points out of 100); {tables.NOT_ATTEMPTED} means the model has no folder for the challenge;"
+        f" `{tables.INCOMPLETE}` marks a grade whose selected cases did not all run.",
         "",
         _table(*tables.grade_matrix(summary)),
         "",
     ]
     for challenge in tables.graded_challenges(summary):
         lines += _challenge_section(summary, challenge)
+    if summary.get("not_run"):
+        lines += ["## Not run", "", "Selected, but the run stopped before any of their cases ran:", ""]
+        lines += [
+            f"- **{escape(e['model'])}** on `{e['challenge']}`: {e['selected_cases']} selected cases"
+            for e in summary["not_run"]
+        ]
+        lines.append("")
     lines += [
         "## Head-to-head",
         "",
@@ -71,6 +73,17 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
     for title, body in extra_sections:
         lines += [f"## {title}", "", body, ""]
     return "\n".join(lines)
+
+
+def status_lines(summary: dict[str, Any]) -> list[str]:
+    """Warnings that come before any grade: a run that did not finish, and isolation weaker than intended."""
+    lines = []
+    status = summary.get("status", "complete")
+    if status != "complete":
+        lines += [f"> **{status.upper()}**: {escape(summary.get('status_detail', ''))}", ""]
+    for warning in tables.warnings(summary):
+        lines += [f"> **warning**: {escape(warning)}", ""]
+    return lines
 
 
 def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> list[str]:

@@ -3,12 +3,15 @@
 Everything here runs on the xdist controller only (or the single process), from the summary the grade plugin built, so
 reports are identical with and without ``-n``. ``report.html`` is written by pytest-html when it is installed: unless
 ``--html`` is given, it goes to ``<reports-dir>/report.html`` as one self-contained file.
+
+The reports folder's life cycle (the previous run's reports moved to ``previous/``, "run in progress" stubs, the
+``cases.jsonl`` journal and recovery after a kill) is in :mod:`plugins.report.lifecycle`,
+:mod:`plugins.report.journal` and :mod:`plugins.report.recover`; every string from a submission goes through
+:mod:`plugins.report.inert` before it is shown.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,14 +21,18 @@ from tabulate import tabulate
 
 from plugins.config import grader_config, reports_dir
 from plugins.grade.plugin import SUMMARY_KEY
-from plugins.report import badges, markdown, tables
+from plugins.report import files, inert, journal, tables
 
 WRITTEN_KEY = pytest.StashKey[list[Path]]()
+WARNINGS_KEY = pytest.StashKey[list[str]]()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Point pytest-html at the reports folder (before pytest-html's own configure reads the option)."""
+    """Point pytest-html at the reports folder (before pytest-html's own configure reads the option); not for
+    ``--collect-only``, which grades nothing and must not replace the last run's report."""
+    if config.option.collectonly:
+        return
     if config.pluginmanager.hasplugin("html") and getattr(config.option, "htmlpath", None) is None:
         config.option.htmlpath = str(reports_dir(config) / "report.html")
         config.option.self_contained_html = True
@@ -37,26 +44,26 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if summary is None or hasattr(config, "workerinput"):
         return
     folder = grader_config(config).reports_dir
-    folder.mkdir(parents=True, exist_ok=True)
     sections = [
         s for group in config.hook.pytest_grader_report_sections(summary=summary, config=config) if group for s in group
     ]
-    written = [folder / "grades.md", folder / "results.json"]
-    written[0].write_text(markdown.render(summary, sections) + "\n")
-    written[1].write_text(json.dumps(json_safe(summary), indent=1, allow_nan=False) + "\n")
-    written += badges.write_badges(summary, folder / "badges")
+    written, warnings = files.write_reports(summary, folder, sections)
     config.stash[WRITTEN_KEY] = written
+    config.stash[WARNINGS_KEY] = warnings
+    collector = config.pluginmanager.get_plugin("kernelgrade-records")
+    if collector is not None:
+        collector.end(summary["status"])
 
 
-def json_safe(value: Any) -> Any:
-    """JSON has no NaN or infinity: write them as the strings "nan", "inf" and "-inf"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """What a submission printed travels in report sections; no control character of it reaches a terminal."""
+    report = yield
+    report.sections = [(inert.terminal(title), inert.terminal(text)) for title, text in report.sections]
+    return report
+
+
+json_safe = journal.json_safe  # kept here for code that imported it from this module
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -68,17 +75,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         return
     terminalreporter.write_sep("=", "kernelgrade: grade matrix")
     headers, rows = tables.grade_matrix(summary)
+    rows = [[inert.terminal(cell) for cell in row] for row in rows]
     terminalreporter.write_line(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
-    partial = any(
-        n.startswith("partial run")
-        for m in summary["models"].values()
-        for g in m["challenges"].values()
-        for n in g["notes"]
-    )
-    if partial:
-        terminalreporter.write_line("partial run: some cases were deselected; grades cover only the cases that ran")
-    speed = "" if summary["options"]["measure_speed"] else "; speed not measured (--no-speed)"
-    terminalreporter.write_line(f"seed {summary['options']['seed']}{speed}")
+    for line in terminal_notes(summary, config):
+        terminalreporter.write_line(line)
     for path in config.stash.get(WRITTEN_KEY, []):
         if path.suffix != ".svg":
             terminalreporter.write_line(f"wrote {path}")
@@ -86,3 +86,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         f"wrote {len([p for p in config.stash.get(WRITTEN_KEY, []) if p.suffix == '.svg'])} "
         f"badges in {grader_config(config).reports_dir / 'badges'}"
     )
+
+
+def terminal_notes(summary: dict[str, Any], config: pytest.Config) -> list[str]:
+    """The run's status, deselection, speed and seed, each in its own words; warnings; where the old reports went."""
+    lines = []
+    if summary["status"] != "complete":
+        lines.append(f"{summary['status'].upper()}: {inert.terminal(summary['status_detail'])}")
+    notes = {n for m in summary["models"].values() for g in m["challenges"].values() for n in g["notes"]}
+    if any(n.startswith("partial run") for n in notes):
+        lines.append("partial run: some cases were deselected (-k/-m); grades cover only the cases that ran")
+    speed = "" if summary["options"]["measure_speed"] else "; speed not measured (--no-speed)"
+    lines.append(f"seed {summary['options']['seed']}{speed}")
+    lines += [f"warning: {inert.terminal(w)}" for w in [*tables.warnings(summary), *config.stash.get(WARNINGS_KEY, [])]]
+    collector = config.pluginmanager.get_plugin("kernelgrade-records")
+    if collector is not None and collector.retired:
+        lines.append(collector.retired)
+    return lines

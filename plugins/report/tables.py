@@ -7,25 +7,51 @@ from typing import Any
 from reference.contract import CATEGORIES
 
 NOT_ATTEMPTED = "—"
+NOT_RUN = "not run"
+INCOMPLETE = "incomplete"  # follows a letter whose selected cases did not all run
+
+
+def warnings(summary: dict[str, Any]) -> list[str]:
+    """Warnings shown before any grade: the run's own, and the sandbox's when containment is weaker than intended
+    (``summary["sandbox"]``, filled by ``plugins/isolate/sandbox_report.py``)."""
+    sandbox = summary.get("sandbox") or {}
+    prefix = "isolation: "
+    if sandbox.get("level") == "process-group":
+        prefix += "fallback to rlimits and process groups: "
+    return [*summary.get("warnings", []), *(prefix + w for w in sandbox.get("warnings", []))]
 
 
 def graded_challenges(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Challenges with a contract that at least one model in the run attempted, in report order."""
     attempted = {cid for m in summary["models"].values() for cid in m["challenges"]}
+    attempted |= {entry["challenge"] for entry in summary.get("not_run", [])}
     return [c for c in summary["challenges"] if c["graded"] and c["id"] in attempted]
 
 
+def _mark(text: str, complete: bool) -> str:
+    return text if complete else f"{text} {INCOMPLETE}"
+
+
 def grade_matrix(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Models (ranked) by challenges: ``letter (points)``, or a dash where the model has no folder."""
+    """Models (ranked) by challenges: ``letter (points)``, marked ``incomplete`` when not every selected case ran;
+    ``not run`` where the run stopped before a model's challenge; a dash where the model has no folder."""
     columns = graded_challenges(summary)
     headers = ["model", "overall", *[c["id"] for c in columns]]
+    pending = {(e["model"], e["challenge"]) for e in summary.get("not_run", [])}
     rows = []
     for row in summary["ranking"]:
         model = summary["models"][row["model"]]
-        cells = [row["model"], f"{model['overall']} ({model['mean_grade_points']:.2f})"]
+        complete = model.get("complete", True) and not any(m == row["model"] for m, _ in pending)
+        cells = [row["model"], _mark(f"{model['overall']} ({model['mean_grade_points']:.2f})", complete)]
         for c in columns:
             grade = model["challenges"].get(c["id"])
-            cells.append(f"{grade['letter']} ({grade['points']:.1f})" if grade else NOT_ATTEMPTED)
+            if grade:
+                cells.append(_mark(f"{grade['letter']} ({grade['points']:.1f})", grade.get("complete", True)))
+            else:
+                cells.append(NOT_RUN if (row["model"], c["id"]) in pending else NOT_ATTEMPTED)
+        rows.append(cells)
+    for name in dict.fromkeys(m for m, _ in sorted(pending) if m not in summary["models"]):
+        cells = [name, NOT_RUN, *(NOT_RUN if (name, c["id"]) in pending else NOT_ATTEMPTED for c in columns)]
         rows.append(cells)
     return headers, rows
 
@@ -36,7 +62,7 @@ def ranking(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         [
             row["rank"],
             row["model"],
-            summary["models"][row["model"]]["overall"],
+            _mark(summary["models"][row["model"]]["overall"], summary["models"][row["model"]].get("complete", True)),
             f"{row['mean_grade_points']:.2f}",
             row["coverage"],
         ]
@@ -54,7 +80,7 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
         grade = summary["models"][row["model"]]["challenges"].get(challenge)
         if grade is None:
             continue
-        cells = [row["model"], grade["letter"], f"{grade['points']:.1f}"]
+        cells = [row["model"], _mark(grade["letter"], grade.get("complete", True)), f"{grade['points']:.1f}"]
         for name in CATEGORIES:
             cat = grade["categories"].get(name)
             if cat is None:

@@ -1,0 +1,160 @@
+"""The run's summary (what ``results.json`` holds) from a run header, case records and what was selected.
+
+Pure: nothing here touches pytest, so the same code builds the summary at the end of a run (through the overridable
+scoring hooks) and after a killed run, offline, from ``cases.jsonl`` (``python -m plugins.report.recover``).
+
+A run says how far it got, in its own words:
+
+- ``status``: ``complete`` (every selected case ran or was skipped by choice), ``interrupted`` (Ctrl-C, SIGTERM, or
+  xdist giving up, before every selected case ran), ``incomplete`` (stopped early otherwise, or recovered after the
+  grading process died), ``empty`` (no graded case selected);
+- per model and challenge, ``complete`` and notes: ``partial run: 1 of 16 cases`` when cases were deselected (``-k``,
+  ``-m``), ``speed not measured (--no-speed)``, and ``interrupted: 10 of 15 selected cases ran; not run: memory``;
+- ``not_run``: selected submissions that never got a case (the run stopped before them), so none drops out unseen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from plugins.grade import records as r
+from plugins.grade import rubric as rubric_module
+from reference.challenges import reference_module
+
+COMPLETE, INTERRUPTED, INCOMPLETE, EMPTY = "complete", "interrupted", "incomplete", "empty"
+Key = tuple[str, str, int]  # (model, challenge, case index)
+
+
+@dataclass
+class Selection:
+    """Which cases the run selected (after ``-k``/``-m``), and which it skipped by choice (``--no-speed``).
+    ``known`` is False when the run died before collection finished."""
+
+    selected: set[Key] = field(default_factory=set)
+    skipped: set[Key] = field(default_factory=set)
+    known: bool = False
+
+
+def summarise(
+    header: dict[str, Any],
+    records: list[r.CaseRecord],
+    selection: Selection,
+    status: str,
+    detail: str,
+    rubric: rubric_module.Rubric,
+    score: Callable[..., Any] | None = None,
+    letter: Callable[..., str] | None = None,
+) -> dict[str, Any]:
+    """Grades, ranking and head-to-head from ``records``, with the header's provenance and the run's status."""
+    measure_speed = bool(header["options"].get("measure_speed", True))
+    selection = effective(selection, measure_speed)
+    score = score or (lambda **kw: rubric_module.score(kw["model"], kw["challenge"], kw["records"], kw["rubric"]))
+    letter = letter or (lambda **kw: rubric_module.letter_for(kw["grade"], kw["rubric"]))
+    order = [c["id"] for c in header["challenges"]]
+    records = sorted(records, key=lambda rec: (rec.model, order.index(rec.challenge), rec.case_index))
+    models: dict[str, dict[str, Any]] = {}
+    letters: dict[str, dict[str, str]] = {}
+    for model in dict.fromkeys(rec.model for rec in records):
+        models[model], letters[model] = {"challenges": {}}, {}
+        for challenge in order:
+            mine = [rec for rec in records if rec.model == model and rec.challenge == challenge]
+            if not mine:
+                continue
+            grade = score(model=model, challenge=challenge, records=mine, rubric=rubric)
+            grade.letter = grade.letter or letter(grade=grade, rubric=rubric)
+            notes, complete = coverage(model, challenge, mine, selection, status, measure_speed)
+            grade.notes += notes
+            models[model]["challenges"][challenge] = grade.to_dict() | {"complete": complete}
+            letters[model][challenge] = grade.letter
+    ranking = rubric_module.ranking(letters, rubric, len(order))
+    for row in ranking:
+        models[row["model"]].update(
+            mean_grade_points=row["mean_grade_points"],
+            coverage=row["coverage"],
+            rank=row["rank"],
+            overall=rubric_module.overall_letter(row["mean_grade_points"], rubric),
+            complete=all(g["complete"] for g in models[row["model"]]["challenges"].values()),
+        )
+    return header | {
+        "status": status,
+        "status_detail": detail,
+        "selection": selection_counts(records, selection),
+        "cases": [rec.to_dict() for rec in records],
+        "models": models,
+        "not_run": not_run(records, selection),
+        "ranking": ranking,
+        "head_to_head": rubric_module.head_to_head(letters, rubric),
+    }
+
+
+def effective(selection: Selection, measure_speed: bool) -> Selection:
+    """Under ``--no-speed`` every selected speed case counts as skipped by choice, reached or not."""
+    if measure_speed:
+        return selection
+    speed = {k for k in selection.selected if reference_module(k[1]).CASES[k[2]].is_speed}
+    return Selection(selection.selected, selection.skipped | speed, selection.known)
+
+
+def coverage(
+    model: str, challenge: str, mine: list[r.CaseRecord], selection: Selection, status: str, measure_speed: bool
+) -> tuple[list[str], bool]:
+    """Notes on how much of the challenge's case table ran, and whether every selected case did."""
+    cases = reference_module(challenge).CASES
+    ran = {rec.case_index for rec in mine if rec.outcome != r.SKIPPED}
+    skipped = {k[2] for k in selection.skipped if k[:2] == (model, challenge)}
+    skipped |= {rec.case_index for rec in mine if rec.outcome == r.SKIPPED}
+    if selection.known:
+        selected = {k[2] for k in selection.selected if k[:2] == (model, challenge)} | ran
+    else:  # the run died before it knew: assume the whole table (less speed under --no-speed) was meant to run
+        selected = {i for i, c in enumerate(cases) if measure_speed or not c.is_speed}
+        skipped |= {i for i, c in enumerate(cases) if c.is_speed and not measure_speed}
+    notes = []
+    if len(selected | skipped) < len(cases):
+        notes.append(f"partial run: {len(ran)} of {len(cases)} cases")
+    if not measure_speed and any(c.is_speed for c in cases):
+        notes.append("speed not measured (--no-speed)")
+    missing = selected - ran - skipped
+    if missing:
+        word = INTERRUPTED if status == INTERRUPTED else INCOMPLETE
+        categories = sorted({cases[i].category for i in missing})
+        notes.append(
+            f"{word}: {len(ran)} of {len(selected - skipped)} selected cases ran; not run: {', '.join(categories)}"
+        )
+    return notes, not missing
+
+
+def not_run(records: list[r.CaseRecord], selection: Selection) -> list[dict[str, Any]]:
+    """Selected (model, challenge) pairs with no case record at all: the run stopped before them."""
+    seen = {(rec.model, rec.challenge) for rec in records}
+    pending: dict[tuple[str, str], int] = {}
+    for model, challenge, _ in selection.selected - selection.skipped:
+        if (model, challenge) not in seen:
+            pending[model, challenge] = pending.get((model, challenge), 0) + 1
+    return [{"model": m, "challenge": c, "selected_cases": n} for (m, c), n in sorted(pending.items())]
+
+
+def selection_counts(records: list[r.CaseRecord], selection: Selection) -> dict[str, Any]:
+    ran = {(rec.model, rec.challenge, rec.case_index) for rec in records if rec.outcome != r.SKIPPED}
+    return {
+        "known": selection.known,
+        "selected": len(selection.selected | ran),
+        "ran": len(ran),
+        "skipped_by_choice": len(selection.skipped),
+        "not_run": len(selection.selected - ran - selection.skipped),
+    }
+
+
+def run_status(
+    selection: Selection, records: list[r.CaseRecord], interrupted: bool, reason: str, measure_speed: bool
+) -> tuple[str, str]:
+    """(status, a sentence saying it) for a run that ended; ``reason`` names why it stopped when it stopped early."""
+    counts = selection_counts(records, effective(selection, measure_speed))
+    if not records and not counts["not_run"] and not interrupted:
+        return EMPTY, "no graded case was selected"
+    ran = f"{counts['ran']} of {counts['selected'] - counts['skipped_by_choice']} selected cases ran"
+    if counts["not_run"] or (interrupted and not selection.known):
+        status = INTERRUPTED if interrupted else INCOMPLETE
+        return status, f"{ran} (stopped: {reason}); grades cover only those and are marked incomplete"
+    return COMPLETE, f"complete: {ran}"

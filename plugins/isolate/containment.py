@@ -1,0 +1,323 @@
+"""What keeps a sandbox child away from the grader: namespaces through bubblewrap, a cgroup, or at least another user.
+
+Probed once per process (:func:`probe`), strongest first:
+
+- ``namespaces``: ``bwrap`` (the Debian package ``bubblewrap``) works here. The child then runs in its own user, PID,
+  mount, network, IPC and UTS namespaces with every capability dropped: the whole file system read-only except its own
+  scratch folder and a small private ``/tmp``; ``/proc`` its own namespace's, read-only (so it cannot reset the
+  kernel's peak-RSS mark); the run folder hidden; no network but loopback. It cannot see or signal the grader (its
+  parent is the namespace's init, which ignores it), and when the namespace's init dies every process in it dies.
+- ``uid``: no bwrap, but the grader runs as root and the unprivileged user ``nobody`` can run the interpreter: the
+  child runs as ``nobody``, so it cannot signal the grader or write the grader's files.
+- ``process-group``: neither. Only rlimits and a process group remain; a submission can then reach the grader.
+
+Independently, where the cgroup v2 hierarchy is writable, each child runs in a cgroup of its own: the grader lists
+every process of the tree from ``cgroup.procs`` (forked, double-forked and ``setsid`` ones included), kills them all
+with ``cgroup.kill``, and reads ``memory.peak`` where the memory controller is enabled. What is missing is said in
+:attr:`Containment.warnings`, which the reports show.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import glob
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NOBODY = 65534
+PRIVATE_TMP_BYTES = 512 * 2**20  # the child's /tmp and /dev/shm (tmpfs: memory, so capped)
+_FORCED = "KERNELGRADE_CONTAINMENT"  # "namespaces" | "uid" | "process-group": the grader's own tests force a level
+
+
+@dataclass(frozen=True)
+class Containment:
+    """The strongest containment this machine allows (see the module docstring)."""
+
+    level: str
+    bwrap: str | None = None
+    cgroup_base: Path | None = None  # a writable cgroup v2 folder under which runs make theirs
+    memory_peak: bool = False  # the memory controller can be enabled there (memory.peak per sandbox)
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "namespaces": self.level == "namespaces",
+            "separate_user": self.level in ("namespaces", "uid"),
+            "cgroup": self.cgroup_base is not None,
+            "memory_peak": self.memory_peak,
+            "warnings": list(self.warnings),
+        }
+
+
+@functools.cache
+def probe() -> Containment:
+    """The containment level, cgroup support and warnings for this machine (cached per process)."""
+    forced = os.environ.get(_FORCED, "")
+    bwrap = shutil.which("bwrap")
+    warnings: list[str] = []
+    base, memory = _cgroup_base()
+    if base is None:
+        warnings.append(
+            "no writable cgroup v2 hierarchy: a submission's processes are found by their parent links and killed by "
+            "process group and namespace, and its memory is sampled from /proc"
+        )
+    if forced in ("", "namespaces") and bwrap and _bwrap_works(bwrap):
+        return Containment("namespaces", bwrap, base, memory, tuple(warnings))
+    if forced != "namespaces":
+        why = f"bwrap {'does not work here' if bwrap else 'is not installed'} (apt-get install bubblewrap)"
+        if forced in ("", "uid") and os.geteuid() == 0 and _nobody_can_run():
+            warnings.append(f"{why}: submissions run as user nobody, seeing the network and the grader's processes")
+            return Containment("uid", None, base, memory, tuple(warnings))
+        warnings.append(
+            f"{why}, and no other user can run the interpreter: submissions run as the grader's own user, in a "
+            "process group with rlimits only; they can write the grader's files and signal its processes"
+        )
+    return Containment("process-group", None, base, memory, tuple(warnings))
+
+
+def bwrap_args(
+    bwrap: str,
+    workdir: Path,
+    hidden: list[Path],
+    gpu: bool,
+    readable: list[Path] | None = None,
+    userns: bool = True,
+) -> list[str]:
+    """The bwrap command line before the child's own: see the module docstring for what each part is for. Without
+    ``userns`` (for a GPU driver that will not start in a user namespace; bwrap must then run as root) the child is
+    root without any capability, in the same other namespaces."""
+    unshare = ["--unshare-all"] if userns else ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
+    args = [bwrap, "--die-with-parent", "--new-session", *unshare, "--cap-drop", "ALL"]
+    args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--remount-ro", "/proc"]
+    if gpu:  # the driver's device files; its libraries are under the read-only root
+        for device in sorted(glob.glob("/dev/nvidia*")) + sorted(glob.glob("/dev/dri/*")):
+            args += ["--dev-bind", device, device]
+    size = str(PRIVATE_TMP_BYTES)
+    args += ["--size", size, "--tmpfs", "/dev/shm", "--size", size, "--tmpfs", "/tmp"]
+    for path in hidden:  # the run folder and the temp folder when it is not /tmp (locks, other sandboxes), home
+        if path.exists() and not _under(path, Path("/tmp")) and path != Path("/"):
+            args += ["--tmpfs", str(path)]
+    # The interpreter, the repo or a virtual environment may live under a hidden temp folder: bring them back.
+    for path in readable or []:
+        if any(_under(path, h) for h in [Path("/tmp"), *hidden]) and path.exists():
+            args += ["--ro-bind", str(path), str(path)]
+    args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+    return [*args, "--"]
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def interpreter_paths(repo: Path) -> list[Path]:
+    """What the child must be able to read: the repo and the interpreter's own folders."""
+    paths = {repo, Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).parent}
+    paths |= {Path(p) for p in sys.path if p and Path(p).is_dir()}
+    return sorted(paths)
+
+
+@functools.cache
+def _bwrap_works(bwrap: str) -> bool:
+    with tempfile.TemporaryDirectory() as work:
+        args = bwrap_args(bwrap, Path(work), [], gpu=False)
+        try:
+            done = subprocess.run([*args, "true"], capture_output=True, timeout=20, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    return done.returncode == 0
+
+
+def _nobody_can_run() -> bool:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "import numpy"], user=NOBODY, group=NOBODY, extra_groups=[],
+            cwd="/", capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+# --- GPU children ---
+
+# cuInit and a device count through the driver API: what every CUDA program (torch included) does first.
+_CUDA_STARTS = (
+    "import ctypes, sys\nlib = ctypes.CDLL('libcuda.so.1')\ncount = ctypes.c_int()\n"
+    "sys.exit(lib.cuInit(0) or lib.cuDeviceGetCount(ctypes.byref(count)) or int(count.value == 0))"
+)
+
+
+@dataclass(frozen=True)
+class GpuMode:
+    """How GPU children are contained here: bwrap with or without a user namespace (None: no bwrap), in a cgroup or
+    not; ``warning`` says what was given up for CUDA to start."""
+
+    userns: bool | None
+    cgroup: bool
+    warning: str | None = None
+
+
+@functools.cache
+def gpu_mode(level: Containment, cgroup_parent: Path | None, repo: Path, gpu: str | None) -> GpuMode:
+    """The strongest containment in which CUDA starts on this machine, tried strongest first (cached per process).
+
+    Seen on the H200 (Firecracker, driver 580): cudaGetDeviceCount failed with error 304 inside the full sandbox, so a
+    GPU child must not simply assume the CPU children's containment.
+    """
+    if level.level != "namespaces":
+        return GpuMode(None, cgroup_parent is not None)
+    ladder = [(userns, cgroup) for userns in (True, False, None) for cgroup in (True, False)]
+    for userns, cgroup in ladder:
+        if cgroup and cgroup_parent is None:
+            continue
+        if _cuda_starts(level, userns, cgroup_parent if cgroup else None, repo, gpu):
+            lost = _given_up(userns, cgroup and cgroup_parent is not None, cgroup_parent is not None)
+            warning = (
+                f"CUDA does not start in the full sandbox here: GPU children run without {'; without '.join(lost)}"
+            )
+            return GpuMode(userns, cgroup, warning if lost else None)
+    return GpuMode(True, cgroup_parent is not None, "CUDA starts in no sandbox here (is a GPU usable at all?)")
+
+
+def _given_up(userns: bool | None, in_cgroup: bool, cgroups_here: bool) -> list[str]:
+    lost = []
+    if userns is False:
+        lost.append("a user namespace (they run as root with no capability)")
+    if userns is None:
+        lost.append("bwrap (they can see the grader, write its files and signal it)")
+    if cgroups_here and not in_cgroup:
+        lost.append("a cgroup (their processes are found through /proc)")
+    return lost
+
+
+def _cuda_starts(
+    level: Containment, userns: bool | None, cgroup_parent: Path | None, repo: Path, gpu: str | None
+) -> bool:
+    with tempfile.TemporaryDirectory() as work:
+        argv = [sys.executable, "-c", _CUDA_STARTS]
+        if userns is not None:
+            readable = interpreter_paths(repo)
+            argv = bwrap_args(level.bwrap, Path(work), [Path.home()], True, readable, userns) + argv
+        group = Cgroup.make(cgroup_parent, f"cuda-probe-{secrets.token_hex(4)}") if cgroup_parent else None
+        env = dict(os.environ) | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu else {})
+        try:
+            command = group.wrap(argv) if group else argv
+            done = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        finally:
+            if group is not None:
+                group.remove()
+    return done.returncode == 0
+
+
+# --- cgroups ---
+
+
+def _cgroup_base() -> tuple[Path | None, bool]:
+    """This process's own cgroup v2 folder if a child cgroup can be made there (and whether memory can be enabled)."""
+    mount = next((m for m in _mounts() if m[1] == "cgroup2"), None)
+    own = next((line[3:] for line in _read("/proc/self/cgroup").splitlines() if line.startswith("0::")), None)
+    if mount is None or own is None:
+        return None, False
+    base = Path(mount[0]) / own.strip().lstrip("/")
+    trial = base / f"kernelgrade-probe-{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        trial.mkdir()
+    except OSError:
+        return None, False
+    try:
+        ok = (trial / "cgroup.kill").exists() and (trial / "cgroup.procs").exists()
+        memory = ok and _enable_memory(trial)
+    finally:
+        with contextlib.suppress(OSError):
+            trial.rmdir()
+    return (base, memory) if ok else (None, False)
+
+
+def _enable_memory(group: Path) -> bool:
+    """Enable the memory controller for ``group``'s children, where its parent offers it."""
+    if "memory" not in _read(group / "cgroup.controllers").split():
+        return False
+    try:
+        (group / "cgroup.subtree_control").write_text("+memory")
+    except OSError:
+        return False
+    return True
+
+
+def _mounts() -> list[tuple[str, str]]:
+    found = []
+    for line in _read("/proc/self/mountinfo").splitlines():
+        left, _, right = line.partition(" - ")
+        if left and right:
+            found.append((left.split()[4], right.split()[0]))
+    return found
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+class Cgroup:
+    """One cgroup v2 folder: processes listed, killed together, removed; ``memory.peak`` where enabled."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def make(cls, parent: Path, name: str, memory: bool = False) -> Cgroup | None:
+        """``parent/name``; with ``memory``, its own children get the memory controller (``memory.peak``)."""
+        path = parent / name
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError:
+            return None
+        if memory:
+            _enable_memory(path)
+        return cls(path)
+
+    def procs(self) -> list[int]:
+        return [int(p) for p in _read(self.path / "cgroup.procs").split()]
+
+    def kill(self) -> None:
+        """Kill every process in the group and its children, then wait (briefly) until it is empty."""
+        for group in sorted(self.path.rglob("cgroup.kill"), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                group.write_text("1")
+        deadline = time.monotonic() + 2.0
+        while "populated 1" in _read(self.path / "cgroup.events") and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def remove(self) -> None:
+        self.kill()
+        for folder in sorted((p for p in self.path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """``argv`` started inside this cgroup: a shell joins it, then execs ``argv`` (before any child code runs)."""
+        return ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.path), *argv]
+
+
+def remove_stale_cgroups(base: Path, prefix: str, alive: Any) -> None:
+    """Kill and remove run cgroups whose owner process is gone (``alive(name)`` says which are still owned)."""
+    with contextlib.suppress(OSError):
+        for path in base.iterdir():
+            if path.is_dir() and path.name.startswith(prefix) and not alive(path.name):
+                Cgroup(path).remove()

@@ -1,0 +1,171 @@
+"""Cases of CUDA challenges (``runtime="cuda"``): build, then run in the sandbox on the GPU, or skip without one.
+
+The grader's process builds the submission once (``build.py``, cached); a source that does not build gets the outcome
+``build`` on every case, with the compiler's first errors. The challenge's ``build`` case grades the build alone, so a
+machine with nvcc and no GPU (CI) still gives every CUDA submission a verdict; its run cases are skipped "no GPU".
+Run cases load the built library in the sandbox child (``loaders/cuda.py``). Speed cases are timed inside the child on
+the device (CUDA events, L2 flushed, fixed trials), against torch's unfused softmax + topk and the read-once floor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from tabulate import tabulate
+
+from plugins.compare.judge import judge
+from plugins.config import GraderConfig
+from plugins.discover.submissions import Submission
+from plugins.grade import records as r
+from plugins.isolate.build import BuildResult, build, nvcc_path
+from plugins.isolate.loaders.cuda import FAULT_PREFIX, TRIALS
+from plugins.isolate.sandbox import Program
+from reference.challenges import all_challenges, reference_module
+from reference.contract import Case
+
+
+def is_cuda(challenge_id: str) -> bool:
+    reference = reference_module(challenge_id)
+    return reference is not None and reference.CHALLENGE.runtime == "cuda"
+
+
+def skip_reason(submission: Submission, case: Case, cfg: GraderConfig) -> str | None:
+    """Why a case of a CUDA challenge is not run here, or None: no nvcc skips every case, no GPU the run cases."""
+    if not is_cuda(submission.challenge):
+        return None
+    if nvcc_path() is None:
+        return "no nvcc: CUDA submissions are neither built nor run on this machine"
+    if cfg.device != "cuda" and not case.params.get("build"):
+        return "no GPU: this CUDA case runs only on a GPU (the build case grades the source here)"
+    return None
+
+
+@functools.cache
+def built(folder: Path, source: str, exports: tuple[str, ...]) -> BuildResult:
+    """One build per source per process (the disk cache then shares it between processes and runs)."""
+    return build(folder, source, exports)
+
+
+def run_cuda_case(
+    runner: Any, reference: ModuleType, submission: Submission, case: Case, index: int, lock: Callable[[], Any]
+) -> r.CaseRecord:
+    """Build, then judge one case: the build case on the build alone, run cases in the sandbox on the GPU."""
+
+    def record(outcome: str, message: str) -> r.CaseRecord:
+        details = {"runtime": submission.runtime, "loaded": submission.describe()}
+        return r.CaseRecord.for_case(
+            submission.model, submission.challenge, case, index, outcome, message=message, **details
+        )
+
+    if submission.missing:
+        return record(r.ERROR, missing_message(submission))
+    sources = {file for _, file in submission.entries}
+    if len(sources) != 1:
+        return record(r.ERROR, f"entry points are defined in several .cu files ({', '.join(sorted(sources))}): "
+                      "the grader builds one translation unit; add an adapter.cu that includes them")  # fmt: skip
+    result = built(submission.folder, sources.pop(), tuple(name for name, _ in submission.entries))
+    if not result.ok:
+        return record(r.BUILD, result.message)
+    if case.params.get("build"):
+        return record(r.PASSED, result.message)
+    inputs, expected = runner.truth(reference, case)
+    # The child's folder is the build's (the library and its log): it needs no source, only what was built.
+    program = Program(
+        reference.__name__, tuple((n, result.library.name) for n, _ in submission.entries), result.library.parent
+    )
+    sandbox = runner.pool.get(program)
+    with lock() if case.is_speed else contextlib.nullcontext():  # one timed case at a time on this machine
+        outcome = sandbox.run(inputs, dict(case.params), {})
+    graded = judge(submission, case, index, expected, outcome)
+    if graded.outcome == r.CRASH:
+        graded.message = fault_message(graded)
+    if case.is_speed and graded.passed:
+        graded.speed = speed_figures(outcome.outputs, case)
+    return graded
+
+
+def missing_message(submission: Submission) -> str:
+    if any(file == "." for file, _ in submission.problems):
+        return "no CUDA source (.cu file) in the folder"
+    names = ", ".join(submission.missing)
+    return f'no .cu file defines extern "C" {names}(...): define it exactly as the contract says, or add an adapter.cu'
+
+
+def fault_message(record: r.CaseRecord) -> str:
+    """A crash with the CUDA error the child reported before exiting (its stderr), when there is one."""
+    lines = [line for line in record.stderr.splitlines() if line.startswith(FAULT_PREFIX)]
+    if not lines:
+        return record.message
+    return f"CUDA fault: {lines[-1][len(FAULT_PREFIX) :]} (the next case runs in a fresh process)"
+
+
+def speed_figures(outputs: dict[str, np.ndarray], case: Case) -> dict[str, Any]:
+    """Median and spread of the kernel time; ratios to torch's softmax + topk (the rubric's ``ratio``) and to the
+    read-once floor (input bytes at the copy bandwidth of the same run; a copy reads and writes each byte once)."""
+    times = outputs["time_submission"]
+    median = float(np.median(times))
+    torch_median = float(np.median(outputs["time_torch"]))
+    copy_median = float(np.median(outputs["time_copy"]))
+    input_bytes = case.params["rows"] * case.params["V"] * 4
+    figures = {
+        "median_s": median,
+        "spread_s": float(times.max() - times.min()),
+        "repeats": int(times.size),
+        "baseline": "torch softmax + topk",
+        "baseline_median_s": torch_median,
+        "ratio": median / torch_median,  # under 1: faster than torch's unfused pair
+        "floor_s": copy_median / 2,
+        "floor_ratio": median / (copy_median / 2),  # 1 would be reading the input once at the copy bandwidth
+        "copy_bandwidth_gbs": 2 * input_bytes / copy_median / 1e9,
+    }
+    if "time_triton" in outputs:
+        figures["triton_median_s"] = float(np.median(outputs["time_triton"]))
+    return figures
+
+
+def pytest_grader_update_summary(summary: dict[str, Any], config: Any) -> None:
+    """A CUDA grade made without a GPU rests on the build case alone: its notes say so beside the letter."""
+    del config
+    cuda = {c.id for c in all_challenges() if c.runtime == "cuda"}
+    ran: dict[tuple[str, str], set[str]] = {}
+    for c in summary["cases"]:
+        if c["challenge"] in cuda:
+            ran.setdefault((c["model"], c["challenge"]), set()).add(c["case"])
+    for (model, challenge), cases in ran.items():
+        grade = summary["models"].get(model, {}).get("challenges", {}).get(challenge)
+        if grade is not None and cases == {"build"}:
+            grade["notes"].append("build only: no GPU ran the cases, so the letter grades the build alone")
+
+
+def pytest_grader_report_sections(summary: dict[str, Any], config: Any) -> list[tuple[str, str]] | None:
+    """grades.md: the kernel times of CUDA challenges' speed cases, with both ratios and the Triton reference."""
+    del config
+    cuda = {c.id for c in all_challenges() if c.runtime == "cuda"}
+    rows = [
+        [
+            c["model"], c["case"], _ms(s["median_s"]), _ms(s["spread_s"]), _ms(s["baseline_median_s"]),
+            f"{s['ratio']:.2f}x", _ms(s["floor_s"]), f"{s['floor_ratio']:.2f}x",
+            _ms(s["triton_median_s"]) if "triton_median_s" in s else "—",
+        ]
+        for c in summary["cases"]
+        if c["challenge"] in cuda and (s := c.get("speed"))
+    ]  # fmt: skip
+    if not rows:
+        return None
+    headers = ["model", "case", "median ms", "spread ms", "torch ms", "vs torch", "floor ms", "vs floor", "triton ms"]
+    intro = (
+        f"Kernel time on the GPU: CUDA events around one call, L2 flushed (a 256 MB write) and the device synchronised "
+        f"before each of {TRIALS} trials after warm-up. torch is the unfused softmax then topk on the same input; the "
+        "floor is the input read once at the device-to-device copy bandwidth measured in the same run."
+    )
+    return [("CUDA speed", intro + "\n\n" + tabulate(rows, headers=headers, tablefmt="pipe"))]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}"

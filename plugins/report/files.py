@@ -1,0 +1,44 @@
+"""Write the report files from a summary: ``grades.md``, ``results.json`` and the badges, each replaced atomically.
+
+Used at the end of a run and by :mod:`plugins.report.recover`. A file is written to a temporary name and renamed, so a
+reader (or a second Ctrl-C) never finds half a report. A badge that cannot be written is reported, and the other
+reports are still written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from plugins.report import badges, markdown
+from plugins.report.journal import json_safe
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_reports(
+    summary: dict[str, Any], folder: Path, sections: list[tuple[str, str]]
+) -> tuple[list[Path], list[str]]:
+    """The report files of ``summary`` in ``folder``; returns (paths written, warnings)."""
+    written = [folder / "grades.md", folder / "results.json"]
+    atomic_write(written[0], markdown.render(summary, sections) + "\n")
+    atomic_write(written[1], json.dumps(json_safe(summary), indent=1, allow_nan=False) + "\n")
+    warnings = []
+    try:
+        written += badges.write_badges(summary, folder / "badges")
+    except OSError as exc:
+        warnings.append(f"badges not written: {exc}")
+    return written, warnings

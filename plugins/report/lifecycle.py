@@ -1,0 +1,171 @@
+"""The reports folder never shows an earlier run's grades as if they were this run's.
+
+- When a run starts (on the xdist controller, or the only process), the reports of the run before move to
+  ``previous/`` (replacing what was there), and ``grades.md``, ``results.json`` (``"status": "running"``) and, when
+  pytest-html will write it, ``report.html`` say "run in progress". They are replaced when the run ends.
+- If the run before was killed (its ``results.json`` still says ``running``), its ``cases.jsonl`` is first turned into
+  reports marked incomplete (:mod:`plugins.report.recover`); those move to ``previous/``.
+- A usage error (a bad option, an unknown model, no submissions) moves the reports aside the same way and leaves a
+  ``grades.md`` and ``results.json`` (``"status": "usage-error"``) that say so; a later usage error replaces them and
+  keeps ``previous/`` as it was.
+- A run that is still alive (its pid, on this host, is a running pytest) keeps its folder: the new run stops with a
+  usage error instead of moving files from under it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+from plugins.report.files import atomic_write
+
+REPORT_FILES = ("grades.md", "results.json", "report.html", "cases.jsonl")
+REPORT_DIRS = ("badges",)
+PREVIOUS = "previous"
+RUNNING, USAGE_ERROR = "running", "usage-error"
+STUB_MARK = "<!-- kernelgrade: not a report -->"
+
+
+class FolderBusy(Exception):
+    """Another grading run that is still alive writes to this reports folder."""
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def read_state(folder: Path) -> dict[str, Any] | None:
+    """The folder's ``results.json`` as a dict; ``{"status": "unreadable"}`` if it is not JSON; None if absent."""
+    path = folder / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except ValueError:
+        return {"status": "unreadable"}
+    return data if isinstance(data, dict) else {"status": "unreadable"}
+
+
+def _alive(state: dict[str, Any]) -> bool:
+    """Whether the run that wrote a "running" stub is still running (same host, its pid a live pytest)."""
+    pid, host = state.get("pid"), state.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"pytest" in cmdline
+
+
+def retire(folder: Path) -> str:
+    """Move the last run's reports to ``previous/`` (recovering a killed run first); returns what was done, for the
+    terminal ("" when there was nothing). Raises :class:`FolderBusy` if a live run owns the folder."""
+    state = read_state(folder)
+    status = (state or {}).get("status")
+    if state and status == RUNNING and _alive(state):
+        raise FolderBusy(
+            f"another grading run (pid {state['pid']}, started {state.get('created')}) is writing to {folder}; "
+            "wait for it or pass another --reports-dir"
+        )
+    present = [folder / n for n in (*REPORT_FILES, *REPORT_DIRS) if (folder / n).exists()]
+    if not present:
+        return ""
+    note = ""
+    if status == RUNNING:
+        from plugins.report import recover  # late: recover imports the writers, which import this module's neighbours
+
+        try:
+            note = recover.recover(folder, reason="the grading process died before it wrote its reports")
+        except Exception as exc:  # a damaged journal must not stop every later run
+            note = f"the previous run was killed and its cases.jsonl could not be rebuilt ({exc!r}); kept as it was"
+        else:
+            if not note:
+                _remove(present)  # nothing was recorded: the stubs are all there was
+                return "the previous run was killed before any case finished; its stubs were removed"
+    elif status == USAGE_ERROR:
+        _remove(present)  # only the usage-error stubs: previous/ already holds the last real run
+        return ""
+    previous = folder / PREVIOUS
+    shutil.rmtree(previous, ignore_errors=True)
+    previous.mkdir(parents=True, exist_ok=True)
+    for path in [folder / n for n in (*REPORT_FILES, *REPORT_DIRS)]:
+        if path.exists():
+            path.rename(previous / path.name)
+    return (note + "; " if note else "") + f"the previous run's reports moved to {previous}"
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def stamp_running(folder: Path, html: bool) -> dict[str, Any]:
+    """The "run in progress" stubs; returns the stub state (pid, host, time)."""
+    state = {"schema_version": 1, "status": RUNNING, "created": now(), "pid": os.getpid(), "host": socket.gethostname()}
+    state["cases_file"] = "cases.jsonl"
+    text = (
+        f"# kernelgrade: run in progress — not grades\n\n{STUB_MARK}\n\n"
+        f"A grading run started at {state['created']} (pid {state['pid']} on {state['host']}) writes its reports here "
+        "when it ends; until then this file replaces them.\n\n"
+        "If no grading run is running any more, it was killed before it could write them. "
+        f"`python -m plugins.report.recover {folder}` builds reports marked incomplete from the cases it recorded in "
+        "`cases.jsonl`; the next grading run does the same before it starts. "
+        f"Reports of the run before this one, if any, are in `{PREVIOUS}/`.\n"
+    )
+    atomic_write(folder / "grades.md", text)
+    atomic_write(folder / "results.json", json.dumps(state, indent=1) + "\n")
+    if html:
+        atomic_write(folder / "report.html", _html_page("kernelgrade: run in progress", text))
+    return state
+
+
+def stamp_usage_error(folder: Path, message: str) -> None:
+    """Move the last reports aside and say why this invocation wrote none. Never raises (the usage error matters)."""
+    try:
+        retire(folder)
+        state = {"schema_version": 1, "status": USAGE_ERROR, "created": now(), "message": message}
+        atomic_write(folder / "results.json", json.dumps(state, indent=1) + "\n")
+        atomic_write(
+            folder / "grades.md",
+            f"# kernelgrade: no grades — the last invocation stopped on a usage error\n\n{STUB_MARK}\n\n"
+            f"{state['created']}: {_fenced(message)}\n\nThe last run that graded is in `{PREVIOUS}/`.\n",
+        )
+    except (OSError, FolderBusy):
+        pass
+
+
+def usage_error(config: Any, message: str) -> Exception:
+    """A ``pytest.UsageError`` (exit 4, one line) after moving the reports aside (on the controller only)."""
+    import pytest
+
+    from plugins.config import reports_dir
+
+    if not hasattr(config, "workerinput") and not getattr(config.option, "help", False):
+        stamp_usage_error(reports_dir(config), message)
+    return pytest.UsageError(message)
+
+
+def _fenced(text: str) -> str:
+    """Text from the command line (it may hold a submission's folder name) as an inert Markdown code block."""
+    from plugins.report import inert
+
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"\n\n{fence}text\n{inert.visible(text)}\n{fence}"
+
+
+def _html_page(title: str, markdown_text: str) -> str:
+    from plugins.report import inert
+
+    body = inert.html(markdown_text.replace(STUB_MARK, "")).replace("\n\n", "</p><p>")
+    head = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+    return f"{head}<body><p>{body}</p></body></html>\n"

@@ -1,0 +1,154 @@
+"""The ternary-training challenge's additions to the grader: ``--train-data``, MLX skips and the report sections.
+
+- ``--train-data PATH`` (declared in ``plugins/config.py``) is checked here and handed to the grader-side half of the
+  challenge (:mod:`reference.ternary_grading`) in every process that draws inputs, xdist workers included.
+- A submission whose Python files import ``mlx`` is skipped, with the reason, where MLX is not installed (it is an
+  optional extra: ``pip install -r requirements-mlx.txt``); a skip is shown as a skip, never scored as a pass.
+- ``grades.md`` gets two sections built from the case records' details, which the grader measured itself: the coverage
+  table (which weight kinds the forward pass really uses in ternary form, per model and coverage case) and the
+  training figures (held-out bits per byte against the unigram baseline and the entropy floor, the loss before and
+  after, the training wall time, greedy samples).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugins.config import grader_config
+from plugins.discover.entry_points import python_files
+from plugins.discover.submissions import Submission
+from plugins.report.markdown import _table, escape
+from reference import qwen3_tiny, ternary_grading
+from reference import ternary_training as tt
+
+CHALLENGE = tt.CHALLENGE.id
+MLX_EXTRA = "requirements-mlx.txt"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = grader_config(config).train_data
+    if path is not None and not path.is_file():
+        raise pytest.UsageError(f"--train-data {path}: no such file")
+    if path is not None and path.stat().st_size < 4 * tt.EVAL_LENGTH * tt.TRAIN_SAMPLE_WINDOWS:
+        raise pytest.UsageError(f"--train-data {path}: too short to split (at least 8 KiB of text)")
+    ternary_grading.use_train_data(path)
+
+
+def missing_framework(submission: Submission) -> str | None:
+    """Why a submission cannot run here (it imports MLX and MLX is absent), or None."""
+    if importlib.util.find_spec("mlx") is not None:
+        return None
+    if any(_imports_mlx(submission.folder / rel) for rel in python_files(submission.folder)):
+        return f"the submission imports mlx, which is not installed here (optional extra: pip install -r {MLX_EXTRA})"
+    return None
+
+
+def _imports_mlx(path: Path) -> bool:
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        if any(n == "mlx" or n.startswith("mlx.") for n in names):
+            return True
+    return False
+
+
+# --- grades.md --------------------------------------------------------------------------------------------------------
+
+
+def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config) -> list[tuple[str, str]] | None:
+    records = [c for c in summary["cases"] if c["challenge"] == CHALLENGE]
+    if not records:
+        return None
+    sections = [("Ternary training: coverage", coverage_section(records))]
+    training = [r for r in records if r["case"].startswith("train-")]
+    if training:
+        sections.append(("Ternary training: held-out results", training_section(training)))
+    return sections
+
+
+def _cell(entry: dict[str, Any]) -> str:
+    """One kind in one coverage case: ternary, or how the grader saw it fail.
+
+    The probe decides whether the forward depends on more than our projection; the exported weight then says why:
+    not ternary at all (full precision), ternary on another grid (another quantizer), or ours while the forward uses
+    something else (an export that is not what the forward uses).
+    """
+    forward, export, ternary = entry.get("forward"), entry.get("export"), entry.get("ternary")
+    if forward is None or export is None:
+        return "not measured"
+    if forward <= tt.PROBE_LIMIT and export <= tt.TERNARY_LIMIT:
+        return "ternary"
+    if ternary is None or ternary > tt.TERNARY_LIMIT:
+        return f"full precision (Δ {forward:.2g})" if forward > tt.PROBE_LIMIT else "exported weight not ternary"
+    if export > tt.TERNARY_LIMIT:
+        return f"ternary, not our projection ({export:.2g})"
+    return f"forward uses latent values (Δ {forward:.2g})"
+
+
+def coverage_section(records: list[dict[str, Any]]) -> str:
+    """Rows: model and coverage case; columns: weight kinds."""
+    kinds = list(qwen3_tiny.KINDS)
+    rows = []
+    for rec in (r for r in records if r["case"].startswith("cov-")):
+        table = rec.get("details", {}).get("coverage")
+        if not table:
+            rows.append([rec["model"], rec["case"], *[rec["outcome"]] * len(kinds)])
+            continue
+        if rec["details"].get("tied"):  # the head is the embedding table: its export is the table's
+            shared = table["embed_tokens"]
+            table = table | {"lm_head": table["lm_head"] | {"export": shared["export"], "ternary": shared["ternary"]}}
+        cells = [_cell(table[k]) if k in table else "n/a" for k in kinds]
+        rows.append([rec["model"], rec["case"], *cells])
+    intro = (
+        "What the forward pass really uses, measured by the grader. A kind is *ternary* when permuting its latent "
+        "values within a group and a code (our projection unchanged) moves the submission's log-probs by at most "
+        f"{tt.PROBE_LIMIT:g} and its exported weight equals our projection (relative error at most "
+        f"{tt.TERNARY_LIMIT:g}); otherwise the exported weight tells why: *full precision* (not ternary), *ternary, "
+        "not our projection* (another scale or grouping) or *forward uses latent values* (the export is not what "
+        "the forward uses). Δ is the largest log-prob change under the probe. In a tied model the head is the "
+        "embedding table."
+    )
+    return intro + "\n\n" + _table(["model", "case", *kinds], rows)
+
+
+def training_section(records: list[dict[str, Any]]) -> str:
+    """Held-out bits per byte against the limit, the unigram baseline and the floor; loss; time; samples."""
+    rows, samples = [], []
+    for rec in records:
+        d = rec.get("details") or {}
+        held = d.get("held_out_bits")
+        loss = f"{d['train_bits_initial']:.3f} → {d['train_bits_final']:.3f}" if "train_bits_final" in d else "—"
+        steps = (d.get("losses") or {}).get("steps", "—")
+        floor = d.get("floor_bits")
+        rows.append([
+            rec["model"], rec["outcome"], f"{held:.3f}" if held is not None else "—",
+            f"{d['limit_bits']:.3f}" if "limit_bits" in d else "—",
+            f"{d['unigram_bits']:.3f}" if "unigram_bits" in d else "—",
+            f"{floor:.3f}" if floor is not None else "unknown" if d else "—", loss,
+            f"{rec['seconds']:.1f}" if rec.get("seconds") is not None else "—", steps,
+        ])  # fmt: skip
+        for s in d.get("samples") or []:
+            samples.append([rec["model"], s["prompt"], s["continuation"]])
+    corpus = next((r["details"]["corpus"] for r in records if (r.get("details") or {}).get("corpus")), "—")
+    text = (
+        f"Corpus: {escape(corpus)}. Bits per byte of the grader's own float64 forward on the weights each submission "
+        "exported, over held-out text it never saw; the limit closes half of the gap from the unigram baseline to the "
+        "floor (or is the baseline when the floor is unknown). Loss: bits per byte on a training sample, our "
+        "projection of the initial weights → the trained weights.\n\n"
+    )
+    headers = ["model", "outcome", "held-out bpb", "limit", "unigram", "floor", "train loss", "train s", "steps"]
+    text += _table(headers, rows)
+    if samples:
+        text += "\n\nGreedy samples (grader's forward on the exported weights, prompts from the held-out split):\n\n"
+        text += _table(["model", "prompt", "continuation"], samples)
+    return text

@@ -1,0 +1,173 @@
+"""Ternary training: the reference quantizer, the corpus's entropy floor, the coverage probes, and a grading run of the
+demo roster in which each bug is caught by the cases meant for it (and the correct demos pass everything)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_grader
+from plugins.discover.submissions import discover
+from plugins.ternary import missing_framework
+from reference import corpus, ternary_grading
+from reference import ternary_training as tt
+
+TESTS = "tests/test_ternary"
+SEED = "20261130"
+HAS_MLX = importlib.util.find_spec("mlx") is not None
+CORRECT = ["demo-tiled", "demo-ternary-numpy"] + (["demo-ternary-mlx"] if HAS_MLX else [])
+PARTIAL = {  # every case with an input dimension that is not a multiple of its group size
+    *("q-48x1000-g128", "q-64x200-g128", "q-40x96-g128", "q-24x129-g128", "q-16x300-g128-zero"),
+    *("ste-n37-in176-out80", "ste-n5-in96-out131", "cov-untied-d96", "cov-tied-d160", "train-d96-markov"),
+}
+# The cases each buggy demo must fail, exactly.
+CAUGHT = {
+    "demo-ternary-fp-embeddings": {"cov-untied-d96", "cov-tied-d160", "train-d96-markov"},
+    "demo-ternary-max-scale": {c.id for c in tt.CASES if not c.id.startswith("train-")},
+    "demo-ternary-no-ste": {"ste-n64-in256-out96", "ste-n37-in176-out80", "ste-n5-in96-out131", "train-d96-markov"},
+    "demo-ternary-raises-partial-group": PARTIAL,
+}
+
+
+def test_quantizer_hand_cases():
+    """Absmean scale, rounded and clipped codes, a partial group of its own, an all-zero group with no NaN."""
+    w = np.array([[0.2, -1.0, 0.05, 0.8, -0.3], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    codes, scales = tt.ternarize(w, 4)
+    np.testing.assert_allclose(scales, [[0.5125, 0.3], [0.0, 0.0]])  # (0.2 + 1 + 0.05 + 0.8) / 4; |-0.3| alone
+    np.testing.assert_array_equal(codes, [[0, -1, 0, 1, -1], [0, 0, 0, 0, 0]])
+    np.testing.assert_allclose(tt.dequantize(codes, scales, 4), [[0, -0.5125, 0, 0.5125, -0.3], [0] * 5])
+    assert tt.ternary_deviation(tt.dequantize(codes, scales, 4), 4) == 0.0
+    assert tt.ternary_deviation(w, 4) > 0.1
+
+
+def test_safe_weights_keep_codes_off_the_boundary():
+    """No |w| / scale within the margin of 0.5, so float32 and float64 quantizers agree on every code."""
+    w = tt.safe_weights(np.random.default_rng(0).standard_normal((64, 300)), 128)
+    _, scales = tt.ternarize(w, 128)
+    ratio = np.abs(w) / tt.expand(scales, 128, 300)
+    assert np.min(np.abs(ratio - 0.5)) >= tt.BOUNDARY_MARGIN
+    codes32 = np.clip(np.round(w / tt.expand(scales.astype(np.float32), 128, 300)), -1, 1)
+    np.testing.assert_array_equal(codes32, tt.ternarize(w, 128)[0])
+
+
+def test_entropy_rate_matches_an_empirical_estimate():
+    """The computed entropy rate equals the source's mean surprisal on a long sample (law of large numbers)."""
+    src = corpus.source()
+    x = src.sample(200_000, np.random.default_rng(3)).astype(np.int64)
+    p = src.transition[x[:-3], x[1:-2], x[2:-1], x[3:]]
+    assert abs(-np.mean(np.log2(p)) - src.entropy_rate()) < 0.02
+    assert src.entropy_rate() < src.windowed_floor(tt.EVAL_LENGTH) < src.entropy_rate() + 0.05
+    data = corpus.synthetic(50_000, 5_000, np.random.default_rng(4))
+    assert corpus.unigram_bits(data.train, data.held_out, 32) > src.entropy_rate() + 1.5  # room to show learning
+
+
+def test_splits_are_disjoint():
+    """Held-out text shares no 48-symbol stretch with the training text (independent streams of the source)."""
+    data = corpus.synthetic(100_000, 10_000, np.random.default_rng(5))
+    train = data.train.astype(np.uint8).tobytes()
+    held = data.held_out.astype(np.uint8).tobytes()
+    assert not any(held[i : i + 48] in train for i in range(0, len(held) - 48, 48))
+
+
+def test_probe_keeps_the_projection_and_moves_the_values():
+    """A coverage probe leaves codes and scales as they were and changes most latent values."""
+    rng = np.random.default_rng(6)
+    w = tt.safe_weights(rng.standard_normal((20, 176)), 128)
+    probe = ternary_grading.permute_within_codes(w, 128, np.arange(20), rng)
+    (c0, s0), (c1, s1) = tt.ternarize(w, 128), tt.ternarize(probe, 128)
+    np.testing.assert_array_equal(c0, c1)
+    np.testing.assert_allclose(s0, s1, rtol=1e-12)
+    assert np.mean(probe != w) > 0.5
+
+
+def test_mlx_submissions_are_skipped_with_a_reason_when_mlx_is_absent(tmp_path, monkeypatch):
+    """A submission importing mlx, where MLX is missing, is skipped with the optional extra named."""
+    folder = tmp_path / "m" / "ternary_training"
+    folder.mkdir(parents=True)
+    (folder / "impl.py").write_text(
+        "import mlx.core as mx\n" + "".join(f"def {e}(*a): pass\n" for e in tt.CHALLENGE.entry_points)
+    )
+    (sub,) = discover(tmp_path)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlx" else real(name, *a))
+    assert "requirements-mlx.txt" in missing_framework(sub)
+    (folder / "impl.py").write_text("import numpy\n")
+    assert missing_framework(discover(tmp_path)[0]) is None
+
+
+@pytest.fixture(scope="module")
+def roster(tmp_path_factory):
+    """The ternary demos graded once (two workers: each trains for up to 20 s)."""
+    return run_grader(tmp_path_factory.mktemp("ternary"), "-n", "2", "--no-speed", "--seed", SEED, tests=TESTS)
+
+
+def _failed(run, model: str) -> set[str]:
+    """The cases a model did not pass; every case must have run (a crashed run leaves records out)."""
+    mine = [c for c in run.summary["cases"] if c["model"] == model]
+    assert len(mine) == len(tt.CASES), (model, run.returncode, run.output[-3000:])
+    return {c["case"] for c in mine if c["outcome"] != "passed"}
+
+
+@pytest.mark.grading_run
+def test_correct_demos_pass_every_case(roster):
+    """The PyTorch and NumPy trainers (and MLX's, where installed) pass all cases, training included."""
+    assert roster.returncode == 1, roster.output[-3000:]  # the buggy demos fail their cases; nothing else went wrong
+    for model in CORRECT:
+        assert _failed(roster, model) == set(), (model, roster.output[-3000:])
+    if not HAS_MLX:
+        assert "requirements-mlx.txt" in roster.output  # skipped, with the reason
+
+
+@pytest.mark.grading_run
+@pytest.mark.parametrize("model", sorted(CAUGHT))
+def test_each_bug_is_caught_by_its_cases(roster, model):
+    """Each buggy demo fails exactly the cases meant for its bug."""
+    assert _failed(roster, model) == CAUGHT[model]
+
+
+@pytest.mark.grading_run
+def test_coverage_and_training_checks_name_the_bug(roster):
+    """Full-precision embeddings show in the coverage table and the training ternary checks; no-STE in the loss."""
+    records = {(c["model"], c["case"]): c for c in roster.summary["cases"]}
+    table = records["demo-ternary-fp-embeddings", "cov-untied-d96"]["details"]["coverage"]
+    fp = {k for k, v in table.items() if v["forward"] > tt.PROBE_LIMIT}
+    assert fp == {"embed_tokens", "lm_head"}
+    failing = {
+        c["name"] for c in records["demo-ternary-fp-embeddings", "train-d96-markov"]["checks"] if not c["passed"]
+    }
+    assert failing == {"ternary embed_tokens", "ternary lm_head"}
+    failing = {c["name"] for c in records["demo-ternary-no-ste", "train-d96-markov"]["checks"] if not c["passed"]}
+    assert failing == {"training loss", "held-out bits per byte"}
+    assert records["demo-ternary-raises-partial-group", "q-64x200-g128"]["outcome"] == "error"
+
+
+@pytest.mark.grading_run
+def test_report_shows_coverage_and_held_out_figures(roster):
+    """grades.md has the coverage table and the held-out bits per byte beside the unigram baseline and the floor."""
+    text = (roster.reports / "grades.md").read_text()
+    assert "## Ternary training: coverage" in text and "## Ternary training: held-out results" in text
+    assert "full precision" in text and "Greedy samples" in text
+    tiled = next(c for c in roster.summary["cases"] if c["model"] == "demo-tiled" and c["case"] == "train-d96-markov")
+    d = tiled["details"]
+    assert d["floor_bits"] < d["held_out_bits"] < d["limit_bits"] < d["unigram_bits"]
+
+
+@pytest.mark.grading_run
+def test_train_data_grades_a_users_text_file(tmp_path):
+    """--train-data trains on the file's bytes, holds out its last tenth, and reports no entropy floor."""
+    text = tmp_path / "text.txt"
+    text.write_bytes(b"".join(p.read_bytes() for p in sorted((REPO / "reference").glob("*.py"))))
+    run = run_grader(
+        tmp_path, f"--train-data={text}", "--model", "demo-tiled", "-k", "train-d96", "--no-speed", tests=TESTS
+    )
+    (record,) = run.summary["cases"]
+    assert record["outcome"] == "passed", run.output[-3000:]
+    assert (
+        record["details"]["floor_bits"] is None
+        and record["details"]["held_out_bits"] < record["details"]["unigram_bits"]
+    )
+    assert "unknown" in (run.reports / "grades.md").read_text()
+    assert json.loads((run.reports / "results.json").read_text())["options"]["train_data"] == str(text)

@@ -1,0 +1,1 @@
+"""Ternary training: every discovered submission on every hidden case of the reference."""
