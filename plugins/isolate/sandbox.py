@@ -175,6 +175,12 @@ class Sandbox:
         finally:
             for fd in (request_r, response_w, out_w, err_w):
                 os.close(fd)
+        if self._cgroup is not None and self.containment.level == "uid":
+            try:
+                self._cgroup.add(self.process.pid)
+            except OSError:  # then the process group (and /proc) find the tree, as without cgroups
+                self._cgroup.remove()
+                self._cgroup = None
         kills_before = oom_kills()
         self._memory = TreeMemory(self.process.pid, self._cgroup, hwm_trusted=self._bwrap)
         config = {
@@ -245,7 +251,9 @@ class Sandbox:
         elif level.level == "uid":
             extra = {"user": containment.NOBODY, "group": containment.NOBODY, "extra_groups": []}
         self._cgroup = Cgroup.make(parent, self._scratch.name) if parent and in_cgroup else None
-        if self._cgroup is not None:
+        # As nobody, a wrapping shell may not write the root-owned cgroup.procs: the grader moves the child in itself
+        # right after starting it (see _start), before it is sent the config, so before any submission code runs.
+        if self._cgroup is not None and level.level != "uid":
             argv = self._cgroup.wrap(argv)
         return argv, extra
 
