@@ -166,8 +166,13 @@ def test_without_a_gpu_only_the_build_is_graded(grade):
         and "too few arguments" in records[("demo-topk-nobuild", "softmax_topk", "build")]["message"]
     )
     assert "no GPU: this CUDA case runs only on a GPU" in run.output
-    notes = run.summary["models"]["demo-tiled"]["challenges"]["softmax_topk"]["notes"]
-    assert any(note.startswith("build only: no GPU") for note in notes)
+    grades = {m: d["challenges"]["softmax_topk"] for m, d in run.summary["models"].items()}
+    # A kernel that builds is "built", never a letter: buggy kernels that compile must not read as A+ without a GPU.
+    assert {m for m, g in grades.items() if g["letter"] == "built"} == set(outcomes) - {"demo-topk-nobuild"}
+    assert grades["demo-topk-nobuild"]["letter"] == "F"
+    assert any(note.startswith("build only: no GPU") for note in grades["demo-tiled"]["notes"])
+    assert run.summary["models"]["demo-topk-mixrows"]["overall"] == "—"  # nothing gradable here: no overall letter
+    assert "| demo-topk-mixrows " in (run.reports / "grades.md").read_text()
 
 
 def failed(run, model: str) -> dict[str, dict]:

@@ -24,6 +24,11 @@ from typing import Any
 from plugins.grade.records import PASSED, SKIPPED, CaseRecord
 from reference.contract import CATEGORIES
 
+# A CUDA challenge graded where there is no GPU: its kernels compiled, none ran. Not a letter: it is shown in place of
+# one, and neither ranked nor compared (a buggy kernel that builds must not read as an A+).
+BUILT_ONLY = "built"
+NOT_GRADED = "—"  # the overall letter of a model none of whose challenges could be graded here
+
 
 @dataclass(frozen=True)
 class Rubric:
@@ -148,6 +153,8 @@ def head_to_head(letters: Mapping[str, Mapping[str, str]], rubric: Rubric) -> di
                 continue
             record = [0, 0, 0]
             for challenge in letters[a].keys() & letters[b].keys():
+                if not {letters[a][challenge], letters[b][challenge]} <= rubric.grade_points.keys():
+                    continue  # a status such as BUILT_ONLY is no grade to compare
                 pa, pb = rubric.grade_points[letters[a][challenge]], rubric.grade_points[letters[b][challenge]]
                 record[0 if pa > pb else 1 if pa < pb else 2] += 1
             table[a][b] = record
@@ -158,22 +165,26 @@ def ranking(letters: Mapping[str, Mapping[str, str]], rubric: Rubric, n_challeng
     """Models by mean grade points over attempted challenges (ties: more coverage first, then name)."""
     rows = []
     for model, grades in letters.items():
-        mean = sum(rubric.grade_points[g] for g in grades.values()) / len(grades) if grades else 0.0
+        points = [rubric.grade_points[g] for g in grades.values() if g in rubric.grade_points]
         rows.append(
             {
                 "model": model,
-                "mean_grade_points": round(mean, 2),
+                # None when no challenge of the model could be graded here (every one BUILT_ONLY)
+                "mean_grade_points": round(sum(points) / len(points), 2) if points else None,
                 "attempted": len(grades),
                 "coverage": f"{len(grades)} of {n_challenges}",
             }
         )
-    rows.sort(key=lambda row: (-row["mean_grade_points"], -row["attempted"], row["model"]))
+    rows.sort(key=lambda row: (row["mean_grade_points"] is None, -(row["mean_grade_points"] or 0), -row["attempted"],
+                               row["model"]))  # fmt: skip
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
     return rows
 
 
-def overall_letter(mean_grade_points: float, rubric: Rubric) -> str:
-    """The best letter whose grade points the mean reaches (the badge's letter)."""
+def overall_letter(mean_grade_points: float | None, rubric: Rubric) -> str:
+    """The best letter whose grade points the mean reaches (the badge's letter); a dash when nothing was graded."""
+    if mean_grade_points is None:
+        return NOT_GRADED
     reachable = [(points, letter) for letter, points in rubric.grade_points.items() if points <= mean_grade_points]
     return max(reachable)[1] if reachable else "F"

@@ -64,6 +64,9 @@ def summarise(
                 continue
             grade = score(model=model, challenge=challenge, records=mine, rubric=rubric)
             grade.letter = grade.letter or letter(grade=grade, rubric=rubric)
+            if build_only(challenge, mine) and not grade.failed:
+                grade.letter = rubric_module.BUILT_ONLY
+                grade.notes.append("build only: no GPU here, so no kernel ran; graded where a GPU is present")
             notes, complete = coverage(model, challenge, mine, selection, status, measure_speed)
             grade.notes += notes
             models[model]["challenges"][challenge] = grade.to_dict() | {"complete": complete}
@@ -87,6 +90,13 @@ def summarise(
         "ranking": ranking,
         "head_to_head": rubric_module.head_to_head(letters, rubric),
     }
+
+
+def build_only(challenge: str, records: list[r.CaseRecord]) -> bool:
+    """Every scored case is a build check (``params["build"]``): the run cases were skipped (no GPU here)."""
+    cases = reference_module(challenge).CASES
+    scored = [rec for rec in records if rec.outcome != r.SKIPPED]
+    return bool(scored) and all(cases[rec.case_index].params.get("build") for rec in scored)
 
 
 def effective(selection: Selection, measure_speed: bool) -> Selection:

@@ -129,20 +129,6 @@ def speed_figures(outputs: dict[str, np.ndarray], case: Case) -> dict[str, Any]:
     return figures
 
 
-def pytest_grader_update_summary(summary: dict[str, Any], config: Any) -> None:
-    """A CUDA grade made without a GPU rests on the build case alone: its notes say so beside the letter."""
-    del config
-    cuda = {c.id for c in all_challenges() if c.runtime == "cuda"}
-    ran: dict[tuple[str, str], set[str]] = {}
-    for c in summary["cases"]:
-        if c["challenge"] in cuda:
-            ran.setdefault((c["model"], c["challenge"]), set()).add(c["case"])
-    for (model, challenge), cases in ran.items():
-        grade = summary["models"].get(model, {}).get("challenges", {}).get(challenge)
-        if grade is not None and cases == {"build"}:
-            grade["notes"].append("build only: no GPU ran the cases, so the letter grades the build alone")
-
-
 def pytest_grader_report_sections(summary: dict[str, Any], config: Any) -> list[tuple[str, str]] | None:
     """grades.md: the kernel times of CUDA challenges' speed cases, with both ratios and the Triton reference."""
     del config

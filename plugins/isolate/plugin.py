@@ -32,9 +32,8 @@ from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPo
 from reference.challenges import reference_module
 from reference.contract import Case, Expected
 
-# CUDA challenges (build, run on the GPU or skip "no GPU") live in cuda_cases; its notes on build-only grades and its
-# grades.md section are hook implementations, registered through this plugin module.
-pytest_grader_update_summary = cuda_cases.pytest_grader_update_summary
+# CUDA challenges (build, run on the GPU or skip "no GPU") live in cuda_cases; its grades.md section is a hook
+# implementation, registered through this plugin module. (A build-only grade is the summary's BUILT_ONLY status.)
 pytest_grader_report_sections = cuda_cases.pytest_grader_report_sections
 
 

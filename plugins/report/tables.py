@@ -42,7 +42,7 @@ def grade_matrix(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for row in summary["ranking"]:
         model = summary["models"][row["model"]]
         complete = model.get("complete", True) and not any(m == row["model"] for m, _ in pending)
-        cells = [row["model"], _mark(f"{model['overall']} ({model['mean_grade_points']:.2f})", complete)]
+        cells = [row["model"], _mark(f"{model['overall']} ({_points(model['mean_grade_points'])})", complete)]
         for c in columns:
             grade = model["challenges"].get(c["id"])
             if grade:
@@ -63,7 +63,7 @@ def ranking(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             row["rank"],
             row["model"],
             _mark(summary["models"][row["model"]]["overall"], summary["models"][row["model"]].get("complete", True)),
-            f"{row['mean_grade_points']:.2f}",
+            _points(row["mean_grade_points"]),
             row["coverage"],
         ]
         for row in summary["ranking"]
@@ -110,3 +110,8 @@ def failed_cases(summary: dict[str, Any], challenge: str) -> list[tuple[str, dic
         for failure in grade["failed"] if grade else []:
             out.append((row["model"], failure))
     return out
+
+
+def _points(mean: float | None) -> str:
+    """Mean grade points, or a dash for a model none of whose challenges could be graded on this machine."""
+    return "—" if mean is None else f"{mean:.2f}"
