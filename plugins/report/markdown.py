@@ -47,7 +47,8 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
         "## Grade matrix",
         "",
         f"Letter (points out of 100); {tables.NOT_ATTEMPTED} means the model has no folder for the challenge;"
-        f" `{tables.INCOMPLETE}` marks a grade whose selected cases did not all run.",
+        f" `{tables.INCOMPLETE}` marks a grade whose selected cases did not all run; `{tables.BUILT_ONLY}` is a CUDA"
+        " source that compiled on a machine with no GPU, where no kernel ran (no grade, not ranked).",
         "",
         _table(*tables.grade_matrix(summary)),
         "",

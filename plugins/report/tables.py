@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from plugins.grade.rubric import BUILT_ONLY
 from reference.contract import CATEGORIES
 
 NOT_ATTEMPTED = "—"
@@ -42,11 +43,19 @@ def grade_matrix(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for row in summary["ranking"]:
         model = summary["models"][row["model"]]
         complete = model.get("complete", True) and not any(m == row["model"] for m, _ in pending)
-        cells = [row["model"], _mark(f"{model['overall']} ({_points(model['mean_grade_points'])})", complete)]
+        overall = (
+            model["overall"]
+            if model["mean_grade_points"] is None
+            else f"{model['overall']} ({model['mean_grade_points']:.2f})"
+        )
+        cells = [row["model"], _mark(overall, complete)]
         for c in columns:
             grade = model["challenges"].get(c["id"])
             if grade:
-                cells.append(_mark(f"{grade['letter']} ({grade['points']:.1f})", grade.get("complete", True)))
+                shown = (
+                    grade["letter"] if grade["letter"] == BUILT_ONLY else f"{grade['letter']} ({grade['points']:.1f})"
+                )
+                cells.append(_mark(shown, grade.get("complete", True)))
             else:
                 cells.append(NOT_RUN if (row["model"], c["id"]) in pending else NOT_ATTEMPTED)
         rows.append(cells)
