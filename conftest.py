@@ -7,5 +7,7 @@ pytest_plugins = [
     "plugins.grade.plugin",
     "plugins.report.plugin",
     "plugins.report.html",
+    "plugins.report.speed_section",  # speed cases against the fastest peer, a grades.md section
+    "plugins.report.comparisons",  # --baseline and --judge-grades; after plugins.report.plugin (terminal order)
     "plugins.ternary",  # --train-data, MLX skips and the report sections of the ternary-training challenge
 ]

@@ -20,6 +20,7 @@ import pytest
 
 CONFIG_KEY = pytest.StashKey["GraderConfig"]()
 GPU_POOL_KEY = pytest.StashKey[dict[str, int]]()
+COMPARISON_INPUTS_KEY = pytest.StashKey[dict[str, Any]]()  # "baseline", "judge": (path as given, what it holds)
 RUBRIC_FILE = Path(__file__).resolve().parent / "grade" / "rubric.toml"
 
 
@@ -105,6 +106,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="ternary training: train and evaluate on this text file (bytes as tokens, last 10%% held out) instead of "
         "the grader's synthetic corpus",
     )
+    group.addoption(
+        "--baseline",
+        metavar="PATH",
+        help="a results.json of an earlier run: reports add grade deltas, newly failing and passing cases, and speed "
+        "changes beyond the noise",
+    )
+    group.addoption(
+        "--judge-grades",
+        metavar="FILE",
+        help="CSV with a header model,challenge,grade (a rubric letter or a 0-100 score): reports add where this "
+        "judge and the execution grades disagree by more than one letter step, with the cases that explain it",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -136,6 +149,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if device == "cuda" and not worker:
         config.stash[GPU_POOL_KEY] = {str(i): 0 for i in range(gpu_count())}
+    if not worker:
+        config.stash[COMPARISON_INPUTS_KEY] = checked_comparison_inputs(config)
 
 
 # option -> (parse, rule it must meet, the rule in words); parse errors and broken rules are usage errors (exit 4).
@@ -166,6 +181,32 @@ def checked_options(config: pytest.Config) -> dict[str, Any]:
             raise _usage_error(config, f"{flag}={raw}: must be {words}")
         values[name] = value
     return values
+
+
+def checked_comparison_inputs(config: pytest.Config) -> dict[str, Any]:
+    """``--baseline`` and ``--judge-grades`` read now, before the run moves its reports folder aside (the baseline may
+    be the results.json it replaces); one that cannot be read as documented is a usage error."""
+    from plugins.grade.rubric import load_rubric  # late: the grade and report packages import this module
+    from plugins.report import compare_runs, inert, judge_grades
+
+    option, inputs = config.option, {}
+    if option.baseline:
+        try:
+            inputs["baseline"] = (option.baseline, compare_runs.load_baseline(Path(option.baseline).expanduser()))
+        except compare_runs.BaselineError as exc:
+            raise _usage_error(config, inert.one_line(f"--baseline={option.baseline}: {exc}")) from None
+    if option.judge_grades:
+        try:
+            rubric = load_rubric(Path(option.rubric or RUBRIC_FILE).expanduser())
+        except (OSError, ValueError, KeyError, TypeError):
+            return inputs  # the grade plugin reports the unreadable rubric as the usage error
+        try:
+            rows = judge_grades.read_judge_file(Path(option.judge_grades).expanduser(), rubric)
+        except judge_grades.JudgeFileError as exc:
+            # the file's own text (a model name) is in the message: shown, never sent to the terminal as is
+            raise _usage_error(config, inert.one_line(f"--judge-grades={option.judge_grades}: {exc}")) from None
+        inputs["judge"] = (option.judge_grades, rows)
+    return inputs
 
 
 def _usage_error(config: pytest.Config, message: str) -> Exception:

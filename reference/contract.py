@@ -24,6 +24,13 @@ from typing import Any
 # Rubric categories, in the order reports list them.
 CATEGORIES = ("core", "edge", "precision", "memory", "speed", "robustness")
 
+# Where a checked property comes from. "task": the task as the models were given it states it. "added": we check it
+# though the task never stated it (dtype preservation, strided inputs, extreme inputs beyond the task's range).
+ORIGINS = ("task", "added")
+# A rule the task never stated may cost a submission at most this category's points, never a core, edge or precision
+# point (Case refuses anything else).
+ADDED_CATEGORY = "robustness"
+
 
 @dataclass(frozen=True)
 class Challenge:
@@ -45,17 +52,26 @@ class Case:
     """One hidden input configuration.
 
     ``params`` holds only JSON values (it travels to the sandbox child); ``guards`` names the trap or property the case
-    exists for, so a report can say which traps a submission fell into.
+    exists for, so a report can say which traps a submission fell into. ``origin`` (see ORIGINS) says whether the task
+    states that property or we added it; an added one must be a robustness case.
     """
 
     id: str
     category: str
     guards: str
     params: Mapping[str, Any]
+    origin: str = "task"
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
             raise ValueError(f"case {self.id}: unknown category {self.category!r}")
+        if self.origin not in ORIGINS:
+            raise ValueError(f"case {self.id}: unknown origin {self.origin!r}")
+        if self.origin == "added" and self.category != ADDED_CATEGORY:
+            raise ValueError(
+                f"case {self.id}: a property the task never stated can only be a {ADDED_CATEGORY} case, "
+                f"not {self.category!r}"
+            )
 
     @property
     def is_speed(self) -> bool:

@@ -87,13 +87,15 @@ def _num(value: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def shaped_case(category: str, guards: str, b: int, t: int, d: int, eps: float = 1e-5, **extra: Any) -> Case:
+def shaped_case(
+    category: str, guards: str, b: int, t: int, d: int, eps: float = 1e-5, origin: str = "task", **extra: Any
+) -> Case:
     """A case whose id spells its shape, eps and tags (``b2-t32-d1024-eps1e-12-off1e4-std1e-4``); float32 if ``f32``."""
     tags = "".join(f"-{key}" if value is True else f"-{key}{_num(value)}" for key, value in extra.items())
     case_id = f"b{b}-t{t}-d{d}-eps{_num(eps)}{tags}"
     dtype = "float32" if extra.get("f32") else "float64"
     params = {"B": b, "T": t, "D": d, "eps": eps, "dtype": dtype, **extra}
-    return Case(case_id, category, guards, params)
+    return Case(case_id, category, guards, params, origin)
 
 
 CASES = (
@@ -130,9 +132,18 @@ CASES = (
     shaped_case("precision", "float32 inputs (any float dtype back)", 2, 64, 1023, f32=True),
     # 4 * 512 * 1024 = 2M elements (16 MiB per float64 array): big enough that per-call overheads vanish.
     shaped_case("speed", "time the backward against the vectorised NumPy reference", 4, 512, 1024, speed=True),
-    shaped_case("robustness", "float32 stays float32 (never stated by the task)", 2, 64, 1023, f32=True, keep=True),
+    shaped_case(
+        "robustness",
+        "float32 stays float32 (never stated by the task)",
+        2,
+        64,
+        1023,
+        origin="added",
+        f32=True,
+        keep=True,
+    ),
     # (T, B, D) storage viewed as (B, T, D), the layout of sequence-first activations.
-    shaped_case("robustness", "strided (non-contiguous) x and dy", 2, 64, 256, strided=True),
+    shaped_case("robustness", "strided (non-contiguous) x and dy", 2, 64, 256, origin="added", strided=True),
 )
 
 

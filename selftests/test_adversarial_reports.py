@@ -27,6 +27,7 @@ from plugins.grade.records import PASSED, CaseRecord
 from plugins.report import html as html_report
 from plugins.report import inert, markdown
 from reference import flash_attention
+from reference.challenges import reference_module
 
 pytestmark = pytest.mark.grading_run
 
@@ -268,7 +269,8 @@ def test_no_speed_run_is_complete_and_says_so(tmp_path):
     assert run.summary["status"] == "complete" and grade["complete"] is True, run.output[-2000:]
     assert grade["notes"] == ["speed not measured (--no-speed)"]
     assert "partial run" not in run.output and "\x1b" not in run.output
-    assert grade["outcomes"] == {"error": 15} and "\x1b]0;pwned" in grade["failed"][0]["message"]  # kept as it was
+    scored = sum(not c.is_speed for c in reference_module("flash_attention").CASES)  # every case but speed errs
+    assert grade["outcomes"] == {"error": scored} and "\x1b]0;pwned" in grade["failed"][0]["message"]  # kept as it was
     assert "\\\\x1b\\]0;pwned\\\\x07" in (run.reports / "grades.md").read_text()  # shown, never sent
 
 

@@ -50,7 +50,7 @@ def test_skipped_speed_drops_out_and_rescales():
 
 
 @pytest.mark.parametrize(
-    ("ratio", "credit"), [(0.3, 1.0), (1.49, 1.0), (2.0, 0.75), (10.0, 0.5), (50.0, 0.25), (99, 0)]
+    ("ratio", "credit"), [(0.3, 1.0), (1.49, 1.0), (2.0, 0.5), (3.6, 0.25), (9.9, 0.1), (10.0, 0), (99, 0)]
 )
 def test_speed_bands(ratio, credit):
     """A passed speed case earns the credit of the band its ratio falls in."""

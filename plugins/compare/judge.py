@@ -12,6 +12,7 @@ from plugins.compare.comparator import Comparison, check, compare_budget
 from plugins.discover.submissions import Submission
 from plugins.grade import records as r
 from plugins.isolate.sandbox import Outcome
+from plugins.report.speed import speed_words
 from reference.contract import Case, Expected
 
 _STATUS_OUTCOME = {"timeout": r.TIMEOUT, "crash": r.CRASH, "oom": r.OOM}
@@ -60,6 +61,8 @@ def judge(
         record.message = _summary(failed)
     elif case.is_speed and measured is not None and baseline is not None:
         record.speed = speed_figures(measured, baseline)
+        if record.speed:  # "3.1× slower than the reference, spread 2% (median ...)"
+            record.message = speed_words(record.speed)
     return record
 
 
@@ -81,6 +84,6 @@ def speed_figures(measured: dict[str, Any], baseline: Outcome) -> dict[str, Any]
         "median_s": median,
         "spread_s": max(times) - min(times),
         "baseline_median_s": base_median,
-        "ratio": median / base_median,  # under 1: faster than the vectorised reference
+        "ratio": median / base_median,  # under 1: faster than the grader's fast implementation
         "repeats": len(times),
     }

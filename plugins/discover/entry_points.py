@@ -157,7 +157,7 @@ def resolve(
             chosen[entry] = candidates[0].as_posix()
             others[entry] = tuple(c.as_posix() for c in candidates[1:])
     missing = tuple(e for e in entry_points if e not in chosen)
-    return Resolution(chosen, others, False, missing, problems)
+    return Resolution(chosen, others, False, missing, problems, no_code=not files)
 
 
 CUDA_ADAPTER = "adapter.cu"
@@ -183,7 +183,8 @@ def resolve_cuda(folder: Path, entry_points: tuple[str, ...], challenge_names: t
     2. otherwise the ``.cu`` file that defines each entry point with C linkage (see :func:`defines_c_function`), ranked
        like Python files: the model's tests and benchmarks last, then the shallowest, then the one named after the
        challenge, then alphabetical order;
-    3. a folder with no ``.cu`` file ("no CUDA source"), or none that defines an entry point, leaves it missing.
+    3. a folder with no ``.cu`` file ("no CUDA source": ``no_code``), or none that defines an entry point, leaves it
+       missing.
     """
     files = python_files(folder, ".cu")
     if Path(CUDA_ADAPTER) in files:
@@ -200,13 +201,15 @@ def resolve_cuda(folder: Path, entry_points: tuple[str, ...], challenge_names: t
         if candidates:
             chosen[entry] = candidates[0].as_posix()
             others[entry] = tuple(c.as_posix() for c in candidates[1:])
-    return Resolution(chosen, others, False, tuple(e for e in entry_points if e not in chosen), problems)
+    missing = tuple(e for e in entry_points if e not in chosen)
+    return Resolution(chosen, others, False, missing, problems, no_code=not files)
 
 
 class Resolution:
     """Where each entry point was found: ``chosen`` file per name, the ``others`` passed over, what is missing, and the
     ``problems`` of files that could not be read (file -> reason: a syntax error with its line, over the parse limit,
-    not a regular file)."""
+    not a regular file). ``no_code``: the folder holds no source file of the challenge's language at all (no ``.py``,
+    or no ``.cu`` for CUDA): nothing was submitted to run, which the report shows as its own status, not as errors."""
 
     def __init__(
         self,
@@ -215,6 +218,8 @@ class Resolution:
         via_adapter: bool,
         missing: tuple[str, ...],
         problems: dict[str, str] | None = None,
+        no_code: bool = False,
     ):
         self.chosen, self.others, self.via_adapter, self.missing = chosen, others, via_adapter, missing
         self.problems = problems or {}
+        self.no_code = no_code

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugins.discover.entry_points import resolve, resolve_cuda
+from plugins.discover.entry_points import SKIP_DIRS, resolve, resolve_cuda
 from reference.challenges import all_challenges, challenge_for_folder
 
 
@@ -21,6 +22,9 @@ class Submission:
     via_adapter: bool
     missing: tuple[str, ...]  # entry points no file defines
     problems: tuple[tuple[str, str], ...] = ()  # (file, why it was not read): syntax error, parse limit, a FIFO
+    # Why nothing can run, when the folder holds no source file of the challenge's language (no .py; no .cu for CUDA):
+    # "no code submitted: the folder holds PROMPT.md only (no .py file)". Empty when there is code.
+    no_code: str = ""
 
     @property
     def runtime(self) -> str:
@@ -28,6 +32,8 @@ class Submission:
 
     def describe(self) -> str:
         """How it was loaded, for the report: ``native: flash_attention_fwd from impl.py (also in x.py)``."""
+        if self.no_code:
+            return f"{self.runtime}: no code"
         by_file: dict[str, list[str]] = {}
         for name, file in self.entries:
             by_file.setdefault(file, []).append(name)
@@ -52,6 +58,30 @@ class Submission:
         if not self.problems:
             return f"no Python file defines {', '.join(self.missing)}"
         return f"{self.problem_text()}; no readable Python file defines {', '.join(self.missing)}"
+
+
+SOURCE_SUFFIX = {"python": ".py", "cuda": ".cu"}  # per runtime, the files that count as code
+MAX_NAMES_SHOWN = 4
+
+
+def no_code_message(folder: Path, suffix: str) -> str:
+    """``no code submitted: the folder holds PROMPT.md only (no .py file)``: what the folder holds instead of code
+    (hidden files and caches left out, as discovery leaves them out)."""
+    held: list[str] = []
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+        held += [(Path(top).relative_to(folder) / f).as_posix() for f in sorted(files) if not f.startswith(".")]
+        if len(held) > 1000:  # enough to say "and N more"; a prompt folder is small
+            break
+    if not held:
+        holds = "the folder is empty"
+    elif len(held) == 1:
+        holds = f"the folder holds {held[0]} only"
+    else:
+        shown = held[:MAX_NAMES_SHOWN]
+        more = f" and {len(held) - len(shown)} more files" if len(held) > len(shown) else ""
+        holds = f"the folder holds {', '.join(shown)}{more}"
+    return f"no code submitted: {holds} (no {suffix} file)"
 
 
 def submissions_root(path: Path) -> Path:
@@ -102,5 +132,6 @@ def discover(root: Path) -> list[Submission]:
                 via_adapter=res.via_adapter,
                 missing=res.missing,
                 problems=tuple(res.problems.items()),
+                no_code=no_code_message(folder, SOURCE_SUFFIX.get(challenge.runtime, ".py")) if res.no_code else "",
             )
     return sorted(found.values(), key=lambda s: (s.model, order[s.challenge]))

@@ -25,7 +25,11 @@ OOM = "oom"  # out of memory: MemoryError under the address-space limit, or kill
 # never ran, and the compiler's first errors are the message.
 BUILD = "build"
 SKIPPED = "skipped"  # not run by choice (speed with --no-speed); not scored
-OUTCOMES = (PASSED, WRONG, ERROR, TIMEOUT, CRASH, OOM, BUILD, SKIPPED)
+# The folder holds no source file of the challenge's language (a prompt, notes, data): nothing ran, no sandbox started.
+# Every case gets this record, so case counts stay right; the summary turns the challenge into the status "no code"
+# (one line in the report, not a list of failures), scored by the rubric's [no_code] setting.
+NO_CODE = "no_code"
+OUTCOMES = (PASSED, WRONG, ERROR, TIMEOUT, CRASH, OOM, BUILD, SKIPPED, NO_CODE)
 
 
 @dataclass
@@ -49,6 +53,9 @@ class CaseRecord:
     stdout: str = ""
     stderr: str = ""
     nodeid: str = ""
+    # "task" (the task states the property) or "added" (ours; only ever a robustness case): see reference.contract.
+    # Last and defaulted, so records written before the field existed still load.
+    origin: str = "task"
 
     @property
     def passed(self) -> bool:
@@ -79,5 +86,6 @@ class CaseRecord:
 
     @classmethod
     def for_case(cls, model: str, challenge: str, case: Case, index: int, outcome: str, **fields: Any) -> CaseRecord:
-        """A record with the case's own fields (id, position, category, trap) filled in."""
+        """A record with the case's own fields (id, position, category, trap, origin) filled in."""
+        fields.setdefault("origin", case.origin)
         return cls(model, challenge, case.id, index, case.category, case.guards, outcome, **fields)

@@ -9,6 +9,8 @@ How a grade is made (weights and thresholds come from ``rubric.toml``):
 3. The letter is the best one whose threshold the points reach, capped by the core gate when a core case failed.
 4. Head-to-head: for every pair of models, each challenge both attempted is a win, loss or tie by grade points.
 5. Ranking: mean grade points over attempted challenges, with coverage (challenges attempted out of all).
+6. A folder with no code (``NO_CODE``) counts as an F in 4 and 5 under ``[no_code] score = "zero"``, and as not
+   attempted under ``"not attempted"``; statuses that count as neither (``BUILT_ONLY``) are left out of both.
 
 Nothing here touches pytest; the plugin in ``plugins/grade/plugin.py`` calls it through overridable hooks.
 """
@@ -28,6 +30,11 @@ from reference.contract import CATEGORIES
 # one, and neither ranked nor compared (a buggy kernel that builds must not read as an A+).
 BUILT_ONLY = "built"
 NOT_GRADED = "—"  # the overall letter of a model none of whose challenges could be graded here
+# A challenge folder with no source file of the challenge's language (a prompt, notes): nothing ran. Not a letter
+# either; the rubric's [no_code] score says what it counts as: "zero" (an F's grade points in the ranking and
+# head-to-head, coverage counted: the task was given) or "not attempted" (like a missing folder: neither).
+NO_CODE = "no code"
+NO_CODE_SCORES = ("zero", "not attempted")
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class Rubric:
     letters: tuple[tuple[str, float], ...]  # (letter, minimum points), best first; below the last: F
     grade_points: Mapping[str, float]
     core_failure_cap: str | None
+    no_code: str = "zero"  # one of NO_CODE_SCORES
 
 
 def load_rubric(path: Path) -> Rubric:
@@ -49,7 +57,24 @@ def load_rubric(path: Path) -> Rubric:
         letters=letters,
         grade_points={k: float(v) for k, v in data["grade_points"].items()},
         core_failure_cap=data.get("gates", {}).get("core_failure_cap"),
+        no_code=_no_code_score(data),
     )
+
+
+def _no_code_score(data: Mapping[str, Any]) -> str:
+    """``[no_code] score``: "zero" (the default) or "not attempted"; anything else is a broken rubric."""
+    value = data.get("no_code", {}).get("score", "zero")
+    if value not in NO_CODE_SCORES:
+        raise ValueError(f"[no_code] score = {value!r}: expected one of {', '.join(map(repr, NO_CODE_SCORES))}")
+    return value
+
+
+def counted_points(letter: str, rubric: Rubric) -> float | None:
+    """The grade points a letter or status counts as in the ranking and head-to-head; None when it does not count
+    (BUILT_ONLY, and NO_CODE under "not attempted"). NO_CODE under "zero" counts as an F."""
+    if letter == NO_CODE:
+        return rubric.grade_points.get("F", 0.0) if rubric.no_code == "zero" else None
+    return rubric.grade_points.get(letter)
 
 
 @dataclass
@@ -61,12 +86,13 @@ class ChallengeGrade:
     points: float
     letter: str = ""
     categories: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> weight, score, cases, passed
-    failed: list[dict[str, Any]] = field(default_factory=list)  # case, guards, outcome, message, worst_ratio
+    failed: list[dict[str, Any]] = field(default_factory=list)  # case, guards, origin, outcome, message, worst_ratio
     outcomes: dict[str, int] = field(default_factory=dict)  # outcome -> count
     runtime: str = ""
     loaded: str = ""
     speed_ratio: float | None = None
     notes: list[str] = field(default_factory=list)
+    no_code: str = ""  # when the letter is NO_CODE: what the folder holds instead of code (one line in the report)
 
     @property
     def core_failed(self) -> bool:
@@ -108,6 +134,7 @@ def score(model: str, challenge: str, records: Iterable[CaseRecord], rubric: Rub
             "case": r.case,
             "category": r.category,
             "guards": r.guards,
+            "origin": r.origin,
             "outcome": r.outcome,
             "message": r.message,
             "worst_ratio": r.worst_ratio,
@@ -153,9 +180,9 @@ def head_to_head(letters: Mapping[str, Mapping[str, str]], rubric: Rubric) -> di
                 continue
             record = [0, 0, 0]
             for challenge in letters[a].keys() & letters[b].keys():
-                if not {letters[a][challenge], letters[b][challenge]} <= rubric.grade_points.keys():
+                pa, pb = counted_points(letters[a][challenge], rubric), counted_points(letters[b][challenge], rubric)
+                if pa is None or pb is None:
                     continue  # a status such as BUILT_ONLY is no grade to compare
-                pa, pb = rubric.grade_points[letters[a][challenge]], rubric.grade_points[letters[b][challenge]]
                 record[0 if pa > pb else 1 if pa < pb else 2] += 1
             table[a][b] = record
     return table
@@ -165,20 +192,26 @@ def ranking(letters: Mapping[str, Mapping[str, str]], rubric: Rubric, n_challeng
     """Models by mean grade points over attempted challenges (ties: more coverage first, then name)."""
     rows = []
     for model, grades in letters.items():
-        points = [rubric.grade_points[g] for g in grades.values() if g in rubric.grade_points]
+        points = [p for p in (counted_points(g, rubric) for g in grades.values()) if p is not None]
+        no_code = sum(g == NO_CODE for g in grades.values())
+        # Under "not attempted" a folder without code is no attempt, like a missing folder.
+        attempted = len(grades) - (no_code if rubric.no_code == "not attempted" else 0)
         rows.append(
             {
                 "model": model,
-                # None when no challenge of the model could be graded here (every one BUILT_ONLY)
+                # None when no challenge of the model could be graded here (every one BUILT_ONLY, or NO_CODE not
+                # counted): such a model is not ranked (rank None, listed last)
                 "mean_grade_points": round(sum(points) / len(points), 2) if points else None,
-                "attempted": len(grades),
-                "coverage": f"{len(grades)} of {n_challenges}",
+                "attempted": attempted,
+                "coverage": f"{attempted} of {n_challenges}",
+                "no_code": no_code,  # challenges whose folder holds no code
+                "no_code_counts_as": "F" if rubric.no_code == "zero" else "not attempted",
             }
         )
     rows.sort(key=lambda row: (row["mean_grade_points"] is None, -(row["mean_grade_points"] or 0), -row["attempted"],
                                row["model"]))  # fmt: skip
     for rank, row in enumerate(rows, 1):
-        row["rank"] = rank
+        row["rank"] = rank if row["mean_grade_points"] is not None else None
     return rows
 
 

@@ -67,6 +67,8 @@ def summarise(
             if build_only(challenge, mine) and not grade.failed:
                 grade.letter = rubric_module.BUILT_ONLY
                 grade.notes.append("build only: no GPU here, so no kernel ran; graded where a GPU is present")
+            if no_code(mine):
+                mark_no_code(grade, mine, rubric)
             notes, complete = coverage(model, challenge, mine, selection, status, measure_speed)
             grade.notes += notes
             models[model]["challenges"][challenge] = grade.to_dict() | {"complete": complete}
@@ -97,6 +99,24 @@ def build_only(challenge: str, records: list[r.CaseRecord]) -> bool:
     cases = reference_module(challenge).CASES
     scored = [rec for rec in records if rec.outcome != r.SKIPPED]
     return bool(scored) and all(cases[rec.case_index].params.get("build") for rec in scored)
+
+
+def no_code(records: list[r.CaseRecord]) -> bool:
+    """Every scored case is ``no_code``: the folder holds no source file of the challenge's language."""
+    scored = [rec for rec in records if rec.outcome != r.SKIPPED]
+    return bool(scored) and all(rec.outcome == r.NO_CODE for rec in scored)
+
+
+def mark_no_code(grade: Any, records: list[r.CaseRecord], rubric: rubric_module.Rubric) -> None:
+    """The status NO_CODE in place of a letter, with one line saying what the folder holds: no failure list (the
+    records keep the outcome of every case, so counts stay right), and how the rubric counts it."""
+    grade.letter = rubric_module.NO_CODE
+    grade.no_code = next(rec.message for rec in records if rec.outcome == r.NO_CODE)
+    grade.failed = []
+    if rubric.no_code == "zero":
+        grade.notes.append("no code: 0 points, an F in the ranking and head-to-head (the task was given)")
+    else:
+        grade.notes.append("no code: counted as not attempted (not ranked, not compared, not in coverage)")
 
 
 def effective(selection: Selection, measure_speed: bool) -> Selection:

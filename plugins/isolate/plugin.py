@@ -111,6 +111,8 @@ class CaseRunner:
     def run(self, submission: Submission, case: Case) -> r.CaseRecord:
         reference = reference_module(submission.challenge)
         index = reference.CASES.index(case)
+        if submission.no_code:  # nothing to build or run: no sandbox is started
+            return _unrunnable(submission, case, index, submission.no_code, r.NO_CODE)
         if reference.CHALLENGE.runtime == "cuda":
             return cuda_cases.run_cuda_case(self, reference, submission, case, index, self.speed_lock)
         if submission.missing:
@@ -175,13 +177,13 @@ def _own_entries(reference: ModuleType) -> tuple[tuple[str, str], ...]:
     return tuple((name, "") for name in reference.CHALLENGE.entry_points)
 
 
-def _unrunnable(submission: Submission, case: Case, index: int, message: str) -> r.CaseRecord:
+def _unrunnable(submission: Submission, case: Case, index: int, message: str, outcome: str = r.ERROR) -> r.CaseRecord:
     return r.CaseRecord.for_case(
         submission.model,
         submission.challenge,
         case,
         index,
-        r.ERROR,
+        outcome,
         message=message,
         runtime=submission.runtime,
         loaded=submission.describe(),
@@ -200,7 +202,8 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
     def run(submission: Submission, case: Case) -> r.CaseRecord:
         if case.is_speed and not case_runner.cfg.measure_speed:
             pytest.skip("speed not measured (--no-speed)")
-        reason = cuda_cases.skip_reason(submission, case, case_runner.cfg)
+        # A folder without code is "no code" on every machine: no nvcc or no GPU changes nothing about that.
+        reason = None if submission.no_code else cuda_cases.skip_reason(submission, case, case_runner.cfg)
         if reason:
             pytest.skip(reason)
         record = case_runner.run(submission, case)

@@ -15,14 +15,16 @@ import pytest
 from tabulate import tabulate
 
 from plugins.grade.plugin import SUMMARY_KEY
-from plugins.grade.records import RECORD_PROPERTY, CaseRecord
-from plugins.report import inert, tables
+from plugins.grade.records import NO_CODE, PASSED, RECORD_PROPERTY, SKIPPED, CaseRecord
+from plugins.report import inert, pictures, tables
 
 COLUMNS = ("model", "case", "outcome", "error / bound", "time (ms)")
+SHOWN_UNTAGGED = (PASSED, SKIPPED, NO_CODE)  # not a failed check of any property: no origin tag beside them
 SUMMARY_CSS = (
     "#kg-summary table{border-collapse:collapse;margin:4px 0 14px}"
     "#kg-summary th,#kg-summary td{border:1px solid #ccc;padding:2px 8px;text-align:left}"
     "#kg-summary th{background:#f2f2f2}"
+    "#kg-summary .kg-picture{margin:4px 0 14px}#kg-summary td.kg-trap{white-space:nowrap}"
 )
 
 
@@ -53,11 +55,15 @@ def summary_html(run: dict[str, Any]) -> str:
     parts += [f'<p class="kg-warning"><b>warning</b>: {inert.html(w)}</p>' for w in tables.warnings(run)]
     parts.append("<h2>Grades</h2>")
     parts.append(_table(*tables.grade_matrix(run)))
+    parts.append(f'<div class="kg-picture">{pictures.heatmap_svg(run)}</div>')
     parts.append("<h3>Ranking</h3>")
     parts.append(_table(*tables.ranking(run)))
+    parts.append(f'<h3>Speed</h3><div class="kg-picture">{pictures.speed_svg(run)}</div>')
     for challenge in tables.graded_challenges(run):
         parts.append(f"<h3>{escape(challenge['title'])}</h3>")
         parts.append(_table(*tables.breakdown(run, challenge["id"])))
+        if traps := pictures.traps_html(run, challenge["id"]):
+            parts.append(f"<h4>Traps of {escape(challenge['id'])}</h4>{traps}")
     parts.append(f"<p>Seed {escape(str(run['options']['seed']))}; full details in grades.md and results.json.</p>")
     parts.append("</div>")
     return "".join(parts)
@@ -90,7 +96,8 @@ def pytest_html_results_table_row(report: Any, cells: list[str]) -> None:
         values = (
             record.model,
             record.case,
-            record.outcome,
+            # A failed case carries its origin tag (the task's property, or ours: robustness only).
+            record.outcome if record.outcome in SHOWN_UNTAGGED else f"{record.outcome} [{tables.origin_tag(data)}]",
             f"{ratio:.3g}" if ratio is not None else "",
             f"{seconds * 1000:.1f}" if seconds is not None else "",
         )

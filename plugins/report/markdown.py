@@ -6,7 +6,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from plugins.report import inert, tables
+from plugins.report import inert, pictures, tables
 
 MAX_FAILURES_LISTED = 12  # per model and challenge; results.json and report.html keep them all
 _TITLE_NOTE = {"complete": "", "empty": " (no case ran)"}  # anything else: the run did not finish
@@ -48,10 +48,12 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
         "",
         f"Letter (points out of 100); {tables.NOT_ATTEMPTED} means the model has no folder for the challenge;"
         f" `{tables.INCOMPLETE}` marks a grade whose selected cases did not all run; `{tables.BUILT_ONLY}` is a CUDA"
-        " source that compiled on a machine with no GPU, where no kernel ran (no grade, not ranked).",
+        " source that compiled on a machine with no GPU, where no kernel ran (no grade, not ranked)"
+        f"{_no_code_legend(summary)}.",
         "",
         _table(*tables.grade_matrix(summary)),
         "",
+        *pictures.pictures_markdown(),
     ]
     for challenge in tables.graded_challenges(summary):
         lines += _challenge_section(summary, challenge)
@@ -66,7 +68,7 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
         "## Head-to-head",
         "",
         "Wins-losses-ties of the row model against the column model, one per challenge"
-        " both attempted, compared by grade points.",
+        f" both attempted, compared by grade points.{_no_code_head_to_head(summary)}",
         "",
         _table(*tables.head_to_head(summary)),
         "",
@@ -94,11 +96,19 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
         _table(*tables.breakdown(summary, challenge["id"])),
         "",
     ]
+    if traps := pictures.traps_markdown(summary, challenge["id"]):
+        lines += ["Traps (rows) by model: ✗ fell in (a case of it failed), ✓ avoided, · not reached.", "", traps, ""]
     failures = tables.failed_cases(summary, challenge["id"])
+    # One line per model whose folder holds no code, never a failure per case.
+    no_code = tables.no_code_lines(summary, challenge["id"])
+    lines += [f"- **{escape(model)}** ∅ {escape(_shorten(why))}" for model, why in no_code] + ([""] if no_code else [])
     if not failures:
-        return lines + ["Every case passed for every model.", ""]
+        if len(tables.breakdown(summary, challenge["id"])[1]) == len(no_code):  # no model with code to speak of
+            return lines
+        return lines + [f"Every case passed for every model{' with code' if no_code else ''}.", ""]
     lines += [
-        "Failed cases (the trap each case guards against, the outcome, and the worst error against its bound):",
+        "Failed cases (the trap each case guards against, the outcome, whether the task states the property or the"
+        " grader added it, and the worst error against its bound):",
         "",
     ]
     shown: dict[str, int] = {}
@@ -108,6 +118,7 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
             continue
         lines.append(
             f"- **{escape(model)}** `{failure['case']}` ({escape(failure['guards'])}): {failure['outcome']}"
+            f" [{tables.origin_tag(failure)}]"
             f" — {escape(_shorten(failure['message']))}"
         )
     for model, count in shown.items():
@@ -115,6 +126,22 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
             lines.append(f"- **{escape(model)}**: {count - MAX_FAILURES_LISTED} more failed cases in results.json")
     lines.append("")
     return lines
+
+
+def _no_code_legend(summary: dict[str, Any]) -> str:
+    """The grade matrix's words for ``∅ no code``, when the run has one."""
+    counts_as = tables.no_code_counts_as(summary)
+    if counts_as is None:
+        return ""
+    how = "0 points, an F in the ranking" if counts_as == "F" else "counted as not attempted"
+    return f"; `{tables.NO_CODE_SYMBOL}`: the folder holds no source file for the challenge's language ({how})"
+
+
+def _no_code_head_to_head(summary: dict[str, Any]) -> str:
+    counts_as = tables.no_code_counts_as(summary)
+    if counts_as is None:
+        return ""
+    return f" {tables.NO_CODE_SYMBOL} counts as " + ("an F." if counts_as == "F" else "not attempted: it is left out.")
 
 
 def _shorten(text: str) -> str:

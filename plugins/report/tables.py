@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugins.grade.rubric import BUILT_ONLY
+from plugins.grade.rubric import BUILT_ONLY, NO_CODE
+from plugins.report import speed
 from reference.contract import CATEGORIES
 
 NOT_ATTEMPTED = "—"
 NOT_RUN = "not run"
+NO_CODE_SYMBOL = f"∅ {NO_CODE}"  # the folder holds no source file of the challenge's language: nothing ran
 INCOMPLETE = "incomplete"  # follows a letter whose selected cases did not all run
 
 
@@ -52,10 +54,7 @@ def grade_matrix(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for c in columns:
             grade = model["challenges"].get(c["id"])
             if grade:
-                shown = (
-                    grade["letter"] if grade["letter"] == BUILT_ONLY else f"{grade['letter']} ({grade['points']:.1f})"
-                )
-                cells.append(_mark(shown, grade.get("complete", True)))
+                cells.append(_mark(shown_grade(grade), grade.get("complete", True)))
             else:
                 cells.append(NOT_RUN if (row["model"], c["id"]) in pending else NOT_ATTEMPTED)
         rows.append(cells)
@@ -65,19 +64,52 @@ def grade_matrix(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def shown_grade(grade: dict[str, Any]) -> str:
+    """A grade cell: ``letter (points)``, or a status without points (``built``, ``∅ no code``)."""
+    if grade["letter"] == NO_CODE:
+        return NO_CODE_SYMBOL
+    return grade["letter"] if grade["letter"] == BUILT_ONLY else f"{grade['letter']} ({grade['points']:.1f})"
+
+
 def ranking(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """A model that is not ranked (nothing gradable here) shows a dash for its rank."""
     headers = ["rank", "model", "overall", "mean grade points", "coverage"]
     rows = [
         [
-            row["rank"],
+            NOT_ATTEMPTED if row["rank"] is None else row["rank"],
             row["model"],
             _mark(summary["models"][row["model"]]["overall"], summary["models"][row["model"]].get("complete", True)),
             _points(row["mean_grade_points"]),
-            row["coverage"],
+            row["coverage"] + _no_code_coverage(row),
         ]
         for row in summary["ranking"]
     ]
     return headers, rows
+
+
+def _no_code_coverage(row: dict[str, Any]) -> str:
+    """``(1 ∅ no code, as F)`` or ``(+1 ∅ no code, not counted)`` after the coverage, as the rubric counts it."""
+    count = row.get("no_code", 0)
+    if not count:
+        return ""
+    if row.get("no_code_counts_as") == "not attempted":
+        return f" (+{count} {NO_CODE_SYMBOL}, not counted)"
+    return f" ({count} {NO_CODE_SYMBOL}, as F)"
+
+
+def no_code_counts_as(summary: dict[str, Any]) -> str | None:
+    """How this run's rubric counted folders without code ("F" or "not attempted"); None when there were none."""
+    return next((row.get("no_code_counts_as") for row in summary["ranking"] if row.get("no_code")), None)
+
+
+def no_code_lines(summary: dict[str, Any], challenge: str) -> list[tuple[str, str]]:
+    """(model, what its folder holds) for each model with no code for ``challenge``, in ranking order."""
+    out = []
+    for row in summary["ranking"]:
+        grade = summary["models"][row["model"]]["challenges"].get(challenge)
+        if grade and grade["letter"] == NO_CODE:
+            out.append((row["model"], grade.get("no_code") or "no code submitted"))
+    return out
 
 
 def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[list[str]]]:
@@ -89,13 +121,18 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
         grade = summary["models"][row["model"]]["challenges"].get(challenge)
         if grade is None:
             continue
-        cells = [row["model"], _mark(grade["letter"], grade.get("complete", True)), f"{grade['points']:.1f}"]
+        no_code = grade["letter"] == NO_CODE  # nothing ran: no category figures; points where the rubric counts them
+        points = "—" if no_code and row.get("no_code_counts_as") == "not attempted" else f"{grade['points']:.1f}"
+        letter = NO_CODE_SYMBOL if no_code else grade["letter"]
+        cells = [row["model"], _mark(letter, grade.get("complete", True)), points]
         for name in CATEGORIES:
             cat = grade["categories"].get(name)
-            if cat is None:
+            if no_code:
+                cells.append("—")
+            elif cat is None:
                 cells.append("not run")
             elif name == "speed" and grade["speed_ratio"] is not None:
-                cells.append(f"{grade['speed_ratio']:.2f}x ref")
+                cells.append(speed.ratio_words(grade["speed_ratio"], "ref"))  # the slowest speed case, in words
             else:
                 cells.append(f"{cat['passed']}/{cat['cases']}")
         cells += [grade["loaded"], "; ".join(grade["notes"])]
@@ -109,6 +146,16 @@ def head_to_head(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     table = summary["head_to_head"]
     rows = [[a, *(NOT_ATTEMPTED if a == b else "-".join(map(str, table[a][b])) for b in models)] for a in models]
     return ["W-L-T", *models], rows
+
+
+# The tag shown beside a failed case: is the property the task's, or one the grader added (robustness points only)?
+ORIGIN_TAGS = {"task": "task", "added": "added: robustness only"}
+
+
+def origin_tag(failure: dict[str, Any]) -> str:
+    """The origin tag of a failed case or record (one written before origins existed is the task's)."""
+    origin = failure.get("origin", "task")
+    return ORIGIN_TAGS.get(origin, origin)
 
 
 def failed_cases(summary: dict[str, Any], challenge: str) -> list[tuple[str, dict[str, Any]]]:

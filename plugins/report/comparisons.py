@@ -1,0 +1,52 @@
+"""Pytest side of ``--baseline`` and ``--judge-grades``: sections of ``grades.md`` and lines after the grade matrix.
+
+Both files are read and checked when the run starts (``plugins/config.py``); here, once the summary exists, they are
+compared with it (:mod:`plugins.report.compare_runs`, :mod:`plugins.report.judge_grades`) through the
+``pytest_grader_report_sections`` hook, and the same comparison is printed in the terminal summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from plugins.config import COMPARISON_INPUTS_KEY, grader_config
+from plugins.grade.plugin import SUMMARY_KEY
+from plugins.grade.rubric import load_rubric
+from plugins.report import compare_runs, inert, judge_grades
+
+TERMINAL_KEY = pytest.StashKey[list[tuple[str, list[str]]]]()
+BASELINE_TITLE = "Against the baseline"
+JUDGE_TITLE = "Judge against execution"
+
+
+def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config) -> list[tuple[str, str]] | None:
+    inputs = config.stash.get(COMPARISON_INPUTS_KEY, {})
+    sections, terminal = [], []
+    if "baseline" in inputs:
+        label, baseline = inputs["baseline"]
+        comparison = compare_runs.compare(baseline, summary, label)
+        sections.append((BASELINE_TITLE, compare_runs.markdown_section(comparison)))
+        terminal.append(("kernelgrade: against the baseline", compare_runs.terminal_lines(comparison)))
+    if "judge" in inputs:
+        label, rows = inputs["judge"]
+        result = judge_grades.disagreements(summary, rows, load_rubric(grader_config(config).rubric))
+        sections.append((JUDGE_TITLE, judge_grades.markdown_section(result, label)))
+        terminal.append(("kernelgrade: judge against execution", judge_grades.terminal_lines(result, label)))
+    config.stash[TERMINAL_KEY] = terminal
+    return sections or None
+
+
+# tryfirst wrapper registered after plugins.report.plugin (conftest.py's list): the outermost one, so these lines come
+# after the grade matrix, which that plugin prints in its own tryfirst wrapper. A self-test checks the order.
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> Iterator[None]:
+    yield
+    if config.stash.get(SUMMARY_KEY, None) is None:
+        return
+    for title, lines in config.stash.get(TERMINAL_KEY, []):
+        terminalreporter.write_sep("-", title)
+        for line in lines:
+            terminalreporter.write_line(inert.terminal(line))

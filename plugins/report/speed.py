@@ -1,0 +1,104 @@
+"""Speed in words, and each model's time against the fastest peer (``speed_section.py`` adds it to ``grades.md``).
+
+A speed case's record message says what its figures mean ("3.1× slower than the reference, spread 2%": the ratio of
+the submission's median time to the grader's fast implementation's, and the spread of the submission's timed trials
+as a share of its median). The section adds, per speed case, each model's median time relative to the fastest model
+that passed it, so a ranking never rests on the reference alone. Timings are never pass/fail; these are words only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tabulate import tabulate
+
+from plugins.report import inert
+
+SAME_WITHIN = 1.05  # ratios closer to 1 than this read "as fast as": 5% is under a loaded machine's noise
+
+
+def ratio_words(ratio: float, against: str = "the reference") -> str:
+    """``3.1× slower than the reference``, ``1.3× faster than ...``, or ``as fast as ...`` within 5%."""
+    if ratio >= SAME_WITHIN:
+        return f"{ratio:.1f}× slower than {against}"
+    if ratio <= 1 / SAME_WITHIN:
+        return f"{1 / ratio:.1f}× faster than {against}"
+    return f"as fast as {against}"
+
+
+def speed_words(speed: dict[str, Any]) -> str:
+    """The sentence of a timed case: ratio in words, the spread of the trials, the two medians."""
+    median, spread = float(speed["median_s"]), float(speed.get("spread_s") or 0.0)
+    share = 100.0 * spread / median if median > 0 else 0.0
+    repeats = speed.get("repeats")
+    trials = f", {repeats} trials" if repeats else ""
+    return (
+        f"{ratio_words(float(speed['ratio']))}, spread {share:.0f}% "
+        f"(median {_seconds(median)} against the reference's {_seconds(float(speed['baseline_median_s']))}{trials})"
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s" if value >= 1 else f"{value * 1e3:.1f} ms"
+
+
+def peer_rows(summary: dict[str, Any]) -> dict[tuple[str, str], list[list[str]]]:
+    """Per (challenge, speed case) that at least one model passed with a timing: one row per model that ran it.
+
+    Columns: model, median, against the reference (words), against the fastest peer (``1.00×`` is the fastest).
+    A model whose speed case did not pass has no time: its outcome stands in the time columns."""
+    cases: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in summary.get("cases", []):
+        if record.get("category") == "speed" and record.get("outcome") != "skipped":
+            cases.setdefault((record["challenge"], record["case"]), []).append(record)
+    tables: dict[tuple[str, str], list[list[str]]] = {}
+    for key, records in sorted(cases.items()):
+        timed = [r for r in records if _timed(r)]
+        if not timed:
+            continue
+        fastest = min(float(r["speed"]["median_s"]) for r in timed)
+        rows = []
+        for record in sorted(records, key=lambda r: (not _timed(r), _median(r), r["model"])):
+            if _timed(record):
+                median = float(record["speed"]["median_s"])
+                rows.append(
+                    [
+                        record["model"],
+                        _seconds(median),
+                        ratio_words(float(record["speed"]["ratio"])),
+                        "1.00× (fastest)" if median == fastest else f"{median / fastest:.2f}×",
+                    ]
+                )
+            else:
+                rows.append([record["model"], record.get("outcome", ""), "no time (not passed)", ""])
+        tables[key] = rows
+    return tables
+
+
+def _timed(record: dict[str, Any]) -> bool:
+    speed = record.get("speed")
+    return record.get("outcome") == "passed" and isinstance(speed, dict) and bool(speed.get("median_s"))
+
+
+def _median(record: dict[str, Any]) -> float:
+    return float(record["speed"]["median_s"]) if _timed(record) else float("inf")
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The section body: one table per speed case, or an empty string when no speed case was timed."""
+    parts = []
+    for (challenge, case), rows in peer_rows(summary).items():
+        body = tabulate(
+            [[inert.markdown(cell) for cell in row] for row in rows],
+            headers=["model", "median", "against the reference", "against the fastest peer"],
+            tablefmt="pipe",
+            disable_numparse=True,
+        )
+        parts += [f"`{challenge}` / `{case}`:", "", body, ""]
+    if not parts:
+        return ""
+    intro = (
+        "Median time of the timed requests (each on fresh inputs), against the grader's fast implementation and "
+        "against the fastest model that passed the same case in this run. Speed credit uses the reference ratio."
+    )
+    return "\n".join([intro, "", *parts]).rstrip()
