@@ -29,6 +29,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from plugins.report import tables
 from plugins.report.markdown import _table, escape
 
 SCHEMA_VERSION = 1  # the results.json layout this module reads (plugins/grade/plugin.py writes it)
@@ -121,9 +122,7 @@ def grade_deltas(baseline: dict[str, Any], summary: dict[str, Any]) -> tuple[lis
 def _shown(grade: dict[str, Any] | None) -> str:
     if grade is None:
         return UNGRADED
-    if grade["letter"] == "built":  # a CUDA build with no GPU: no points to show (plugins/grade/rubric.BUILT_ONLY)
-        return "built"
-    return f"{grade['letter']} ({grade['points']:.1f})"
+    return tables.shown_grade(grade)  # statuses without points (built, no code) as in every other table
 
 
 # --- cases ------------------------------------------------------------------------------------------------------------
