@@ -8,6 +8,7 @@ and a restarted worker gets a free GPU back instead of double-booking one.
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from plugins.discover import shard
 
 CONFIG_KEY = pytest.StashKey["GraderConfig"]()
 GPU_POOL_KEY = pytest.StashKey[dict[str, int]]()
@@ -43,6 +46,7 @@ class GraderConfig:
     speed_repeats: int
     speed_warmup: int
     train_data: Path | None = None  # --train-data: the ternary challenge trains on this file instead of its corpus
+    shard: tuple[int, int] | None = None  # --shard=I/N (I counts from 1): grade only this share of the pairs
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -107,6 +111,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the grader's synthetic corpus",
     )
     group.addoption(
+        "--shard",
+        metavar="I/N",
+        help="grade shard I of N (counting from 1: 1/3, 2/3, 3/3), a fixed share of the (submission, challenge) "
+        "pairs; give every shard the same --seed and join them with python -m plugins.report.merge",
+    )
+    group.addoption(
         "--baseline",
         metavar="PATH",
         help="a results.json of an earlier run: reports add grade deltas, newly failing and passing cases, and speed "
@@ -126,10 +136,12 @@ def pytest_configure(config: pytest.Config) -> None:
     root = config.rootpath
     option = config.option
     checked = checked_options(config)
+    if checked["shard"] is not None and checked["seed"] is None:  # shards of one roster must draw the same inputs
+        raise _usage_error(config, f"--shard={option.shard}: needs --seed N, the same N for every shard")
     device = worker["kernelgrade_device"] if worker else _resolve_device(option.device)
     fresh_seed = checked["seed"] if checked["seed"] is not None else random.randrange(2**31)
     seed = worker["kernelgrade_seed"] if worker else fresh_seed
-    gpu = worker.get("kernelgrade_gpu") if worker else ("0" if device == "cuda" else None)
+    gpu = worker.get("kernelgrade_gpu") if worker else (visible_gpus()[0] if device == "cuda" else None)
     config.stash[CONFIG_KEY] = GraderConfig(
         repo=root,
         submissions_dir=Path(option.submissions_dir or root / "submissions").expanduser().resolve(),
@@ -146,9 +158,10 @@ def pytest_configure(config: pytest.Config) -> None:
         speed_repeats=checked["speed_repeats"],
         speed_warmup=1,
         train_data=Path(option.train_data).expanduser().resolve() if option.train_data else None,
+        shard=checked["shard"],
     )
     if device == "cuda" and not worker:
-        config.stash[GPU_POOL_KEY] = {str(i): 0 for i in range(gpu_count())}
+        config.stash[GPU_POOL_KEY] = {gpu: 0 for gpu in visible_gpus()}
     if not worker:
         config.stash[COMPARISON_INPUTS_KEY] = checked_comparison_inputs(config)
 
@@ -160,6 +173,7 @@ _NUMBERS: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool], str]] = {
     "seed": (int, lambda v: v >= 0, "a whole number >= 0"),
     "speed_repeats": (int, lambda v: v >= 1, "a whole number >= 1"),
     "gpu_memory_fraction": (float, lambda v: math.isfinite(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "shard": (shard.parse, shard.in_range, shard.WORDS),
 }
 
 
@@ -230,6 +244,15 @@ def gpu_count() -> int:
     return sum(line.startswith("GPU ") for line in listing.splitlines())
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this run may hand out: those in the grader's own ``CUDA_VISIBLE_DEVICES`` when it is set (a scheduler's
+    allocation, say ``2,3``; set but empty, none), else every GPU nvidia-smi lists."""
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:  # set but empty hides every GPU, as it does for CUDA itself
+        return [g.strip() for g in given.split(",") if g.strip()]
+    return [str(i) for i in range(gpu_count())]
+
+
 def run_quietly(command: list[str]) -> str:
     """A command's stdout, or "" if it is missing, fails or hangs (for optional facts such as the GPU's name)."""
     try:
@@ -241,15 +264,19 @@ def run_quietly(command: list[str]) -> str:
 
 def _resolve_device(choice: str) -> str:
     if choice == "auto":
-        return "cuda" if gpu_count() else "cpu"
-    if choice == "cuda" and not gpu_count():
-        raise pytest.UsageError("--device cuda: no GPU is visible (nvidia-smi -L lists none)")
+        return "cuda" if visible_gpus() else "cpu"
+    if choice == "cuda" and not visible_gpus():
+        raise pytest.UsageError(
+            "--device cuda: no GPU is visible (nvidia-smi -L lists none, or CUDA_VISIBLE_DEVICES hides them)"
+        )
     return choice
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist controller: the same seed for every worker, and the least-used GPU."""
+    """xdist controller: the same seed for every worker, and a GPU: the least-used one, which deals GPUs round-robin
+    in worker order (gw0 the first, gw1 the second, ...) and gives a replacement worker the GPU its predecessor
+    freed."""
     config = node.config
     node.workerinput["kernelgrade_seed"] = grader_config(config).seed
     node.workerinput["kernelgrade_device"] = grader_config(config).device

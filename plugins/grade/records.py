@@ -56,6 +56,10 @@ class CaseRecord:
     # "task" (the task states the property) or "added" (ours; only ever a robustness case): see reference.contract.
     # Last and defaulted, so records written before the field existed still load.
     origin: str = "task"
+    # Where and how long, from the grader's side (issue 9): the xdist worker and GPU that ran the case, and the case's
+    # wall time split into the grader's own reference work ("truth_s") and the rest ("case_s" in all).
+    ran_on: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:

@@ -11,7 +11,11 @@ submission into it (``runspace.py``); xdist workers attach to it. Every measurem
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import statistics
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -26,9 +30,10 @@ from plugins.config import GraderConfig, grader_config
 from plugins.discover.plugin import SUBMISSIONS_KEY
 from plugins.discover.submissions import Submission
 from plugins.grade import records as r
-from plugins.isolate import cuda_cases, runspace, sandbox_report
+from plugins.isolate import cuda_cases, runspace, sandbox_report, schedule
 from plugins.isolate.measure import time_floor
 from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
+from plugins.isolate.truths import TruthStore
 from reference.challenges import reference_module
 from reference.contract import Case, Expected
 
@@ -38,6 +43,10 @@ pytest_grader_report_sections = cuda_cases.pytest_grader_report_sections
 
 
 RUN_SPACE_KEY = pytest.StashKey[runspace.RunSpace]()
+# Inputs and truths kept in a worker's memory: two challenges' worth (at most 19 cases each, plus a speed case's
+# trials).
+# Older ones are read back from the run's shared store when needed; keeping all held gigabytes per worker.
+KEEP_TRUTHS = 48
 WARMUP_TRIAL = 1_000_000  # the rng stream of a speed case's untimed warm-up call (timed trials are 0, 1, ...)
 
 
@@ -90,23 +99,38 @@ class CaseRunner:
     def __init__(self, cfg: GraderConfig, pool: SandboxPool):
         self.cfg, self.pool = cfg, pool
         self._truths: dict[tuple[str, str, int], tuple[dict[str, np.ndarray], Expected]] = {}
+        self.shared_truths = TruthStore(pool.space.root / "truths")  # computed once per run, whichever worker is first
+        self.truth_seconds = 0.0  # this process's own reference work (drawing inputs, float64 truths), for the records
+        self.wait_seconds = 0.0  # time spent waiting for a speed slot or for the speed phase, for the records
 
     def truth(self, reference: ModuleType, case: Case, trial: int = 0) -> tuple[dict[str, np.ndarray], Expected]:
         """Inputs and truth of a case; ``trial`` > 0 draws the fresh inputs of a speed case's later timed trials."""
         key = (reference.CHALLENGE.id, case.id, trial)
-        if key not in self._truths:
+        found = self._truths.pop(key, None)
+        if found is None:
+            start = time.perf_counter()
             inputs = self.draw(reference, case, trial)
-            self._truths[key] = (inputs, reference.expected(case, inputs))
-        return self._truths[key]
+            found = (inputs, self.shared_truths.get(key, lambda: reference.expected(case, inputs)))
+            self.truth_seconds += time.perf_counter() - start
+        self._truths[key] = found  # most recently used last; the oldest go (the shared store still has them)
+        while len(self._truths) > KEEP_TRUTHS:
+            self._truths.pop(next(iter(self._truths)))
+        return found
 
     def draw(self, reference: ModuleType, case: Case, trial: int = 0) -> dict[str, np.ndarray]:
         # The seed mixes the run's seed with the case: fresh inputs per run, identical for every model in it.
         stream = [self.cfg.seed, zlib.crc32(f"{reference.CHALLENGE.id}/{case.id}".encode())]
         return reference.make_inputs(case, np.random.default_rng(stream + ([trial] if trial else [])))
 
-    def speed_lock(self) -> Any:
-        """One timed case at a time in this run, across xdist workers (a lock no submission can reach)."""
-        return self.pool.space.speed_lock()
+    @contextlib.contextmanager
+    def speed_lock(self) -> Iterator[None]:
+        """A speed slot of the run, across xdist workers (a lock no submission can reach): one per GPU on GPU runs,
+        ``schedule.cpu_speed_slots()`` on CPU runs. The wait for it is the grader's time, kept apart in the record."""
+        start = time.perf_counter()
+        gpu = (self.cfg.gpu or "") if self.cfg.device == "cuda" else ""
+        with self.pool.space.speed_lock(gpu, schedule.cpu_speed_slots()):
+            self.wait_seconds += time.perf_counter() - start
+            yield
 
     def run(self, submission: Submission, case: Case) -> r.CaseRecord:
         reference = reference_module(submission.challenge)
@@ -133,6 +157,8 @@ class CaseRunner:
         params = dict(case.params)
         mine: list[Outcome] = []
         theirs: list[Outcome] = []
+        for trial in range(self.cfg.speed_repeats):  # the trials' truths first: no slot is held while they compute
+            self.truth(reference, case, trial)
         with self.speed_lock():
             for _ in range(self.cfg.speed_warmup):  # untimed: imports, caches and first-call costs of both
                 warm = self.draw(reference, case, WARMUP_TRIAL)
@@ -206,8 +232,20 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
         reason = None if submission.no_code else cuda_cases.skip_reason(submission, case, case_runner.cfg)
         if reason:
             pytest.skip(reason)
+        start, truth_before, wait_before = time.perf_counter(), case_runner.truth_seconds, case_runner.wait_seconds
+        late = schedule.wait_for_speed_phase(request.config) if case.is_speed else ""
+        case_runner.wait_seconds += time.perf_counter() - start
         record = case_runner.run(submission, case)
         record.nodeid = request.node.nodeid
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        record.ran_on = {"host": socket.gethostname(), "worker": worker, "gpu": case_runner.cfg.gpu}
+        record.timing = {  # case_s is the whole case in its worker; truth_s and wait_s are parts of it
+            "case_s": round(time.perf_counter() - start, 6),
+            "truth_s": round(case_runner.truth_seconds - truth_before, 6),
+            "wait_s": round(case_runner.wait_seconds - wait_before, 6),
+        }
+        if late:
+            record.ran_on["speed_phase"] = late
         # What the submission printed shows beside the test in pytest's output and in report.html (escaped there).
         for stream in ("stdout", "stderr"):
             if getattr(record, stream):

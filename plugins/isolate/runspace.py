@@ -22,6 +22,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,14 +228,34 @@ class RunSpace:
         return path
 
     @contextlib.contextmanager
-    def speed_lock(self) -> Iterator[None]:
-        """One speed case at a time in this run (xdist workers share it); no sandbox child can see the file."""
-        with open(self.root / "speed.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def speed_lock(self, device: str = "", slots: int = 1) -> Iterator[None]:
+        """A speed slot of this run, shared by its xdist workers; no sandbox child can see the files. A GPU (``device``
+        its id) has one slot: one timed case per GPU at a time. The CPUs have ``slots``, taken in the speed phase, when
+        no correctness work runs beside them (see ``schedule.py``), each timed case a single-threaded pair of
+        processes: a host with many cores times several cases at once without one slowing another."""
+        names = [f"speed-gpu{device}.lock"] if device else [f"speed-cpu{i}.lock" for i in range(max(1, slots))]
+        handles = [open(self.root / name, "a") for name in names]  # noqa: SIM115 (closed in the finally below)
+        held = None
+        try:
+            if len(handles) == 1:
+                fcntl.flock(handles[0], fcntl.LOCK_EX)
+                held = handles[0]
+            while held is None:
+                for handle in handles:
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue
+                    held = handle
+                    break
+                else:
+                    time.sleep(0.02)
+            yield
+        finally:
+            if held is not None:
+                fcntl.flock(held, fcntl.LOCK_UN)
+            for handle in handles:
+                handle.close()
 
     def cgroup_parent(self, level: containment.Containment) -> Path | None:
         """The run's cgroup, under which each sandbox makes its own (None where cgroups are not writable)."""

@@ -343,16 +343,23 @@ def _secret(name: str) -> bool:
 
 
 class SandboxPool:
-    """One sandbox per program for the lifetime of a pytest process (a worker under xdist)."""
+    """A sandbox per program in a pytest process (a worker under xdist), the ``keep`` most recently used kept alive.
 
-    def __init__(self, limits: Limits, repo: Path, space: runspace.RunSpace | None = None):
-        self.limits, self.repo, self.space = limits, repo, space
+    A worker grades one submission after another (``schedule.py`` hands out submissions whole), so an idle child is
+    rarely needed again; keeping every one alive held a Python process (often with torch imported) per submission and
+    worker until the run's end. A child closed here starts again on its next request, as after a crash."""
+
+    def __init__(self, limits: Limits, repo: Path, space: runspace.RunSpace | None = None, keep: int = 4):
+        self.limits, self.repo, self.space, self.keep = limits, repo, space, keep
         self._sandboxes: dict[Program, Sandbox] = {}
 
     def get(self, program: Program) -> Sandbox:
-        if program not in self._sandboxes:
-            self._sandboxes[program] = Sandbox(program, self.limits, self.repo, self.space)
-        return self._sandboxes[program]
+        sandbox = self._sandboxes.pop(program, None) or Sandbox(program, self.limits, self.repo, self.space)
+        self._sandboxes[program] = sandbox  # most recently used last
+        while len(self._sandboxes) > self.keep:
+            oldest = next(iter(self._sandboxes))
+            self._sandboxes.pop(oldest).close()
+        return sandbox
 
     def close(self) -> None:
         for sandbox in self._sandboxes.values():

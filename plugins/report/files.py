@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from plugins.report import badges, markdown
+from plugins.report import badges as badge_files
+from plugins.report import markdown
 from plugins.report.journal import json_safe
 
 
@@ -30,15 +31,17 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def write_reports(
-    summary: dict[str, Any], folder: Path, sections: list[tuple[str, str]]
+    summary: dict[str, Any], folder: Path, sections: list[tuple[str, str]], badges: bool = True
 ) -> tuple[list[Path], list[str]]:
-    """The report files of ``summary`` in ``folder``; returns (paths written, warnings)."""
+    """The report files of ``summary`` in ``folder`` (badges only if ``badges``); returns (paths written, warnings)."""
     written = [folder / "grades.md", folder / "results.json"]
     atomic_write(written[0], markdown.render(summary, sections) + "\n")
     atomic_write(written[1], json.dumps(json_safe(summary), indent=1, allow_nan=False) + "\n")
-    warnings = []
+    warnings: list[str] = []
+    if not badges:  # a recovered run's letters are not ones to show as badges
+        return written, warnings
     try:
-        written += badges.write_badges(summary, folder / "badges")
+        written += badge_files.write_badges(summary, folder / "badges")
     except OSError as exc:
         warnings.append(f"badges not written: {exc}")
     return written, warnings

@@ -2,26 +2,43 @@
 
     python -m plugins.report.recover REPORTS_DIR
 
-Writes ``grades.md``, ``results.json`` (``"status": "incomplete"``) and a plain ``report.html`` in ``REPORTS_DIR`` from
-every case the run recorded, graded with the rubric file it named (the default scoring: a ``pytest_grader_*`` plugin of
-the original run is not loaded here, which the report says). Badges are not written: a letter of an unfinished run is
-not one to show. A grading run that finds a killed run's folder does this itself before it moves the folder aside.
+Writes ``grades.md``, ``results.json`` (``"status": "incomplete"``), the pictures and a self-contained ``report.html``
+in ``REPORTS_DIR`` from every case the run recorded, graded with the rubric file it named (the default scoring: a
+``pytest_grader_*`` plugin of the original run is not loaded here, which the report says). Badges are not written: a
+letter of an unfinished run is not one to show. A grading run that finds a killed run's folder does this itself
+before it moves the folder aside. The offline pieces here (:func:`offline_summary`, :func:`write_offline`) also join
+the shards of a sharded run (:mod:`plugins.report.merge`).
 Exit status: 0 when reports were written, 1 when there was nothing to recover, 2 on a usage error.
 """
 
 from __future__ import annotations
 
-import json
+import importlib
 import sys
+from collections.abc import Sequence
+from html import escape
 from pathlib import Path
+from typing import Any
 
 from plugins.grade import rubric as rubric_module
 from plugins.grade import summary as summary_module
-from plugins.report import lifecycle, markdown
-from plugins.report.files import atomic_write
-from plugins.report.journal import FILE_NAME, json_safe, replay
+from plugins.grade.records import CaseRecord
+from plugins.report import files, inert, lifecycle, pictures
+from plugins.report.journal import FILE_NAME, replay
+from plugins.report.tables import origin_tag
 
 OFFLINE_NOTE = "recovered offline from cases.jsonl: scored with the rubric file and the default scoring hooks"
+# grades.md sections computed from the summary alone, in the order a run adds them (pluggy calls the plugins of
+# conftest.py's list last-registered first); those that need the live run (the sandbox's copy notes, --baseline,
+# --judge-grades) and a pytest_grader_* plugin's are not rebuilt offline.
+OFFLINE_SECTIONS = (
+    "plugins.ternary",
+    "plugins.report.interface",
+    "plugins.report.placement",
+    "plugins.report.speed_section",
+    "plugins.report.samples",
+    "plugins.isolate.cuda_cases",
+)
 
 
 def recover(folder: Path, reason: str = "the grading process did not finish") -> str:
@@ -34,43 +51,88 @@ def recover(folder: Path, reason: str = "the grading process did not finish") ->
         return ""
     header = journal.header
     records = list(journal.records.values())
-    rubric = _rubric(Path(header["options"].get("rubric", "")))
     measure_speed = bool(header["options"].get("measure_speed", True))
     ran = summary_module.selection_counts(records, summary_module.effective(journal.selection, measure_speed))
     known = journal.selection.known
     planned = f"{ran['selected'] - ran['skipped_by_choice']} selected" if known else "an unknown number of"
     detail = f"{ran['ran']} of {planned} cases ran ({reason}); grades cover only those and are marked incomplete"
-    summary = summary_module.summarise(
-        header | {"warnings": [*header.get("warnings", []), OFFLINE_NOTE]},
-        records,
-        journal.selection,
-        summary_module.INCOMPLETE,
-        detail,
-        rubric,
-    )
+    summary = offline_summary(header, records, journal.selection, summary_module.INCOMPLETE, detail, OFFLINE_NOTE)
     if journal.damaged_lines:
         summary["warnings"].append(f"{journal.damaged_lines} damaged line(s) of cases.jsonl were skipped")
-    atomic_write(folder / "grades.md", markdown.render(summary, []) + "\n")
-    atomic_write(folder / "results.json", json.dumps(json_safe(summary), indent=1, allow_nan=False) + "\n")
-    atomic_write(folder / "report.html", _page(summary))
+    write_offline(folder, summary, "kernelgrade report (incomplete)", badges=False)
     return f"recovered {len(records)} cases of a run that did not finish into {folder} (marked incomplete)"
 
 
-def _rubric(path: Path) -> rubric_module.Rubric:
+def offline_summary(
+    header: dict[str, Any],
+    records: list[CaseRecord],
+    selection: summary_module.Selection,
+    status: str,
+    detail: str,
+    note: str,
+) -> dict[str, Any]:
+    """The summary of journalled cases, outside pytest: the rubric file the header names and the default scoring
+    (``note``, a warning of the reports, says so)."""
+    rubric = rubric_of(header)
+    with_note = header | {"warnings": [*header.get("warnings", []), note]}
+    return summary_module.summarise(with_note, records, selection, status, detail, rubric)
+
+
+def rubric_of(header: dict[str, Any]) -> rubric_module.Rubric:
+    """The rubric file the run named, or the grader's own when that file cannot be read here."""
     default = Path(__file__).resolve().parent.parent / "grade" / "rubric.toml"
     try:
-        return rubric_module.load_rubric(path)
+        return rubric_module.load_rubric(Path(header["options"].get("rubric", "")))
     except (OSError, ValueError, KeyError, TypeError):
         return rubric_module.load_rubric(default)
 
 
-def _page(summary: dict) -> str:
+def offline_sections(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The :data:`OFFLINE_SECTIONS` of ``summary``, as ``(title, body)`` pairs."""
+    sections = []
+    for name in OFFLINE_SECTIONS:
+        hook = importlib.import_module(name).pytest_grader_report_sections
+        sections += hook(summary=summary, config=None) or []
+    return sections
+
+
+def write_offline(
+    folder: Path, summary: dict[str, Any], title: str, badges: bool, extra: Sequence[tuple[str, str]] = ()
+) -> list[str]:
+    """grades.md (with the offline sections and ``extra``), results.json, pictures, a self-contained report.html and,
+    if ``badges``, the badges; returns the warnings of files that could not be written."""
+    sections = [*offline_sections(summary), *extra]
+    _, warnings = files.write_reports(summary, folder, sections, badges=badges)
+    for name, text in pictures.picture_files(summary).items():
+        files.atomic_write(folder / name, text)
+    files.atomic_write(folder / "report.html", page(summary, title))
+    return warnings
+
+
+def page(summary: dict[str, Any], title: str) -> str:
+    """A self-contained report.html: the summary block every report has, then a row per case."""
     from plugins.report.html import summary_html  # imports pytest; only needed when a page is written
 
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>kernelgrade report (incomplete)</title></head>"
-        f"<body><h1>kernelgrade report (incomplete)</h1>{summary_html(summary)}</body></html>\n"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head>"
+        f"<body><h1>{escape(title)}</h1>{summary_html(summary)}<h2>Cases</h2>{_cases_table(summary)}</body></html>\n"
     )
+
+
+def _cases_table(summary: dict[str, Any]) -> str:
+    """The columns pytest-html's table adds in a run (model, case, outcome, error / bound, time), one row per case."""
+    from plugins.report.html import COLUMNS, SHOWN_UNTAGGED
+
+    rows = []
+    for data in summary["cases"]:
+        record = CaseRecord.from_dict(data)
+        outcome = record.outcome if record.outcome in SHOWN_UNTAGGED else f"{record.outcome} [{origin_tag(data)}]"
+        ratio, seconds = record.worst_ratio, record.seconds
+        cells = [record.model, record.case, outcome, "" if ratio is None else f"{ratio:.3g}"]
+        cells.append("" if seconds is None else f"{seconds * 1000:.1f}")
+        rows.append("<tr>" + "".join(f"<td>{inert.html(c)}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    return f"<table id='kg-cases'><tr>{head}</tr>{''.join(rows)}</table>"
 
 
 def main(argv: list[str]) -> int:

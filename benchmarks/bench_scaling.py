@@ -1,0 +1,309 @@
+"""How the grading run scales: with xdist workers on one host, with the number of models, and what the grader itself
+costs against the submissions' time.
+
+    python benchmarks/bench_scaling.py                          # every figure, sizes fitted to this machine
+    python benchmarks/bench_scaling.py --workers 1,2,4,8,16 --copies 8 --growth 1,2,4,8,16 --speed-runs
+    python benchmarks/bench_scaling.py --workers 1,2 --growth 1,2 --out figures.json
+
+The roster is ``--copies`` copies of the demo roster's correct model (``demo-tiled``, every challenge) plus one of each
+buggy demo, written to a temporary submissions folder, so every challenge is present and failures cost what they cost.
+Each run is ``python -m pytest -n N --seed S --no-speed`` on it (reports to a temporary folder); figures come from the
+wall clock and from the case records in results.json (``timing.case_s``: a case's wall time in its worker;
+``timing.truth_s``: the grader's own reference work inside it).
+
+Printed, never asserted (timings are not pass/fail tests):
+
+1. per worker count: wall time, parallel efficiency ``T(1) / (N * T(N))``, and the worst per-case slowdown against
+   ``-n 1`` (median of the cases too: a case's time under load over its time alone);
+2. ``--speed-runs``: the speed ratios (submission over reference) of a run with one worker, one with the most workers,
+   and a second run with the most workers: the median relative difference of ratios over the speed cases;
+3. per number of copies of the whole roster: wall time, time per model and its growth;
+4. the split of one run: collection (discovery and test collection), the grader's reference work, the submissions'
+   time (sandbox start, calls, judging) and report writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = "20261130"
+CORRECT = "demo-tiled"
+EXTRA: list[str] = []  # --pytest-args, added to every run (say -k to time a few challenges only)
+
+
+def build_roster(target: Path, copies: int, buggy: bool) -> int:
+    """``copies`` copies of the correct model, plus each other demo once when ``buggy``; returns the model count."""
+    source = REPO / "submissions"
+    for i in range(1, copies + 1):
+        shutil.copytree(source / CORRECT, target / f"{CORRECT}-copy{i}", symlinks=True)
+    models = copies
+    if buggy:
+        for model in sorted(p.name for p in source.iterdir() if p.is_dir() and p.name != CORRECT):
+            if model in {"demo-slow", "demo-prompt-only"}:
+                continue  # slow on purpose (its cost is its own) / nothing to run
+            shutil.copytree(source / model, target / model, symlinks=True)
+            models += 1
+    return models
+
+
+def grade(submissions: Path, workers: int, speed: bool, extra: list[str] | None = None) -> dict[str, Any]:
+    """One grading run; its wall time and results.json."""
+    with tempfile.TemporaryDirectory() as reports:
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--seed={SEED}"]
+        command += [f"--submissions-dir={submissions}", f"--reports-dir={reports}", "-n", str(workers)]
+        command += ([] if speed else ["--no-speed"]) + (extra or []) + EXTRA
+        start = time.perf_counter()
+        with ResourceSampler() as resources:
+            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - start
+        try:
+            summary = json.loads((Path(reports) / "results.json").read_text())
+        except (OSError, ValueError):
+            print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
+            raise SystemExit(f"run with -n {workers} wrote no results.json (exit {done.returncode})") from None
+        report_s = report_writing_seconds(summary)
+    return {"wall_s": wall, "summary": summary, "exit": done.returncode, "report_s": report_s} | resources.figures()
+
+
+class ResourceSampler:
+    """The host's memory in use (peak) and load (mean of the 1-minute average) while a run goes, sampled each second."""
+
+    def __enter__(self) -> ResourceSampler:
+        self.samples: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _sample(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+                used = (int(info["MemTotal"].split()[0]) - int(info["MemAvailable"].split()[0])) / 2**20
+                self.samples.append((used, os.getloadavg()[0]))
+            except (OSError, KeyError, ValueError):
+                return
+
+    def figures(self) -> dict[str, float]:
+        if not self.samples:
+            return {"peak_mem_gib": float("nan"), "mean_load": float("nan")}
+        return {
+            "peak_mem_gib": max(s[0] for s in self.samples),
+            "mean_load": statistics.mean(s[1] for s in self.samples),
+        }
+
+
+def report_writing_seconds(summary: dict[str, Any]) -> float:
+    """Writing grades.md, results.json, badges and pictures again from the summary, timed (pytest-html's own page is
+    not included)."""
+    sys.path.insert(0, str(REPO))
+    from plugins.report import files, pictures
+
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        files.write_reports(summary, Path(folder), [])
+        for name, text in pictures.picture_files(summary).items():
+            files.atomic_write(Path(folder) / name, text)
+        return time.perf_counter() - start
+
+
+def collection_seconds(submissions: Path) -> float:
+    with tempfile.TemporaryDirectory() as reports:
+        command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
+        command += [f"--submissions-dir={submissions}", f"--reports-dir={reports}"]
+        start = time.perf_counter()
+        subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+        return time.perf_counter() - start
+
+
+def case_times(summary: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, float]]:
+    return {(c["model"], c["challenge"], c["case"]): c.get("timing") or {} for c in summary["cases"]}
+
+
+def own_time(timing: dict[str, float]) -> float:
+    """A case's time less the grader's own reference work and its waits (for a truth, a speed slot or the phase)."""
+    return timing.get("case_s", 0.0) - timing.get("truth_s", 0.0) - timing.get("wait_s", 0.0)
+
+
+def _timing_text(timing: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in timing.items())
+
+
+def speed_ratios(summary: dict[str, Any]) -> dict[tuple[str, str, str], float]:
+    out = {}
+    for c in summary["cases"]:
+        ratio = (c.get("speed") or {}).get("ratio")
+        if isinstance(ratio, (int, float)) and ratio > 0:
+            out[(c["model"], c["challenge"], c["case"])] = float(ratio)
+    return out
+
+
+def gpus_used(summary: dict[str, Any]) -> dict[str, int]:
+    used: dict[str, int] = {}
+    for c in summary["cases"]:
+        gpu = (c.get("ran_on") or {}).get("gpu")
+        used[str(gpu)] = used.get(str(gpu), 0) + 1
+    return used
+
+
+def scaling_table(submissions: Path, workers: list[int]) -> dict[str, Any]:
+    runs = {n: grade(submissions, n, speed=False) for n in workers}
+    base = runs[workers[0]]
+    alone = case_times(base["summary"])
+    print(f"\n1. workers (roster: {len(base['summary']['models'])} models, {len(alone)} cases, --no-speed)")
+    print(
+        "   slowdown: a case's own time (its wall time in the worker less the grader's reference work and waits) "
+        "over the same case's with the first worker count; cases under 50 ms there are left out (noise)"
+    )
+    print(
+        f"{'-n':>4} {'wall s':>8} {'efficiency':>10} {'median slowdown':>16} {'p95':>6} {'worst':>7} "
+        f"{'peak GiB':>9} {'load':>5}  worst case"
+    )
+    table = []
+    for n, run in runs.items():
+        efficiency = base["wall_s"] * workers[0] / (n * run["wall_s"])
+        slow = []
+        for key, timing in case_times(run["summary"]).items():
+            before = own_time(alone.get(key, {}))
+            if before > 0.05 and own_time(timing) > 0:
+                slow.append((own_time(timing) / before, "/".join(key), timing, alone[key]))
+        slow.sort(key=lambda s: s[0])
+        median = statistics.median(s[0] for s in slow) if slow else float("nan")
+        p95 = slow[int(0.95 * (len(slow) - 1))][0] if slow else float("nan")
+        worst = slow[-1] if slow else (float("nan"), "", {}, {})
+        print(
+            f"{n:>4} {run['wall_s']:>8.1f} {efficiency:>9.0%} {median:>15.2f}x {p95:>5.2f}x {worst[0]:>6.2f}x "
+            f"{run['peak_mem_gib']:>9.1f} {run['mean_load']:>5.1f}  {worst[1]}"
+        )
+        for ratio, name, mine, theirs in slow[-3:] if n != workers[0] else []:
+            print(f"{'':>6}{ratio:5.2f}x {name}: {_timing_text(mine)} (against {_timing_text(theirs)})")
+        table.append(
+            {
+                "workers": n,
+                "wall_s": run["wall_s"],
+                "efficiency": efficiency,
+                "median_slowdown": median,
+                "p95_slowdown": p95,
+                "worst_slowdown": worst[0],
+                "worst_case": worst[1],
+                "peak_mem_gib": run["peak_mem_gib"],
+                "mean_load": run["mean_load"],
+                "gpus": gpus_used(run["summary"]),
+            }
+        )
+    if any(len(row["gpus"]) > 1 for row in table):
+        print("cases per GPU:", {row["workers"]: row["gpus"] for row in table})
+    return {"scaling": table, "split": split(base, submissions)}
+
+
+def split(run: dict[str, Any], submissions: Path) -> dict[str, float]:
+    times = case_times(run["summary"])
+    truth = sum(t.get("truth_s", 0.0) for t in times.values())
+    cases = sum(t.get("case_s", 0.0) - t.get("wait_s", 0.0) for t in times.values())
+    collect = collection_seconds(submissions)
+    print("\n4. where the time of the first run went (seconds of work, summed over workers)")
+    print(f"   collection (discovery, test collection, start-up): {collect:8.1f}")
+    print(f"   grader's reference work (inputs, float64 truths):  {truth:8.1f}")
+    print(f"   submissions (sandbox start, calls, judging):       {cases - truth:8.1f}")
+    print(f"   report writing (grades.md, results.json, badges):  {run['report_s']:8.1f}")
+    share = (truth + collect + run["report_s"]) / max(cases + collect + run["report_s"], 1e-9)
+    print(f"   grader's own share: {share:.0%}", flush=True)
+    return {"collection_s": collect, "truth_s": truth, "submissions_s": cases - truth, "report_s": run["report_s"]}
+
+
+SPEED_PEERS = ("demo-slow",)  # flash forward speed at another ratio than the correct model's
+
+
+def speed_agreement(copies: int, low: int, high: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        build_roster(Path(folder), copies, buggy=False)
+        for model in SPEED_PEERS:
+            shutil.copytree(REPO / "submissions" / model, Path(folder) / model, symlinks=True)
+        runs = [grade(Path(folder), n, speed=True) for n in (low, high, high)]
+    ratios = [speed_ratios(r["summary"]) for r in runs]
+    print(f"\n2. speed ratios (submission / reference) over {len(ratios[0])} speed cases")
+    for (a, b), label in (((0, 1), f"-n {low} vs -n {high}"), ((1, 2), f"-n {high} vs -n {high} again")):
+        common = ratios[a].keys() & ratios[b].keys()
+        diffs = [abs(ratios[b][k] / ratios[a][k] - 1) for k in common]
+        if diffs:
+            print(f"   {label}: median relative difference {statistics.median(diffs):.1%}, largest {max(diffs):.1%}")
+    out = {}
+    for (a, b), label in (((0, 1), f"-n {low} vs -n {high}"), ((1, 2), f"-n {high} vs -n {high} again")):
+        common = ratios[a].keys() & ratios[b].keys()
+        out[label] = statistics.median(abs(ratios[b][k] / ratios[a][k] - 1) for k in common) if common else None
+    print(
+        f"   {'case':70s} {'-n ' + str(low):>8} {'-n ' + str(high):>8} {'again':>8}   walls: "
+        + ", ".join(f"{r['wall_s']:.0f} s" for r in runs)
+    )
+    for key in sorted(ratios[0]):
+        row = " ".join(f"{r.get(key, float('nan')):8.3f}" for r in ratios)
+        print(f"   {'/'.join(key):70s} {row}")
+    out["ratios"] = {"/".join(k): [r.get(k) for r in ratios] for k in sorted(ratios[0])}
+    return out
+
+
+def growth(workers: int, copies: list[int]) -> list[dict[str, Any]]:
+    print(f"\n3. growth with the number of models (-n {workers}, copies of {CORRECT}, --no-speed)")
+    print(f"{'models':>7} {'wall s':>8} {'s per model':>12} {'grader share':>13}")
+    rows = []
+    for k in copies:
+        with tempfile.TemporaryDirectory() as folder:
+            build_roster(Path(folder), k, buggy=False)
+            run = grade(Path(folder), workers, speed=False)
+        times = case_times(run["summary"]).values()
+        truth, cases = sum(t.get("truth_s", 0.0) for t in times), sum(t.get("case_s", 0.0) for t in times)
+        print(f"{k:>7} {run['wall_s']:>8.1f} {run['wall_s'] / k:>12.1f} {truth / max(cases, 1e-9):>12.0%}", flush=True)
+        rows.append({"models": k, "wall_s": run["wall_s"], "truth_s": truth, "case_s": cases})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cores = len(os.sched_getaffinity(0))
+    default_workers = ",".join(str(n) for n in (1, 2, 4, 8, 16) if n <= cores)
+    parser.add_argument("--workers", default=default_workers, help="worker counts (default: powers of 2 to the cores)")
+    parser.add_argument("--copies", type=int, default=8, help="copies of the correct model in the scaling roster")
+    parser.add_argument("--no-buggy", action="store_true", help="leave the buggy demos out of the scaling roster")
+    parser.add_argument("--growth", default="", help="model counts for the growth table, e.g. 1,2,4,8,16")
+    parser.add_argument("--speed-runs", action="store_true", help="compare speed ratios between worker counts")
+    parser.add_argument("--speed-copies", type=int, default=1, help="copies of the correct model in the speed roster")
+    parser.add_argument("--speed-workers", default="", help="the two worker counts compared, e.g. 1,16")
+    parser.add_argument("--out", help="also write every figure as JSON to this file")
+    parser.add_argument("--pytest-args", default="", help="added to every grading run, e.g. \"-k 'layer_norm'\"")
+    args = parser.parse_args()
+    EXTRA.extend(shlex.split(args.pytest_args))
+    workers = [int(n) for n in args.workers.split(",") if n]
+    figures: dict[str, Any] = {"cores": cores}
+    if workers and args.copies:
+        with tempfile.TemporaryDirectory() as folder:
+            models = build_roster(Path(folder), args.copies, buggy=not args.no_buggy)
+            print(f"roster: {models} models; host: {cores} cores", flush=True)
+            figures |= scaling_table(Path(folder), workers)
+    if args.speed_runs:
+        low, high = (int(n) for n in (args.speed_workers or f"{workers[0]},{workers[-1]}").split(","))
+        figures["speed"] = speed_agreement(args.speed_copies, low, high)
+    if args.growth:
+        figures["growth"] = growth(workers[-1], [int(k) for k in args.growth.split(",")])
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

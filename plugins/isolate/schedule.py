@@ -1,0 +1,315 @@
+"""How a grading run spreads over xdist workers: each submission's cases together, then speed cases in a phase of their
+own, with the workers' own threads capped.
+
+Measured on the 16-core H200 host before this module (issue 9): ``-n 16`` was slower than ``-n 1``. xdist's default
+``load`` scheduling deals consecutive chunks of the test list to every worker, so each worker met nearly every
+submission and started a child for each (a Python interpreter importing NumPy and often torch, per worker and
+submission), computed the float64 truth of nearly every case again, and ran its NumPy reference work with as many BLAS
+threads as the host has cores, sixteen times over. Timed cases ran while other workers did correctness work beside them.
+
+What this module does instead, for ``-n N`` (xdist's ``--dist load``, the default; other ``--dist`` modes are left to
+xdist):
+
+- **Submissions as units.** The cases of one (model, challenge) go to one worker as one unit, so its child starts once.
+  Units alternate between challenges (:func:`interleave`), so workers do not queue for the same shared truth; when
+  fewer units are left than workers, a large unit is halved, so the run's tail is not one worker grinding through a
+  big submission while the others idle.
+- **A speed phase.** Speed cases are held back until every correctness unit has been handed out, and a worker starts a
+  speed case only once every correctness case of the run has finished (a file the controller writes into the run's
+  private folder). Speed cases then hold a speed slot: one per GPU on GPU runs; on CPU runs one per four cores
+  (:func:`cpu_speed_slots`), so a timed pair of processes never shares its core with other work.
+- **Threads.** Each worker's own BLAS and OpenMP pools get ``cores // workers`` threads (children are single-threaded
+  already, see ``sandbox.THREAD_VARS``).
+
+Without xdist, the same order holds: speed cases are collected last.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+BARRIER_NAME = "correctness.done"
+BARRIER_KEY = "kernelgrade_speed_barrier"
+BARRIER_TIMEOUT_S = 1800.0  # past this a speed case runs anyway, and says it ran before correctness had finished
+SPLIT_AT = 4  # a unit of at least this many cases may be halved at the run's tail
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Speed cases last (stable otherwise): timed runs then follow correctness work instead of sharing the machine."""
+    items.sort(key=lambda item: item.get_closest_marker("speed") is not None)
+
+
+def _ours(config: pytest.Config) -> bool:
+    return config.getvalue("dist") == "load" and config.pluginmanager.hasplugin("dsession")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Controller of an xdist run: cap the BLAS/OpenMP threads its workers will inherit (set before they start)."""
+    workers = getattr(config.option, "numprocesses", None)
+    if hasattr(config, "workerinput") or not isinstance(workers, int) or workers < 1:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_worker = str(max(1, cores // workers))
+    for name in THREAD_VARS:
+        os.environ.setdefault(name, per_worker)  # a user's own setting wins
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Tell each worker where the end of the correctness phase will be announced (only under our scheduler)."""
+    from plugins.isolate.plugin import RUN_SPACE_KEY
+
+    if _ours(node.config):
+        node.workerinput[BARRIER_KEY] = str(node.config.stash[RUN_SPACE_KEY].root / BARRIER_NAME)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if not _ours(config):
+        return None
+    from plugins.isolate.plugin import RUN_SPACE_KEY
+
+    collector = config.pluginmanager.get_plugin("kernelgrade-records")
+
+    def classify(nodeid: str) -> tuple[str, str, bool]:
+        """(submission, challenge, is a speed case) of a test; a test that grades nothing is a unit of its own."""
+        graded = collector.nodes.lookup(nodeid) if collector is not None else None
+        if graded is None:
+            return nodeid, nodeid, False
+        sub = graded.submission
+        return f"{sub.model}/{sub.challenge}", sub.challenge, graded.case.is_speed
+
+    from xdist.workermanage import parse_tx_spec_config
+
+    workers = len(parse_tx_spec_config(config))
+    return SubmissionScheduling(workers, classify, config.stash[RUN_SPACE_KEY].root / BARRIER_NAME, config)
+
+
+def cpu_speed_slots() -> int:
+    """Timed CPU cases that may run at once in the speed phase: one per four cores (one on a small machine). A timed
+    case keeps one core busy (the child and its reference alternate, each single-threaded); the spare cores leave room
+    for the workers' own judging and for memory traffic, so that cases side by side do not slow each other."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // 4)
+
+
+def wait_for_speed_phase(config: pytest.Config) -> str:
+    """In a worker, before a speed case: wait until every correctness case of the run has finished. Returns "" or a
+    note for the record when the wait was cut short."""
+    path = getattr(config, "workerinput", {}).get(BARRIER_KEY)
+    if not path:
+        return ""
+    deadline = time.monotonic() + BARRIER_TIMEOUT_S
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return f"timed while correctness cases still ran (waited {BARRIER_TIMEOUT_S:.0f} s for them)"
+        time.sleep(0.05)
+    return ""
+
+
+def interleave(groups: dict[tuple[str, str], list[int]]) -> list[list[int]]:
+    """Units (one per submission, keyed by (challenge, submission)) in the order they go out.
+
+    Submissions of one challenge share their cases' truths, computed once per run by whichever worker needs one first
+    while the others wait for it (``truths.py``). So the units alternate between challenges, largest challenge first,
+    and the k-th submission of a challenge starts its case list k/n of the way in: workers on the same challenge
+    compute different truths side by side instead of queueing for the same one."""
+    families: dict[str, list[list[int]]] = {}
+    for (family, _), indices in groups.items():
+        families.setdefault(family, []).append(indices)
+    queues = []
+    for units in sorted(families.values(), key=lambda us: -sum(map(len, us))):
+        units.sort(key=len, reverse=True)
+        rotated = [u[(k * len(u)) // len(units) :] + u[: (k * len(u)) // len(units)] for k, u in enumerate(units)]
+        queues.append(rotated)
+    order: list[list[int]] = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                order.append(queue.pop(0))
+    return order
+
+
+class SubmissionScheduling:
+    """xdist scheduler (its ``Scheduling`` protocol): correctness units per submission, then the speed cases.
+
+    xdist runs a worker's last queued item only once it has a next item or is told to shut down (the next item decides
+    the teardown), so every worker always gets either more work or the shutdown: never a held-back queue."""
+
+    def __init__(
+        self,
+        numnodes: int,
+        classify: Callable[[str], tuple[str, str, bool]],
+        barrier: Path,
+        config: pytest.Config | None = None,
+    ):
+        self.numnodes = numnodes
+        self.config = config
+        self.classify = classify
+        self.barrier = barrier
+        self.node2collection: dict[Any, list[str]] = {}
+        self.node2pending: dict[Any, list[int]] = {}
+        self.node2groups: dict[Any, set[str]] = {}
+        self.collection: list[str] | None = None
+        self.units: list[list[int]] = []  # correctness units not yet sent, largest first
+        self.speed: list[int] = []  # speed items not yet sent
+        self.correctness_left: set[int] = set()  # correctness items not yet finished
+        self.group_of: dict[int, str] = {}
+        self.is_speed: set[int] = set()
+
+    # -- the protocol's state --------------------------------------------------------------------------------------
+    @property
+    def nodes(self) -> list[Any]:
+        return list(self.node2pending)
+
+    @property
+    def collection_is_completed(self) -> bool:
+        return len(self.node2collection) >= self.numnodes
+
+    @property
+    def tests_finished(self) -> bool:
+        if not self.collection_is_completed or self.units or self.speed:
+            return False
+        return all(len(pending) < 2 for pending in self.node2pending.values())
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self.units or self.speed or any(self.node2pending.values()))
+
+    def add_node(self, node: Any) -> None:
+        self.node2pending[node] = []
+        self.node2groups[node] = set()
+
+    def add_node_collection(self, node: Any, collection: Sequence[str]) -> None:
+        if self.collection is not None and list(collection) != self.collection:
+            return  # a replacement worker that collected something else gets no work (xdist's load does the same)
+        self.node2collection[node] = list(collection)
+
+    # -- progress --------------------------------------------------------------------------------------------------
+    def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
+        self.node2pending[node].remove(item_index)
+        self._finished(item_index)
+        self.check_schedule(node)
+
+    def mark_test_pending(self, item: str) -> None:
+        assert self.collection is not None
+        self._put_back([self.collection.index(item)])
+        for node in self.nodes:
+            self.check_schedule(node)
+
+    def remove_pending_tests_from_node(self, node: Any, indices: Sequence[int]) -> None:
+        raise NotImplementedError  # only work stealing asks for this
+
+    def remove_node(self, node: Any) -> str | None:
+        """A worker finished or crashed: a crash's running item is reported by xdist, the rest of its queue goes
+        back."""
+        pending = self.node2pending.pop(node)
+        self.node2groups.pop(node, None)
+        if not pending:
+            return None
+        assert self.collection is not None
+        crashed = pending.pop(0)
+        self._finished(crashed)
+        self._put_back(pending)
+        for other in self.nodes:
+            self.check_schedule(other)
+        return self.collection[crashed]
+
+    def schedule(self) -> None:
+        assert self.collection_is_completed
+        if self.collection is not None:
+            for node in self.nodes:
+                self.check_schedule(node)
+            return
+        collections = list(self.node2collection.values())
+        if any(c != collections[0] for c in collections[1:]):
+            self._collections_differ()  # nothing is sent; the run ends with every selected case not run
+            return
+        self.collection = collections[0]
+        groups: dict[tuple[str, str], list[int]] = {}
+        for index, nodeid in enumerate(self.collection):
+            group, family, speed = self.classify(nodeid)
+            self.group_of[index] = group
+            if speed:
+                self.is_speed.add(index)
+                self.speed.append(index)
+            else:
+                groups.setdefault((family, group), []).append(index)
+                self.correctness_left.add(index)
+        self.units = interleave(groups)
+        self._announce_if_done()
+        for node in self.nodes:
+            self.check_schedule(node)
+
+    def check_schedule(self, node: Any, duration: float = 0) -> None:
+        if node.shutting_down or self.collection is None:
+            return
+        pending = self.node2pending[node]
+        while len(pending) < 2 and (self.units or self.speed):
+            self._send(node, self._next_unit() if self.units else [self._next_speed(node)])
+        if len(pending) < 2:
+            node.shutdown()  # nothing left to send: a last queued item runs only once the worker is told to stop
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+    def _collections_differ(self) -> None:
+        """Workers that collected different tests (a test module that differs per process): said as xdist's load
+        scheduling says it, as a collection error naming the difference."""
+        from xdist.report import report_collection_diff
+
+        (first, collection), *others = self.node2collection.items()
+        for node, theirs in others:
+            message = report_collection_diff(collection, theirs, first.gateway.id, node.gateway.id)
+            if message and self.config is not None:
+                report = pytest.CollectReport(nodeid=node.gateway.id, outcome="failed", longrepr=message, result=[])
+                self.config.hook.pytest_collectreport(report=report)
+
+    def _next_unit(self) -> list[int]:
+        unit = self.units.pop(0)
+        if len(self.units) < len(self.node2pending) and len(unit) >= SPLIT_AT:
+            half = len(unit) // 2
+            unit, rest = unit[:half], unit[half:]
+            self.units.append(rest)
+        return unit
+
+    def _next_speed(self, node: Any) -> int:
+        """A speed case of a submission this worker already ran (its child is warm), else the first one left."""
+        mine = self.node2groups[node]
+        for position, index in enumerate(self.speed):
+            if self.group_of[index] in mine:
+                return self.speed.pop(position)
+        return self.speed.pop(0)
+
+    def _send(self, node: Any, indices: list[int]) -> None:
+        self.node2pending[node].extend(indices)
+        self.node2groups[node].update(self.group_of[i] for i in indices)
+        node.send_runtest_some(indices)
+
+    def _put_back(self, indices: list[int]) -> None:
+        correctness = [i for i in indices if i not in self.is_speed]
+        self.speed[:0] = [i for i in indices if i in self.is_speed]
+        if correctness:
+            self.units.insert(0, correctness)
+            if any(i in self.is_speed for pending in self.node2pending.values() for i in pending):
+                # Speed cases already wait in some queue: holding them for these would deadlock that worker, so the
+                # phase opens now (those speed cases may then share the machine with the rescheduled cases).
+                self._announce()
+
+    def _finished(self, index: int) -> None:
+        self.correctness_left.discard(index)
+        self._announce_if_done()
+
+    def _announce_if_done(self) -> None:
+        if not self.correctness_left and not self.units:
+            self._announce()
+
+    def _announce(self) -> None:
+        if not self.barrier.exists():
+            self.barrier.write_text("correctness finished\n")
