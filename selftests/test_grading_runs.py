@@ -25,6 +25,9 @@ EXPECTED_LETTERS = {
     "demo-rescale": {"flash_attention": "F"},
     "demo-prompt-only": {"flash_attention": "no code"},  # its folder holds PROMPT.md only: a status, not a letter
     "demo-slow": {"flash_attention": "A+"},  # correct per-row loop: only speed (not measured here) can cost it
+    # two samples of one model (test_samples.py checks their mean, spread and pass@k): correct, and demo-buggy's bug
+    "demo-samples/sample-1": {"flash_attention": "A+"},
+    "demo-samples/sample-2": {"flash_attention": "D"},
 }
 BUGGY_FORWARD_TRAPS = {
     "uneven final tile",
@@ -52,6 +55,7 @@ def test_demo_roster_grades(roster):
 def test_demo_roster_traps(roster):
     """The report names exactly the traps each bug falls into."""
     assert failed_traps(roster, "demo-buggy", "flash_attention") == BUGGY_FORWARD_TRAPS
+    assert failed_traps(roster, "demo-samples/sample-2", "flash_attention") == BUGGY_FORWARD_TRAPS  # the same bug
     assert "dK/dV accumulated across query tiles" in failed_traps(roster, "demo-buggy", "flash_attention_bwd")
     assert failed_traps(roster, "demo-naive", "flash_attention") == {"no N x N materialisation"}
     assert failed_traps(roster, "demo-tiled", "flash_attention_bwd") == set()

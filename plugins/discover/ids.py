@@ -7,7 +7,8 @@ as it is (printable ASCII, no backslash) and unique.
 
 The xdist controller never collects: when a worker dies, all it has is the node id of the test that was running. It
 maps that id back with :class:`NodeMap`, built from the same discovery and the same id function, never by splitting the
-id at ``/`` or ``]`` (a model name may hold both, and spaces, and anything else but ``/``).
+id at ``/`` or ``]`` (a model name may hold both, and spaces, and anything else but ``/``; the name of one sample of
+several, ``model/sample-2``, holds a ``/`` too: see :mod:`plugins.discover.submissions`).
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from plugins.config import grader_config
+from plugins.discover import shard
 from plugins.discover.ids import graded_params
-from plugins.discover.submissions import Submission, discover, submissions_root
+from plugins.discover.submissions import Submission, discover, known_names, select, submissions_root
 from plugins.report import inert, lifecycle
 
 SUBMISSIONS_KEY = pytest.StashKey[list[Submission]]()
@@ -31,14 +32,15 @@ def pytest_configure(config: pytest.Config) -> None:
         problem = "no submissions in it (expected <model>/<challenge>/ folders, e.g. demo/flash_attention/)"
     if problem and not config.option.help:
         raise usage_error(config, f"--submissions-dir={where}: {problem}")
-    known = sorted({s.model for s in found})
-    unknown = [m for m in cfg.models if m not in known]
+    chosen, unknown = select(found, cfg.models)  # a model's name selects every sample of it too
+    known = known_names(found)
     if unknown:
         raise usage_error(
             config,
             f"--model {', '.join(unknown)}: no such model in {where}; known models: {', '.join(known) or 'none'}",
         )
-    config.stash[SUBMISSIONS_KEY] = [s for s in found if not cfg.models or s.model in cfg.models]
+    # --shard=I/N keeps this shard's pairs here, so the header, the node map and the tests all see the same share
+    config.stash[SUBMISSIONS_KEY] = shard.keep(config, chosen if cfg.models else found, cfg.shard)
 
 
 def usage_error(config: pytest.Config, message: str) -> Exception:

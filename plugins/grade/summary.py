@@ -21,6 +21,7 @@ from typing import Any
 
 from plugins.grade import records as r
 from plugins.grade import rubric as rubric_module
+from plugins.grade import samples as samples_module
 from reference.challenges import reference_module
 
 COMPLETE, INTERRUPTED, INCOMPLETE, EMPTY = "complete", "interrupted", "incomplete", "empty"
@@ -91,6 +92,8 @@ def summarise(
         "not_run": not_run(records, selection),
         "ranking": ranking,
         "head_to_head": rubric_module.head_to_head(letters, rubric),
+        # per (model, challenge) graded from several samples: each sample's grade, mean, spread, pass@k
+        "samples": samples_module.sample_groups(records, models, order, rubric),
     }
 
 

@@ -16,7 +16,7 @@ from tabulate import tabulate
 
 from plugins.grade.plugin import SUMMARY_KEY
 from plugins.grade.records import NO_CODE, PASSED, RECORD_PROPERTY, SKIPPED, CaseRecord
-from plugins.report import inert, pictures, tables
+from plugins.report import inert, pictures, samples, tables
 
 COLUMNS = ("model", "case", "outcome", "error / bound", "time (ms)")
 SHOWN_UNTAGGED = (PASSED, SKIPPED, NO_CODE)  # not a failed check of any property: no origin tag beside them
@@ -58,6 +58,7 @@ def summary_html(run: dict[str, Any]) -> str:
     parts.append(f'<div class="kg-picture">{pictures.heatmap_svg(run)}</div>')
     parts.append("<h3>Ranking</h3>")
     parts.append(_table(*tables.ranking(run)))
+    parts.append(samples.html_section(run))  # several samples per model: mean, spread, pass@k (or nothing)
     parts.append(f'<h3>Speed</h3><div class="kg-picture">{pictures.speed_svg(run)}</div>')
     for challenge in tables.graded_challenges(run):
         parts.append(f"<h3>{escape(challenge['title'])}</h3>")
