@@ -19,3 +19,8 @@ if ((${#missing[@]})); then
   fi
 fi
 python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+# The kernelgrade command (new, check, grade) and its pytest entry point: this checkout, installed editable. Offline
+# with the setuptools already here, else through pip's build isolation; the two README commands do not need it.
+python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>/dev/null ||
+  python -m pip install --quiet --disable-pip-version-check --no-deps -e . ||
+  echo "setup.sh: the kernelgrade command was not installed; python -m plugins.cli.main is the same" >&2

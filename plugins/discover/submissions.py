@@ -1,13 +1,80 @@
-"""Find submissions laid out as ``<root>/<model>/<challenge folder>/``; a model-comparison repo's clone works too."""
+"""Find submissions laid out as ``<root>/<model>/<challenge folder>/``; a model-comparison repo's clone works too.
+
+Several samples per model: a challenge folder may hold sample folders ``sample-1/``, ``sample-2/``, … (``sample-<N>``,
+N a positive integer written without leading zeros; a link is never a sample folder). Each sample is then its own
+graded unit and anything beside the sample folders (a ``PROMPT.md``, code, ``samples-old/``) is ignored. With two or
+more samples a unit is named ``<model>/sample-<N>``: ``/`` is the one character no folder name holds, so a unit's name
+never equals a real model's, stays an id pytest keeps as it is, and ``-k``, ``--model`` and
+``-m "submission(model='m/sample-2')"`` take it. A model with a single sample folder is just that model. The name is
+split back into model and sample in one place, :func:`split_sample`; ``--model m`` selects every sample of ``m``.
+"""
 
 from __future__ import annotations
 
+import ast
+import io
 import os
+import re
+import tokenize
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugins.discover.entry_points import SKIP_DIRS, resolve, resolve_cuda
+from plugins.discover.entry_points import _C_COMMENT as C_COMMENT
+from plugins.discover.entry_points import (
+    ADAPTER,
+    CUDA_ADAPTER,
+    SKIP_DIRS,
+    Unreadable,
+    read_source,
+    resolve,
+    resolve_cuda,
+)
 from reference.challenges import all_challenges, challenge_for_folder
+from reference.contract import Challenge
+
+SAMPLE_FOLDER = re.compile(r"sample-([1-9][0-9]*)")
+SAMPLE_SEPARATOR = "/"  # between a model and its sample in a unit's name: never part of a folder name
+
+
+def sample_unit(model: str, sample: str) -> str:
+    """The graded unit's name of one sample of several: ``demo-samples/sample-2``."""
+    return f"{model}{SAMPLE_SEPARATOR}{sample}"
+
+
+def split_sample(name: str) -> tuple[str, str]:
+    """``(model, sample)`` of a unit's name: ``("demo-samples", "sample-2")``, or ``(name, "")`` for a plain model."""
+    model, sep, sample = name.partition(SAMPLE_SEPARATOR)
+    return (model, sample) if sep and SAMPLE_FOLDER.fullmatch(sample) else (name, "")
+
+
+def sample_number(sample: str) -> int:
+    """2 for ``sample-2``; 0 for no sample (so a plain model sorts before its samples)."""
+    match = SAMPLE_FOLDER.fullmatch(sample)
+    return int(match.group(1)) if match else 0
+
+
+def sample_folders(folder: Path) -> list[Path]:
+    """The sample folders of a challenge folder, by number (``sample-2`` before ``sample-10``); links left out."""
+    try:
+        found = [d for d in folder.iterdir() if SAMPLE_FOLDER.fullmatch(d.name) and d.is_dir() and not d.is_symlink()]
+    except OSError:  # an unreadable challenge folder is graded (and fails) as one unit, as before
+        return []
+    return sorted(found, key=lambda d: sample_number(d.name))
+
+
+def select(found: Iterable[Submission], names: Iterable[str]) -> tuple[list[Submission], list[str]]:
+    """(the submissions ``--model`` names select, the names that select none). A name is a unit's exact name or a
+    model folder's, which selects every sample of that model."""
+    wanted = set(names)
+    chosen = [s for s in found if s.model in wanted or s.base_model in wanted]
+    known = {n for s in chosen for n in (s.model, s.base_model)}
+    return chosen, sorted(wanted - known)
+
+
+def known_names(found: Iterable[Submission]) -> list[str]:
+    """Every name ``--model`` accepts: model folders and the units of their samples, sorted."""
+    return sorted({n for s in found for n in (s.model, s.base_model)})
 
 
 @dataclass(frozen=True)
@@ -25,6 +92,17 @@ class Submission:
     # Why nothing can run, when the folder holds no source file of the challenge's language (no .py; no .cu for CUDA):
     # "no code submitted: the folder holds PROMPT.md only (no .py file)". Empty when there is code.
     no_code: str = ""
+    # Code lines of the adapter (adapter.py, or adapter.cu for CUDA) when one is used, for the report's "interface"
+    # column: non-blank lines that are neither comments nor docstrings. None for a native submission.
+    adapter_lines: int | None = None
+    # The sample folder graded (``sample-2``) when the challenge folder holds sample folders; empty otherwise. With two
+    # or more samples ``model`` is the unit's name ``<model>/sample-<N>`` (see ``sample_unit``); with one, the model's.
+    sample: str = ""
+
+    @property
+    def base_model(self) -> str:
+        """The model folder's name: ``model`` itself, or the part before the sample of a sample unit's name."""
+        return split_sample(self.model)[0]
 
     @property
     def runtime(self) -> str:
@@ -84,6 +162,36 @@ def no_code_message(folder: Path, suffix: str) -> str:
     return f"no code submitted: {holds} (no {suffix} file)"
 
 
+def adapter_code_lines(folder: Path, runtime: str) -> int | None:
+    """Code lines of the folder's adapter (``adapter.cu`` for CUDA, else ``adapter.py``): non-blank lines left once
+    comments (and Python docstrings) are removed. None when it cannot be read; text that does not parse is counted
+    with only ``#`` lines left out."""
+    path = folder / (CUDA_ADAPTER if runtime == "cuda" else ADAPTER)
+    try:
+        text = read_source(path).decode(errors="replace")
+    except Unreadable:
+        return None
+    if runtime == "cuda":
+        return sum(1 for line in C_COMMENT.sub(lambda m: "\n" * m[0].count("\n"), text).splitlines() if line.strip())
+    code: set[int] = set()
+    try:
+        docstrings = {
+            line
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+            for line in range(node.lineno, (node.end_lineno or node.lineno) + 1)
+        }
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type not in _NOT_CODE:
+                code.update(range(token.start[0], token.end[0] + 1))
+    except (SyntaxError, tokenize.TokenError, ValueError, RecursionError):
+        return sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    return len(code - docstrings)
+
+
+_NOT_CODE = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+
+
 def submissions_root(path: Path) -> Path:
     """Accept the submissions folder itself, or a repo clone that holds one under ``submissions/``."""
     nested = path / "submissions"
@@ -106,9 +214,10 @@ def _model_dirs(root: Path) -> list[Path]:
 
 
 def discover(root: Path) -> list[Submission]:
-    """Every (model, challenge) folder under ``root``, sorted by model then challenge order."""
+    """Every (model, challenge) folder under ``root``, one unit per sample folder where it holds several (module
+    docstring), sorted by model, sample number, then challenge order."""
     order = {c.id: i for i, c in enumerate(all_challenges())}
-    found: dict[tuple[str, str], Submission] = {}
+    found: dict[tuple[str, str], list[Submission]] = {}
     for model_dir in _model_dirs(root):
         # Our id sorts before a scaffold alias, so if a model has both folders the one named by our id is graded.
         folders = sorted(
@@ -118,20 +227,35 @@ def discover(root: Path) -> list[Submission]:
             challenge = challenge_for_folder(folder.name) if folder.is_dir() else None
             if challenge is None or (model_dir.name, challenge.id) in found:
                 continue
-            names = (challenge.id, *challenge.folder_names)
-            if challenge.runtime == "cuda":  # a CUDA source to build, found by its extern "C" definitions
-                res = resolve_cuda(folder, challenge.entry_points, names)
-            else:
-                res = resolve(folder, challenge.entry_points, names, challenge.aliases)
-            found[model_dir.name, challenge.id] = Submission(
-                model=model_dir.name,
-                challenge=challenge.id,
-                folder=folder.resolve(),
-                entries=tuple(res.chosen.items()),
-                alternatives=tuple(res.others.items()),
-                via_adapter=res.via_adapter,
-                missing=res.missing,
-                problems=tuple(res.problems.items()),
-                no_code=no_code_message(folder, SOURCE_SUFFIX.get(challenge.runtime, ".py")) if res.no_code else "",
-            )
-    return sorted(found.values(), key=lambda s: (s.model, order[s.challenge]))
+            samples = sample_folders(folder)
+            if len(samples) > 1:
+                units = [(sample_unit(model_dir.name, s.name), s) for s in samples]
+            else:  # a model with one sample folder is just that model, graded from the sample folder
+                units = [(model_dir.name, samples[0] if samples else folder)]
+            found[model_dir.name, challenge.id] = [
+                _submission(name, challenge, where, where.name if samples else "") for name, where in units
+            ]
+    subs = [s for group in found.values() for s in group]
+    return sorted(subs, key=lambda s: (s.base_model, sample_number(split_sample(s.model)[1]), order[s.challenge]))
+
+
+def _submission(model: str, challenge: Challenge, folder: Path, sample: str) -> Submission:
+    """One graded unit: the entry points found in ``folder`` (a challenge folder, or one of its sample folders)."""
+    names = (challenge.id, *challenge.folder_names)
+    if challenge.runtime == "cuda":  # a CUDA source to build, found by its extern "C" definitions
+        res = resolve_cuda(folder, challenge.entry_points, names)
+    else:
+        res = resolve(folder, challenge.entry_points, names, challenge.aliases)
+    return Submission(
+        model=model,
+        challenge=challenge.id,
+        folder=folder.resolve(),
+        entries=tuple(res.chosen.items()),
+        alternatives=tuple(res.others.items()),
+        via_adapter=res.via_adapter,
+        missing=res.missing,
+        problems=tuple(res.problems.items()),
+        no_code=no_code_message(folder, SOURCE_SUFFIX.get(challenge.runtime, ".py")) if res.no_code else "",
+        adapter_lines=adapter_code_lines(folder, challenge.runtime) if res.via_adapter else None,
+        sample=sample,
+    )

@@ -20,6 +20,7 @@ import pytest
 
 from plugins import hookspecs
 from plugins.config import grader_config, run_quietly
+from plugins.discover import shard
 from plugins.discover.ids import NodeMap
 from plugins.discover.plugin import selected_submissions
 from plugins.grade import records as r
@@ -185,7 +186,7 @@ class RecordCollector:
     def end(self, status: str) -> None:
         """Called by the report plugin once the reports are written."""
         if self.journal:
-            self.journal.write("end", status=status)
+            self.journal.write("end", status=status, ended=lifecycle.now())  # the wall time a merge reports
             self.journal.close()
 
 
@@ -229,11 +230,12 @@ def run_header(config: pytest.Config) -> dict[str, Any]:
                 "folder": str(s.folder),
                 "runtime": s.runtime,
                 "loaded": s.describe(),
+                "adapter_lines": s.adapter_lines,  # code lines of adapter.py / adapter.cu; None when native
             }
             for s in selected_submissions(config)
         ],
         "warnings": [],
-    }
+    } | shard.header_fields(config, cfg.rubric)  # under --shard: which share, of which roster, on which host
 
 
 def _load_rubric(config: pytest.Config) -> rubric_module.Rubric:

@@ -115,7 +115,7 @@ def no_code_lines(summary: dict[str, Any], challenge: str) -> list[tuple[str, st
 def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[list[str]]]:
     """Per model on one challenge: letter, points, passed/run per category, speed ratio, how it was loaded, notes
     (a capped letter, a partial run)."""
-    headers = ["model", "grade", "points", *CATEGORIES, "loaded", "notes"]
+    headers = ["model", "grade", "points", *CATEGORIES, "interface", "loaded", "notes"]
     rows = []
     for row in summary["ranking"]:
         grade = summary["models"][row["model"]]["challenges"].get(challenge)
@@ -135,9 +135,21 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
                 cells.append(speed.ratio_words(grade["speed_ratio"], "ref"))  # the slowest speed case, in words
             else:
                 cells.append(f"{cat['passed']}/{cat['cases']}")
-        cells += [grade["loaded"], "; ".join(grade["notes"])]
+        cells += [interface(summary, row["model"], challenge), grade["loaded"], "; ".join(grade["notes"])]
         rows.append(cells)
     return headers, rows
+
+
+def interface(summary: dict[str, Any], model: str, challenge: str) -> str:
+    """How the submission meets the contract: ``native``, or ``adapter (N lines)`` with N the adapter's code lines
+    (from the run header's submissions; graded the same either way). A dash where the header does not say."""
+    for sub in summary.get("submissions", []):
+        if sub["model"] == model and sub["challenge"] == challenge:
+            if sub.get("runtime") != "adapter":
+                return "native"
+            lines = sub.get("adapter_lines")
+            return "adapter" if lines is None else f"adapter ({lines} line{'' if lines == 1 else 's'})"
+    return NOT_ATTEMPTED
 
 
 def head_to_head(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -1,0 +1,157 @@
+"""``kernelgrade``: scaffold a model's prompts, check a submission against the contracts, grade.
+
+    kernelgrade new MODEL [--submissions-dir=PATH]     submissions/MODEL/<challenge>/PROMPT.md for every challenge
+    kernelgrade check PATH [--json] [--no-import]      entry points, near misses, import side effects, adapter skeleton
+    kernelgrade grade [PYTEST ARGS...]                 python -m pytest from the checkout, with these arguments
+
+It runs from a checkout of the grader, or from an editable install of one (``pip install -e .``): the specs, the
+contracts and the grading suite are read from the checkout. ``python -m plugins.cli.main`` is the same command.
+Exit status: ``new`` 0 or 1 (nothing created); ``check`` 0 when every entry point of every folder is found and its
+files import cleanly, 1 otherwise, 2 when PATH holds no challenge folder; ``grade`` pytest's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+# Options of the grading run that take a path: made absolute before pytest runs from the checkout.
+PATH_OPTIONS = ("--submissions-dir", "--reports-dir", "--rubric", "--train-data", "--baseline", "--judge-grades")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kernelgrade", description=__doc__.split("\n", 1)[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    new = commands.add_parser("new", help="create submissions/MODEL/<challenge>/PROMPT.md for every challenge")
+    new.add_argument("model", metavar="MODEL", help="the model's folder name")
+    new.add_argument(
+        "--submissions-dir", metavar="PATH", help=f"where model folders live (default: {REPO / 'submissions'})"
+    )
+    check = commands.add_parser("check", help="how the challenge folders under PATH meet the contracts")
+    check.add_argument("path", metavar="PATH", help="submissions/MODEL, one challenge folder, or a foreign repo")
+    check.add_argument("--json", action="store_true", help="print the findings as JSON")
+    check.add_argument("--no-import", action="store_true", help="read the source only; do not import it")
+    check.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="limit on one import (default: 60)"
+    )
+    commands.add_parser(
+        "grade", help="python -m pytest from the checkout with the arguments that follow", add_help=False
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["grade"]:  # everything after "grade" belongs to pytest, --help included
+        return grade(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command == "new":
+        return new(args.model, Path(args.submissions_dir) if args.submissions_dir else None)
+    return check(Path(args.path), as_json=args.json, run_import=not args.no_import, timeout_s=args.timeout)
+
+
+def new(model: str, submissions_dir: Path | None) -> int:
+    from plugins.cli.scaffold import ScaffoldError, create
+    from plugins.discover.submissions import submissions_root
+    from plugins.report.inert import terminal
+
+    root = submissions_root(submissions_dir.expanduser()) if submissions_dir else REPO / "submissions"
+    try:
+        created = create(model, root)
+    except ScaffoldError as exc:
+        print(f"kernelgrade new: {terminal(exc)}", file=sys.stderr)
+        return 1
+    folder = root / model
+    print(f"created {terminal(_shown(folder))}/ with {len(created)} prompts:")
+    width = max(len(c.challenge) for c in created)
+    for c in created:
+        print(f"  {c.challenge:<{width}}  {terminal(_shown(c.prompt))}  ({c.title})")
+    select = f"--model={model}" if model.isprintable() and " " not in model else f"--model='{model}'"
+    default_root = root.resolve() == (REPO / "submissions").resolve()
+    if Path.cwd().resolve() == REPO:  # the README's own command works here
+        where = "" if default_root else f" --submissions-dir={_shown(root)}"
+        grade_line = f"python -m pytest {select}{where}"
+    else:  # pytest must run from the checkout: kernelgrade grade does that
+        grade_line = f"kernelgrade grade {select}" + ("" if default_root else f" --submissions-dir={root.resolve()}")
+    print(
+        "next:\n"
+        "  1. give each PROMPT.md to the model, one conversation per challenge\n"
+        "  2. save the code it writes beside the prompt (any file names; .cu for softmax_topk)\n"
+        f"  3. kernelgrade check {terminal(_shown(folder))}    (entry points found, near misses, an adapter skeleton)\n"
+        f"  4. {terminal(grade_line)}    (grade it; reports in {terminal(_shown(REPO / 'reports'))}/)"
+    )
+    return 0
+
+
+def check(path: Path, as_json: bool, run_import: bool, timeout_s: float) -> int:
+    from plugins.cli.check import CheckError, check_folder, find
+    from plugins.cli.render import folder_text, summary_text
+    from plugins.report.inert import terminal
+
+    try:
+        submissions = find(path)
+    except CheckError as exc:
+        print(f"kernelgrade check: {terminal(exc)}", file=sys.stderr)
+        return 2
+    results = []
+    for sub in submissions:
+        result = check_folder(sub, run_import=run_import, timeout_s=timeout_s)
+        results.append(result)
+        if not as_json:
+            print(folder_text(result) + "\n", flush=True)
+    ok = all(r.ok for r in results)
+    if as_json:
+        print(json.dumps({"path": str(path), "ok": ok, "folders": [r.to_json() for r in results]}, indent=1))
+    else:
+        print(summary_text(results))
+    return 0 if ok else 1
+
+
+def grade(pytest_args: list[str]) -> int:
+    """Run the grading suite from the checkout (see :func:`pytest_command`); pytest's exit status is returned."""
+    if not (REPO / "pytest.ini").is_file():
+        print(
+            f"kernelgrade grade: no pytest.ini in {REPO}: run it from a checkout (or an editable install)",
+            file=sys.stderr,
+        )
+        return 4
+    try:
+        return subprocess.call(pytest_command(pytest_args), cwd=REPO)
+    except KeyboardInterrupt:
+        return 130
+
+
+def pytest_command(pytest_args: list[str]) -> list[str]:
+    """``python -m pytest ARGS`` to run from the checkout: a path option given as ``--option=PATH`` with a relative
+    PATH is made absolute against the caller's folder, since pytest then runs from another one."""
+    fixed = []
+    for arg in pytest_args:
+        option, eq, value = arg.partition("=")
+        if eq and option in PATH_OPTIONS and value and not os.path.isabs(os.path.expanduser(value)):
+            arg = f"{option}={Path(value).expanduser().resolve()}"
+        fixed.append(arg)
+    return [sys.executable, "-m", "pytest", *fixed]
+
+
+def _shown(path: Path) -> str:
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else str(path)
+
+
+def run() -> int:
+    """The console script: ``main`` with a closed pipe (``kernelgrade check ... | head``) ending quietly."""
+    try:
+        return main()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(run())

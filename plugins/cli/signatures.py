@@ -1,0 +1,125 @@
+"""The contract's signature of each entry point, read from what the grader already has (no second copy to drift).
+
+- Python entry points: the contract line in the reference module's docstring, ``name(args) -> returns`` (every
+  reference module writes one per entry point, e.g. ``flash_attention_fwd(Q, K, V, tile_size, causal=True) -> O``).
+  When a module has none, the reference's own function of that name gives the parameters (``inspect.signature``,
+  annotations dropped).
+- CUDA entry points: the module's ``C_SIGNATURES`` (the declaration the CUDA loader passes arguments by).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from dataclasses import dataclass
+
+from reference.challenges import reference_module
+
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One entry point as the contract states it: ``params`` is a Python (or C) parameter list, ``returns`` the
+    contract's words for the result, ``line`` the whole contract line."""
+
+    name: str
+    params: str
+    returns: str
+    line: str
+
+    def arg_names(self) -> list[str]:
+        """The parameter names in order (``causal=True`` gives ``causal``)."""
+        try:
+            args = ast.parse(f"def f({self.params}): pass").body[0].args
+        except SyntaxError:
+            return []
+        return [a.arg for a in (*args.posonlyargs, *args.args)]
+
+
+def _balanced(text: str, start: int) -> int:
+    """The index just past the bracket group opening at ``text[start]``, or -1."""
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] in _OPEN:
+            depth += 1
+        elif text[i] in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return -1
+
+
+def _returns(text: str) -> str:
+    """The result after ``->``: up to the end of the line, or of a bracket group spanning lines; a trailing comment
+    (``#`` or two spaces and a note) is left out."""
+    text = text.lstrip()
+    if text[:1] in _OPEN:
+        end = _balanced(text, 0)
+        return " ".join(text[: end if end > 0 else len(text)].split())
+    line = text.split("\n", 1)[0]
+    return re.split(r"\s{2,}|\s#", line, maxsplit=1)[0].strip()
+
+
+def docstring_signature(doc: str, name: str) -> Signature | None:
+    """The first contract line ``name(...) -> ...`` at the start of a docstring line."""
+    for match in re.finditer(rf"(?m)^[ \t]*{re.escape(name)}\(", doc or ""):
+        end = _balanced(doc, match.end() - 1)
+        if end < 0:
+            continue
+        params = " ".join(doc[match.end() : end - 1].split())
+        rest = doc[end:]
+        arrow = re.match(r"\s*->", rest)
+        returns = _returns(rest[arrow.end() :]) if arrow else ""
+        line = f"{name}({params})" + (f" -> {returns}" if returns else "")
+        return Signature(name, params, returns, line)
+    return None
+
+
+def python_signature(challenge_id: str, name: str) -> Signature:
+    """The contract's signature of a Python entry point (see the module docstring); ``*args`` when unknown."""
+    module = reference_module(challenge_id)
+    found = docstring_signature(module.__doc__ or "", name) if module else None
+    if found and found.arg_names():
+        return found
+    function = getattr(module, name, None) if module else None
+    if callable(function):
+        plain = inspect.Parameter.empty
+        params = [p.replace(annotation=plain) for p in inspect.signature(function).parameters.values()]
+        text = str(inspect.Signature(params))[1:-1]
+        return Signature(name, text, "", f"{name}({text})")
+    return Signature(name, "*args", "", f"{name}(*args)")
+
+
+def c_signature(challenge_id: str, name: str) -> Signature | None:
+    """The C declaration of a CUDA entry point, from the reference's ``C_SIGNATURES`` (``int f(const float* x)``)."""
+    module = reference_module(challenge_id)
+    declaration = getattr(module, "C_SIGNATURES", {}).get(name) if module else None
+    if not declaration:
+        return None
+    match = re.match(r"\s*(.*?)\b" + re.escape(name) + r"\s*\((.*)\)\s*$", declaration, re.DOTALL)
+    if not match:
+        return None
+    params = " ".join(match.group(2).split())
+    return Signature(name, params, match.group(1).strip(), " ".join(declaration.split()))
+
+
+def c_param_types(params: str) -> list[str]:
+    """Parameter types of a C parameter list with the names dropped: ``const float* x, int n`` -> ``[const float*,
+    int]`` (spacing normalised, so ``float *x`` and ``float* x`` compare equal)."""
+    types = []
+    for part in (p.strip() for p in params.split(",")):
+        if not part or part == "void":
+            continue
+        part = re.sub(r"\b(?:__restrict__|__restrict|restrict)\b", " ", part)
+        part = re.sub(r"\s*\*\s*", "* ", part).strip()
+        part = re.sub(r"\s*\[\s*\w*\s*\]$", "*", part)  # float x[] is float*
+        tokens = part.split()
+        if len(tokens) > 1 and re.fullmatch(r"\w+", tokens[-1]) and tokens[-1] not in _C_TYPE_WORDS:
+            tokens = tokens[:-1]
+        types.append(" ".join(tokens).replace("* ", "*").replace(" *", "*").strip())
+    return types
+
+
+_C_TYPE_WORDS = {"int", "float", "double", "char", "long", "short", "unsigned", "signed", "bool", "void", "size_t"}

@@ -1,0 +1,168 @@
+"""Adapters (docs/adapters.md): each worked example is a real fixture, graded like the native correct demo, and the
+report shows native or adapter (N lines) per submission; the doc's code blocks are the fixtures' code.
+
+One grading run covers every fixture model beside ``demo-tiled`` on a few cases of each challenge (``--no-speed``):
+an adapter-driven submission must get the same letter, the same points and the same passed cases as the native demo.
+Without a GPU the CUDA shim is only built, like the demo's native CUDA source (``built``). A second, smaller run
+grades the same fixtures with their adapters removed: each deviation must then fail, so no example is one that would
+have passed anyway (lists for tuples aside, which need no adapter).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, ROSTER_SEED, run_grader
+from plugins.discover.submissions import adapter_code_lines
+
+ADAPTERS = Path(__file__).resolve().parent / "fixtures" / "adapters"
+DOC = REPO / "docs" / "adapters.md"
+NATIVE = "demo-tiled"
+PACKAGES = (
+    "tests/test_beam_search",
+    "tests/test_kvcache",
+    "tests/test_layernorm",
+    "tests/test_dflash",
+    "tests/test_flash",
+    "tests/test_softmax_topk",
+)
+# A few cases per challenge, each one a trap of its own (the ids match test ids as substrings, so e.g. the f32 case
+# also selects its -keep robustness twin): ties and EOS in beam search; 32 steps, padding and two live caches in the
+# KV cache; constant rows, a 1e4 mean offset and float32 in layer norm; random trees and the speculative loop in
+# DFlash; uneven tiles, an odd head dim and overflow-scale scores in flash attention; the CUDA build.
+CASES = " or ".join(
+    (
+        "greedy-k1-a0", "ties-lexicographic", "eos-logprob-counted",
+        "b2-p20-s32-h4-d64-l2", "b4-p7.30.1.16-s6-h4-d64-l2-w37", "b4-p11.6.9.14-s6-h4-d64-l2-split",
+        "b2-t50-d768-eps1e-5-const", "b2-t32-d1024-eps1e-12-off1e4-std1e-4", "b2-t64-d1023-eps1e-5-f32",
+        "random-trees-24", "loop-share0.5", "repeated-siblings",
+        "b1-h2-n300-d64-t97-causal", "b2-h2-n200-d59-t64-causal", "b1-h2-n256-d64-t64-causal-s300",
+        "build",
+    )
+)  # fmt: skip
+NATIVE_WITHOUT_ADAPTER = {"list-return"}  # lists for tuples: accepted as they are
+
+
+def fixture_folders() -> list[tuple[str, str]]:
+    """(case model, challenge) of every worked example."""
+    return sorted((d.parent.name, d.name) for d in ADAPTERS.glob("*/*") if d.is_dir())
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory: pytest.TempPathFactory):
+    """The fixture models and demo-tiled's folders for the same challenges, graded in one run."""
+    tree = tmp_path_factory.mktemp("adapters") / "submissions"
+    shutil.copytree(ADAPTERS, tree)
+    for _, challenge in fixture_folders():
+        if not (tree / NATIVE / challenge).exists():
+            shutil.copytree(REPO / "submissions" / NATIVE / challenge, tree / NATIVE / challenge)
+    args = (f"--submissions-dir={tree}", "--no-speed", "--seed", ROSTER_SEED, "-k", CASES)
+    return run_grader(tree.parent, *args, *(str(REPO / p) for p in PACKAGES[1:]), tests=PACKAGES[0])
+
+
+@pytest.fixture(scope="module")
+def without_adapters(tmp_path_factory: pytest.TempPathFactory):
+    """The same fixtures with their adapters removed, graded on one cheap case per challenge."""
+    tree = tmp_path_factory.mktemp("no-adapters") / "submissions"
+    shutil.copytree(ADAPTERS, tree, ignore=shutil.ignore_patterns("adapter.py", "adapter.cu"))
+    cases = " or ".join(("greedy-k1-a0", "b1-p16-s8-h4-d64-l2", "b4-t8-d512-eps1e-5", "chain-all", "n40-d64", "build"))
+    args = (f"--submissions-dir={tree}", "--no-speed", "--seed", ROSTER_SEED, "-k", cases)
+    return run_grader(tree.parent, *args, *(str(REPO / p) for p in PACKAGES[1:]), tests=PACKAGES[0])
+
+
+def _outcomes(run, model: str, challenge: str) -> dict[str, str]:
+    return {case: rec["outcome"] for (m, c, case), rec in run.records().items() if (m, c) == (model, challenge)}
+
+
+@pytest.mark.grading_run
+@pytest.mark.parametrize(("model", "challenge"), fixture_folders())
+def test_adapter_is_graded_like_the_native_demo(graded, model, challenge):
+    """Same letter, same points, same case outcomes as demo-tiled on the same cases: no deduction for an adapter."""
+    if challenge == "softmax_topk" and not shutil.which("nvcc"):
+        pytest.skip("no nvcc: neither the shim nor the native CUDA source can be built here")
+    grades = graded.summary["models"]
+    mine, native = grades[model]["challenges"][challenge], grades[NATIVE]["challenges"][challenge]
+    assert (mine["letter"], mine["points"]) == (native["letter"], native["points"]), graded.output[-3000:]
+    outcomes = _outcomes(graded, model, challenge)
+    assert outcomes == _outcomes(graded, NATIVE, challenge) and outcomes, (outcomes, mine["failed"])
+    if challenge == "softmax_topk":  # -k selects its build case only: a compiled source reads "built", GPU or not
+        assert outcomes == {"build": "passed"} and mine["letter"] == "built"
+    else:
+        assert set(outcomes.values()) == {"passed"} and mine["letter"] == "A+"
+
+
+@pytest.mark.grading_run
+def test_interface_column_and_compliance_section(graded):
+    """Each submission is native or adapter (N lines), N the adapter's code lines, in results.json and grades.md."""
+    header = {(s["model"], s["challenge"]): s for s in graded.summary["submissions"]}
+    text = (graded.reports / "grades.md").read_text()
+    assert "## Interface compliance" in text and "| interface" in text
+    section = text.split("## Interface compliance", 1)[1]
+    for model, challenge in fixture_folders():
+        sub = header[model, challenge]
+        folder = ADAPTERS / model / challenge
+        runtime = "cuda" if challenge == "softmax_topk" else "python"
+        if model in NATIVE_WITHOUT_ADAPTER:
+            assert (sub["runtime"], sub["adapter_lines"]) == ("native", None)
+            continue
+        lines = adapter_code_lines(folder, runtime)
+        assert (sub["runtime"], sub["adapter_lines"]) == ("adapter", lines) and 0 < lines < 25
+        assert re.search(rf"\| {re.escape(model)} +\|.*\| adapter \({lines} lines\) +\|", text), model
+        row = next(line for line in section.splitlines() if line.startswith(f"| {model} "))
+        assert f"1: {challenge} ({lines} lines)" in row and re.search(rf"\| {lines} +\|$", row), row
+    assert re.search(rf"\| {NATIVE} +\| {len(set(c for _, c in fixture_folders()))}: ", section)
+
+
+@pytest.mark.grading_run
+def test_each_deviation_fails_without_its_adapter(without_adapters):
+    """The fixtures need their adapters: without one, every selected case of each fails (list-return aside)."""
+    failing = {(m, c) for m, c in fixture_folders() if m not in NATIVE_WITHOUT_ADAPTER}
+    if not shutil.which("nvcc"):
+        failing.discard(("cuda-shim", "softmax_topk"))
+    for model, challenge in failing:
+        outcomes = _outcomes(without_adapters, model, challenge)
+        assert outcomes and "passed" not in outcomes.values(), (model, challenge, outcomes)
+    assert set(_outcomes(without_adapters, "list-return", "layer_norm_bwd").values()) == {"passed"}
+
+
+def test_adapter_line_count_skips_comments_docstrings_and_blanks(tmp_path):
+    """Only code lines count: comments, docstrings and blank lines do not; a statement over two lines counts two."""
+    (tmp_path / "adapter.py").write_text(
+        '"""Module docstring\nover two lines."""\n\n# a comment\nimport impl  # trailing comment\n\n\n'
+        'def f(x):\n    """Docstring."""\n    return impl.g(x,\n                  1)\n'
+    )
+    assert adapter_code_lines(tmp_path, "python") == 4
+    (tmp_path / "adapter.cu").write_text('// c\n#include "k.cu"\n/* a\n   b */\nextern "C" int f() {\n  return 0;\n}\n')
+    assert adapter_code_lines(tmp_path, "cuda") == 4
+    assert adapter_code_lines(tmp_path / "absent", "python") is None
+
+
+def doc_blocks() -> list[tuple[str, str, str]]:
+    """(language, code, fixture path or "") for each fenced block of docs/adapters.md. A block belongs to the file
+    named ``File `path`:`` in the text just before it; a block right after another belongs to the same file."""
+    blocks, current = [], ""
+    pieces = re.split(r"^```([\w+]*)\n(.*?)^```\n", DOC.read_text(), flags=re.DOTALL | re.MULTILINE)
+    for i in range(0, len(pieces) - 1, 3):
+        before, language, code = pieces[i], pieces[i + 1], pieces[i + 2]
+        named = re.findall(r"File\s+`(selftests/fixtures/adapters/[^`]+)`:\s*$", before)
+        current = named[-1] if named else (current if not before.strip() else "")
+        blocks.append((language, code, current))
+    return blocks
+
+
+def test_doc_code_blocks_are_the_fixtures_code():
+    """Every code block the doc ties to a fixture file is in that file; each adapter is shown whole."""
+    blocks = doc_blocks()
+    tied = [(code, path) for _, code, path in blocks if path]
+    assert len(tied) >= 16, [path for _, path in tied]
+    for code, path in tied:
+        assert code in (REPO / path).read_text(), f"docs/adapters.md drifted from {path}:\n{code}"
+    shown_whole = {path for code, path in tied if code == (REPO / path).read_text()}
+    adapters = {p.relative_to(REPO).as_posix() for p in ADAPTERS.glob("*/*/adapter.*")}
+    assert adapters and adapters <= shown_whole, adapters - shown_whole
+    for model, challenge in fixture_folders():  # every worked example is named by the doc
+        assert f"selftests/fixtures/adapters/{model}/{challenge}/" in DOC.read_text()

@@ -1,0 +1,295 @@
+"""The ``kernelgrade`` command: ``new`` scaffolds prompt folders, ``check`` reports how folders meet the contracts.
+
+Fixtures for ``check`` are in ``fixtures/cli/`` (its README says what each stands for). The command is run in process
+through ``main`` where only its result matters, and as a program (``python -m plugins.cli.main``, and the installed
+``kernelgrade`` console script when this environment has it) where its output and exit status are the point.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import REPO
+from plugins.cli import scaffold
+from plugins.cli.check import check_folder, find
+from plugins.cli.main import main, pytest_command
+from plugins.grade.records import NO_CODE
+from reference.challenges import all_challenges
+
+CLI = Path(__file__).resolve().parent / "fixtures" / "cli"
+INSTALLED = Path(sys.executable).parent / "kernelgrade"  # the console script `pip install -e .` puts beside python
+IDS = [c.id for c in all_challenges()]
+
+
+def command(*args: str, installed: bool = False) -> subprocess.CompletedProcess[str]:
+    """The command as a program, run from the repo root: the installed console script or ``python -m``."""
+    argv = [str(INSTALLED)] if installed else [sys.executable, "-m", "plugins.cli.main"]
+    return subprocess.run([*argv, *args], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+
+
+def checked(path: Path, run_import: bool = True) -> dict:
+    """``check`` of every folder under ``path``, keyed by (model, challenge)."""
+    return {(r.model, r.challenge): r for r in (check_folder(s, run_import=run_import) for s in find(path))}
+
+
+def test_new_writes_every_spec_as_its_prompt(tmp_path, capsys, monkeypatch):
+    """One folder per challenge, each holding the prompt part of the challenge's spec as PROMPT.md (never the graders'
+    notes below the marker, which name the hidden cases); next steps printed."""
+    monkeypatch.chdir(REPO)  # from the checkout the next steps use the README's own grading command
+    assert main(["new", "my-model", f"--submissions-dir={tmp_path}"]) == 0
+    folders = sorted(p.name for p in (tmp_path / "my-model").iterdir())
+    assert folders == sorted(IDS) and len(folders) == 8
+    for challenge_id in IDS:
+        prompt = tmp_path / "my-model" / challenge_id / "PROMPT.md"
+        spec = scaffold.spec_path(challenge_id).read_bytes()
+        assert prompt.read_bytes() == scaffold.prompt_of(spec) and b"## What the grader checks" in prompt.read_bytes()
+        assert scaffold.PROMPT_END not in prompt.read_bytes() and len(prompt.read_bytes()) < len(spec)
+        assert [p.name for p in prompt.parent.iterdir()] == ["PROMPT.md"]
+    out = capsys.readouterr().out
+    assert "with 8 prompts" in out and "python -m pytest --model=my-model" in out and "kernelgrade check" in out
+
+
+def test_new_refuses_an_existing_model(tmp_path, capsys):
+    """An existing model folder is never merged into or overwritten: exit 1, its files untouched."""
+    (tmp_path / "taken" / "flash_attention").mkdir(parents=True)
+    (tmp_path / "taken" / "flash_attention" / "impl.py").write_text("mine = 1\n")
+    assert main(["new", "taken", f"--submissions-dir={tmp_path}"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["flash_attention"]
+    assert (tmp_path / "taken" / "flash_attention" / "impl.py").read_text() == "mine = 1\n"
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "..", ".hidden", "_private", "esc\x1b[2Jape", "x" * 256])
+def test_new_rejects_names_that_are_not_one_visible_folder(tmp_path, capsys, name):
+    """Empty, path-like, hidden, skipped-by-discovery, control-character and over-long names: exit 1, nothing made."""
+    assert main(["new", name, f"--submissions-dir={tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kernelgrade new: the model name") and "\x1b" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_names_a_missing_spec_and_creates_nothing(tmp_path, monkeypatch):
+    """A challenge without a spec stops the scaffold before any folder is made, naming the challenge."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    for challenge_id in IDS[1:]:
+        (specs / f"{challenge_id}.md").write_text(f"# {challenge_id}\n<!-- prompt ends here -->\ncases\n")
+    monkeypatch.setattr(scaffold, "SPECS", specs)
+    with pytest.raises(scaffold.ScaffoldError, match=f"for {IDS[0]} .*is missing\\); nothing was created"):
+        scaffold.create("m", tmp_path / "subs")
+    assert not (tmp_path / "subs").exists()
+
+
+def test_new_refuses_a_spec_without_the_prompt_end_marker(tmp_path, monkeypatch):
+    """A spec with no prompt-end line would hand the graders' notes (hidden case sizes) to a model: nothing is made."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    for challenge_id in IDS:
+        marker = "" if challenge_id == IDS[1] else "<!-- prompt ends here -->\n"
+        (specs / f"{challenge_id}.md").write_text(f"# {challenge_id}\n{marker}| case | r7-v50257-k8 |\n")
+    monkeypatch.setattr(scaffold, "SPECS", specs)
+    with pytest.raises(scaffold.ScaffoldError, match=f"for {IDS[1]} .*no prompt above"):
+        scaffold.create("m", tmp_path / "subs")
+    assert not (tmp_path / "subs").exists()
+
+
+@pytest.mark.grading_run
+def test_scaffolded_model_grades_as_no_code(grade, tmp_path):
+    """A model with prompts only is "no code" on every case a (scoped) grading run gives it, no errors."""
+    subs = tmp_path / "subs"
+    assert main(["new", "fresh", f"--submissions-dir={subs}"]) == 0
+    run = grade(f"--submissions-dir={subs}", "--no-speed", "-k", "n40- or n33-")
+    assert "INTERNALERROR" not in run.output
+    assert run.letters() == {"fresh": {"flash_attention": "no code", "flash_attention_bwd": "no code"}}
+    records = run.records()
+    assert records and {r["outcome"] for r in records.values()} == {NO_CODE}
+
+
+def test_check_demo_tiled_is_all_native_and_imports_cleanly():
+    """The correct demo: every entry point native, every Python import clean in the sandbox, exit 0, valid JSON."""
+    done = command("check", "submissions/demo-tiled", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and [f["challenge"] for f in report["folders"]] == IDS
+    for folder in report["folders"]:
+        assert {e["status"] for e in folder["entries"]} == {"native"} and folder["skeleton"] is None
+        if folder["runtime"] == "cuda":
+            assert folder["import"] is None and [d["name"] for d in folder["extern_c"]] == ["softmax_topk"]
+        else:
+            assert folder["import"]["status"] == "ok" and folder["import"]["clean"], folder["import"]
+
+
+def test_check_reports_an_adapter():
+    """Both backward entry points come from adapter.py (its code lines counted); the adapter imports cleanly."""
+    result = checked(CLI / "adapted")["adapted", "flash_attention_bwd"]
+    assert [(e.name, e.status, e.file) for e in result.entries] == [
+        ("flash_attention_fwd", "adapter", "adapter.py"),
+        ("flash_attention_bwd", "adapter", "adapter.py"),
+    ]
+    assert result.ok and result.adapter_lines == 6 and result.imported.clean and not result.skeleton
+
+
+def test_check_finds_near_misses_and_writes_a_working_skeleton(tmp_path):
+    """layernorm_bwd is offered for layer_norm_backward with its signature; the skeleton, saved as adapter.py, makes
+    the folder resolve through the adapter and import cleanly."""
+    result = checked(CLI / "near-miss")["near-miss", "layer_norm_bwd"]
+    assert [(e.name, e.status) for e in result.entries] == [
+        ("layer_norm_forward", "native"),
+        ("layer_norm_backward", "missing"),
+    ]
+    best = result.near["layer_norm_backward"][0]
+    assert (best.definition.signature, best.definition.file, best.score) == (
+        "layernorm_bwd(dy, cache, eps=1e-05)",
+        "layernorm.py",
+        1.0,
+    )
+    assert "from layernorm import layer_norm_forward, layernorm_bwd  # noqa: F401 - re-exported" in result.skeleton
+    contract = "# contract: layer_norm_backward(dy, cache) -> (dx, dgamma, dbeta)"
+    assert f"def layer_norm_backward(dy, cache):\n    {contract}\n" in result.skeleton
+    assert "# TODO: a guess: layernorm.py defines layernorm_bwd(dy, cache, eps=1e-05)" in result.skeleton
+    assert "    return layernorm_bwd(dy, cache)\n" in result.skeleton and not result.ok
+    copy = tmp_path / "m" / "layer_norm_bwd"
+    shutil.copytree(CLI / "near-miss" / "layer_norm_bwd", copy)
+    (copy / "adapter.py").write_text(result.skeleton)
+    fixed = checked(copy)["m", "layer_norm_bwd"]
+    assert {e.status for e in fixed.entries} == {"adapter"} and fixed.ok and fixed.imported.clean
+
+
+def test_check_maps_a_class_based_api():
+    """No function has the contract's name: FlashAttention.forward is the near miss, called through an instance."""
+    result = checked(CLI / "near-miss", run_import=False)["near-miss", "flash_attention"]
+    best = result.near["flash_attention_fwd"][0].definition
+    assert (best.name, best.kind, best.signature) == (
+        "FlashAttention.forward",
+        "method",
+        "FlashAttention.forward(self, q, k, v, causal=True)",
+    )
+    assert "from attention import FlashAttention\n" in result.skeleton
+    assert "    return FlashAttention().forward(Q, K, V, tile_size, causal)\n" in result.skeleton
+    assert "construct FlashAttention as its" in result.skeleton
+
+
+def test_check_reports_import_side_effects_and_keeps_output_inert():
+    """What the module printed and the file it wrote at import are reported; the escape sequence it printed is shown
+    escaped; the write happened in the sandbox's copy, never in the folder itself."""
+    done = command("check", str(CLI / "noisy"))
+    assert done.returncode == 0, done.stderr  # side effects are reported, not failures: the entry point resolves
+    out = done.stdout
+    assert "printed to stdout at import:\n      running my own test of flash_attention_fwd" in out
+    assert "all good \\x1b[2J" in out and "\x1b" not in out
+    assert "changed its folder at import: import_log.txt (new, 9 bytes)" in out
+    assert not (CLI / "noisy" / "flash_attention" / "import_log.txt").exists()
+
+
+def test_check_reports_an_import_that_exits(tmp_path):
+    """A module that calls sys.exit at import fails the check (exit 1) with SystemExit and its output."""
+    folder = tmp_path / "m" / "flash_attention"
+    folder.mkdir(parents=True)
+    (folder / "impl.py").write_text("import sys\nprint('bye')\ndef flash_attention_fwd(*a):\n    pass\nsys.exit(3)\n")
+    result = checked(tmp_path / "m")["m", "flash_attention"]
+    assert result.imported.status == "error" and "SystemExit" in result.imported.message
+    assert result.imported.stdout == "bye\n" and not result.ok
+    assert main(["check", str(folder), "--json"]) == 1
+
+
+def test_check_lists_extern_c_symbols_of_cuda_folders():
+    """CUDA: the extern "C" functions against the contract's declaration; a misspelt one is the near miss and the
+    adapter.cu skeleton forwards to it; a missing stream parameter is a warning."""
+    results = checked(CLI, run_import=False)
+    cuda = results["cuda", "softmax_topk"]
+    assert [(e.status, d.name) for e in cuda.entries for d in cuda.c_functions] == [("missing", "softmax_top_k")]
+    assert cuda.c_contract["softmax_topk"].startswith("int softmax_topk(const float* logits, int rows")
+    assert [m.definition.name for m in cuda.near["softmax_topk"]][:2] == ["softmax_top_k", "launch_softmax_topk"]
+    assert '#include "topk.cu"' in cuda.skeleton
+    assert "  return softmax_top_k(logits, rows, V, k, indices, probs, stream);\n" in cuda.skeleton
+    nostream = results["cuda-nostream", "softmax_topk"]
+    assert nostream.ok and [d.kind for d in nostream.c_functions] == ["extern-c"]
+    assert nostream.warnings and "int*, float*), the contract (" in nostream.warnings[0]
+    assert nostream.warnings[0].endswith("cudaStream_t): the grader passes the contract's arguments")
+
+
+@pytest.mark.parametrize("installed", [False, True], ids=["python-m", "console-script"])
+def test_check_json_and_exit_status(installed):
+    """--json parses, says which folders are ready, and the exit status is 1 when any entry point is missing."""
+    if installed and not INSTALLED.exists():
+        pytest.skip("kernelgrade is not installed in this environment (pip install -e .)")
+    done = command("check", str(CLI), "--json", "--no-import", installed=installed)
+    assert done.returncode == 1, done.stderr
+    ready = {(f["model"], f["challenge"]): f["ok"] for f in json.loads(done.stdout)["folders"]}
+    assert ready == {
+        ("adapted", "flash_attention_bwd"): True,
+        ("cuda", "softmax_topk"): False,
+        ("cuda-nostream", "softmax_topk"): True,
+        ("near-miss", "layer_norm_bwd"): False,
+        ("near-miss", "flash_attention"): False,
+        ("noisy", "flash_attention"): True,
+    }
+    assert command("check", str(CLI / "README.md"), installed=installed).returncode == 2
+
+
+def test_check_refuses_a_path_without_challenge_folders(tmp_path, capsys):
+    """A folder with no challenge folder anywhere is a usage error (exit 2) that says what was expected."""
+    (tmp_path / "notes").mkdir()
+    assert main(["check", str(tmp_path)]) == 2
+    assert "no challenge folders under" in capsys.readouterr().err
+
+
+def test_grade_makes_relative_path_options_absolute(tmp_path, monkeypatch):
+    """`kernelgrade grade` runs pytest from the checkout: relative path options still name the caller's folders."""
+    monkeypatch.chdir(tmp_path)
+    argv = pytest_command(["--submissions-dir=subs", "--reports-dir=/abs/r", "-k", "kimi", "--model=m"])
+    assert argv[1:] == ["-m", "pytest", f"--submissions-dir={tmp_path / 'subs'}", "--reports-dir=/abs/r", "-k"] + [
+        "kimi",
+        "--model=m",
+    ]
+
+
+def entry_point_installed() -> bool:
+    return bool(importlib.metadata.entry_points(group="pytest11", name="kernelgrade"))
+
+
+def test_pytest_entry_point_leaves_other_projects_alone(tmp_path):
+    """With kernelgrade installed, an unrelated project that has its own ``plugins`` package gets its own package,
+    none of the grader's modules, and no warning, under ``pytest`` and ``python -m pytest`` alike."""
+    if not entry_point_installed():
+        pytest.skip("kernelgrade is not installed in this environment (pip install -e .)")
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "__init__.py").write_text("MINE = True\n")
+    (tmp_path / "test_theirs.py").write_text(
+        "import sys\n\nimport plugins\n\n\ndef test_own_package():\n    assert plugins.MINE\n"
+        "    assert 'kernelgrade_pytest' in sys.modules and 'reference' not in sys.modules\n"
+    )
+    for argv in ([str(Path(sys.executable).parent / "pytest")], [sys.executable, "-m", "pytest"]):
+        done = subprocess.run(
+            [*argv, "-q", "-W", "error", "-p", "no:cacheprovider"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and "1 passed" in done.stdout and "warning" not in done.stdout, done.stdout
+
+
+def test_pytest_entry_point_speaks_only_in_a_grading_run_of_another_checkout():
+    """The entry module's one hook: silent outside a grading run and in this checkout's run; one line in another's."""
+    spec = importlib.util.spec_from_file_location("_entry_under_test", REPO / "plugins" / "kernelgrade_pytest.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+
+    def header(grading: bool, root: Path) -> list[str]:
+        manager = SimpleNamespace(has_plugin=lambda name: grading and name == "plugins.config")
+        return entry.pytest_report_header(SimpleNamespace(pluginmanager=manager, rootpath=root))
+
+    assert header(False, Path("/elsewhere")) == [] and header(True, REPO) == []
+    assert header(True, Path("/elsewhere")) == [
+        f"kernelgrade: the installed kernelgrade command runs the checkout in {REPO}, not this one"
+    ]
