@@ -274,6 +274,46 @@ def growth(workers: int, copies: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
+def simulate(results: Path, workers: int, copies: int) -> dict[str, float]:
+    """The end of a run of ``copies`` copies of the correct model on ``workers`` workers, from the case times in an
+    earlier ``results.json`` and the scheduler's own unit order, with and without those times (no start-up, no shared
+    truths, no tail halving: a lower bound for each order)."""
+    sys.path.insert(0, str(REPO))
+    from plugins.isolate.schedule import interleave
+
+    cases = [
+        c for c in json.loads(results.read_text())["cases"]
+        if c["model"] == CORRECT and c["category"] != "speed" and c.get("timing")
+    ]  # fmt: skip
+    seconds: dict[int, float] = {}
+    groups: dict[tuple[str, str], list[int]] = {}
+    for k in range(copies):
+        for case in cases:
+            index = len(seconds)
+            seconds[index] = own_time(case["timing"]) + case["timing"].get("truth_s", 0.0)
+            groups.setdefault((case["challenge"], f"copy{k}/{case['challenge']}"), []).append(index)
+
+    def end(order: list[list[int]]) -> float:
+        free = [0.0] * workers
+        for unit in order:
+            free[free.index(min(free))] += sum(seconds[i] for i in unit)
+        return max(free)
+
+    figures = {
+        "work_s": sum(seconds.values()),
+        "by_count_s": end(interleave({k: list(v) for k, v in groups.items()})),
+        "by_time_s": end(interleave({k: list(v) for k, v in groups.items()}, seconds)),
+        "largest_unit_s": max(sum(seconds[i] for i in unit) for unit in groups.values()),
+    }
+    print(
+        f"\nsimulated: {copies} copies on {workers} workers from {results}: work {figures['work_s']:.1f} s "
+        f"(ideal end {figures['work_s'] / workers:.1f} s), units by case count end at {figures['by_count_s']:.1f} s, "
+        f"longest first by time at {figures['by_time_s']:.1f} s; "
+        f"the largest unit takes {figures['largest_unit_s']:.1f} s"
+    )
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cores = len(os.sched_getaffinity(0))
@@ -286,9 +326,15 @@ def main() -> None:
     parser.add_argument("--speed-copies", type=int, default=1, help="copies of the correct model in the speed roster")
     parser.add_argument("--speed-workers", default="", help="the two worker counts compared, e.g. 1,16")
     parser.add_argument("--out", help="also write every figure as JSON to this file")
+    parser.add_argument("--simulate", metavar="RESULTS", help="only simulate unit orders from a results.json")
     parser.add_argument("--pytest-args", default="", help="added to every grading run, e.g. \"-k 'layer_norm'\"")
     args = parser.parse_args()
     EXTRA.extend(shlex.split(args.pytest_args))
+    if args.simulate:
+        workers = [int(n) for n in args.workers.split(",") if n]
+        for copies in (args.copies, 2 * args.copies):
+            simulate(Path(args.simulate), workers[-1], copies)
+        return
     workers = [int(n) for n in args.workers.split(",") if n]
     figures: dict[str, Any] = {"cores": cores}
     if workers and args.copies:

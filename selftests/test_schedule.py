@@ -3,11 +3,12 @@ together, speed cases wait for every correctness case, and no worker is ever lef
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from plugins.isolate.schedule import SubmissionScheduling
+from plugins.isolate.schedule import SubmissionScheduling, case_costs
 
 
 class FakeNode:
@@ -31,9 +32,9 @@ def nodeids(submissions: dict[str, int], speed: int = 1) -> list[str]:
     ]
 
 
-def classify(nodeid: str) -> tuple[str, str, bool]:
+def classify(nodeid: str) -> tuple[str, str, bool, float | None]:
     group, case = nodeid.split("::")
-    return group, group.split("/")[1], case.startswith("speed")
+    return group, group.split("/")[1], case.startswith("speed"), None
 
 
 @pytest.fixture
@@ -141,3 +142,36 @@ def test_units_alternate_between_challenges_and_start_apart(run) -> None:
     for challenge in ("kv", "flash"):
         starts = [f.split("::")[1] for f in firsts if f"/{challenge}::" in f]
         assert len(set(starts)) == len(starts) == 3, starts
+
+
+def test_with_last_runs_times_the_longest_unit_goes_first(tmp_path: Path) -> None:
+    """Timed by an earlier run, a few-case but slow submission is sent before many-case quick ones."""
+    collection = nodeids({"quick/kv": 8, "slow/ternary": 3, "mid/flash": 5}, speed=0)
+    seconds = {"kv": 0.1, "ternary": 20.0, "flash": 1.0}
+
+    def timed(nodeid: str) -> tuple[str, str, bool, float | None]:
+        group, family, speed, _ = classify(nodeid)
+        return group, family, speed, seconds[family]
+
+    sched = SubmissionScheduling(2, timed, tmp_path / "done")
+    nodes = [FakeNode("gw0"), FakeNode("gw1")]
+    for node in nodes:
+        sched.add_node(node)
+        sched.add_node_collection(node, collection)
+    sched.schedule()
+    assert collection[nodes[0].sent[0]].startswith("slow/ternary::")
+    assert collection[nodes[1].sent[0]].startswith("mid/flash::")
+
+
+def test_case_costs_read_an_earlier_runs_records(tmp_path: Path) -> None:
+    """Per model and case, and the median over models for a model not graded then; waits are not cost."""
+    results = tmp_path / "results.json"
+    cases = [
+        {"model": m, "challenge": "kv", "case": "c0", "timing": {"case_s": s, "truth_s": 0.1, "wait_s": w}}
+        for m, s, w in (("a", 1.0, 0.0), ("b", 3.0, 0.0), ("c", 9.0, 4.0))
+    ]
+    results.write_text(json.dumps({"cases": [*cases, {"model": "d", "challenge": "kv", "case": "c1"}]}))
+    costs = case_costs(results)
+    assert costs[("a", "kv", "c0")] == 1.0 and costs[("c", "kv", "c0")] == 5.0
+    assert costs[("kv", "c0")] == 3.0 and ("kv", "c1") not in costs
+    assert case_costs(tmp_path / "missing.json") == {}

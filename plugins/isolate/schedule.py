@@ -11,9 +11,10 @@ What this module does instead, for ``-n N`` (xdist's ``--dist load``, the defaul
 xdist):
 
 - **Submissions as units.** The cases of one (model, challenge) go to one worker as one unit, so its child starts once.
-  Units alternate between challenges (:func:`interleave`), so workers do not queue for the same shared truth; when
-  fewer units are left than workers, a large unit is halved, so the run's tail is not one worker grinding through a
-  big submission while the others idle.
+  Units go out longest first by the last run's case times (``results.json`` in ``previous/``), else alternating
+  between challenges; submissions of one challenge start at different cases, so workers do not queue for the same
+  shared truth (:func:`interleave`). When fewer units are left than workers, a large unit is halved, so the run's tail
+  is not one worker grinding through a big submission while the others idle.
 - **A speed phase.** Speed cases are held back until every correctness unit has been handed out, and a worker starts a
   speed case only once every correctness case of the run has finished (a file the controller writes into the run's
   private folder). Speed cases then hold a speed slot: one per GPU on GPU runs; on CPU runs one per four cores
@@ -26,7 +27,9 @@ Without xdist, the same order holds: speed cases are collected last.
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,18 +82,48 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     collector = config.pluginmanager.get_plugin("kernelgrade-records")
 
-    def classify(nodeid: str) -> tuple[str, str, bool]:
-        """(submission, challenge, is a speed case) of a test; a test that grades nothing is a unit of its own."""
+    from plugins.config import grader_config
+
+    # The last run's case times (its results.json, moved to previous/ when this run started) say which units are long.
+    known = case_costs(grader_config(config).reports_dir / "previous" / "results.json")
+
+    def classify(nodeid: str) -> tuple[str, str, bool, float | None]:
+        """(submission, challenge, is a speed case, seconds it took last time) of a test; a test that grades nothing
+        is a unit of its own."""
         graded = collector.nodes.lookup(nodeid) if collector is not None else None
         if graded is None:
-            return nodeid, nodeid, False
-        sub = graded.submission
-        return f"{sub.model}/{sub.challenge}", sub.challenge, graded.case.is_speed
+            return nodeid, nodeid, False, None
+        sub, case = graded.submission, graded.case.id
+        cost = known.get((sub.model, sub.challenge, case), known.get((sub.challenge, case)))
+        return f"{sub.model}/{sub.challenge}", sub.challenge, graded.case.is_speed, cost
 
     from xdist.workermanage import parse_tx_spec_config
 
     workers = len(parse_tx_spec_config(config))
     return SubmissionScheduling(workers, classify, config.stash[RUN_SPACE_KEY].root / BARRIER_NAME, config)
+
+
+def case_costs(results: Path) -> dict[tuple, float]:
+    """Seconds per case from an earlier run's ``results.json``: keyed (model, challenge, case) for that model, and
+    (challenge, case) with the median over models for a model the earlier run did not grade. Empty when the file is
+    missing, unreadable or older than the records' ``timing``."""
+    try:
+        cases = json.loads(results.read_text()).get("cases") or []
+    except (OSError, ValueError, AttributeError):
+        return {}
+    costs: dict[tuple, float] = {}
+    per_case: dict[tuple[str, str], list[float]] = {}
+    for case in cases:
+        timing = case.get("timing") if isinstance(case, dict) else None
+        try:
+            seconds = float(timing["case_s"]) - float(timing.get("wait_s") or 0.0)
+            key = (str(case["model"]), str(case["challenge"]), str(case["case"]))
+        except (TypeError, KeyError, ValueError):
+            continue
+        costs[key] = max(seconds, 0.0)
+        per_case.setdefault(key[1:], []).append(costs[key])
+    costs.update({key: statistics.median(values) for key, values in per_case.items()})
+    return costs
 
 
 def cpu_speed_slots() -> int:
@@ -115,13 +148,15 @@ def wait_for_speed_phase(config: pytest.Config) -> str:
     return ""
 
 
-def interleave(groups: dict[tuple[str, str], list[int]]) -> list[list[int]]:
+def interleave(groups: dict[tuple[str, str], list[int]], costs: dict[int, float] | None = None) -> list[list[int]]:
     """Units (one per submission, keyed by (challenge, submission)) in the order they go out.
 
     Submissions of one challenge share their cases' truths, computed once per run by whichever worker needs one first
-    while the others wait for it (``truths.py``). So the units alternate between challenges, largest challenge first,
-    and the k-th submission of a challenge starts its case list k/n of the way in: workers on the same challenge
-    compute different truths side by side instead of queueing for the same one."""
+    while the others wait for it (``truths.py``). So the k-th submission of a challenge starts its case list k/n of the
+    way in: workers on the same challenge compute different truths side by side instead of queueing for the same one.
+
+    With ``costs`` (seconds per item, from the last run) the units go out longest first, so that the run does not end
+    with one worker alone on a long unit; without, they alternate between challenges, largest challenge first."""
     families: dict[str, list[list[int]]] = {}
     for (family, _), indices in groups.items():
         families.setdefault(family, []).append(indices)
@@ -130,12 +165,24 @@ def interleave(groups: dict[tuple[str, str], list[int]]) -> list[list[int]]:
         units.sort(key=len, reverse=True)
         rotated = [u[(k * len(u)) // len(units) :] + u[: (k * len(u)) // len(units)] for k, u in enumerate(units)]
         queues.append(rotated)
+    if costs is not None:
+        return sorted((u for queue in queues for u in queue), key=lambda u: -sum(costs[i] for i in u))
     order: list[list[int]] = []
     while any(queues):
         for queue in queues:
             if queue:
                 order.append(queue.pop(0))
     return order
+
+
+def known_costs(costs: dict[int, float | None], items: set[int]) -> dict[int, float] | None:
+    """The items' costs when the last run timed at least 90% of them (the rest get the median); else None, and units
+    are ordered by their case counts."""
+    timed = [costs[i] for i in items if costs.get(i) is not None]
+    if not items or len(timed) < 0.9 * len(items):
+        return None
+    fill = statistics.median(timed)
+    return {i: costs[i] if costs.get(i) is not None else fill for i in items}  # type: ignore[misc]
 
 
 class SubmissionScheduling:
@@ -147,7 +194,7 @@ class SubmissionScheduling:
     def __init__(
         self,
         numnodes: int,
-        classify: Callable[[str], tuple[str, str, bool]],
+        classify: Callable[[str], tuple[str, str, bool, float | None]],
         barrier: Path,
         config: pytest.Config | None = None,
     ):
@@ -235,8 +282,9 @@ class SubmissionScheduling:
             return
         self.collection = collections[0]
         groups: dict[tuple[str, str], list[int]] = {}
+        costs: dict[int, float | None] = {}
         for index, nodeid in enumerate(self.collection):
-            group, family, speed = self.classify(nodeid)
+            group, family, speed, costs[index] = self.classify(nodeid)
             self.group_of[index] = group
             if speed:
                 self.is_speed.add(index)
@@ -244,7 +292,7 @@ class SubmissionScheduling:
             else:
                 groups.setdefault((family, group), []).append(index)
                 self.correctness_left.add(index)
-        self.units = interleave(groups)
+        self.units = interleave(groups, known_costs(costs, self.correctness_left))
         self._announce_if_done()
         for node in self.nodes:
             self.check_schedule(node)
