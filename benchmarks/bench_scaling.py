@@ -137,9 +137,11 @@ def case_times(summary: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, 
     return {(c["model"], c["challenge"], c["case"]): c.get("timing") or {} for c in summary["cases"]}
 
 
-def own_time(timing: dict[str, float]) -> float:
-    """A case's time less the grader's own reference work and its waits (for a truth, a speed slot or the phase)."""
-    return timing.get("case_s", 0.0) - timing.get("truth_s", 0.0) - timing.get("wait_s", 0.0)
+def own_time(timing: dict[str, float], starts: bool = True) -> float:
+    """A case's time less the grader's own reference work and its waits (for a truth, a speed slot or the phase), and
+    with ``starts=False`` less the start of sandbox children too (spawn, imports: the first case of each unit)."""
+    own = timing.get("case_s", 0.0) - timing.get("truth_s", 0.0) - timing.get("wait_s", 0.0)
+    return own if starts else own - timing.get("start_s", 0.0)
 
 
 def _timing_text(timing: dict[str, float]) -> str:
@@ -169,28 +171,30 @@ def scaling_table(submissions: Path, workers: list[int]) -> dict[str, Any]:
     alone = case_times(base["summary"])
     print(f"\n1. workers (roster: {len(base['summary']['models'])} models, {len(alone)} cases, --no-speed)")
     print(
-        "   slowdown: a case's own time (its wall time in the worker less the grader's reference work and waits) "
-        "over the same case's with the first worker count; cases under 50 ms there are left out (noise)"
+        "   slowdown: a case's own time (its wall time in the worker less the grader's reference work, waits and "
+        "the start of sandbox children) over the same case's with the first worker count; cases under 50 ms there "
+        "are left out (noise). Child starts: their sum over the run, and the slowest"
     )
     print(
         f"{'-n':>4} {'wall s':>8} {'efficiency':>10} {'median slowdown':>16} {'p95':>6} {'worst':>7} "
-        f"{'peak GiB':>9} {'load':>5}  worst case"
+        f"{'peak GiB':>9} {'load':>5} {'starts s':>9} {'slowest':>8}  worst case"
     )
     table = []
     for n, run in runs.items():
         efficiency = base["wall_s"] * workers[0] / (n * run["wall_s"])
         slow = []
         for key, timing in case_times(run["summary"]).items():
-            before = own_time(alone.get(key, {}))
-            if before > 0.05 and own_time(timing) > 0:
-                slow.append((own_time(timing) / before, "/".join(key), timing, alone[key]))
+            before = own_time(alone.get(key, {}), starts=False)
+            if before > 0.05 and own_time(timing, starts=False) > 0:
+                slow.append((own_time(timing, starts=False) / before, "/".join(key), timing, alone[key]))
+        starts = [t.get("start_s", 0.0) for t in case_times(run["summary"]).values()] or [0.0]
         slow.sort(key=lambda s: s[0])
         median = statistics.median(s[0] for s in slow) if slow else float("nan")
         p95 = slow[int(0.95 * (len(slow) - 1))][0] if slow else float("nan")
         worst = slow[-1] if slow else (float("nan"), "", {}, {})
         print(
             f"{n:>4} {run['wall_s']:>8.1f} {efficiency:>9.0%} {median:>15.2f}x {p95:>5.2f}x {worst[0]:>6.2f}x "
-            f"{run['peak_mem_gib']:>9.1f} {run['mean_load']:>5.1f}  {worst[1]}"
+            f"{run['peak_mem_gib']:>9.1f} {run['mean_load']:>5.1f} {sum(starts):>9.1f} {max(starts):>8.2f}  {worst[1]}"
         )
         for ratio, name, mine, theirs in slow[-3:] if n != workers[0] else []:
             print(f"{'':>6}{ratio:5.2f}x {name}: {_timing_text(mine)} (against {_timing_text(theirs)})")
@@ -205,6 +209,7 @@ def scaling_table(submissions: Path, workers: list[int]) -> dict[str, Any]:
                 "worst_case": worst[1],
                 "peak_mem_gib": run["peak_mem_gib"],
                 "mean_load": run["mean_load"],
+                "starts_s": sum(starts),
                 "gpus": gpus_used(run["summary"]),
             }
         )

@@ -233,16 +233,18 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
         if reason:
             pytest.skip(reason)
         start, truth_before, wait_before = time.perf_counter(), case_runner.truth_seconds, case_runner.wait_seconds
+        starts_before = case_runner.pool.start_seconds
         late = schedule.wait_for_speed_phase(request.config) if case.is_speed else ""
         case_runner.wait_seconds += time.perf_counter() - start
         record = case_runner.run(submission, case)
         record.nodeid = request.node.nodeid
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         record.ran_on = {"host": socket.gethostname(), "worker": worker, "gpu": case_runner.cfg.gpu}
-        record.timing = {  # case_s is the whole case in its worker; truth_s and wait_s are parts of it
+        record.timing = {  # case_s is the whole case in its worker; truth_s, wait_s and start_s are parts of it
             "case_s": round(time.perf_counter() - start, 6),
             "truth_s": round(case_runner.truth_seconds - truth_before, 6),
             "wait_s": round(case_runner.wait_seconds - wait_before, 6),
+            "start_s": round(case_runner.pool.start_seconds - starts_before, 6),  # starting sandbox children
         }
         if late:
             record.ran_on["speed_phase"] = late

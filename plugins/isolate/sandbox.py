@@ -102,6 +102,7 @@ class Sandbox:
         self._output: OutputTail | None = None
         self._last_output: dict[str, str] = {}
         self._bwrap = False  # whether the current child runs under bwrap (GPU children may not, see _command)
+        self.start_seconds = 0.0  # time spent starting children (spawn, imports, ready) over this sandbox's life
 
     def run(self, inputs: dict[str, np.ndarray], params: dict[str, Any], measure: dict[str, Any]) -> Outcome:
         """Run one case; the timeout covers the whole request, scaled by the number of timed repeats. A case whose
@@ -110,8 +111,12 @@ class Sandbox:
         timeout = per_call * (1 + measure.get("warmup", 0) + measure.get("repeats", 0))
         if self.import_failure is not None:
             return self.import_failure
-        if self.process is None and self._start(time.monotonic() + self.limits.call_timeout_s) is not None:
-            return self.import_failure
+        if self.process is None:
+            began = time.perf_counter()
+            failed = self._start(time.monotonic() + self.limits.call_timeout_s) is not None
+            self.start_seconds += time.perf_counter() - began
+            if failed:
+                return self.import_failure
         deadline = time.monotonic() + timeout
         kills_before = oom_kills()
         self._memory.start()
@@ -352,13 +357,20 @@ class SandboxPool:
     def __init__(self, limits: Limits, repo: Path, space: runspace.RunSpace | None = None, keep: int = 4):
         self.limits, self.repo, self.space, self.keep = limits, repo, space, keep
         self._sandboxes: dict[Program, Sandbox] = {}
+        self._closed_start_seconds = 0.0
+
+    @property
+    def start_seconds(self) -> float:
+        """Time this process spent starting children, all sandboxes together (for the case records' time split)."""
+        return self._closed_start_seconds + sum(s.start_seconds for s in self._sandboxes.values())
 
     def get(self, program: Program) -> Sandbox:
         sandbox = self._sandboxes.pop(program, None) or Sandbox(program, self.limits, self.repo, self.space)
         self._sandboxes[program] = sandbox  # most recently used last
         while len(self._sandboxes) > self.keep:
-            oldest = next(iter(self._sandboxes))
-            self._sandboxes.pop(oldest).close()
+            oldest = self._sandboxes.pop(next(iter(self._sandboxes)))
+            self._closed_start_seconds += oldest.start_seconds
+            oldest.close()
         return sandbox
 
     def close(self) -> None:
