@@ -59,12 +59,12 @@ def build_roster(target: Path, copies: int, buggy: bool) -> int:
     return models
 
 
-def grade(submissions: Path, workers: int, speed: bool, extra: list[str] | None = None) -> dict[str, Any]:
+def grade(submissions: Path, workers: int, speed: bool) -> dict[str, Any]:
     """One grading run; its wall time and results.json."""
     with tempfile.TemporaryDirectory() as reports:
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--seed={SEED}"]
         command += [f"--submissions-dir={submissions}", f"--reports-dir={reports}", "-n", str(workers)]
-        command += ([] if speed else ["--no-speed"]) + (extra or []) + EXTRA
+        command += ([] if speed else ["--no-speed"]) + EXTRA
         start = time.perf_counter()
         with ResourceSampler() as resources:
             done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
@@ -114,13 +114,11 @@ def report_writing_seconds(summary: dict[str, Any]) -> float:
     """Writing grades.md, results.json, badges and pictures again from the summary, timed (pytest-html's own page is
     not included)."""
     sys.path.insert(0, str(REPO))
-    from plugins.report import files, pictures
+    from plugins.report import files
 
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         files.write_reports(summary, Path(folder), [])
-        for name, text in pictures.picture_files(summary).items():
-            files.atomic_write(Path(folder) / name, text)
         return time.perf_counter() - start
 
 

@@ -22,7 +22,7 @@ import pytest
 from plugins.config import grader_config
 from plugins.discover.entry_points import python_files
 from plugins.discover.submissions import Submission
-from plugins.report.markdown import _table, escape
+from plugins.report.markdown import escape, table
 from reference import qwen3_tiny, ternary_grading
 from reference import ternary_training as tt
 
@@ -100,14 +100,16 @@ def coverage_section(records: list[dict[str, Any]]) -> str:
     kinds = list(qwen3_tiny.KINDS)
     rows = []
     for rec in (r for r in records if r["case"].startswith("cov-")):
-        table = rec.get("details", {}).get("coverage")
-        if not table:
+        coverage = rec.get("details", {}).get("coverage")
+        if not coverage:
             rows.append([rec["model"], rec["case"], *[rec["outcome"]] * len(kinds)])
             continue
         if rec["details"].get("tied"):  # the head is the embedding table: its export is the table's
-            shared = table["embed_tokens"]
-            table = table | {"lm_head": table["lm_head"] | {"export": shared["export"], "ternary": shared["ternary"]}}
-        cells = [_cell(table[k]) if k in table else "n/a" for k in kinds]
+            shared = coverage["embed_tokens"]
+            coverage = coverage | {
+                "lm_head": coverage["lm_head"] | {"export": shared["export"], "ternary": shared["ternary"]}
+            }
+        cells = [_cell(coverage[k]) if k in coverage else "n/a" for k in kinds]
         rows.append([rec["model"], rec["case"], *cells])
     intro = (
         "What the forward pass really uses, measured by the grader. A kind is *ternary* when permuting its latent "
@@ -118,7 +120,7 @@ def coverage_section(records: list[dict[str, Any]]) -> str:
         "the forward uses). Δ is the largest log-prob change under the probe. In a tied model the head is the "
         "embedding table."
     )
-    return intro + "\n\n" + _table(["model", "case", *kinds], rows)
+    return intro + "\n\n" + table(["model", "case", *kinds], rows)
 
 
 def training_section(records: list[dict[str, Any]]) -> str:
@@ -147,8 +149,8 @@ def training_section(records: list[dict[str, Any]]) -> str:
         "projection of the initial weights → the trained weights.\n\n"
     )
     headers = ["model", "outcome", "held-out bpb", "limit", "unigram", "floor", "train loss", "train s", "steps"]
-    text += _table(headers, rows)
+    text += table(headers, rows)
     if samples:
         text += "\n\nGreedy samples (grader's forward on the exported weights, prompts from the held-out split):\n\n"
-        text += _table(["model", "prompt", "continuation"], samples)
+        text += table(["model", "prompt", "continuation"], samples)
     return text

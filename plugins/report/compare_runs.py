@@ -30,7 +30,7 @@ from typing import Any
 from tabulate import tabulate
 
 from plugins.report import tables
-from plugins.report.markdown import _table, escape
+from plugins.report.markdown import escape, table
 
 SCHEMA_VERSION = 1  # the results.json layout this module reads (plugins/grade/plugin.py writes it)
 NOISE_SPREADS = 2.0  # a move beyond noise is more than this many of the larger relative spread ...
@@ -302,7 +302,7 @@ def markdown_section(comparison: dict[str, Any]) -> str:
     parts = [
         f"Baseline `{escape(comparison['label'])}`: " + "; ".join(escape(line) for line in comparison["about"]) + ".",
         escape(counts_line(comparison)) + ".",
-        "**Grade changes**\n\n" + (_table(*grade_rows(comparison)) if comparison["grades"] else "None."),
+        "**Grade changes**\n\n" + (table(*grade_rows(comparison)) if comparison["grades"] else "None."),
     ]
     for title, rows in (("Newly failing", cases["newly_failing"]), ("Newly passing", cases["newly_passing"])):
         listed = case_lines(rows, MAX_CASES_LISTED)

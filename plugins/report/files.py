@@ -1,4 +1,5 @@
-"""Write the report files from a summary: ``grades.md``, ``results.json`` and the badges, each replaced atomically.
+"""Write the report files from a summary: ``grades.md``, ``results.json``, the pictures and the badges, each replaced
+atomically.
 
 Used at the end of a run and by :mod:`plugins.report.recover`. A file is written to a temporary name and renamed, so a
 reader (or a second Ctrl-C) never finds half a report. A badge that cannot be written is reported, and the other
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from plugins.report import badges as badge_files
-from plugins.report import markdown
+from plugins.report import markdown, pictures
 from plugins.report.journal import json_safe
 
 
@@ -33,11 +34,19 @@ def atomic_write(path: Path, text: str) -> None:
 def write_reports(
     summary: dict[str, Any], folder: Path, sections: list[tuple[str, str]], badges: bool = True
 ) -> tuple[list[Path], list[str]]:
-    """The report files of ``summary`` in ``folder`` (badges only if ``badges``); returns (paths written, warnings)."""
+    """The report files of ``summary`` in ``folder``: grades.md, results.json, the pictures beside them and (if
+    ``badges``) the badges; returns (paths written, warnings). A picture or badge that cannot be written costs no other
+    report."""
     written = [folder / "grades.md", folder / "results.json"]
     atomic_write(written[0], markdown.render(summary, sections) + "\n")
     atomic_write(written[1], json.dumps(json_safe(summary), indent=1, allow_nan=False) + "\n")
     warnings: list[str] = []
+    try:  # the heatmap and the speed chart
+        for name, text in pictures.picture_files(summary).items():
+            atomic_write(folder / name, text)
+            written.append(folder / name)
+    except OSError as exc:
+        warnings.append(f"pictures not written: {exc}")
     if not badges:  # a recovered run's letters are not ones to show as badges
         return written, warnings
     try:

@@ -54,15 +54,15 @@ def summary_html(run: dict[str, Any]) -> str:
         )
     parts += [f'<p class="kg-warning"><b>warning</b>: {inert.html(w)}</p>' for w in tables.warnings(run)]
     parts.append("<h2>Grades</h2>")
-    parts.append(_table(*tables.grade_matrix(run)))
+    parts.append(table(*tables.grade_matrix(run)))
     parts.append(f'<div class="kg-picture">{pictures.heatmap_svg(run)}</div>')
     parts.append("<h3>Ranking</h3>")
-    parts.append(_table(*tables.ranking(run)))
+    parts.append(table(*tables.ranking(run)))
     parts.append(samples.html_section(run))  # several samples per model: mean, spread, pass@k (or nothing)
     parts.append(f'<h3>Speed</h3><div class="kg-picture">{pictures.speed_svg(run)}</div>')
     for challenge in tables.graded_challenges(run):
         parts.append(f"<h3>{escape(challenge['title'])}</h3>")
-        parts.append(_table(*tables.breakdown(run, challenge["id"])))
+        parts.append(table(*tables.breakdown(run, challenge["id"])))
         if traps := pictures.traps_html(run, challenge["id"]):
             parts.append(f"<h4>Traps of {escape(challenge['id'])}</h4>{traps}")
     parts.append(f"<p>Seed {escape(str(run['options']['seed']))}; full details in grades.md and results.json.</p>")
@@ -70,7 +70,8 @@ def summary_html(run: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table (tabulate escapes every cell; ``inert.visible`` first shows control characters)."""
     return tabulate([[inert.visible(c) for c in row] for row in rows], headers=headers, tablefmt="html")
 
 

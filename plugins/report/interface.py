@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from plugins.report.markdown import _table
+from plugins.report.markdown import table
 
 TITLE = "Interface compliance"
 INTRO = (
@@ -58,4 +58,4 @@ def _listed(items: list[str]) -> str:
 @pytest.hookimpl
 def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config) -> list[tuple[str, str]]:
     headers, rows = compliance(summary)
-    return [(TITLE, f"{INTRO}\n\n{_table(headers, rows)}")] if rows else []
+    return [(TITLE, f"{INTRO}\n\n{table(headers, rows)}")] if rows else []

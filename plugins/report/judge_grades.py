@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from plugins.grade.rubric import Rubric
-from plugins.report.markdown import _table, escape
+from plugins.report.markdown import escape, table
 
 COLUMNS = ("model", "challenge", "grade")
 MAX_AGREEING_STEPS = 1  # one step apart agrees (A and A-): a judge's plus or minus is within its own noise
@@ -64,19 +64,19 @@ def read_judge_file(path: Path, rubric: Rubric) -> list[dict[str, Any]]:
 def parse(text: str, rubric: Rubric) -> list[dict[str, Any]]:
     reader = csv.reader(io.StringIO(text), strict=True)
     try:  # (line number in the file, fields); blank lines are no rows
-        table = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+        lines = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except csv.Error as exc:
         raise JudgeFileError(f"not CSV ({exc})") from None
-    if not table:
+    if not lines:
         raise JudgeFileError("empty: expected a header model,challenge,grade")
-    header = [cell.strip().lower() for cell in table[0][1]]
+    header = [cell.strip().lower() for cell in lines[0][1]]
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise JudgeFileError(f"the header lacks {', '.join(missing)} (expected model,challenge,grade)")
     where = {c: header.index(c) for c in COLUMNS}
     rows: list[dict[str, Any]] = []
     seen: dict[tuple[str, str], str] = {}
-    for number, raw in table[1:]:
+    for number, raw in lines[1:]:
         if len(raw) != len(header):
             raise JudgeFileError(f"line {number}: {len(raw)} fields, the header has {len(header)}")
         model, challenge, given = (raw[where[c]].strip() for c in COLUMNS)
@@ -188,7 +188,7 @@ def markdown_section(result: dict[str, Any], label: str) -> str:
         "letter with the rubric's thresholds). *Explained by*: the failed cases when the judge rated higher, the "
         "passed edge and precision cases when it rated lower."
     )
-    parts = [intro, _table(*table_rows(result)) if result["disagreements"] else "No disagreement."]
+    parts = [intro, table(*table_rows(result)) if result["disagreements"] else "No disagreement."]
     if result["not_compared"]:
         listed = [f"- line {u['line']}: {escape(u['model'])} on {escape(u['challenge'])}: {u['why']}"
                   for u in result["not_compared"]]  # fmt: skip

@@ -18,7 +18,8 @@ def escape(text: Any) -> str:
     return inert.markdown(text)
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown (pipe) table with every cell and header escaped: the one table writer of grades.md sections."""
     return tabulate(
         [[escape(c) for c in row] for row in rows],
         headers=[escape(h) for h in headers],
@@ -42,7 +43,7 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
         "",
         "## Ranking",
         "",
-        _table(*tables.ranking(summary)),
+        table(*tables.ranking(summary)),
         "",
         "## Grade matrix",
         "",
@@ -51,7 +52,7 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
         " source that compiled on a machine with no GPU, where no kernel ran (no grade, not ranked)"
         f"{_no_code_legend(summary)}.",
         "",
-        _table(*tables.grade_matrix(summary)),
+        table(*tables.grade_matrix(summary)),
         "",
         *pictures.pictures_markdown(),
     ]
@@ -70,7 +71,7 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
         "Wins-losses-ties of the row model against the column model, one per challenge"
         f" both attempted, compared by grade points.{_no_code_head_to_head(summary)}",
         "",
-        _table(*tables.head_to_head(summary)),
+        table(*tables.head_to_head(summary)),
         "",
     ]
     for title, body in extra_sections:
@@ -93,7 +94,7 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
     lines = [
         f"## {challenge['title']} (`{challenge['id']}`)",
         "",
-        _table(*tables.breakdown(summary, challenge["id"])),
+        table(*tables.breakdown(summary, challenge["id"])),
         "",
     ]
     if traps := pictures.traps_markdown(summary, challenge["id"]):

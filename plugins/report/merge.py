@@ -37,7 +37,7 @@ from plugins.grade import summary as summary_module
 from plugins.grade.records import CaseRecord
 from plugins.report import inert, lifecycle, recover
 from plugins.report.journal import FILE_NAME, Journal, Replay, replay
-from plugins.report.markdown import _table
+from plugins.report.markdown import table
 
 REPO = Path(__file__).resolve().parents[2]
 USAGE = "usage: python -m plugins.report.merge OUT_DIR SHARD_DIR..."
@@ -269,7 +269,7 @@ def shards_section(header: dict[str, Any]) -> tuple[str, str]:
         "only on identical machines: " + ("all ran on one kind of machine." if kinds == 1 else f"they ran on {kinds}.")
     )
     headers = ["shard", "host", "machine", "pairs", "cases", "wall time", "status"]
-    return "Shards", intro + "\n\n" + _table(headers, [[str(c) for c in r] for r in rows])
+    return "Shards", intro + "\n\n" + table(headers, [[str(c) for c in r] for r in rows])
 
 
 def _sandbox(shards: list[Shard]) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from plugins.report.inert import markdown
+from plugins.report.markdown import table
 
 
 def placement_rows(summary: dict[str, Any]) -> list[list[str]]:
@@ -44,9 +44,7 @@ def render(summary: dict[str, Any]) -> str:
     if not rows:
         return ""
     headers = ["machine", "GPU", "workers", "models", "cases", "speed cases", "case seconds", "of which reference"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(markdown(cell) for cell in row) + " |" for row in rows]
-    lines.append("")
+    lines = [table(headers, rows), ""]
     lines.append(
         "Case seconds add up each case's wall time in its worker (sandbox start, the submission's calls, judging, "
         'waits for a speed slot); "of which reference" is the grader\'s own float64 reference work inside them. '

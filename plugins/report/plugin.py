@@ -21,7 +21,7 @@ from tabulate import tabulate
 
 from plugins.config import grader_config, reports_dir
 from plugins.grade.plugin import SUMMARY_KEY
-from plugins.report import files, inert, journal, pictures, tables
+from plugins.report import files, inert, journal, tables
 
 WRITTEN_KEY = pytest.StashKey[list[Path]]()
 WARNINGS_KEY = pytest.StashKey[list[str]]()
@@ -48,12 +48,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         s for group in config.hook.pytest_grader_report_sections(summary=summary, config=config) if group for s in group
     ]
     written, warnings = files.write_reports(summary, folder, sections)
-    try:  # the heatmap and speed chart beside grades.md; a picture that cannot be written costs no other report
-        for name, text in pictures.picture_files(summary).items():
-            files.atomic_write(folder / name, text)
-            written.append(folder / name)
-    except OSError as exc:
-        warnings.append(f"pictures not written: {exc}")
     config.stash[WRITTEN_KEY] = written
     config.stash[WARNINGS_KEY] = warnings
     collector = config.pluginmanager.get_plugin("kernelgrade-records")

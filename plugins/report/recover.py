@@ -23,7 +23,7 @@ from typing import Any
 from plugins.grade import rubric as rubric_module
 from plugins.grade import summary as summary_module
 from plugins.grade.records import CaseRecord
-from plugins.report import files, inert, lifecycle, pictures
+from plugins.report import files, inert, lifecycle
 from plugins.report.journal import FILE_NAME, replay
 from plugins.report.tables import origin_tag
 
@@ -103,8 +103,6 @@ def write_offline(
     if ``badges``, the badges; returns the warnings of files that could not be written."""
     sections = [*offline_sections(summary), *extra]
     _, warnings = files.write_reports(summary, folder, sections, badges=badges)
-    for name, text in pictures.picture_files(summary).items():
-        files.atomic_write(folder / name, text)
     files.atomic_write(folder / "report.html", page(summary, title))
     return warnings
 

@@ -17,6 +17,7 @@ from tabulate import tabulate
 
 from plugins.grade.plugin import SUMMARY_KEY
 from plugins.report import inert, tables
+from plugins.report.markdown import table
 
 TITLE = "Samples and pass@k"
 INTRO = (
@@ -80,31 +81,24 @@ def render(summary: dict[str, Any]) -> str:
     """The Markdown body, or an empty string when no model has several samples of a challenge."""
     if not summary.get("samples"):
         return ""
-    parts = [INTRO, "", _markdown(*group_rows(summary)), "", "Each sample:", "", _markdown(*sample_rows(summary))]
+    parts = [INTRO, "", table(*group_rows(summary)), "", "Each sample:", "", table(*sample_rows(summary))]
     parts += ["", *(f"- {inert.markdown(line)}" for line in notes(summary))] if notes(summary) else []
     return "\n".join(parts)
-
-
-def _markdown(headers: list[str], rows: list[list[str]]) -> str:
-    cells = [[inert.markdown(c) for c in row] for row in rows]
-    return tabulate(cells, headers=headers, tablefmt="pipe", disable_numparse=True)  # headers are ours
 
 
 def html_section(summary: dict[str, Any]) -> str:
     """The same section for ``report.html`` (tabulate's html format escapes every cell; ``inert.visible`` first shows
     control characters), or an empty string."""
+    from plugins.report.html import table as html_table  # late: plugins.report.html imports this module
+
     if not summary.get("samples"):
         return ""
     intro = inert.html(INTRO.replace("`", ""))
     listed = "".join(f"<li>{inert.html(line)}</li>" for line in notes(summary))
     return (
-        f"<h3>{inert.html(TITLE)}</h3><p>{intro}</p>{_html_table(*group_rows(summary))}"
-        f"<h4>Each sample</h4>{_html_table(*sample_rows(summary))}" + (f"<ul>{listed}</ul>" if listed else "")
+        f"<h3>{inert.html(TITLE)}</h3><p>{intro}</p>{html_table(*group_rows(summary))}"
+        f"<h4>Each sample</h4>{html_table(*sample_rows(summary))}" + (f"<ul>{listed}</ul>" if listed else "")
     )
-
-
-def _html_table(headers: list[str], rows: list[list[str]]) -> str:
-    return tabulate([[inert.visible(c) for c in row] for row in rows], headers=headers, tablefmt="html")
 
 
 @pytest.hookimpl

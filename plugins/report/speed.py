@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tabulate import tabulate
-
-from plugins.report import inert
-
 SAME_WITHIN = 1.05  # ratios closer to 1 than this read "as fast as": 5% is under a loaded machine's noise
 
 
@@ -86,14 +82,11 @@ def _median(record: dict[str, Any]) -> float:
 
 def render(summary: dict[str, Any]) -> str:
     """The section body: one table per speed case, or an empty string when no speed case was timed."""
+    from plugins.report.markdown import table as markdown_table  # late: markdown imports tables, which imports this
+
     parts = []
     for (challenge, case), rows in peer_rows(summary).items():
-        body = tabulate(
-            [[inert.markdown(cell) for cell in row] for row in rows],
-            headers=["model", "median", "against the reference", "against the fastest peer"],
-            tablefmt="pipe",
-            disable_numparse=True,
-        )
+        body = markdown_table(["model", "median", "against the reference", "against the fastest peer"], rows)
         parts += [f"`{challenge}` / `{case}`:", "", body, ""]
     if not parts:
         return ""
