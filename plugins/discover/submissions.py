@@ -110,8 +110,8 @@ class Submission:
 
     def describe(self) -> str:
         """How it was loaded, for the report: ``native: flash_attention_fwd from impl.py (also in x.py)``."""
-        if self.no_code:
-            return f"{self.runtime}: no code"
+        if self.no_code:  # neither native nor through an adapter: there is nothing to load
+            return "no code"
         by_file: dict[str, list[str]] = {}
         for name, file in self.entries:
             by_file.setdefault(file, []).append(name)

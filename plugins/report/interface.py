@@ -29,8 +29,9 @@ INTRO = (
 
 def compliance(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Rows per model in ranking order: challenges native, challenges via an adapter (each with its lines), and the
-    total adapter lines. Only submissions that got a grade in this run count."""
-    graded = {(m, c) for m, d in summary["models"].items() for c in d["challenges"]}
+    total adapter lines. Only submissions with code that got a grade in this run count (a folder without code meets
+    no interface)."""
+    graded = {(m, c) for m, d in summary["models"].items() for c, g in d["challenges"].items() if not g.get("no_code")}
     order = [row["model"] for row in summary["ranking"]]
     per_model: dict[str, tuple[list[str], list[str], list[int]]] = {}
     for sub in summary.get("submissions", []):

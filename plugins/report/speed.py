@@ -66,7 +66,8 @@ def peer_rows(summary: dict[str, Any]) -> dict[tuple[str, str], list[list[str]]]
                     ]
                 )
             else:
-                rows.append([record["model"], record.get("outcome", ""), "no time (not passed)", ""])
+                outcome = str(record.get("outcome", "")).replace("_", " ")  # "no_code" reads "no code", as elsewhere
+                rows.append([record["model"], outcome, "no time (not passed)", ""])
         tables[key] = rows
     return tables
 

@@ -142,7 +142,10 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
 
 def interface(summary: dict[str, Any], model: str, challenge: str) -> str:
     """How the submission meets the contract: ``native``, or ``adapter (N lines)`` with N the adapter's code lines
-    (from the run header's submissions; graded the same either way). A dash where the header does not say."""
+    (from the run header's submissions; graded the same either way). A dash where the folder holds no code (there is
+    no interface to meet) or the header does not say."""
+    if summary["models"].get(model, {}).get("challenges", {}).get(challenge, {}).get("no_code"):
+        return NOT_ATTEMPTED
     for sub in summary.get("submissions", []):
         if sub["model"] == model and sub["challenge"] == challenge:
             if sub.get("runtime") != "adapter":
