@@ -9,7 +9,9 @@ The roster is ``--copies`` copies of the demo roster's correct model (``demo-til
 buggy demo, written to a temporary submissions folder, so every challenge is present and failures cost what they cost.
 Each run is ``python -m pytest -n N --seed S --no-speed`` on it (reports to a temporary folder); figures come from the
 wall clock and from the case records in results.json (``timing.case_s``: a case's wall time in its worker;
-``timing.truth_s``: the grader's own reference work inside it).
+``timing.truth_s``: the grader's own reference work inside it; ``timing.began_at``: when it started, for the timeline
+of start-up, cases and end). Every run after the first starts from the first run's results.json, as a user's second
+run starts from the first (the scheduler orders units by those case times); ``--cold`` leaves that out.
 
 Printed, never asserted (timings are not pass/fail tests):
 
@@ -42,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 SEED = "20261130"
 CORRECT = "demo-tiled"
 EXTRA: list[str] = []  # --pytest-args, added to every run (say -k to time a few challenges only)
+KNOWN: dict[str, Any] = {}  # "results": the first run's results.json text, which later runs start from (see grade)
 
 
 def build_roster(target: Path, copies: int, buggy: bool) -> int:
@@ -60,12 +63,16 @@ def build_roster(target: Path, copies: int, buggy: bool) -> int:
 
 
 def grade(submissions: Path, workers: int, speed: bool) -> dict[str, Any]:
-    """One grading run; its wall time and results.json."""
+    """One grading run; its wall time and results.json. Unless ``--cold``, every run after the first finds the first
+    one's results.json in its reports folder, as a user's second run finds the first: the scheduler then sends the
+    longest units first by those times (see plugins/isolate/schedule.py)."""
     with tempfile.TemporaryDirectory() as reports:
+        if "results" in KNOWN:
+            (Path(reports) / "results.json").write_text(KNOWN["results"])
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--seed={SEED}"]
         command += [f"--submissions-dir={submissions}", f"--reports-dir={reports}", "-n", str(workers)]
         command += ([] if speed else ["--no-speed"]) + EXTRA
-        start = time.perf_counter()
+        start, started_at = time.perf_counter(), time.time()
         with ResourceSampler() as resources:
             done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - start
@@ -74,8 +81,42 @@ def grade(submissions: Path, workers: int, speed: bool) -> dict[str, Any]:
         except (OSError, ValueError):
             print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
             raise SystemExit(f"run with -n {workers} wrote no results.json (exit {done.returncode})") from None
+        if KNOWN.get("warm"):
+            KNOWN.setdefault("results", (Path(reports) / "results.json").read_text())
+        if KNOWN.get("keep"):  # --keep-results: each run's results.json, numbered, for a closer look afterwards
+            KNOWN["kept"] = KNOWN.get("kept", 0) + 1
+            shutil.copy(Path(reports) / "results.json", Path(KNOWN["keep"]) / f"run{KNOWN['kept']}-n{workers}.json")
         report_s = report_writing_seconds(summary)
-    return {"wall_s": wall, "summary": summary, "exit": done.returncode, "report_s": report_s} | resources.figures()
+    timeline = run_timeline(summary, started_at, wall)
+    return {"wall_s": wall, "summary": summary, "exit": done.returncode, "report_s": report_s, "timeline": timeline} | (
+        resources.figures()
+    )
+
+
+def run_timeline(summary: dict[str, Any], started_at: float, wall: float) -> dict[str, float]:
+    """Where a run's wall time went, from the cases' wall-clock starts (``timing.began_at``): start-up until the first
+    case (workers starting, collection), the span of the cases, and the end after the last case (teardown, reports).
+    Busy is the share of worker-seconds in the span that went to cases; the rest is idle (a worker waiting for work,
+    or done while others still run: the tail)."""
+    spans: dict[str, list[float]] = {}
+    for case in summary["cases"]:
+        timing, worker = case.get("timing") or {}, (case.get("ran_on") or {}).get("worker", "?")
+        if "began_at" in timing:
+            spans.setdefault(worker, []).append(timing["began_at"] - started_at)
+            spans[worker].append(timing["began_at"] - started_at + timing.get("case_s", 0.0))
+    if not spans:
+        return {}
+    first = min(min(s) for s in spans.values())
+    last = max(max(s) for s in spans.values())
+    busy = sum(t.get("case_s", 0.0) for t in case_times(summary).values())
+    ends = [max(s) for s in spans.values()]
+    return {
+        "startup_s": first,
+        "cases_s": last - first,
+        "end_s": wall - last,
+        "busy": busy / max(len(spans) * (last - first), 1e-9),
+        "tail_s": last - statistics.median(ends),  # from the median worker's last case to the run's last case
+    }
 
 
 class ResourceSampler:
@@ -164,8 +205,8 @@ def gpus_used(summary: dict[str, Any]) -> dict[str, int]:
 
 
 def scaling_table(submissions: Path, workers: list[int]) -> dict[str, Any]:
-    runs = {n: grade(submissions, n, speed=False) for n in workers}
-    base = runs[workers[0]]
+    """Each row is printed as soon as its run ends: a benchmark cut short by a time limit still shows what it ran."""
+    base = grade(submissions, workers[0], speed=False)
     alone = case_times(base["summary"])
     print(f"\n1. workers (roster: {len(base['summary']['models'])} models, {len(alone)} cases, --no-speed)")
     print(
@@ -178,7 +219,8 @@ def scaling_table(submissions: Path, workers: list[int]) -> dict[str, Any]:
         f"{'peak GiB':>9} {'load':>5} {'starts s':>9} {'slowest':>8}  worst case"
     )
     table = []
-    for n, run in runs.items():
+    for n in workers:
+        run = base if n == workers[0] else grade(submissions, n, speed=False)
         efficiency = base["wall_s"] * workers[0] / (n * run["wall_s"])
         slow = []
         for key, timing in case_times(run["summary"]).items():
@@ -192,8 +234,17 @@ def scaling_table(submissions: Path, workers: list[int]) -> dict[str, Any]:
         worst = slow[-1] if slow else (float("nan"), "", {}, {})
         print(
             f"{n:>4} {run['wall_s']:>8.1f} {efficiency:>9.0%} {median:>15.2f}x {p95:>5.2f}x {worst[0]:>6.2f}x "
-            f"{run['peak_mem_gib']:>9.1f} {run['mean_load']:>5.1f} {sum(starts):>9.1f} {max(starts):>8.2f}  {worst[1]}"
+            f"{run['peak_mem_gib']:>9.1f} {run['mean_load']:>5.1f} {sum(starts):>9.1f} {max(starts):>8.2f}  {worst[1]}",
+            flush=True,
         )
+        line = run["timeline"]
+        if line:
+            print(
+                f"{'':>6}timeline: start-up {line['startup_s']:.1f} s, cases {line['cases_s']:.1f} s (workers busy "
+                f"{line['busy']:.0%}; tail after the median worker's end {line['tail_s']:.1f} s), "
+                f"end {line['end_s']:.1f} s",
+                flush=True,
+            )
         for ratio, name, mine, theirs in slow[-3:] if n != workers[0] else []:
             print(f"{'':>6}{ratio:5.2f}x {name}: {_timing_text(mine)} (against {_timing_text(theirs)})")
         table.append(
@@ -209,6 +260,7 @@ def scaling_table(submissions: Path, workers: list[int]) -> dict[str, Any]:
                 "mean_load": run["mean_load"],
                 "starts_s": sum(starts),
                 "gpus": gpus_used(run["summary"]),
+                "timeline": run["timeline"],
             }
         )
     if any(len(row["gpus"]) > 1 for row in table):
@@ -280,7 +332,7 @@ def growth(workers: int, copies: list[int]) -> list[dict[str, Any]]:
 def simulate(results: Path, workers: int, copies: int) -> dict[str, float]:
     """The end of a run of ``copies`` copies of the correct model on ``workers`` workers, from the case times in an
     earlier ``results.json`` and the scheduler's own unit order, with and without those times (no start-up, no shared
-    truths, no tail halving: a lower bound for each order)."""
+    truths, no stealing: a lower bound for each order)."""
     sys.path.insert(0, str(REPO))
     from plugins.isolate.schedule import interleave
 
@@ -328,11 +380,17 @@ def main() -> None:
     parser.add_argument("--speed-runs", action="store_true", help="compare speed ratios between worker counts")
     parser.add_argument("--speed-copies", type=int, default=1, help="copies of the correct model in the speed roster")
     parser.add_argument("--speed-workers", default="", help="the two worker counts compared, e.g. 1,16")
+    parser.add_argument("--cold", action="store_true", help="no run starts from the first run's case times")
     parser.add_argument("--out", help="also write every figure as JSON to this file")
+    parser.add_argument("--keep-results", metavar="DIR", help="copy each run's results.json into this folder")
     parser.add_argument("--simulate", metavar="RESULTS", help="only simulate unit orders from a results.json")
-    parser.add_argument("--pytest-args", default="", help="added to every grading run, e.g. \"-k 'layer_norm'\"")
+    parser.add_argument(
+        "--pytest-args", default="", help="added to every grading run; write it with '=': --pytest-args=--device=cpu"
+    )
     args = parser.parse_args()
     EXTRA.extend(shlex.split(args.pytest_args))
+    KNOWN["warm"] = not args.cold
+    KNOWN["keep"] = args.keep_results
     if args.simulate:
         workers = [int(n) for n in args.workers.split(",") if n]
         for copies in (args.copies, 2 * args.copies):
@@ -340,18 +398,24 @@ def main() -> None:
         return
     workers = [int(n) for n in args.workers.split(",") if n]
     figures: dict[str, Any] = {"cores": cores}
+
+    def save() -> None:  # after every part: a run cut short by a time limit keeps what it measured
+        if args.out:
+            Path(args.out).write_text(json.dumps(figures, indent=1, default=str))
+
     if workers and args.copies:
         with tempfile.TemporaryDirectory() as folder:
             models = build_roster(Path(folder), args.copies, buggy=not args.no_buggy)
             print(f"roster: {models} models; host: {cores} cores", flush=True)
             figures |= scaling_table(Path(folder), workers)
+        save()
     if args.speed_runs:
         low, high = (int(n) for n in (args.speed_workers or f"{workers[0]},{workers[-1]}").split(","))
         figures["speed"] = speed_agreement(args.speed_copies, low, high)
+        save()
     if args.growth:
         figures["growth"] = growth(workers[-1], [int(k) for k in args.growth.split(",")])
-    if args.out:
-        Path(args.out).write_text(json.dumps(figures, indent=1, default=str))
+        save()
 
 
 if __name__ == "__main__":

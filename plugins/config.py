@@ -7,6 +7,7 @@ and a restarted worker gets a free GPU back instead of double-booking one.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -238,8 +239,11 @@ def grader_config(config: pytest.Config) -> GraderConfig:
     return config.stash[CONFIG_KEY]
 
 
+@functools.cache
 def gpu_count() -> int:
-    """GPUs visible to nvidia-smi; asking the driver this way creates no CUDA context in the grader."""
+    """GPUs visible to nvidia-smi; asking the driver this way creates no CUDA context in the grader. Asked once per
+    process: nvidia-smi takes up to a second or two on a host without the driver's persistence mode, and the
+    controller asks several times before its workers start."""
     listing = run_quietly(["nvidia-smi", "-L"]) if shutil.which("nvidia-smi") else ""
     return sum(line.startswith("GPU ") for line in listing.splitlines())
 

@@ -4,6 +4,7 @@ together, speed cases wait for every correctness case, and no worker is ever lef
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ class FakeNode:
 
     def __init__(self, name: str):
         self.name, self.sent, self.shutting_down = name, [], False
+        self.asked: list[list[int]] = []  # steal requests not answered yet
+
+    def send_steal(self, indices: list[int]) -> None:
+        self.asked.append(list(indices))
 
     def send_runtest_some(self, indices: list[int]) -> None:
         assert not self.shutting_down, "work sent after shutdown"
@@ -37,33 +42,55 @@ def classify(nodeid: str) -> tuple[str, str, bool, float | None]:
     return group, group.split("/")[1], case.startswith("speed"), None
 
 
+def start_scheduler(
+    collection: list[str], workers: int, barrier: Path, seconds: Callable[[str], float] | None = None
+) -> tuple[SubmissionScheduling, list[FakeNode]]:
+    """A scheduler over ``collection`` with ``workers`` stand-in workers, scheduled; ``seconds`` gives each case's time
+    in an earlier run (None: no earlier run)."""
+
+    def classified(nodeid: str) -> tuple[str, str, bool, float | None]:
+        group, family, speed, _ = classify(nodeid)
+        return group, family, speed, seconds(nodeid) if seconds else None
+
+    sched = SubmissionScheduling(workers, classified, barrier)
+    nodes = [FakeNode(f"gw{i}") for i in range(workers)]
+    for node in nodes:
+        sched.add_node(node)
+        sched.add_node_collection(node, collection)
+    sched.schedule()
+    return sched, nodes
+
+
 @pytest.fixture
 def run(tmp_path: Path):
     """Start a scheduler over ``collection`` with ``workers`` stand-in workers; returns it and the workers."""
-
-    def start(collection: list[str], workers: int) -> tuple[SubmissionScheduling, list[FakeNode]]:
-        sched = SubmissionScheduling(workers, classify, tmp_path / "correctness.done")
-        nodes = [FakeNode(f"gw{i}") for i in range(workers)]
-        for node in nodes:
-            sched.add_node(node)
-            sched.add_node_collection(node, collection)
-        sched.schedule()
-        return sched, nodes
-
-    return start
+    return lambda collection, workers: start_scheduler(collection, workers, tmp_path / "correctness.done")
 
 
-def finish(sched: SubmissionScheduling, node: FakeNode, collection: list[str]) -> str:
-    """The worker runs the head of its queue (it may: it holds a next item or was told to stop); returns its id."""
+def finish(sched: SubmissionScheduling, node: FakeNode, collection: list[str], seconds: float = 0.0) -> str:
+    """The worker runs the head of its queue (it may: it holds a next item, was told to stop, or waits for the answer
+    to a steal that will send it more); returns its id."""
     pending = sched.node2pending[node]
-    assert len(pending) >= 2 or node.shutting_down, f"{node.name} holds a queue it cannot run"
+    assert len(pending) >= 2 or node.shutting_down or sched.stealing, f"{node.name} holds a queue it cannot run"
     index = pending[0]
-    sched.mark_test_complete(node, index)
+    sched.mark_test_complete(node, index, seconds)
     return collection[index]
 
 
-def drain(sched: SubmissionScheduling, nodes: list[FakeNode], collection: list[str], barrier: Path) -> list[str]:
-    """Run everything, round-robin over workers; a speed case may only start once the barrier file exists."""
+def answer_steals(sched: SubmissionScheduling, nodes: list[FakeNode]) -> None:
+    """Each worker answers a steal as xdist's worker does: all the asked items if every one is still queued behind its
+    running and next item, else none."""
+    for node in nodes:
+        while node.asked:
+            asked, queued = node.asked.pop(0), sched.node2pending[node][2:]
+            sched.remove_pending_tests_from_node(node, asked if set(asked) <= set(queued) else [])
+
+
+def drain(
+    sched: SubmissionScheduling, nodes: list[FakeNode], collection: list[str], barrier: Path, seconds: float = 0.0
+) -> list[str]:
+    """Run everything, round-robin over workers (each case taking ``seconds``), answering steals as they come; a speed
+    case may only start once the barrier file exists."""
     order = []
     while sched.has_pending:
         for node in nodes:
@@ -71,7 +98,8 @@ def drain(sched: SubmissionScheduling, nodes: list[FakeNode], collection: list[s
                 head = collection[sched.node2pending[node][0]]
                 if "::speed" in head and not barrier.exists():
                     continue  # the worker waits at the barrier
-                order.append(finish(sched, node, collection))
+                order.append(finish(sched, node, collection, seconds))
+                answer_steals(sched, nodes)
     return order
 
 
@@ -85,12 +113,12 @@ def test_a_submission_stays_on_one_worker_and_speed_comes_last(run, tmp_path: Pa
     assert all("::speed" in n for n in order[first_speed:])
     for group in {n.split("::")[0] for n in collection}:
         holders = {node.name for node in nodes for i in node.sent if collection[i].startswith(group + "::c")}
-        assert len(holders) <= 2, f"{group} spread over {holders}"  # halved at most once, at the tail
+        assert len(holders) == 1, f"{group} spread over {holders}"  # cases take no time here: nothing to steal
     assert all(node.shutting_down for node in nodes)
 
 
-def test_units_are_whole_until_the_tail(run) -> None:
-    """With more submissions than workers, the first units handed out are whole submissions."""
+def test_units_are_whole(run) -> None:
+    """Units handed out are whole submissions."""
     collection = nodeids({f"m{i}/kv": 8 for i in range(10)}, speed=0)
     sched, nodes = run(collection, 2)
     for node in nodes:
@@ -147,18 +175,7 @@ def test_units_alternate_between_challenges_and_start_apart(run) -> None:
 def test_with_last_runs_times_the_longest_unit_goes_first(tmp_path: Path) -> None:
     """Timed by an earlier run, a few-case but slow submission is sent before many-case quick ones."""
     collection = nodeids({"quick/kv": 8, "slow/ternary": 3, "mid/flash": 5}, speed=0)
-    seconds = {"kv": 0.1, "ternary": 20.0, "flash": 1.0}
-
-    def timed(nodeid: str) -> tuple[str, str, bool, float | None]:
-        group, family, speed, _ = classify(nodeid)
-        return group, family, speed, seconds[family]
-
-    sched = SubmissionScheduling(2, timed, tmp_path / "done")
-    nodes = [FakeNode("gw0"), FakeNode("gw1")]
-    for node in nodes:
-        sched.add_node(node)
-        sched.add_node_collection(node, collection)
-    sched.schedule()
+    _, nodes = timed_scheduler(collection, {"kv": 0.1, "ternary": 20.0, "flash": 1.0}, 2, tmp_path / "done")
     assert collection[nodes[0].sent[0]].startswith("slow/ternary::")
     assert collection[nodes[1].sent[0]].startswith("mid/flash::")
 
@@ -175,3 +192,66 @@ def test_case_costs_read_an_earlier_runs_records(tmp_path: Path) -> None:
     assert costs[("a", "kv", "c0")] == 1.0 and costs[("c", "kv", "c0")] == 5.0
     assert costs[("kv", "c0")] == 3.0 and ("kv", "c1") not in costs
     assert case_costs(tmp_path / "missing.json") == {}
+
+
+def timed_scheduler(collection: list[str], seconds: dict[str, float], workers: int, barrier: Path):
+    """A scheduler that knows each case's seconds from an earlier run, per challenge."""
+    return start_scheduler(collection, workers, barrier, lambda nodeid: seconds[classify(nodeid)[1]])
+
+
+def run_dry(sched: SubmissionScheduling, worker: FakeNode, others: list[FakeNode], collection: list[str]) -> list[str]:
+    """The worker runs its queue until it has asked for a steal or been told to stop; returns the cases it ran."""
+    done = []
+    while not any(o.asked for o in others) and not worker.shutting_down:
+        done.append(finish(sched, worker, collection))
+    return done
+
+
+def test_a_worker_that_runs_dry_steals_the_back_of_the_longest_queue(tmp_path: Path) -> None:
+    """One long submission (twelve 5 s cases) on one worker, quick ones on the other: once the quick ones are done, the
+    idle worker takes about half of the long queue, from its back, and every case still runs exactly once."""
+    collection = nodeids({"big/ternary": 12, **{f"m{i}/kv": 2 for i in range(3)}}, speed=0)
+    barrier = tmp_path / "correctness.done"
+    sched, (first, second) = timed_scheduler(collection, {"ternary": 5.0, "kv": 0.1}, 2, barrier)
+    assert [collection[i].split("::")[0] for i in first.sent] == ["big/ternary"] * 12  # longest first, whole
+    done = run_dry(sched, second, [first], collection)
+    assert first.asked and not sched.tests_finished  # a steal is out: the run is not over
+    answer_steals(sched, [first, second])
+    stolen = [collection[i] for i in second.sent if collection[i].startswith("big/")]
+    assert stolen == [f"big/ternary::c{i}" for i in range(7, 12)]  # half of the ten queued (50 s), from the back
+    order = drain(sched, [first, second], collection, barrier)
+    assert sorted(done + order) == sorted(collection)
+    assert barrier.exists() and first.shutting_down and second.shutting_down
+
+
+def test_a_steal_that_comes_too_late_is_not_asked_again_until_the_worker_moves_on(tmp_path: Path) -> None:
+    """An answer with nothing taken (an asked case had started) is not asked again of that worker until it finishes a
+    case; the asking worker, which holds its last item, goes on to the shutdown, and every case still runs once."""
+    collection = nodeids({"big/ternary": 8, **{f"m{i}/kv": 2 for i in range(2)}}, speed=0)
+    sched, (first, second) = timed_scheduler(collection, {"ternary": 5.0, "kv": 0.1}, 2, tmp_path / "done")
+    done = run_dry(sched, second, [first], collection)
+    assert sched.stealing is first and not sched.tests_finished and not second.shutting_down
+    first.asked.clear()
+    sched.remove_pending_tests_from_node(first, [])  # too late: nothing taken
+    assert not first.asked and sched.stealing is None and second.shutting_down
+    assert first in sched.refused
+    order = drain(sched, [first, second], collection, tmp_path / "done")
+    assert sorted(done + order) == sorted(collection) and first.shutting_down
+
+
+def test_no_steal_for_less_than_a_childs_start(tmp_path: Path) -> None:
+    """A queue of quick cases is not worth starting another child for: the idle worker stops instead."""
+    collection = nodeids({"a/kv": 9, **{f"m{i}/kv": 2 for i in range(2)}}, speed=0)
+    sched, (first, second) = timed_scheduler(collection, {"kv": 0.1}, 2, tmp_path / "done")
+    run_dry(sched, second, [first], collection)
+    assert not first.asked and second.shutting_down
+
+
+def test_a_case_that_dominates_its_unit_runs_first_in_it(tmp_path: Path) -> None:
+    """With the last run's times, a case that takes a third of its unit or more leads it (it cannot be split, so it
+    must not start last); otherwise the unit keeps its order."""
+    collection = [f"m/ternary::c{i}" for i in range(5)] + [f"m/kv::c{i}" for i in range(4)]
+    seconds = {"m/ternary::c3": 9.0, "m/kv::c3": 0.35}  # 0.35 of 1.25 s: not a third
+    _, nodes = start_scheduler(collection, 2, tmp_path / "done", lambda nodeid: seconds.get(nodeid, 0.3))
+    assert [collection[i] for i in nodes[0].sent] == [f"m/ternary::c{i}" for i in (3, 0, 1, 2, 4)]
+    assert [collection[i] for i in nodes[1].sent] == [f"m/kv::c{i}" for i in range(4)]

@@ -101,17 +101,19 @@ class CaseRunner:
         self._truths: dict[tuple[str, str, int], tuple[dict[str, np.ndarray], Expected]] = {}
         self.shared_truths = TruthStore(pool.space.root / "truths")  # computed once per run, whichever worker is first
         self.truth_seconds = 0.0  # this process's own reference work (drawing inputs, float64 truths), for the records
-        self.wait_seconds = 0.0  # time spent waiting for a speed slot or for the speed phase, for the records
+        self.wait_seconds = 0.0  # waits for a speed slot, the speed phase or another worker's truth, for the records
 
     def truth(self, reference: ModuleType, case: Case, trial: int = 0) -> tuple[dict[str, np.ndarray], Expected]:
         """Inputs and truth of a case; ``trial`` > 0 draws the fresh inputs of a speed case's later timed trials."""
         key = (reference.CHALLENGE.id, case.id, trial)
         found = self._truths.pop(key, None)
         if found is None:
-            start = time.perf_counter()
+            start, waited = time.perf_counter(), self.shared_truths.waited
             inputs = self.draw(reference, case, trial)
             found = (inputs, self.shared_truths.get(key, lambda: reference.expected(case, inputs)))
-            self.truth_seconds += time.perf_counter() - start
+            waited = self.shared_truths.waited - waited  # for another worker computing it: a wait, not own work
+            self.truth_seconds += time.perf_counter() - start - waited
+            self.wait_seconds += waited
         self._truths[key] = found  # most recently used last; the oldest go (the shared store still has them)
         while len(self._truths) > KEEP_TRUTHS:
             self._truths.pop(next(iter(self._truths)))
@@ -232,6 +234,7 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
         reason = None if submission.no_code else cuda_cases.skip_reason(submission, case, case_runner.cfg)
         if reason:
             pytest.skip(reason)
+        began_at = time.time()  # wall clock, for the run's timeline (start-up, idle workers, the tail)
         start, truth_before, wait_before = time.perf_counter(), case_runner.truth_seconds, case_runner.wait_seconds
         starts_before = case_runner.pool.start_seconds
         late = schedule.wait_for_speed_phase(request.config) if case.is_speed else ""
@@ -245,6 +248,7 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
             "truth_s": round(case_runner.truth_seconds - truth_before, 6),
             "wait_s": round(case_runner.wait_seconds - wait_before, 6),
             "start_s": round(case_runner.pool.start_seconds - starts_before, 6),  # starting sandbox children
+            "began_at": round(began_at, 3),
         }
         if late:
             record.ran_on["speed_phase"] = late

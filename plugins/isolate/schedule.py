@@ -13,8 +13,11 @@ xdist):
 - **Submissions as units.** The cases of one (model, challenge) go to one worker as one unit, so its child starts once.
   Units go out longest first by the last run's case times (``results.json`` in ``previous/``), else alternating
   between challenges; submissions of one challenge start at different cases, so workers do not queue for the same
-  shared truth (:func:`interleave`). When fewer units are left than workers, a large unit is halved, so the run's tail
-  is not one worker grinding through a big submission while the others idle.
+  shared truth (:func:`interleave`).
+- **Stealing at the tail.** Once every unit has gone out, a worker that runs dry takes the back part of the longest
+  queue left on another worker (xdist's ``steal`` command, which removes queued items only if none has started), so the
+  run ends when the last case ends, not when the slowest queue does. Queues are weighed in seconds: the last run's case
+  times where known, else this run's mean time per case of that submission; a steal must be worth two child starts.
 - **A speed phase.** Speed cases are held back until every correctness unit has been handed out, and a worker starts a
   speed case only once every correctness case of the run has finished (a file the controller writes into the run's
   private folder). Speed cases then hold a speed slot: one per GPU on GPU runs; on CPU runs one per four cores
@@ -41,7 +44,10 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 BARRIER_NAME = "correctness.done"
 BARRIER_KEY = "kernelgrade_speed_barrier"
 BARRIER_TIMEOUT_S = 1800.0  # past this a speed case runs anyway, and says it ran before correctness had finished
-SPLIT_AT = 4  # a unit of at least this many cases may be halved at the run's tail
+# What a worker pays to take over part of another's submission: starting its own sandbox child (a Python interpreter
+# importing NumPy and torch: about a second on the CI machine and the H200 host, more with a CUDA context). A steal
+# moves work only when the queue left is worth more than two such starts.
+CHILD_START_S = 1.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -156,7 +162,9 @@ def interleave(groups: dict[tuple[str, str], list[int]], costs: dict[int, float]
     way in: workers on the same challenge compute different truths side by side instead of queueing for the same one.
 
     With ``costs`` (seconds per item, from the last run) the units go out longest first, so that the run does not end
-    with one worker alone on a long unit; without, they alternate between challenges, largest challenge first."""
+    with one worker alone on a long unit, and a case that takes a third of its unit or more runs first in it: a case
+    cannot be split, so the longest ones must start early (the rest of a unit can still be stolen at the tail).
+    Without costs, units alternate between challenges, largest challenge first."""
     families: dict[str, list[list[int]]] = {}
     for (family, _), indices in groups.items():
         families.setdefault(family, []).append(indices)
@@ -166,7 +174,13 @@ def interleave(groups: dict[tuple[str, str], list[int]], costs: dict[int, float]
         rotated = [u[(k * len(u)) // len(units) :] + u[: (k * len(u)) // len(units)] for k, u in enumerate(units)]
         queues.append(rotated)
     if costs is not None:
-        return sorted((u for queue in queues for u in queue), key=lambda u: -sum(costs[i] for i in u))
+        units = []
+        for unit in (u for queue in queues for u in queue):
+            longest = max(unit, key=lambda i: costs[i])
+            if costs[longest] * 3 >= sum(costs[i] for i in unit):
+                unit = [longest] + [i for i in unit if i != longest]
+            units.append(unit)
+        return sorted(units, key=lambda u: -sum(costs[i] for i in u))
     order: list[list[int]] = []
     while any(queues):
         for queue in queues:
@@ -176,10 +190,11 @@ def interleave(groups: dict[tuple[str, str], list[int]], costs: dict[int, float]
 
 
 def known_costs(costs: dict[int, float | None], items: set[int]) -> dict[int, float] | None:
-    """The items' costs when the last run timed at least 90% of them (the rest get the median); else None, and units
+    """The items' costs when the last run timed at least half of them (the rest get the median: a case skipped then,
+    say a CUDA case on a machine without a GPU, or a model added since); else None, and units
     are ordered by their case counts."""
     timed = [costs[i] for i in items if costs.get(i) is not None]
-    if not items or len(timed) < 0.9 * len(items):
+    if not items or 2 * len(timed) < len(items):
         return None
     fill = statistics.median(timed)
     return {i: costs[i] if costs.get(i) is not None else fill for i in items}  # type: ignore[misc]
@@ -189,7 +204,9 @@ class SubmissionScheduling:
     """xdist scheduler (its ``Scheduling`` protocol): correctness units per submission, then the speed cases.
 
     xdist runs a worker's last queued item only once it has a next item or is told to shut down (the next item decides
-    the teardown), so every worker always gets either more work or the shutdown: never a held-back queue."""
+    the teardown), so every worker always gets either more work or the shutdown: never a held-back queue. The one
+    wait is for a steal: until the asked worker answers (a message round trip), or, when it refused, until it finishes
+    its running case."""
 
     def __init__(
         self,
@@ -211,6 +228,11 @@ class SubmissionScheduling:
         self.correctness_left: set[int] = set()  # correctness items not yet finished
         self.group_of: dict[int, str] = {}
         self.is_speed: set[int] = set()
+        self.costs: dict[int, float] = {}  # seconds per item from the last run, where it timed them
+        self.seen: dict[str, list[float]] = {}  # this run's case durations per submission
+        self.stealing: Any = None  # the worker a steal was asked of, until it answers
+        self.refused: set[Any] = set()  # workers whose last steal took nothing (an item had started): not again until
+        # they report a finished case, else the same request would go back and forth
 
     # -- the protocol's state --------------------------------------------------------------------------------------
     @property
@@ -223,7 +245,7 @@ class SubmissionScheduling:
 
     @property
     def tests_finished(self) -> bool:
-        if not self.collection_is_completed or self.units or self.speed:
+        if not self.collection_is_completed or self.units or self.speed or self.stealing is not None:
             return False
         return all(len(pending) < 2 for pending in self.node2pending.values())
 
@@ -243,6 +265,9 @@ class SubmissionScheduling:
     # -- progress --------------------------------------------------------------------------------------------------
     def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
         self.node2pending[node].remove(item_index)
+        if item_index not in self.is_speed:
+            self.seen.setdefault(self.group_of[item_index], []).append(duration)
+        self.refused.discard(node)  # it has moved on: it may be asked again
         self._finished(item_index)
         self.check_schedule(node)
 
@@ -253,13 +278,26 @@ class SubmissionScheduling:
             self.check_schedule(node)
 
     def remove_pending_tests_from_node(self, node: Any, indices: Sequence[int]) -> None:
-        raise NotImplementedError  # only work stealing asks for this
+        """The answer to a steal: the items it took out of ``node``'s queue (none when one had started meanwhile) go
+        out again as a unit, to whichever worker has run dry."""
+        self.stealing = None
+        taken = set(indices)
+        if node in self.node2pending:
+            self.node2pending[node] = [i for i in self.node2pending[node] if i not in taken]
+        if indices:
+            self.units.insert(0, list(indices))
+        else:
+            self.refused.add(node)
+        for other in self.nodes:
+            self.check_schedule(other)
 
     def remove_node(self, node: Any) -> str | None:
         """A worker finished or crashed: a crash's running item is reported by xdist, the rest of its queue goes
         back."""
         pending = self.node2pending.pop(node)
         self.node2groups.pop(node, None)
+        if self.stealing is node:  # it will not answer
+            self.stealing = None
         if not pending:
             return None
         assert self.collection is not None
@@ -292,7 +330,8 @@ class SubmissionScheduling:
             else:
                 groups.setdefault((family, group), []).append(index)
                 self.correctness_left.add(index)
-        self.units = interleave(groups, known_costs(costs, self.correctness_left))
+        self.costs = known_costs(costs, self.correctness_left) or {}
+        self.units = interleave(groups, self.costs or None)
         self._announce_if_done()
         for node in self.nodes:
             self.check_schedule(node)
@@ -301,8 +340,12 @@ class SubmissionScheduling:
         if node.shutting_down or self.collection is None:
             return
         pending = self.node2pending[node]
-        while len(pending) < 2 and (self.units or self.speed):
-            self._send(node, self._next_unit() if self.units else [self._next_speed(node)])
+        while len(pending) < 2 and self.units:
+            self._send(node, self.units.pop(0))
+        if len(pending) < 2 and (self.stealing is not None or self._steal()):
+            return  # the answer to the steal sends this worker work, or lets it go on to speed cases or the shutdown
+        while len(pending) < 2 and self.speed:
+            self._send(node, [self._next_speed(node)])
         if len(pending) < 2:
             node.shutdown()  # nothing left to send: a last queued item runs only once the worker is told to stop
 
@@ -319,13 +362,39 @@ class SubmissionScheduling:
                 report = pytest.CollectReport(nodeid=node.gateway.id, outcome="failed", longrepr=message, result=[])
                 self.config.hook.pytest_collectreport(report=report)
 
-    def _next_unit(self) -> list[int]:
-        unit = self.units.pop(0)
-        if len(self.units) < len(self.node2pending) and len(unit) >= SPLIT_AT:
-            half = len(unit) // 2
-            unit, rest = unit[:half], unit[half:]
-            self.units.append(rest)
-        return unit
+    def _steal(self) -> bool:
+        """Ask the worker with the most correctness work still queued (not running, not held as its next item) for the
+        back part of it, when that is worth a child's start; True when a steal was asked. A worker that refused the
+        last steal is not asked until it finishes a case: a refusal means it had got further than the controller knew,
+        so little is left behind it, and the asking worker goes on (it holds its last item, which runs only once more
+        work or the shutdown arrives)."""
+        best, best_left, best_items = None, 0.0, []
+        for node, pending in self.node2pending.items():
+            queued = [i for i in pending[2:] if i not in self.is_speed]
+            left = sum(self._cost(i) for i in queued)
+            if queued and not node.shutting_down and node not in self.refused and left > best_left:
+                best, best_left, best_items = node, left, queued
+        if best is None or best_left < 2 * CHILD_START_S:
+            return False
+        taken, share = [], 0.0  # from the back until the thief's part (with its start) about equals what stays
+        for index in reversed(best_items):
+            if taken and share + CHILD_START_S >= best_left - share:
+                break
+            taken.insert(0, index)
+            share += self._cost(index)
+        self.stealing = best
+        best.send_steal(taken)
+        return True
+
+    def _cost(self, index: int) -> float:
+        """Expected seconds of an item: the last run's time, else this run's mean for its submission, else overall."""
+        if index in self.costs:
+            return self.costs[index]
+        mine = self.seen.get(self.group_of[index])
+        if mine:
+            return statistics.fmean(mine)
+        everything = [d for durations in self.seen.values() for d in durations]
+        return statistics.fmean(everything) if everything else CHILD_START_S
 
     def _next_speed(self, node: Any) -> int:
         """A speed case of a submission this worker already ran (its child is warm), else the first one left."""

@@ -36,6 +36,7 @@ class TruthStore:
 
     def __init__(self, folder: Path | None):
         self.folder = folder
+        self.waited = 0.0  # seconds spent waiting for another worker's truth (not this process's own work)
         if folder is not None:
             folder.mkdir(mode=0o700, exist_ok=True)
 
@@ -45,7 +46,9 @@ class TruthStore:
         name = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
         path = self.folder / f"{name}.pkl"
         with open(self.folder / f"{name}.lock", "a") as lock:
+            start = time.perf_counter()
             fcntl.flock(lock, fcntl.LOCK_EX)  # whoever holds it is computing this truth: wait, then read it
+            self.waited += time.perf_counter() - start
             try:
                 found = _read(path)
                 if found is not None:
