@@ -138,6 +138,26 @@ def test_one_submission_cannot_touch_another(tmp_path):
         pool.close()
 
 
+def test_a_pool_closes_the_children_it_drops_and_all_at_its_end(tmp_path):
+    """Past ``keep`` children the least recently used one is closed (in the background, so the case that needed the
+    place does not wait for it); ``close`` waits until every child is gone and its scratch folder removed."""
+    pool = SandboxPool(LIMITS, REPO, keep=1)
+    inputs = fwd.make_inputs(CASE, np.random.default_rng(0))
+    sandboxes = []
+    try:
+        for name in ("first", "second", "third"):
+            folder = tmp_path / name
+            folder.mkdir()
+            (folder / "impl.py").write_text(CORRECT)
+            sandbox = pool.get(program(folder))
+            assert sandbox.run(inputs, dict(CASE.params), {}).status == "ok"
+            sandboxes.append((sandbox, sandbox.process, sandbox._scratch))
+    finally:
+        pool.close()
+    for sandbox, process, scratch in sandboxes:
+        assert sandbox.process is None and process.poll() is not None and not scratch.exists()
+
+
 def test_timeout_kills_the_whole_process_group(tmp_path):
     """A submission that starts a helper process and hangs: after the timeout neither is left running."""
     marker = f"{time.time() % 1000:.6f}"  # sleep's argument: finds the helper in /proc whatever its pid namespace

@@ -11,6 +11,7 @@ the node id map of :mod:`plugins.discover.ids` (never by parsing the id). The su
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import os
 import platform
 import signal
@@ -258,11 +259,9 @@ def machine_info(device: str) -> dict[str, Any]:
         "device": device,
         "gpu": None,
     }
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-    except ImportError:
+    try:  # from the installed metadata: importing torch takes seconds on a CUDA build, before any worker starts
+        info["torch"] = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
         info["torch"] = None
     gpus = run_quietly(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
     if gpus:
