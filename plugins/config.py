@@ -104,7 +104,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where submissions may run: auto uses a GPU when one is present (default: auto)",
     )
     group.addoption("--no-speed", action="store_true", help="skip speed cases; grades then leave speed out")
-    group.addoption("--speed-repeats", default="5", metavar="N", help="timed calls per speed case (default: 5)")
+    group.addoption(
+        "--speed-repeats",
+        default="5",
+        metavar="N",
+        help="timed calls per speed case (default: 5; a case whose timed calls add up to under half a second gets up "
+        "to four times as many)",
+    )
     group.addoption(
         "--train-data",
         metavar="PATH",

@@ -205,13 +205,16 @@ def test_speed_case_records_timings(grade):
     assert "## Speed against peers" in (run.reports / "grades.md").read_text()
 
 
-@pytest.fixture
-def hostile_run(grade, tmp_path):
-    """A model whose folder name is markup and whose exception message is markup too."""
-    folder = tmp_path / "subs" / "x<img src=x onerror=alert(1)>" / "flash_attention"
-    folder.mkdir(parents=True)
-    (folder / "impl.py").write_text("def flash_attention_fwd(Q, K, V, t, c):\n    raise ValueError('<b>bold</b>')\n")
-    return grade(f"--submissions-dir={tmp_path / 'subs'}", "--no-speed", "-k", "n40-")
+def test_a_short_speed_case_gets_more_trials(grade):
+    """A speed case whose timed calls add up to less than half a second goes on past --speed-repeats, up to four times
+    as many trials: the KV cache's speed case at 256 prompt tokens takes tens of milliseconds per call here."""
+    run = grade("--model", "demo-tiled", "-k", "speed and p256", "--speed-repeats", "2", tests="tests/test_kvcache")
+    speed = run.records()[("demo-tiled", "kv_cache", "b2-p256-s2-h4-d64-l2-speed")]["speed"]
+    per_trial = speed["median_s"] + speed["baseline_median_s"]
+    if 2 * per_trial >= 0.5:
+        pytest.skip(f"a trial took {per_trial:.2f} s on this machine: two trials are not a short case here")
+    assert 2 < speed["repeats"] <= 8, speed
+    assert speed["repeats"] == 8 or speed["repeats"] * per_trial > 0.25, speed  # it stopped at about half a second
 
 
 def test_submission_text_is_escaped_in_markdown(hostile_run):

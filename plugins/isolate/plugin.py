@@ -48,6 +48,11 @@ RUN_SPACE_KEY = pytest.StashKey[runspace.RunSpace]()
 # Older ones are read back from the run's shared store when needed; keeping all held gigabytes per worker.
 KEEP_TRUTHS = 48
 WARMUP_TRIAL = 1_000_000  # the rng stream of a speed case's untimed warm-up call (timed trials are 0, 1, ...)
+# A speed case whose timed trials (submission and reference together) add up to less than this gets more trials, up to
+# SHORT_CASE_TRIALS times --speed-repeats: on the H200 host, cases of a few milliseconds moved by 20 to 50% between
+# runs and copies with five trials each, while cases of tens of milliseconds agreed within a few percent.
+SHORT_CASE_SECONDS = 0.5
+SHORT_CASE_TRIALS = 4
 
 
 @pytest.hookimpl(trylast=True)
@@ -155,7 +160,9 @@ class CaseRunner:
     ) -> r.CaseRecord:
         """Time the submission and the reference baseline in alternation, one request each per trial, so that both see
         the same machine load. Every trial draws fresh inputs (memoised answers gain nothing) and every trial's answer
-        is judged; a median under what the case's arithmetic allows (``measure.time_floor``) is wrong."""
+        is judged; a median under what the case's arithmetic allows (``measure.time_floor``) is wrong. A short case
+        goes on past ``--speed-repeats`` trials until both sides' timed calls add up to ``SHORT_CASE_SECONDS`` (at most
+        ``SHORT_CASE_TRIALS`` times as many trials): its median then rests on enough calls to be stable."""
         params = dict(case.params)
         mine: list[Outcome] = []
         theirs: list[Outcome] = []
@@ -166,7 +173,10 @@ class CaseRunner:
                 warm = self.draw(reference, case, WARMUP_TRIAL)
                 sandbox.run(warm, params, {})
                 baseline.run(warm, params, {})
-            for trial in range(self.cfg.speed_repeats):
+            timed, trial = 0.0, 0
+            while trial < self.cfg.speed_repeats or (
+                timed < SHORT_CASE_SECONDS and trial < SHORT_CASE_TRIALS * self.cfg.speed_repeats
+            ):
                 inputs, expected = self.truth(reference, case, trial)
                 outcome = sandbox.run(inputs, params, {})
                 graded = judge(submission, case, index, expected, outcome)
@@ -176,6 +186,8 @@ class CaseRunner:
                     return graded
                 mine.append(outcome)
                 theirs.append(baseline.run(inputs, params, {}))
+                timed += sum(o.calls[0]["seconds"] for o in (mine[-1], theirs[-1]) if o.calls)
+                trial += 1
         for outcomes in (mine, theirs):
             times = [o.calls[0]["seconds"] if o.calls else float("nan") for o in outcomes]
             if outcomes[0].calls:

@@ -47,7 +47,8 @@ def render(summary: dict[str, Any]) -> str:
     lines = [table(headers, rows), ""]
     lines.append(
         "Case seconds add up each case's wall time in its worker (sandbox start, the submission's calls, judging, "
-        'waits for a speed slot); "of which reference" is the grader\'s own float64 reference work inside them. '
+        'waits for a speed slot or a truth another worker computes); "of which reference" is the grader\'s own '
+        "float64 reference work inside them. "
         "Speed ratios compare like with like only between identical machines and GPUs."
     )
     return "\n".join(lines)
