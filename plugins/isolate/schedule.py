@@ -205,8 +205,7 @@ class SubmissionScheduling:
 
     xdist runs a worker's last queued item only once it has a next item or is told to shut down (the next item decides
     the teardown), so every worker always gets either more work or the shutdown: never a held-back queue. The one
-    wait is for a steal: until the asked worker answers (a message round trip), or, when it refused, until it finishes
-    its running case."""
+    wait is for the answer to a steal, a message round trip."""
 
     def __init__(
         self,
@@ -364,7 +363,7 @@ class SubmissionScheduling:
 
     def _steal(self) -> bool:
         """Ask the worker with the most correctness work still queued (not running, not held as its next item) for the
-        back part of it, when that is worth a child's start; True when a steal was asked. A worker that refused the
+        back part of it, when that is worth two child starts; True when a steal was asked. A worker that refused the
         last steal is not asked until it finishes a case: a refusal means it had got further than the controller knew,
         so little is left behind it, and the asking worker goes on (it holds its last item, which runs only once more
         work or the shutdown arrives)."""
@@ -372,7 +371,8 @@ class SubmissionScheduling:
         for node, pending in self.node2pending.items():
             queued = [i for i in pending[2:] if i not in self.is_speed]
             left = sum(self._cost(i) for i in queued)
-            if queued and not node.shutting_down and node not in self.refused and left > best_left:
+            can_steal = hasattr(node, "send_steal")  # xdist 3.2 and later (the pinned version has it)
+            if queued and can_steal and not node.shutting_down and node not in self.refused and left > best_left:
                 best, best_left, best_items = node, left, queued
         if best is None or best_left < 2 * CHILD_START_S:
             return False
