@@ -217,6 +217,15 @@ def test_a_short_speed_case_gets_more_trials(grade):
     assert speed["repeats"] == 8 or speed["repeats"] * per_trial > 0.25, speed  # it stopped at about half a second
 
 
+@pytest.fixture
+def hostile_run(grade, tmp_path):
+    """A model whose folder name is markup and whose exception message is markup too."""
+    folder = tmp_path / "subs" / "x<img src=x onerror=alert(1)>" / "flash_attention"
+    folder.mkdir(parents=True)
+    (folder / "impl.py").write_text("def flash_attention_fwd(Q, K, V, t, c):\n    raise ValueError('<b>bold</b>')\n")
+    return grade(f"--submissions-dir={tmp_path / 'subs'}", "--no-speed", "-k", "n40-")
+
+
 def test_submission_text_is_escaped_in_markdown(hostile_run):
     """Model names and messages from submissions appear as text, never as markup, in grades.md."""
     text = (hostile_run.reports / "grades.md").read_text()
