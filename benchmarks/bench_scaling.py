@@ -37,14 +37,32 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from plugins.config import host_cores  # noqa: E402 (the repository root goes on the path first)
+from plugins.report import files  # noqa: E402
+
 SEED = "20261130"
 CORRECT = "demo-tiled"
-EXTRA: list[str] = []  # --pytest-args, added to every run (say -k to time a few challenges only)
-KNOWN: dict[str, Any] = {}  # "results": the first run's results.json text, which later runs start from (see grade)
+
+
+@dataclass
+class Runs:
+    """What every grading run of this benchmark shares (set once from the command line)."""
+
+    extra: list[str] = field(default_factory=list)  # --pytest-args, added to every run
+    warm: bool = True  # later runs start from the first run's results.json (not --cold)
+    keep: Path | None = None  # --keep-results: each run's results.json is copied here, numbered
+    first_results: str | None = None  # the first run's results.json text
+    kept: int = 0
+
+
+RUNS = Runs()
 
 
 def build_roster(target: Path, copies: int, buggy: bool) -> int:
@@ -67,11 +85,11 @@ def grade(submissions: Path, workers: int, speed: bool) -> dict[str, Any]:
     one's results.json in its reports folder, as a user's second run finds the first: the scheduler then sends the
     longest units first by those times (see plugins/isolate/schedule.py)."""
     with tempfile.TemporaryDirectory() as reports:
-        if "results" in KNOWN:
-            (Path(reports) / "results.json").write_text(KNOWN["results"])
+        if RUNS.first_results is not None:
+            (Path(reports) / "results.json").write_text(RUNS.first_results)
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--seed={SEED}"]
         command += [f"--submissions-dir={submissions}", f"--reports-dir={reports}", "-n", str(workers)]
-        command += ([] if speed else ["--no-speed"]) + EXTRA
+        command += ([] if speed else ["--no-speed"]) + RUNS.extra
         start, started_at = time.perf_counter(), time.time()
         with ResourceSampler() as resources:
             done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
@@ -81,11 +99,11 @@ def grade(submissions: Path, workers: int, speed: bool) -> dict[str, Any]:
         except (OSError, ValueError):
             print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
             raise SystemExit(f"run with -n {workers} wrote no results.json (exit {done.returncode})") from None
-        if KNOWN.get("warm"):
-            KNOWN.setdefault("results", (Path(reports) / "results.json").read_text())
-        if KNOWN.get("keep"):  # --keep-results: each run's results.json, numbered, for a closer look afterwards
-            KNOWN["kept"] = KNOWN.get("kept", 0) + 1
-            shutil.copy(Path(reports) / "results.json", Path(KNOWN["keep"]) / f"run{KNOWN['kept']}-n{workers}.json")
+        if RUNS.warm and RUNS.first_results is None:
+            RUNS.first_results = (Path(reports) / "results.json").read_text()
+        if RUNS.keep is not None:
+            RUNS.kept += 1
+            shutil.copy(Path(reports) / "results.json", RUNS.keep / f"run{RUNS.kept}-n{workers}.json")
         report_s = report_writing_seconds(summary)
     timeline = run_timeline(summary, started_at, wall)
     return {"wall_s": wall, "summary": summary, "exit": done.returncode, "report_s": report_s, "timeline": timeline} | (
@@ -154,9 +172,6 @@ class ResourceSampler:
 def report_writing_seconds(summary: dict[str, Any]) -> float:
     """Writing grades.md, results.json, badges and pictures again from the summary, timed (pytest-html's own page is
     not included)."""
-    sys.path.insert(0, str(REPO))
-    from plugins.report import files
-
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         files.write_reports(summary, Path(folder), [])
@@ -176,11 +191,11 @@ def case_times(summary: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, 
     return {(c["model"], c["challenge"], c["case"]): c.get("timing") or {} for c in summary["cases"]}
 
 
-def own_time(timing: dict[str, float], starts: bool = True) -> float:
-    """A case's time less the grader's own reference work and its waits (for a truth, a speed slot or the phase), and
-    with ``starts=False`` less the start of sandbox children too (spawn, imports: the first case of each unit)."""
-    own = timing.get("case_s", 0.0) - timing.get("truth_s", 0.0) - timing.get("wait_s", 0.0)
-    return own if starts else own - timing.get("start_s", 0.0)
+def own_time(timing: dict[str, float]) -> float:
+    """A case's time less the grader's own reference work, its waits (for a truth, a speed slot or the phase) and the
+    start of sandbox children (spawn, imports: the first case of each unit)."""
+    parts = ("truth_s", "wait_s", "start_s")
+    return timing.get("case_s", 0.0) - sum(timing.get(p, 0.0) for p in parts)
 
 
 def _timing_text(timing: dict[str, float]) -> str:
@@ -224,9 +239,9 @@ def scaling_table(submissions: Path, workers: list[int]) -> dict[str, Any]:
         efficiency = base["wall_s"] * workers[0] / (n * run["wall_s"])
         slow = []
         for key, timing in case_times(run["summary"]).items():
-            before = own_time(alone.get(key, {}), starts=False)
-            if before > 0.05 and own_time(timing, starts=False) > 0:
-                slow.append((own_time(timing, starts=False) / before, "/".join(key), timing, alone[key]))
+            before = own_time(alone.get(key, {}))
+            if before > 0.05 and own_time(timing) > 0:
+                slow.append((own_time(timing) / before, "/".join(key), timing, alone[key]))
         starts = [t.get("start_s", 0.0) for t in case_times(run["summary"]).values()] or [0.0]
         slow.sort(key=lambda s: s[0])
         median = statistics.median(s[0] for s in slow) if slow else float("nan")
@@ -294,15 +309,12 @@ def speed_agreement(copies: int, low: int, high: int) -> dict[str, Any]:
         runs = [grade(Path(folder), n, speed=True) for n in (low, high, high)]
     ratios = [speed_ratios(r["summary"]) for r in runs]
     print(f"\n2. speed ratios (submission / reference) over {len(ratios[0])} speed cases")
+    out: dict[str, Any] = {}
     for (a, b), label in (((0, 1), f"-n {low} vs -n {high}"), ((1, 2), f"-n {high} vs -n {high} again")):
-        common = ratios[a].keys() & ratios[b].keys()
-        diffs = [abs(ratios[b][k] / ratios[a][k] - 1) for k in common]
+        diffs = [abs(ratios[b][k] / ratios[a][k] - 1) for k in ratios[a].keys() & ratios[b].keys()]
+        out[label] = statistics.median(diffs) if diffs else None
         if diffs:
-            print(f"   {label}: median relative difference {statistics.median(diffs):.1%}, largest {max(diffs):.1%}")
-    out = {}
-    for (a, b), label in (((0, 1), f"-n {low} vs -n {high}"), ((1, 2), f"-n {high} vs -n {high} again")):
-        common = ratios[a].keys() & ratios[b].keys()
-        out[label] = statistics.median(abs(ratios[b][k] / ratios[a][k] - 1) for k in common) if common else None
+            print(f"   {label}: median relative difference {out[label]:.1%}, largest {max(diffs):.1%}")
     print(
         f"   {'case':70s} {'-n ' + str(low):>8} {'-n ' + str(high):>8} {'again':>8}   walls: "
         + ", ".join(f"{r['wall_s']:.0f} s" for r in runs)
@@ -329,49 +341,9 @@ def growth(workers: int, copies: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
-def simulate(results: Path, workers: int, copies: int) -> dict[str, float]:
-    """The end of a run of ``copies`` copies of the correct model on ``workers`` workers, from the case times in an
-    earlier ``results.json`` and the scheduler's own unit order, with and without those times (no start-up, no shared
-    truths, no stealing: a lower bound for each order)."""
-    sys.path.insert(0, str(REPO))
-    from plugins.isolate.schedule import interleave
-
-    cases = [
-        c for c in json.loads(results.read_text())["cases"]
-        if c["model"] == CORRECT and c["category"] != "speed" and c.get("timing")
-    ]  # fmt: skip
-    seconds: dict[int, float] = {}
-    groups: dict[tuple[str, str], list[int]] = {}
-    for k in range(copies):
-        for case in cases:
-            index = len(seconds)
-            seconds[index] = own_time(case["timing"]) + case["timing"].get("truth_s", 0.0)
-            groups.setdefault((case["challenge"], f"copy{k}/{case['challenge']}"), []).append(index)
-
-    def end(order: list[list[int]]) -> float:
-        free = [0.0] * workers
-        for unit in order:
-            free[free.index(min(free))] += sum(seconds[i] for i in unit)
-        return max(free)
-
-    figures = {
-        "work_s": sum(seconds.values()),
-        "by_count_s": end(interleave({k: list(v) for k, v in groups.items()})),
-        "by_time_s": end(interleave({k: list(v) for k, v in groups.items()}, seconds)),
-        "largest_unit_s": max(sum(seconds[i] for i in unit) for unit in groups.values()),
-    }
-    print(
-        f"\nsimulated: {copies} copies on {workers} workers from {results}: work {figures['work_s']:.1f} s "
-        f"(ideal end {figures['work_s'] / workers:.1f} s), units by case count end at {figures['by_count_s']:.1f} s, "
-        f"longest first by time at {figures['by_time_s']:.1f} s; "
-        f"the largest unit takes {figures['largest_unit_s']:.1f} s"
-    )
-    return figures
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    cores = len(os.sched_getaffinity(0))
+    cores = host_cores()
     default_workers = ",".join(str(n) for n in (1, 2, 4, 8, 16) if n <= cores)
     parser.add_argument("--workers", default=default_workers, help="worker counts (default: powers of 2 to the cores)")
     parser.add_argument("--copies", type=int, default=8, help="copies of the correct model in the scaling roster")
@@ -383,19 +355,12 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="no run starts from the first run's case times")
     parser.add_argument("--out", help="also write every figure as JSON to this file")
     parser.add_argument("--keep-results", metavar="DIR", help="copy each run's results.json into this folder")
-    parser.add_argument("--simulate", metavar="RESULTS", help="only simulate unit orders from a results.json")
     parser.add_argument(
         "--pytest-args", default="", help="added to every grading run; write it with '=': --pytest-args=--device=cpu"
     )
     args = parser.parse_args()
-    EXTRA.extend(shlex.split(args.pytest_args))
-    KNOWN["warm"] = not args.cold
-    KNOWN["keep"] = args.keep_results
-    if args.simulate:
-        workers = [int(n) for n in args.workers.split(",") if n]
-        for copies in (args.copies, 2 * args.copies):
-            simulate(Path(args.simulate), workers[-1], copies)
-        return
+    RUNS.extra, RUNS.warm = shlex.split(args.pytest_args), not args.cold
+    RUNS.keep = Path(args.keep_results) if args.keep_results else None
     workers = [int(n) for n in args.workers.split(",") if n]
     figures: dict[str, Any] = {"cores": cores}
 

@@ -26,6 +26,10 @@ CONFIG_KEY = pytest.StashKey["GraderConfig"]()
 GPU_POOL_KEY = pytest.StashKey[dict[str, int]]()
 COMPARISON_INPUTS_KEY = pytest.StashKey[dict[str, Any]]()  # "baseline", "judge": (path as given, what it holds)
 RUBRIC_FILE = Path(__file__).resolve().parent / "grade" / "rubric.toml"
+# Defaults of --call-timeout and --memory-limit-mb, named because `kernelgrade check` imports a submission under the
+# same limits as a grading run.
+DEFAULT_CALL_TIMEOUT_S = 60.0
+DEFAULT_MEMORY_LIMIT_MB = 4096
 
 
 @dataclass(frozen=True)
@@ -80,16 +84,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--call-timeout",
-        default="60",
+        default=f"{DEFAULT_CALL_TIMEOUT_S:g}",
         metavar="SECONDS",
-        help="wall-clock limit for one case of one submission (default: 60)",
+        help=f"wall-clock limit for one case of one submission (default: {DEFAULT_CALL_TIMEOUT_S:g})",
     )
     group.addoption(
         "--memory-limit-mb",
-        default="4096",
+        default=str(DEFAULT_MEMORY_LIMIT_MB),
         metavar="MB",
         help="host memory cap of each submission's process: address space on CPU runs, data segment on GPU runs "
-        "(default: 4096)",
+        f"(default: {DEFAULT_MEMORY_LIMIT_MB})",
     )
     group.addoption(
         "--gpu-memory-fraction",
@@ -243,6 +247,11 @@ def reports_dir(config: pytest.Config) -> Path:
 
 def grader_config(config: pytest.Config) -> GraderConfig:
     return config.stash[CONFIG_KEY]
+
+
+def host_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a scheduler's allocation, not the whole host)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @functools.cache

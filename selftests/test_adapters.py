@@ -45,6 +45,9 @@ CASES = " or ".join(
     )
 )  # fmt: skip
 NATIVE_WITHOUT_ADAPTER = {"list-return"}  # lists for tuples: accepted as they are
+# The doc promises "a small file": the largest worked example (the CUDA shim) has 20 code lines, so a count of 25 or
+# more means an example outgrew that promise or the line counter took comments and docstrings in.
+ADAPTER_MOST_LINES = 25
 
 
 def fixture_folders() -> list[tuple[str, str]]:
@@ -110,7 +113,7 @@ def test_interface_column_and_compliance_section(graded):
             assert (sub["runtime"], sub["adapter_lines"]) == ("native", None)
             continue
         lines = adapter_code_lines(folder, runtime)
-        assert (sub["runtime"], sub["adapter_lines"]) == ("adapter", lines) and 0 < lines < 25
+        assert (sub["runtime"], sub["adapter_lines"]) == ("adapter", lines) and 0 < lines < ADAPTER_MOST_LINES
         assert re.search(rf"\| {re.escape(model)} +\|.*\| adapter \({lines} lines\) +\|", text), model
         row = next(line for line in section.splitlines() if line.startswith(f"| {model} "))
         assert f"1: {challenge} ({lines} lines)" in row and re.search(rf"\| {lines} +\|$", row), row
@@ -118,15 +121,16 @@ def test_interface_column_and_compliance_section(graded):
 
 
 @pytest.mark.grading_run
-def test_each_deviation_fails_without_its_adapter(without_adapters):
-    """The fixtures need their adapters: without one, every selected case of each fails (list-return aside)."""
-    failing = {(m, c) for m, c in fixture_folders() if m not in NATIVE_WITHOUT_ADAPTER}
-    if not shutil.which("nvcc"):
-        failing.discard(("cuda-shim", "softmax_topk"))
-    for model, challenge in failing:
-        outcomes = _outcomes(without_adapters, model, challenge)
-        assert outcomes and "passed" not in outcomes.values(), (model, challenge, outcomes)
-    assert set(_outcomes(without_adapters, "list-return", "layer_norm_bwd").values()) == {"passed"}
+@pytest.mark.parametrize(("model", "challenge"), fixture_folders())
+def test_each_deviation_fails_without_its_adapter(without_adapters, model, challenge):
+    """The fixtures need their adapters: without one, every selected case fails (lists for tuples still pass)."""
+    if challenge == "softmax_topk" and not shutil.which("nvcc"):
+        pytest.skip("no nvcc: the CUDA shim's fixture cannot be built here, with or without its adapter")
+    outcomes = _outcomes(without_adapters, model, challenge)
+    if model in NATIVE_WITHOUT_ADAPTER:
+        assert outcomes and set(outcomes.values()) == {"passed"}, outcomes
+    else:
+        assert outcomes and "passed" not in outcomes.values(), outcomes
 
 
 def test_adapter_line_count_skips_comments_docstrings_and_blanks(tmp_path):
@@ -158,7 +162,9 @@ def test_doc_code_blocks_are_the_fixtures_code():
     """Every code block the doc ties to a fixture file is in that file; each adapter is shown whole."""
     blocks = doc_blocks()
     tied = [(code, path) for _, code, path in blocks if path]
-    assert len(tied) >= 16, [path for _, path in tied]
+    # Not vacuous: every worked example has code the doc ties to one of its files (the parse found them all).
+    tied_examples = {Path(path).relative_to(ADAPTERS.relative_to(REPO)).parts[:2] for _, path in tied}
+    assert tied_examples == set(fixture_folders()), [path for _, path in tied]
     for code, path in tied:
         assert code in (REPO / path).read_text(), f"docs/adapters.md drifted from {path}:\n{code}"
     shown_whole = {path for code, path in tied if code == (REPO / path).read_text()}

@@ -47,15 +47,16 @@ def test_new_writes_every_spec_as_its_prompt(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)  # from the checkout the next steps use the README's own grading command
     assert main(["new", "my-model", f"--submissions-dir={tmp_path}"]) == 0
     folders = sorted(p.name for p in (tmp_path / "my-model").iterdir())
-    assert folders == sorted(IDS) and len(folders) == 8
+    assert folders == sorted(IDS)
     for challenge_id in IDS:
         prompt = tmp_path / "my-model" / challenge_id / "PROMPT.md"
         spec = scaffold.spec_path(challenge_id).read_bytes()
-        assert prompt.read_bytes() == scaffold.prompt_of(spec) and b"## What the grader checks" in prompt.read_bytes()
+        assert spec.startswith(prompt.read_bytes().rstrip()) and b"## What the grader checks" in prompt.read_bytes()
         assert scaffold.PROMPT_END not in prompt.read_bytes() and len(prompt.read_bytes()) < len(spec)
         assert [p.name for p in prompt.parent.iterdir()] == ["PROMPT.md"]
     out = capsys.readouterr().out
-    assert "with 8 prompts" in out and "python -m pytest --model=my-model" in out and "kernelgrade check" in out
+    assert f"with {len(IDS)} prompts" in out and "python -m pytest --model=my-model" in out
+    assert "kernelgrade check" in out
 
 
 def test_new_refuses_an_existing_model(tmp_path, capsys):
@@ -206,7 +207,8 @@ def test_check_lists_extern_c_symbols_of_cuda_folders():
     adapter.cu skeleton forwards to it; a missing stream parameter is a warning."""
     results = checked(CLI, run_import=False)
     cuda = results["cuda", "softmax_topk"]
-    assert [(e.status, d.name) for e in cuda.entries for d in cuda.c_functions] == [("missing", "softmax_top_k")]
+    assert [e.status for e in cuda.entries] == ["missing"]
+    assert [d.name for d in cuda.c_functions] == ["softmax_top_k"]
     assert cuda.c_contract["softmax_topk"].startswith("int softmax_topk(const float* logits, int rows")
     assert [m.definition.name for m in cuda.near["softmax_topk"]][:2] == ["softmax_top_k", "launch_softmax_topk"]
     assert '#include "topk.cu"' in cuda.skeleton

@@ -35,7 +35,8 @@ def test_pass_at_k_known_values():
     assert pass_at_k(2, 1, 1) == 0.5 and pass_at_k(2, 1, 2) == 1.0
     assert [pass_at_k(5, 0, k) for k in range(1, 6)] == [0.0] * 5
     assert [pass_at_k(4, 4, k) for k in range(1, 5)] == [1.0] * 4
-    assert pass_at_k(3, 1, 1) == pytest.approx(1 / 3, abs=1e-15) and pass_at_k(3, 1, 2) == pytest.approx(2 / 3)
+    # exact until one final float(Fraction), which rounds as 1 / 3 and 2 / 3 do: equal, not approximately equal
+    assert pass_at_k(3, 1, 1) == 1 / 3 and pass_at_k(3, 1, 2) == 2 / 3
     for bad in ((2, 3, 1), (2, -1, 1), (2, 1, 0), (2, 1, 3)):
         with pytest.raises(ValueError):
             pass_at_k(*bad)
@@ -66,11 +67,11 @@ def test_discovery_of_sample_folders(tmp_path):
     write(tmp_path, {f"{fa}/sample-1/a.py": CODE, f"{fa}/sample-10/a.py": CODE, f"{fa}/sample-3/PROMPT.md": "# task\n"})
     write(tmp_path, {"one/flash_attention/sample-2/a.py": CODE, "plain/flash_attention/samples-old/a.py": CODE})
     found = discover(tmp_path)
-    assert [(s.model, s.sample, s.base_model) for s in found] == [
+    assert [(s.model, split_sample(s.model)[1], s.base_model) for s in found] == [
         ("m/sample-1", "sample-1", "m"),
         ("m/sample-3", "sample-3", "m"),
         ("m/sample-10", "sample-10", "m"),
-        ("one", "sample-2", "one"),  # a single sample folder: just the model, graded from that folder
+        ("one", "", "one"),  # a single sample folder: just the model, graded from that folder (asserted below)
         ("plain", "", "plain"),  # samples-old is no sample folder: the challenge folder is graded as before
     ]
     by_name = {s.model: s for s in found}
@@ -134,9 +135,10 @@ def test_summary_of_three_samples_and_a_single_one():
     (group,) = summary["samples"]
     assert (group["model"], group["challenge"], group["n"], group["passed"]) == (hostile, "flash_attention", 3, 1)
     assert [s["passes"] for s in group["samples"]] == [True, False, False]
-    assert group["pass_at_k"] == {"pass@1": pytest.approx(1 / 3), "pass@2": pytest.approx(2 / 3), "pass@3": 1.0}
+    assert group["pass_at_k"] == {"pass@1": 1 / 3, "pass@2": 2 / 3, "pass@3": 1.0}
     points = [s["points"] for s in group["samples"]]
     assert points[2] == 0.0 and group["mean_points"] == pytest.approx(sum(points) / 3, abs=0.01)
+    # rubric.toml weights of the categories run (core 40, edge 25, robustness 5; the rest drop out): 65/70, 45/70
     assert points[:2] == [92.86, 64.29] and group["sd_points"] == pytest.approx(statistics.stdev(points), abs=0.01)
     assert (group["min_points"], group["max_points"]) == (min(points), max(points))
     text = report_samples.render(summary)

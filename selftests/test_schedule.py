@@ -181,11 +181,17 @@ def test_with_last_runs_times_the_longest_unit_goes_first(tmp_path: Path) -> Non
 
 
 def test_case_costs_read_an_earlier_runs_records(tmp_path: Path) -> None:
-    """Per model and case, and the median over models for a model not graded then; waits are not cost."""
+    """Per model and case, and the median over models for a model not graded then; waits and child starts are not
+    the case's cost."""
     results = tmp_path / "results.json"
     cases = [
-        {"model": m, "challenge": "kv", "case": "c0", "timing": {"case_s": s, "truth_s": 0.1, "wait_s": w}}
-        for m, s, w in (("a", 1.0, 0.0), ("b", 3.0, 0.0), ("c", 9.0, 4.0))
+        {
+            "model": m,
+            "challenge": "kv",
+            "case": "c0",
+            "timing": {"case_s": s, "truth_s": 0.1, "wait_s": w, "start_s": t},
+        }
+        for m, s, w, t in (("a", 1.0, 0.0, 0.0), ("b", 4.0, 0.0, 1.0), ("c", 9.0, 4.0, 0.0))
     ]
     results.write_text(json.dumps({"cases": [*cases, {"model": "d", "challenge": "kv", "case": "c1"}]}))
     costs = case_costs(results)

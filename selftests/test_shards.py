@@ -33,6 +33,11 @@ SHARDS = 3
 LIVE_ONLY = {"Sandbox", "Against the baseline", "Judge against execution"}  # not rebuilt offline (merge docstring)
 TIMED = {"Where cases ran"}  # sums of per-case seconds: present in both, equal only by chance
 EXAMPLES = REPO / "docs" / "examples"
+# The demos with a flash-attention folder (tests/test_flash grades only those): a model lost by a shard shows here.
+FLASH_UNITS = {
+    *("demo-buggy", "demo-f64-out", "demo-naive", "demo-prompt-only", "demo-rescale", "demo-slow", "demo-tiled"),
+    *("demo-samples/sample-1", "demo-samples/sample-2"),
+}
 
 
 def merge(out: Path, *folders: Path) -> subprocess.CompletedProcess[str]:
@@ -82,7 +87,7 @@ def test_merged_run_equals_one_run(runs):
     """Merged shards and one run agree on every grade, point, case outcome and message, and the run's status."""
     merged, whole = runs["merged"], runs["whole"]
     assert merged.returncode == 0, merged.output
-    assert merged.letters() == whole.letters() and len(whole.letters()) >= 5
+    assert merged.letters() == whole.letters() and set(whole.letters()) == FLASH_UNITS
     assert {"A+", "F", "no code"} <= {g for m in whole.letters().values() for g in m.values()}  # grades that differ
     points = [
         {m: {c: g["points"] for c, g in d["challenges"].items()} for m, d in r.summary["models"].items()}
@@ -112,7 +117,10 @@ def test_merged_reports_are_the_files_of_one_run(runs):
     html = (merged / "report.html").read_text()
     assert 'id="kg-summary"' in html and "<svg" in html and "<script" not in html
     assert not re.search(r"(src|href)\s*=", html)  # self-contained: nothing loaded from elsewhere
-    assert html.count("<tr>") - 1 >= len(runs["merged"].summary["cases"])  # the cases table: a header, a row per case
+    cases_table = re.search(r"<table id='kg-cases'>(.*?)</table>", html, re.S)
+    assert cases_table, "report.html has no cases table"
+    rows = cases_table.group(1).count("<tr>") - 1  # the header row is not a case
+    assert rows == len(runs["merged"].summary["cases"])
 
 
 def test_merged_reports_say_who_ran_each_shard(runs):
@@ -212,22 +220,24 @@ def test_assignment_is_deterministic_and_balanced():
     assert shard.assign(list(reversed(pairs)), 4) == plan and set(plan.values()) == {1, 2, 3, 4}
     loads = [sum(shard.weight(c) for (m, c), s in plan.items() if s == k) for k in range(1, 5)]
     assert max(loads) - min(loads) <= max(shard.weight(c) for _, c in pairs)
-    assert shard.assign(pairs[:2], 3)[pairs[0]] != shard.assign(pairs[:2], 3)[pairs[1]]  # shard 3 stays empty
+    assert sorted(shard.assign(pairs[:2], 3).values()) == [1, 2]  # two pairs, three shards: one each, shard 3 empty
 
 
-def test_documented_commands_use_options_that_exist():
+def test_documented_commands_use_options_that_exist(capsys):
     """The Slurm and GitHub Actions examples call pytest with real options and the merge with its usage."""
     help_text = subprocess.run(
         [sys.executable, "-m", "pytest", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
     ).stdout
     assert "--shard=I/N" in help_text
-    from plugins.report.merge import USAGE
+    from plugins.report.merge import main as merge_main
 
+    # the merge's own usage error (exit 2) names the arguments the examples' merge lines are checked against below
+    assert merge_main([]) == 2 and capsys.readouterr().err.strip().endswith("OUT_DIR SHARD_DIR...")
     texts = [f.read_text().replace("\\\n", " ") for f in sorted(EXAMPLES.iterdir())]  # join continued lines
     commands = [line for text in texts for line in text.splitlines()]
     grading = [line for line in commands if "python -m pytest" in line and not line.lstrip().startswith("#")]
     merging = [line for line in commands if "python -m plugins.report.merge" in line]
-    assert grading and merging and USAGE.endswith("OUT_DIR SHARD_DIR...")
+    assert grading and merging
     for line in grading:
         assert "--shard=" in line and "--seed" in line, line
         for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line):

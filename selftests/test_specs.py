@@ -18,16 +18,15 @@ checks here read the prompt part only:
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
+from plugins.cli import scaffold
+from plugins.cli.signatures import docstring_signature
 from plugins.isolate.loaders.cuda import parse_signature
 from reference.challenges import all_challenges, reference_module
 from reference.contract import Challenge
 
-SPECS = Path(__file__).resolve().parent.parent / "docs" / "challenges"
-PROMPT_END = "<!-- prompt ends here"
 SECTIONS = ("## Contract", "## Allowed frameworks", "## What the grader checks")
 # Numbers from case ids that the contract states, so a prompt may say them: softmax_topk's largest V.
 STATED = {"softmax_topk": {"151936"}}
@@ -35,17 +34,20 @@ GENERIC_BELOW = 16
 
 
 def prompt_of(challenge_id: str) -> str:
-    """The prompt part of a challenge's spec: everything before the marker line."""
-    text = (SPECS / f"{challenge_id}.md").read_text()
-    assert text.count(PROMPT_END) == 1, f"{challenge_id}.md: one line starting {PROMPT_END!r} must end the prompt"
-    return text.split(PROMPT_END, 1)[0]
+    """The prompt part of a challenge's spec, read the way ``kernelgrade new`` reads it into ``PROMPT.md``."""
+    spec = scaffold.spec_path(challenge_id).read_bytes()
+    marker = scaffold.PROMPT_END.decode()
+    assert spec.count(scaffold.PROMPT_END) == 1, f"{challenge_id}.md: one line starting {marker!r} must end the prompt"
+    return scaffold.prompt_of(spec).decode()
 
 
 def signatures(challenge: Challenge) -> list[str]:
-    """The entry points as the reference module's docstring writes them: ``name(arg, arg=default)``."""
+    """The entry points as the reference module's docstring writes them (``name(arg, arg=default)``), read by the
+    parser the CLI's skeletons and checks use; each entry point must have its contract line there."""
     doc = reference_module(challenge.id).__doc__ or ""
-    found = [m[0] for e in challenge.entry_points for m in re.finditer(rf"\b{e}\((?:[^()]|\([^()]*\))*\)", doc)]
-    return list(dict.fromkeys(" ".join(s.split()) for s in found))
+    found = {name: docstring_signature(doc, name) for name in challenge.entry_points}
+    assert all(found.values()), f"{challenge.id}: no contract line for {[n for n, s in found.items() if not s]}"
+    return [f"{s.name}({s.params})" for s in found.values() if s]
 
 
 def trap_sizes(challenge_id: str) -> set[str]:
@@ -80,9 +82,7 @@ def test_prompt_names_the_exact_contract(challenge):
             exact = f'extern "C" int {symbol}(' + ", ".join(f"{kind} {p}" for kind, p in params) + ");"
             assert symbol == name and exact in prompt, f"{challenge.id}: the prompt lacks {exact}"
     else:
-        wanted = signatures(challenge)
-        assert len(wanted) >= len(challenge.entry_points), (challenge.id, wanted)
-        for signature in wanted:
+        for signature in signatures(challenge):
             assert signature in prompt, f"{challenge.id}: the prompt does not write {signature} as the reference does"
     for folder in challenge.folder_names:
         assert f"`{folder}`" in prompt, f"{challenge.id}: folder name {folder} not given"
@@ -116,5 +116,5 @@ def test_leak_check_is_not_vacuous():
     marker, so the check would catch a prompt that copied the grader notes."""
     assert {"97", "300", "1025", "59"} <= trap_sizes("flash_attention")
     assert all(trap_sizes(c.id) for c in CHALLENGES)
-    notes = (SPECS / "softmax_topk.md").read_text().split(PROMPT_END, 1)[1]
+    notes = scaffold.spec_path("softmax_topk").read_text().split(scaffold.PROMPT_END.decode(), 1)[1]
     assert any(c.id in notes for c in reference_module("softmax_topk").CASES if re.search(r"\d", c.id))

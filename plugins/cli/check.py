@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from plugins.cli import nearmiss, probe, signatures, skeleton
-from plugins.discover.entry_points import source_names
+from plugins.config import DEFAULT_CALL_TIMEOUT_S
+from plugins.discover.entry_points import defined_names
 from plugins.discover.submissions import SAMPLE_FOLDER, Submission, discover, submissions_root
-from reference.challenges import all_challenges, challenge_for_folder
+from reference.challenges import all_challenges, challenge_for_folder, reference_module
 
 
 class CheckError(Exception):
@@ -51,6 +52,7 @@ class FolderCheck:
     import_note: str = ""
     skeleton: str = ""
     skeleton_file: str = ""
+    skeleton_adds: bool = False  # the skeleton is lines to add to the folder's adapter, not a whole file to save
     adapter_lines: int | None = None  # code lines of the adapter in use (the report's interface column counts them)
 
     @property
@@ -121,13 +123,12 @@ def _children(path: Path) -> list[Path]:
         return []
 
 
-def check_folder(sub: Submission, run_import: bool = True, timeout_s: float = probe.DEFAULT_TIMEOUT_S) -> FolderCheck:
-    challenge = next(c for c in all_challenges() if c.id == sub.challenge)
+def check_folder(sub: Submission, run_import: bool = True, timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> FolderCheck:
+    challenge = reference_module(sub.challenge).CHALLENGE
     found = dict(sub.entries)
     others = dict(sub.alternatives)
-    status = "adapter" if sub.via_adapter else "native"
     entries = [
-        Entry(e, status, found[e], tuple(others.get(e, ()))) if e in found else Entry(e, "missing")
+        Entry(e, sub.runtime, found[e], tuple(others.get(e, ()))) if e in found else Entry(e, "missing")
         for e in challenge.entry_points
     ]
     result = FolderCheck(
@@ -140,7 +141,7 @@ def check_folder(sub: Submission, run_import: bool = True, timeout_s: float = pr
     if challenge.runtime == "cuda":
         _check_cuda(result, challenge)
     else:
-        _check_python(result, challenge, run_import, timeout_s)
+        _check_python(result, challenge, run_import, timeout_s, sub.via_adapter)
     return result
 
 
@@ -149,7 +150,7 @@ def _other_spellings(challenge: Any, entry: str) -> set[str]:
     return {n for e in challenge.entry_points if e != entry for n in (e, *challenge.aliases.get(e, ()))}
 
 
-def _check_python(result: FolderCheck, challenge: Any, run_import: bool, timeout_s: float) -> None:
+def _check_python(result: FolderCheck, challenge: Any, run_import: bool, timeout_s: float, via_adapter: bool) -> None:
     definitions = nearmiss.python_definitions(result.folder)
     missing = [e.name for e in result.entries if e.status == "missing"]
     for entry in missing:
@@ -158,12 +159,13 @@ def _check_python(result: FolderCheck, challenge: Any, run_import: bool, timeout
         found = []
         for e in result.entries:
             if e.status != "missing":
-                names = source_names(result.folder / e.file)[0]
+                names = defined_names(result.folder / e.file)
                 found.append((e.name, e.file, skeleton.spelling(names, e.name, challenge.aliases.get(e.name, ()))))
         wanted = [(signatures.python_signature(challenge.id, e), (result.near[e] or [None])[0]) for e in missing]
-        existing = skeleton.adapter_exists(result.folder, "python")
-        result.skeleton = skeleton.python_adapter(challenge.id, found, wanted, existing)
+        # Discovery took every entry point from the folder's adapter.py when it has one: add to it, never replace it.
+        result.skeleton = skeleton.python_adapter(challenge.id, found, wanted, existing=via_adapter)
         result.skeleton_file = "adapter.py"
+        result.skeleton_adds = via_adapter
     if not run_import:
         result.import_note = "not imported (--no-import)"
         return
@@ -190,7 +192,7 @@ def _check_cuda(result: FolderCheck, challenge: Any) -> None:
         want = signatures.c_param_types(sig.params)
         for d in result.c_functions:
             if d.name == entry.name and (entry.file in ("", d.file) or entry.status == "adapter"):
-                got = signatures.c_param_types(d.signature.split("(", 1)[1].rsplit(")", 1)[0])
+                got = signatures.c_param_types(signatures.param_list(d.signature))
                 if got != want:
                     result.warnings.append(
                         f"{d.file} line {d.line}: {entry.name} takes ({', '.join(got)}), the contract "

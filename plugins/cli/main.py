@@ -15,17 +15,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from plugins.cli import REPO, shown_path
+
 # Options of the grading run that take a path: made absolute before pytest runs from the checkout.
 PATH_OPTIONS = ("--submissions-dir", "--reports-dir", "--rubric", "--train-data", "--baseline", "--judge-grades")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from plugins.config import DEFAULT_CALL_TIMEOUT_S  # here, not on top: it loads pytest, which `grade` runs apart
+
     parser = argparse.ArgumentParser(prog="kernelgrade", description=__doc__.split("\n", 1)[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     new = commands.add_parser("new", help="create submissions/MODEL/<challenge>/PROMPT.md for every challenge")
@@ -38,7 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the findings as JSON")
     check.add_argument("--no-import", action="store_true", help="read the source only; do not import it")
     check.add_argument(
-        "--timeout", type=float, default=60.0, metavar="SECONDS", help="limit on one import (default: 60)"
+        "--timeout",
+        type=float,
+        default=DEFAULT_CALL_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"limit on one import (default: {DEFAULT_CALL_TIMEOUT_S:g}, the grading run's --call-timeout)",
     )
     commands.add_parser(
         "grade", help="python -m pytest from the checkout with the arguments that follow", add_help=False
@@ -67,24 +75,25 @@ def new(model: str, submissions_dir: Path | None) -> int:
     except ScaffoldError as exc:
         print(f"kernelgrade new: {terminal(exc)}", file=sys.stderr)
         return 1
-    folder = root / model
-    print(f"created {terminal(_shown(folder))}/ with {len(created)} prompts:")
+    folder = terminal(shown_path(root / model))
+    print(f"created {folder}/ with {len(created)} prompts:")
     width = max(len(c.challenge) for c in created)
     for c in created:
-        print(f"  {c.challenge:<{width}}  {terminal(_shown(c.prompt))}  ({c.title})")
-    select = f"--model={model}" if model.isprintable() and " " not in model else f"--model='{model}'"
+        print(f"  {c.challenge:<{width}}  {terminal(shown_path(c.prompt))}  ({c.title})")
+    select = shlex.quote(f"--model={model}")  # a line to paste into a shell
     default_root = root.resolve() == (REPO / "submissions").resolve()
     if Path.cwd().resolve() == REPO:  # the README's own command works here
-        where = "" if default_root else f" --submissions-dir={_shown(root)}"
+        where = "" if default_root else " " + shlex.quote(f"--submissions-dir={shown_path(root)}")
         grade_line = f"python -m pytest {select}{where}"
     else:  # pytest must run from the checkout: kernelgrade grade does that
-        grade_line = f"kernelgrade grade {select}" + ("" if default_root else f" --submissions-dir={root.resolve()}")
+        where = "" if default_root else " " + shlex.quote(f"--submissions-dir={root.resolve()}")
+        grade_line = f"kernelgrade grade {select}{where}"
     print(
         "next:\n"
         "  1. give each PROMPT.md to the model, one conversation per challenge\n"
         "  2. save the code it writes beside the prompt (any file names; .cu for softmax_topk)\n"
-        f"  3. kernelgrade check {terminal(_shown(folder))}    (entry points found, near misses, an adapter skeleton)\n"
-        f"  4. {terminal(grade_line)}    (grade it; reports in {terminal(_shown(REPO / 'reports'))}/)"
+        f"  3. kernelgrade check {folder}    (entry points found, near misses, an adapter skeleton)\n"
+        f"  4. {terminal(grade_line)}    (grade it; reports in {terminal(shown_path(REPO / 'reports'))}/)"
     )
     return 0
 
@@ -116,11 +125,13 @@ def check(path: Path, as_json: bool, run_import: bool, timeout_s: float) -> int:
 def grade(pytest_args: list[str]) -> int:
     """Run the grading suite from the checkout (see :func:`pytest_command`); pytest's exit status is returned."""
     if not (REPO / "pytest.ini").is_file():
+        import pytest  # only for its exit status: the suite itself runs in its own process
+
         print(
             f"kernelgrade grade: no pytest.ini in {REPO}: run it from a checkout (or an editable install)",
             file=sys.stderr,
         )
-        return 4
+        return int(pytest.ExitCode.USAGE_ERROR)  # the status pytest itself gives a run it cannot start
     try:
         return subprocess.call(pytest_command(pytest_args), cwd=REPO)
     except KeyboardInterrupt:
@@ -137,11 +148,6 @@ def pytest_command(pytest_args: list[str]) -> list[str]:
             arg = f"{option}={Path(value).expanduser().resolve()}"
         fixed.append(arg)
     return [sys.executable, "-m", "pytest", *fixed]
-
-
-def _shown(path: Path) -> str:
-    rel = os.path.relpath(path)
-    return rel if not rel.startswith("..") else str(path)
 
 
 def run() -> int:

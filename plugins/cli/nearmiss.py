@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugins.discover.entry_points import Unreadable, looks_like_test, python_files, read_source
+from plugins.discover.entry_points import C_COMMENT, Unreadable, looks_like_test, python_files, read_source
 
 THRESHOLD = 0.6  # below this a name is unrelated ("main", "helper", "forward" against flash_attention_fwd)
 MAX_SHOWN = 3
@@ -118,7 +118,6 @@ def _class_text(node: ast.ClassDef) -> str:
     return f"class {node.name}({ast.unparse(init.args) if init else ''})"
 
 
-_C_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
 _C_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _C_ATTRIBUTE = re.compile(r"__launch_bounds__\s*\([^()]*\)|__attribute__\s*\(\([^()]*(?:\([^()]*\))*[^()]*\)\)")
 _C_KEYWORDS = {"if", "for", "while", "switch", "return", "catch", "sizeof", "else", "do", "defined"}
@@ -145,7 +144,7 @@ def c_definitions(folder: Path) -> list[Definition]:
 
 def _c_functions(file: str, raw: str) -> list[Definition]:
     # Comments and string literals blanked to spaces (keeping offsets), so neither can fake a definition.
-    text = _C_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), raw)
+    text = C_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), raw)
     text = _C_ATTRIBUTE.sub(lambda m: " " * len(m.group(0)), text)
     text = re.sub(r"(?m)^[ \t]*#.*$", lambda m: " " * len(m.group(0)), text)  # preprocessor lines
     extern_c = _extern_c_blocks(text)

@@ -19,12 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plugins.cli import REPO
+from plugins.config import DEFAULT_CALL_TIMEOUT_S, DEFAULT_MEMORY_LIMIT_MB
 from plugins.isolate import runspace
 from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_TIMEOUT_S = 60.0  # the grading run's default --call-timeout, which bounds an import there too
-DEFAULT_MEMORY_BYTES = 4096 * 2**20  # the grading run's default --memory-limit-mb
+# An import is held to the grading run's default limits: its --call-timeout bounds an import there too.
+DEFAULT_MEMORY_BYTES = DEFAULT_MEMORY_LIMIT_MB * 2**20
 
 
 @dataclass
@@ -63,7 +64,7 @@ class _ImportOnly(Sandbox):
 
 
 def probe_import(
-    driver: str, entries: dict[str, str], folder: Path, timeout_s: float = DEFAULT_TIMEOUT_S
+    driver: str, entries: dict[str, str], folder: Path, timeout_s: float = DEFAULT_CALL_TIMEOUT_S
 ) -> ImportReport:
     """Import ``entries`` (name -> file of ``folder``; the name must be defined at the file's top level) in a sandbox
     child loading ``driver``, the challenge's reference module."""

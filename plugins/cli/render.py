@@ -4,9 +4,7 @@ escape sequence a submission wrote runs in the reader's terminal."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
+from plugins.cli import shown_path
 from plugins.cli.check import FolderCheck
 from plugins.cli.probe import ImportReport
 from plugins.report.inert import terminal
@@ -15,16 +13,8 @@ MAX_OUTPUT_LINES = 12  # of what an import printed; the JSON output has the whol
 MAX_LINE_CHARS = 160  # per line shown of it (a flood is one long line)
 
 
-def shown_path(path: Path) -> str:
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return terminal(path)
-    return terminal(rel if not rel.startswith("../..") else path)
-
-
 def folder_text(result: FolderCheck) -> str:
-    lines = [f"{terminal(result.model)} / {result.challenge}   {shown_path(result.folder)}"]
+    lines = [f"{terminal(result.model)} / {result.challenge}   {terminal(shown_path(result.folder))}"]
     if result.no_code:
         lines.append(f"  {terminal(result.no_code)}")
     width = max(len(e.name) for e in result.entries) if result.entries else 0
@@ -51,7 +41,7 @@ def folder_text(result: FolderCheck) -> str:
     verdict = "ready" if result.ok else "not ready: " + _why_not(result)
     lines.append(f"  {verdict}")
     if result.skeleton:
-        how = "lines to add to" if "Add to" in result.skeleton.split("\n", 1)[0] else "save as"
+        how = "lines to add to" if result.skeleton_adds else "save as"
         lines.append(f"  adapter skeleton ({how} {result.skeleton_file} in the folder):")
         lines += ["    | " + line if line else "    |" for line in terminal(result.skeleton).rstrip("\n").split("\n")]
     return "\n".join(lines)
@@ -84,7 +74,7 @@ def import_text(report: ImportReport) -> str:
             parts.append(f"    printed to {stream} at import:{cut}\n{body}")
     if report.written:
         parts.append("    changed its folder at import: " + terminal(", ".join(report.written)))
-    if report.status == "ok" and not (report.stdout or report.stderr or report.written):
+    if report.clean:
         parts.append("    no side effects: printed nothing, wrote nothing in its folder")
     parts.append(f"    (isolation: {report.isolation})")
     return "\n".join(parts)

@@ -14,9 +14,9 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from plugins.cli import REPO
 from reference.challenges import all_challenges
 
-REPO = Path(__file__).resolve().parents[2]
 SPECS = REPO / "docs" / "challenges"
 PROMPT = "PROMPT.md"
 MAX_NAME_BYTES = 255  # NAME_MAX of common file systems

@@ -105,6 +105,12 @@ def c_signature(challenge_id: str, name: str) -> Signature | None:
     return Signature(name, params, match.group(1).strip(), " ".join(declaration.split()))
 
 
+def param_list(signature: str) -> str:
+    """The parameter list of a signature as written (``f(a, b=(1, 2)) -> int`` gives ``a, b=(1, 2)``): the text
+    between the first ``(`` and the last ``)``."""
+    return signature.split("(", 1)[1].rsplit(")", 1)[0]
+
+
 def c_param_types(params: str) -> list[str]:
     """Parameter types of a C parameter list with the names dropped: ``const float* x, int n`` -> ``[const float*,
     int]`` (spacing normalised, so ``float *x`` and ``float* x`` compare equal)."""

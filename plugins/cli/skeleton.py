@@ -11,10 +11,10 @@ from __future__ import annotations
 import keyword
 import re
 import textwrap
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from plugins.cli.nearmiss import Definition, NearMiss
-from plugins.cli.signatures import Signature, c_param_types
+from plugins.cli.signatures import Signature, c_param_types, param_list
 
 WIDTH = 116  # comment lines of the skeleton, so the file it becomes passes the 120-column lint
 
@@ -83,9 +83,8 @@ def _isort_key(name: str) -> tuple[int, str]:
 
 def _params(definition: Definition) -> list[str]:
     """A Python candidate's parameter names, without ``self``/``cls`` (read back from its signature text)."""
-    inside = definition.signature.split("(", 1)[1].rsplit(")", 1)[0]
     names = []
-    for part in inside.split(","):
+    for part in param_list(definition.signature).split(","):
         name = part.split("=")[0].split(":")[0].strip().lstrip("*")
         if name and name not in ("self", "cls", "/"):
             names.append(name)
@@ -174,7 +173,7 @@ def cuda_adapter(challenge: str, sig: Signature, best: NearMiss | None, sources:
         lines.append("  return (int)cudaErrorNotSupported;")
         return "\n".join([*lines, "}"]) + "\n"
     d = best.definition
-    found = c_param_types(d.signature.split("(", 1)[1].rsplit(")", 1)[0])
+    found = c_param_types(param_list(d.signature))
     where = f"{d.file} line {d.line} defines {d.signature}"
     if d.kind == "kernel":
         kept = [(n, t) for n, t in zip(names, types, strict=False) if t != "cudaStream_t"]
@@ -199,7 +198,3 @@ def cuda_adapter(challenge: str, sig: Signature, best: NearMiss | None, sources:
 def spelling(defined: set[str], entry: str, aliases: tuple[str, ...]) -> str:
     """The name a file defines for an entry point: the contract's own, else the first accepted alias it defines."""
     return next((name for name in (entry, *aliases) if name in defined), entry)
-
-
-def adapter_exists(folder: Path, runtime: str) -> bool:
-    return (folder / ("adapter.cu" if runtime == "cuda" else "adapter.py")).is_file()

@@ -161,14 +161,14 @@ def resolve(
 
 
 CUDA_ADAPTER = "adapter.cu"
-_C_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
+C_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
 def defines_c_function(path: Path, name: str) -> bool:
     """Whether a CUDA/C++ file defines ``name`` with C linkage: it says ``extern "C"`` and has a definition
     ``name(...) {`` (read as text with comments removed; a definition made by a macro is not seen)."""
     try:
-        text = _C_COMMENT.sub(" ", read_source(path).decode(errors="replace"))
+        text = C_COMMENT.sub(" ", read_source(path).decode(errors="replace"))
     except Unreadable:
         return False
     definition = re.compile(rf"\b{re.escape(name)}\s*\((?:[^()]|\([^()]*\))*\)\s*(?:noexcept\s*)?\{{")

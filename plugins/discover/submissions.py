@@ -20,9 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugins.discover.entry_points import _C_COMMENT as C_COMMENT
 from plugins.discover.entry_points import (
     ADAPTER,
+    C_COMMENT,
     CUDA_ADAPTER,
     SKIP_DIRS,
     Unreadable,
@@ -95,9 +95,6 @@ class Submission:
     # Code lines of the adapter (adapter.py, or adapter.cu for CUDA) when one is used, for the report's "interface"
     # column: non-blank lines that are neither comments nor docstrings. None for a native submission.
     adapter_lines: int | None = None
-    # The sample folder graded (``sample-2``) when the challenge folder holds sample folders; empty otherwise. With two
-    # or more samples ``model`` is the unit's name ``<model>/sample-<N>`` (see ``sample_unit``); with one, the model's.
-    sample: str = ""
 
     @property
     def base_model(self) -> str:
@@ -232,14 +229,12 @@ def discover(root: Path) -> list[Submission]:
                 units = [(sample_unit(model_dir.name, s.name), s) for s in samples]
             else:  # a model with one sample folder is just that model, graded from the sample folder
                 units = [(model_dir.name, samples[0] if samples else folder)]
-            found[model_dir.name, challenge.id] = [
-                _submission(name, challenge, where, where.name if samples else "") for name, where in units
-            ]
+            found[model_dir.name, challenge.id] = [_submission(name, challenge, where) for name, where in units]
     subs = [s for group in found.values() for s in group]
     return sorted(subs, key=lambda s: (s.base_model, sample_number(split_sample(s.model)[1]), order[s.challenge]))
 
 
-def _submission(model: str, challenge: Challenge, folder: Path, sample: str) -> Submission:
+def _submission(model: str, challenge: Challenge, folder: Path) -> Submission:
     """One graded unit: the entry points found in ``folder`` (a challenge folder, or one of its sample folders)."""
     names = (challenge.id, *challenge.folder_names)
     if challenge.runtime == "cuda":  # a CUDA source to build, found by its extern "C" definitions
@@ -257,5 +252,4 @@ def _submission(model: str, challenge: Challenge, folder: Path, sample: str) -> 
         problems=tuple(res.problems.items()),
         no_code=no_code_message(folder, SOURCE_SUFFIX.get(challenge.runtime, ".py")) if res.no_code else "",
         adapter_lines=adapter_code_lines(folder, challenge.runtime) if res.via_adapter else None,
-        sample=sample,
     )

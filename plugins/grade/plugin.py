@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from plugins import hookspecs
-from plugins.config import grader_config, run_quietly
+from plugins.config import grader_config, host_cores, run_quietly
 from plugins.discover import shard
 from plugins.discover.ids import NodeMap
 from plugins.discover.plugin import selected_submissions
@@ -254,7 +254,7 @@ def machine_info(device: str) -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpus": _cpu_count(),
+        "cpus": host_cores(),
         "numpy": numpy.__version__,
         "device": device,
         "gpu": None,
@@ -267,10 +267,6 @@ def machine_info(device: str) -> dict[str, Any]:
     if gpus:
         info["gpu"] = gpus.splitlines()
     return info
-
-
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
 
 
 def git_commit(repo: Any) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from tabulate import tabulate
 
 from plugins.compare.judge import judge
 from plugins.config import GraderConfig
@@ -26,6 +25,7 @@ from plugins.grade import records as r
 from plugins.isolate.build import BuildResult, build, nvcc_path
 from plugins.isolate.loaders.cuda import FAULT_PREFIX, TRIALS
 from plugins.isolate.sandbox import Program
+from plugins.report.markdown import table
 from reference.challenges import all_challenges, reference_module
 from reference.contract import Case
 
@@ -150,7 +150,7 @@ def pytest_grader_report_sections(summary: dict[str, Any], config: Any) -> list[
         f"before each of {TRIALS} trials after warm-up. torch is the unfused softmax then topk on the same input; the "
         "floor is the input read once at the device-to-device copy bandwidth measured in the same run."
     )
-    return [("CUDA speed", intro + "\n\n" + tabulate(rows, headers=headers, tablefmt="pipe"))]
+    return [("CUDA speed", intro + "\n\n" + table(headers, rows))]
 
 
 def _ms(seconds: float) -> str:

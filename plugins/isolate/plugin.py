@@ -44,8 +44,7 @@ pytest_grader_report_sections = cuda_cases.pytest_grader_report_sections
 
 RUN_SPACE_KEY = pytest.StashKey[runspace.RunSpace]()
 # Inputs and truths kept in a worker's memory: two challenges' worth (at most 19 cases each, plus a speed case's
-# trials).
-# Older ones are read back from the run's shared store when needed; keeping all held gigabytes per worker.
+# trials). Older ones are read back from the run's shared store when needed; keeping all held gigabytes per worker.
 KEEP_TRUTHS = 48
 WARMUP_TRIAL = 1_000_000  # the rng stream of a speed case's untimed warm-up call (timed trials are 0, 1, ...)
 # A speed case whose timed trials (submission and reference together) add up to less than this gets more trials, up to

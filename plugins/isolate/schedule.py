@@ -40,6 +40,8 @@ from typing import Any
 
 import pytest
 
+from plugins.config import grader_config, host_cores
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 BARRIER_NAME = "correctness.done"
 BARRIER_KEY = "kernelgrade_speed_barrier"
@@ -65,8 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workers = getattr(config.option, "numprocesses", None)
     if hasattr(config, "workerinput") or not isinstance(workers, int) or workers < 1:
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_worker = str(max(1, cores // workers))
+    per_worker = str(max(1, host_cores() // workers))
     for name in THREAD_VARS:
         os.environ.setdefault(name, per_worker)  # a user's own setting wins
 
@@ -87,9 +88,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from plugins.isolate.plugin import RUN_SPACE_KEY
 
     collector = config.pluginmanager.get_plugin("kernelgrade-records")
-
-    from plugins.config import grader_config
-
     # The last run's case times (its results.json, moved to previous/ when this run started) say which units are long.
     known = case_costs(grader_config(config).reports_dir / "previous" / "results.json")
 
@@ -111,8 +109,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 def case_costs(results: Path) -> dict[tuple, float]:
     """Seconds per case from an earlier run's ``results.json``: keyed (model, challenge, case) for that model, and
-    (challenge, case) with the median over models for a model the earlier run did not grade. Empty when the file is
-    missing, unreadable or older than the records' ``timing``."""
+    (challenge, case) with the median over models for a model the earlier run did not grade. Waits and the start of a
+    sandbox child are left out: they belong to whichever case came first in its unit, not to the case. Empty when the
+    file is missing, unreadable or older than the records' ``timing``."""
     try:
         cases = json.loads(results.read_text()).get("cases") or []
     except (OSError, ValueError, AttributeError):
@@ -122,7 +121,8 @@ def case_costs(results: Path) -> dict[tuple, float]:
     for case in cases:
         timing = case.get("timing") if isinstance(case, dict) else None
         try:
-            seconds = float(timing["case_s"]) - float(timing.get("wait_s") or 0.0)
+            seconds = float(timing["case_s"])
+            seconds -= float(timing.get("wait_s") or 0.0) + float(timing.get("start_s") or 0.0)
             key = (str(case["model"]), str(case["challenge"]), str(case["case"]))
         except (TypeError, KeyError, ValueError):
             continue
@@ -136,8 +136,7 @@ def cpu_speed_slots() -> int:
     """Timed CPU cases that may run at once in the speed phase: one per four cores (one on a small machine). A timed
     case keeps one core busy (the child and its reference alternate, each single-threaded); the spare cores leave room
     for the workers' own judging and for memory traffic, so that cases side by side do not slow each other."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // 4)
+    return max(1, host_cores() // 4)
 
 
 def wait_for_speed_phase(config: pytest.Config) -> str:
@@ -191,8 +190,8 @@ def interleave(groups: dict[tuple[str, str], list[int]], costs: dict[int, float]
 
 def known_costs(costs: dict[int, float | None], items: set[int]) -> dict[int, float] | None:
     """The items' costs when the last run timed at least half of them (the rest get the median: a case skipped then,
-    say a CUDA case on a machine without a GPU, or a model added since); else None, and units
-    are ordered by their case counts."""
+    say a CUDA case on a machine without a GPU, or a model added since); else None, and units are ordered by their case
+    counts."""
     timed = [costs[i] for i in items if costs.get(i) is not None]
     if not items or 2 * len(timed) < len(items):
         return None

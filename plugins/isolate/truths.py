@@ -44,7 +44,9 @@ class TruthStore:
         if self.folder is None:
             return compute()
         name = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
-        path = self.folder / f"{name}.pkl"
+        path, local = self.folder / f"{name}.pkl", self.folder / f"{name}.local"
+        if local.exists():  # too large or unpicklable: every process computes it, side by side (no lock)
+            return compute()
         with open(self.folder / f"{name}.lock", "a") as lock:
             start = time.perf_counter()
             fcntl.flock(lock, fcntl.LOCK_EX)  # whoever holds it is computing this truth: wait, then read it
@@ -53,13 +55,13 @@ class TruthStore:
                 found = _read(path)
                 if found is not None:
                     return found
-                if (self.folder / f"{name}.local").exists():  # too large or unpicklable: every process computes it
-                    return compute()
-                value = compute()
-                _write(path, value, self.folder / f"{name}.local")
-                return value
+                if not local.exists():  # the first to need it computes it under the lock and shares it if it can
+                    value = compute()
+                    _write(path, value, local)
+                    return value
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+        return compute()  # marked local while this process waited
 
 
 def _read(path: Path) -> Any:

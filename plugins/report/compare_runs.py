@@ -27,8 +27,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tabulate import tabulate
-
 from plugins.report import tables
 from plugins.report.markdown import escape, table
 
@@ -322,7 +320,7 @@ def terminal_lines(comparison: dict[str, Any], limit: int = 8) -> list[str]:
     lines.append(counts_line(comparison))
     if comparison["grades"]:
         headers, rows = grade_rows(comparison)
-        lines += tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True).splitlines()
+        lines += tables.terminal_table(headers, rows).splitlines()
     cases = comparison["cases"]
     for title, rows in (("newly failing", cases["newly_failing"]), ("newly passing", cases["newly_passing"])):
         lines += [f"{title}: {line}" for line in case_lines(rows, limit)]

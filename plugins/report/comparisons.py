@@ -39,8 +39,9 @@ def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config
     return sections or None
 
 
-# tryfirst wrapper registered after plugins.report.plugin (conftest.py's list): the outermost one, so these lines come
-# after the grade matrix, which that plugin prints in its own tryfirst wrapper. A self-test checks the order.
+# tryfirst wrapper registered after plugins.report.plugin (the order of plugins.GRADER_PLUGINS): the outermost one,
+# so these lines come after the grade matrix, which that plugin prints in its own tryfirst wrapper. A self-test checks
+# the order.
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> Iterator[None]:
     yield

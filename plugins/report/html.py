@@ -90,17 +90,20 @@ def pytest_html_results_table_row(report: Any, cells: list[str]) -> None:
             cells[i] = f'<td class="col-testId">{inert.html(test_id)}</td>'
             break
     data = _record(report)
-    if data is None:  # a skipped speed case, or a test that never reached its sandbox
-        values: tuple[str, ...] = ("",) * len(COLUMNS)
-    else:
-        record = CaseRecord.from_dict(data)
-        ratio, seconds = record.worst_ratio, record.seconds
-        values = (
-            record.model,
-            record.case,
-            # A failed case carries its origin tag (the task's property, or ours: robustness only).
-            record.outcome if record.outcome in SHOWN_UNTAGGED else f"{record.outcome} [{tables.origin_tag(data)}]",
-            f"{ratio:.3g}" if ratio is not None else "",
-            f"{seconds * 1000:.1f}" if seconds is not None else "",
-        )
+    # a skipped speed case, or a test that never reached its sandbox, has no record: empty cells
+    values = ("",) * len(COLUMNS) if data is None else case_cells(data)
     cells[2:2] = [f"<td>{inert.html(v)}</td>" for v in values]
+
+
+def case_cells(data: dict[str, Any]) -> tuple[str, ...]:
+    """The :data:`COLUMNS` cells of one case record (a plain dict), unescaped; also the rows of a recovered report."""
+    record = CaseRecord.from_dict(data)
+    ratio, seconds = record.worst_ratio, record.seconds
+    return (
+        record.model,
+        record.case,
+        # A failed case carries its origin tag (the task's property, or ours: robustness only).
+        record.outcome if record.outcome in SHOWN_UNTAGGED else f"{record.outcome} [{tables.origin_tag(data)}]",
+        f"{ratio:.3g}" if ratio is not None else "",
+        f"{seconds * 1000:.1f}" if seconds is not None else "",
+    )

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tabulate import tabulate
 
 from plugins.config import grader_config, reports_dir
 from plugins.grade.plugin import SUMMARY_KEY
@@ -75,8 +74,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         return
     terminalreporter.write_sep("=", "kernelgrade: grade matrix")
     headers, rows = tables.grade_matrix(summary)
-    rows = [[inert.terminal(cell) for cell in row] for row in rows]
-    terminalreporter.write_line(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    terminalreporter.write_line(tables.terminal_table(headers, rows))
     for line in terminal_notes(summary, config):
         terminalreporter.write_line(line)
     badges = [p for p in config.stash.get(WRITTEN_KEY, []) if p.suffix == ".svg" and p.parent.name == "badges"]

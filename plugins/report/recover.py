@@ -13,6 +13,7 @@ Exit status: 0 when reports were written, 1 when there was nothing to recover, 2
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from collections.abc import Sequence
@@ -20,29 +21,22 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from plugins import GRADER_PLUGINS
 from plugins.grade import rubric as rubric_module
 from plugins.grade import summary as summary_module
 from plugins.grade.records import CaseRecord
 from plugins.report import files, inert, lifecycle
 from plugins.report.journal import FILE_NAME, replay
-from plugins.report.tables import origin_tag
 
 OFFLINE_NOTE = "recovered offline from cases.jsonl: scored with the rubric file and the default scoring hooks"
-# grades.md sections computed from the summary alone, in the order a run adds them (pluggy calls the plugins of
-# conftest.py's list last-registered first); those that need the live run (the sandbox's copy notes, --baseline,
-# --judge-grades) and a pytest_grader_* plugin's are not rebuilt offline.
-OFFLINE_SECTIONS = (
-    "plugins.ternary",
-    "plugins.report.interface",
-    "plugins.report.placement",
-    "plugins.report.speed_section",
-    "plugins.report.samples",
-    "plugins.isolate.cuda_cases",
-)
+# Section plugins of GRADER_PLUGINS that need the live run (--baseline, --judge-grades); the sandbox's copy notes
+# and a pytest_grader_* plugin's sections are not in that list, so they are not rebuilt offline either.
+LIVE_ONLY = frozenset({"plugins.report.comparisons"})
 
 
 def recover(folder: Path, reason: str = "the grading process did not finish") -> str:
-    """Write the incomplete reports of ``folder``; returns a line saying what was done ("" if nothing could be)."""
+    """Write the incomplete reports of ``folder``; returns a line saying what was done, with a warning for each file
+    that could not be written ("" if nothing could be done)."""
     path = folder / FILE_NAME
     if not path.is_file():
         return ""
@@ -59,8 +53,10 @@ def recover(folder: Path, reason: str = "the grading process did not finish") ->
     summary = offline_summary(header, records, journal.selection, summary_module.INCOMPLETE, detail, OFFLINE_NOTE)
     if journal.damaged_lines:
         summary["warnings"].append(f"{journal.damaged_lines} damaged line(s) of cases.jsonl were skipped")
-    write_offline(folder, summary, "kernelgrade report (incomplete)", badges=False)
-    return f"recovered {len(records)} cases of a run that did not finish into {folder} (marked incomplete)"
+    problems = write_offline(folder, summary, "kernelgrade report (incomplete)", badges=False)
+    done = f"recovered {len(records)} cases of a run that did not finish into {folder} (marked incomplete)"
+    # Both callers (main, lifecycle.retire) show this one line on the terminal: files not written are said there.
+    return "; ".join([done, *(f"warning: {p}" for p in problems)])
 
 
 def offline_summary(
@@ -87,10 +83,22 @@ def rubric_of(header: dict[str, Any]) -> rubric_module.Rubric:
         return rubric_module.load_rubric(default)
 
 
+@functools.cache
+def offline_section_modules() -> tuple[str, ...]:
+    """The grader's plugin modules that write grades.md sections from the summary alone, in the order a run adds them:
+    pluggy calls the last registered first, so ``GRADER_PLUGINS`` reversed, less :data:`LIVE_ONLY`. Derived, not
+    listed, so a section plugin added to the grader is rebuilt offline too."""
+    return tuple(
+        name
+        for name in reversed(GRADER_PLUGINS)
+        if name not in LIVE_ONLY and hasattr(importlib.import_module(name), "pytest_grader_report_sections")
+    )
+
+
 def offline_sections(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    """The :data:`OFFLINE_SECTIONS` of ``summary``, as ``(title, body)`` pairs."""
+    """The sections of :func:`offline_section_modules` for ``summary``, as ``(title, body)`` pairs."""
     sections = []
-    for name in OFFLINE_SECTIONS:
+    for name in offline_section_modules():
         hook = importlib.import_module(name).pytest_grader_report_sections
         sections += hook(summary=summary, config=None) or []
     return sections
@@ -119,16 +127,11 @@ def page(summary: dict[str, Any], title: str) -> str:
 
 def _cases_table(summary: dict[str, Any]) -> str:
     """The columns pytest-html's table adds in a run (model, case, outcome, error / bound, time), one row per case."""
-    from plugins.report.html import COLUMNS, SHOWN_UNTAGGED
+    from plugins.report.html import COLUMNS, case_cells
 
-    rows = []
-    for data in summary["cases"]:
-        record = CaseRecord.from_dict(data)
-        outcome = record.outcome if record.outcome in SHOWN_UNTAGGED else f"{record.outcome} [{origin_tag(data)}]"
-        ratio, seconds = record.worst_ratio, record.seconds
-        cells = [record.model, record.case, outcome, "" if ratio is None else f"{ratio:.3g}"]
-        cells.append("" if seconds is None else f"{seconds * 1000:.1f}")
-        rows.append("<tr>" + "".join(f"<td>{inert.html(c)}</td>" for c in cells) + "</tr>")
+    rows = [
+        "<tr>" + "".join(f"<td>{inert.html(c)}</td>" for c in case_cells(data)) + "</tr>" for data in summary["cases"]
+    ]
     head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
     return f"<table id='kg-cases'><tr>{head}</tr>{''.join(rows)}</table>"
 

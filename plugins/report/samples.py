@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tabulate import tabulate
 
 from plugins.grade.plugin import SUMMARY_KEY
 from plugins.report import inert, tables
@@ -107,8 +106,8 @@ def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config
     return [(TITLE, body)] if body else []
 
 
-# A tryfirst wrapper registered after plugins.report.plugin's (conftest.py's list): outside it, so these lines come
-# right after the grade matrix (and before --baseline's, registered later still).
+# A tryfirst wrapper registered after plugins.report.plugin's (the order of plugins.GRADER_PLUGINS): outside it, so
+# these lines come right after the grade matrix (and before --baseline's, registered later still).
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> Iterator[None]:
     yield
@@ -117,7 +116,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         return
     terminalreporter.write_sep("-", "kernelgrade: samples and pass@k (rank models by mean or pass@k, not one sample)")
     headers, rows = group_rows(summary)
-    rows = [[inert.terminal(cell) for cell in row] for row in rows]
-    terminalreporter.write_line(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    terminalreporter.write_line(tables.terminal_table(headers, rows))
     for line in notes(summary):
         terminalreporter.write_line(inert.terminal(line))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tabulate import tabulate
+
 from plugins.grade.rubric import BUILT_ONLY, NO_CODE
-from plugins.report import speed
+from plugins.report import inert, speed
 from reference.contract import CATEGORIES
 
 NOT_ATTEMPTED = "—"
@@ -186,3 +188,10 @@ def failed_cases(summary: dict[str, Any], challenge: str) -> list[tuple[str, dic
 def _points(mean: float | None) -> str:
     """Mean grade points, or a dash for a model none of whose challenges could be graded on this machine."""
     return "—" if mean is None else f"{mean:.2f}"
+
+
+def terminal_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A plain table for the terminal, every cell made inert (no control characters from model names or output): the
+    one table writer of the terminal summary, as ``markdown.table`` is of grades.md."""
+    cells = [[inert.terminal(cell) for cell in row] for row in rows]
+    return tabulate(cells, headers=[inert.terminal(h) for h in headers], tablefmt="simple", disable_numparse=True)
