@@ -84,7 +84,7 @@ class RecordCollector:
         lifecycle.stamp_running(folder, html=_html_in(self.config, folder))
         self.journal = Journal(folder / FILE_NAME)
         self.header = run_header(self.config)
-        self.journal.write("header", header=self.header)
+        self.journal.header(self.header)
         self._terminate_as_interrupt()
 
     @property
@@ -129,7 +129,7 @@ class RecordCollector:
         self.selection.selected |= set(keys)
         self.selection.known = True
         if self.journal:
-            self.journal.write("selected", cases=keys)
+            self.journal.selected(keys)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
@@ -144,7 +144,7 @@ class RecordCollector:
         if report.skipped and key not in self.records:
             self.selection.skipped.add(key)
             if self.journal:
-                self.journal.write("skipped", model=key[0], challenge=key[1], case_index=key[2])
+                self.journal.skipped(key)
         elif report.failed and key not in self.records:
             self._add(_orphan_record(graded, report))
 
@@ -187,8 +187,7 @@ class RecordCollector:
     def end(self, status: str) -> None:
         """Called by the report plugin once the reports are written."""
         if self.journal:
-            self.journal.write("end", status=status, ended=lifecycle.now())  # the wall time a merge reports
-            self.journal.close()
+            self.journal.end(status, ended=lifecycle.now())
 
 
 def _html_in(config: pytest.Config, folder: Any) -> bool:

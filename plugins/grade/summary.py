@@ -179,6 +179,15 @@ def selection_counts(records: list[r.CaseRecord], selection: Selection) -> dict[
     }
 
 
+def cases_ran(counts: dict[str, Any]) -> str:
+    """How far a run got, in one wording for a run's status live, merged or recovered: "N of M selected cases ran"
+    from :func:`selection_counts` (M leaves out the cases skipped by choice), or "N of an unknown number of cases ran"
+    when the run died before collection finished."""
+    if not counts["known"]:
+        return f"{counts['ran']} of an unknown number of cases ran"
+    return f"{counts['ran']} of {counts['selected'] - counts['skipped_by_choice']} selected cases ran"
+
+
 def run_status(
     selection: Selection, records: list[r.CaseRecord], interrupted: bool, reason: str, measure_speed: bool
 ) -> tuple[str, str]:
@@ -186,7 +195,7 @@ def run_status(
     counts = selection_counts(records, effective(selection, measure_speed))
     if not records and not counts["not_run"] and not interrupted:
         return EMPTY, "no graded case was selected"
-    ran = f"{counts['ran']} of {counts['selected'] - counts['skipped_by_choice']} selected cases ran"
+    ran = cases_ran(counts)
     if counts["not_run"] or (interrupted and not selection.known):
         status = INTERRUPTED if interrupted else INCOMPLETE
         return status, f"{ran} (stopped: {reason}); grades cover only those and are marked incomplete"

@@ -3,7 +3,8 @@
 The controller (or the only process) appends and flushes a line per event: first the run's header (provenance:
 machine, commit, options, submissions), then ``selected`` once collection is known, then one ``case`` line per
 finished case (a later line for the same case replaces an earlier one) and ``skipped`` for cases skipped by choice, and
-``end`` when the reports were written. A line cut short by a kill is ignored when the file is read back.
+``end`` when the reports were written. A merge of shards writes the same events in one go (:func:`write_run`).
+A line cut short by a kill is ignored when the file is read back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from plugins.grade.records import CaseRecord
-from plugins.grade.summary import Selection
+from plugins.grade.summary import Key, Selection
 
 FILE_NAME = "cases.jsonl"
 
@@ -32,25 +33,58 @@ def json_safe(value: Any) -> Any:
 
 
 class Journal:
-    """Appends events to ``cases.jsonl``; every line is flushed before the call returns (a SIGKILL keeps it)."""
+    """Appends events to ``cases.jsonl``; every line is flushed before the call returns (a SIGKILL keeps it).
+
+    One method per kind of event, so the shapes that :func:`replay` reads back are written here and nowhere else."""
 
     def __init__(self, path: Path):
         self.path = path
         self._file: TextIO | None = path.open("w", encoding="utf-8")
 
-    def write(self, kind: str, **data: Any) -> None:
+    def _write(self, kind: str, **data: Any) -> None:
         if self._file is None:
             return
         self._file.write(json.dumps(json_safe({"kind": kind, **data}), allow_nan=False) + "\n")
         self._file.flush()
 
+    def header(self, header: dict[str, Any]) -> None:
+        self._write("header", header=header)
+
+    def selected(self, cases: list[Key]) -> None:
+        self._write("selected", cases=cases)
+
+    def skipped(self, key: Key) -> None:
+        model, challenge, index = key
+        self._write("skipped", model=model, challenge=challenge, case_index=index)
+
     def case(self, record: CaseRecord) -> None:
-        self.write("case", record=record.to_dict())
+        self._write("case", record=record.to_dict())
+
+    def end(self, status: str, ended: str) -> None:
+        """The last line, then the file is closed; ``ended`` (an ISO time) is the wall time a merge reports."""
+        self._write("end", status=status, ended=ended)
+        self.close()
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def write_run(
+    path: Path, header: dict[str, Any], selection: Selection, records: dict[Key, CaseRecord], status: str, ended: str
+) -> None:
+    """A whole run's journal in one go (a merge's): the events a live run streams, in the order it streams them, so
+    :func:`replay`, recovery and a later merge read it like any other."""
+    journal = Journal(path)
+    journal.header(header)
+    if selection.known:
+        journal.selected(sorted(selection.selected))
+    for key in sorted(selection.skipped):
+        journal.skipped(key)
+    for key in sorted(records):
+        journal.case(records[key])
+    journal.end(status, ended)
 
 
 @dataclass

@@ -36,7 +36,7 @@ from plugins.config import run_quietly
 from plugins.grade import summary as summary_module
 from plugins.grade.records import CaseRecord
 from plugins.report import inert, lifecycle, recover
-from plugins.report.journal import FILE_NAME, Journal, Replay, replay
+from plugins.report.journal import FILE_NAME, Replay, replay, write_run
 from plugins.report.markdown import table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,7 +187,7 @@ def merge(out: Path, folders: list[Path]) -> dict[str, Any]:
     title = f"kernelgrade report (merged from {len(shards)} shards)"
     for problem in recover.write_offline(out, summary, title, badges=True, extra=[shards_section(header)]):
         print(f"warning: {problem}", file=sys.stderr)
-    _write_journal(out / FILE_NAME, header, selection, records, status)
+    write_run(out / FILE_NAME, header, selection, records, status, ended=lifecycle.now())
     return summary
 
 
@@ -249,7 +249,7 @@ def merged_status(
     said = [
         f"shard {s.name} ({s.info.get('host') or 'unknown host'}) {s.status or 'did not finish'}" for s in unfinished
     ]
-    ran = f"{counts['ran']} of {counts['selected'] - counts['skipped_by_choice']} selected cases ran"
+    ran = summary_module.cases_ran(counts)
     return summary_module.INCOMPLETE, f"{ran}; {', '.join(said)}; grades cover only those and are marked incomplete"
 
 
@@ -284,26 +284,6 @@ def _sandbox(shards: list[Shard]) -> dict[str, Any] | None:
     if len(levels) > 1:
         joined["warnings"].append(f"containment differs between shards: {', '.join(levels)}")
     return joined
-
-
-def _write_journal(
-    path: Path,
-    header: dict[str, Any],
-    selection: summary_module.Selection,
-    records: dict[tuple[str, str, int], CaseRecord],
-    status: str,
-) -> None:
-    """The merged ``cases.jsonl``: one run's journal, so recovery and a later merge read it like any other."""
-    journal = Journal(path)
-    journal.write("header", header=header)
-    if selection.known:
-        journal.write("selected", cases=sorted(selection.selected))
-    for model, challenge, index in sorted(selection.skipped):
-        journal.write("skipped", model=model, challenge=challenge, case_index=index)
-    for key in sorted(records):
-        journal.case(records[key])
-    journal.write("end", status=status, ended=lifecycle.now())
-    journal.close()
 
 
 def main(argv: list[str]) -> int:

@@ -46,10 +46,9 @@ def recover(folder: Path, reason: str = "the grading process did not finish") ->
     header = journal.header
     records = list(journal.records.values())
     measure_speed = bool(header["options"].get("measure_speed", True))
-    ran = summary_module.selection_counts(records, summary_module.effective(journal.selection, measure_speed))
-    known = journal.selection.known
-    planned = f"{ran['selected'] - ran['skipped_by_choice']} selected" if known else "an unknown number of"
-    detail = f"{ran['ran']} of {planned} cases ran ({reason}); grades cover only those and are marked incomplete"
+    counts = summary_module.selection_counts(records, summary_module.effective(journal.selection, measure_speed))
+    ran = summary_module.cases_ran(counts)
+    detail = f"{ran} ({reason}); grades cover only those and are marked incomplete"
     summary = offline_summary(header, records, journal.selection, summary_module.INCOMPLETE, detail, OFFLINE_NOTE)
     if journal.damaged_lines:
         summary["warnings"].append(f"{journal.damaged_lines} damaged line(s) of cases.jsonl were skipped")
