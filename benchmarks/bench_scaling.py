@@ -11,7 +11,9 @@ Each run is ``python -m pytest -n N --seed S --no-speed`` on it (reports to a te
 wall clock and from the case records in results.json (``timing.case_s``: a case's wall time in its worker;
 ``timing.truth_s``: the grader's own reference work inside it; ``timing.began_at``: when it started, for the timeline
 of start-up, cases and end). Every run after the first starts from the first run's results.json, as a user's second
-run starts from the first (the scheduler orders units by those case times); ``--cold`` leaves that out.
+run starts from the first (the scheduler orders units by those case times); ``--cold`` leaves that out, and
+``--warm-from FILE`` starts every run from a kept results.json instead (worker counts measured in separate calls).
+Before the measured runs, one untimed run of one copy warms the machine's caches (``--no-warmup`` skips it).
 
 Printed, never asserted (timings are not pass/fail tests):
 
@@ -111,6 +113,19 @@ def grade(submissions: Path, workers: int, speed: bool) -> dict[str, Any]:
     )
 
 
+def warm_up(workers: int) -> None:
+    """One untimed run of one copy before the measured ones, so that CUDA builds, kernel and page caches are as warm
+    for the first measured run as for the rest: on a freshly started H200 host, ``-n 1`` measured first took 245 s and
+    ``-n 2`` measured later 100 s (its child starts and reference work alone took 24 s and 13 s less)."""
+    saved = RUNS.first_results, RUNS.keep
+    RUNS.keep = None
+    with tempfile.TemporaryDirectory() as folder:
+        build_roster(Path(folder), 1, buggy=False)
+        run = grade(Path(folder), workers, speed=False)
+    RUNS.first_results, RUNS.keep = saved  # the measured runs order their units by their own first run
+    print(f"warm-up: one copy of {CORRECT} at -n {workers}, {run['wall_s']:.1f} s (not measured)", flush=True)
+
+
 def run_timeline(summary: dict[str, Any], started_at: float, wall: float) -> dict[str, float]:
     """Where a run's wall time went, from the cases' wall-clock starts (``timing.began_at``): start-up until the first
     case (workers starting, collection), the span of the cases, and the end after the last case (teardown, reports).
@@ -126,14 +141,23 @@ def run_timeline(summary: dict[str, Any], started_at: float, wall: float) -> dic
         return {}
     first = min(min(s) for s in spans.values())
     last = max(max(s) for s in spans.values())
-    busy = sum(t.get("case_s", 0.0) for t in case_times(summary).values())
+    times = case_times(summary)
+    busy = sum(t.get("case_s", 0.0) for t in times.values())
     ends = [max(s) for s in spans.values()]
+    longest = max(times, key=lambda k: times[k].get("case_s", 0.0))
+    # No order of these cases on these workers ends sooner than its longest case (a case is never split), nor sooner
+    # than the work spread evenly: with this run's start-up and end, that is the floor the scheduler works against.
+    even = busy / len(spans)
     return {
         "startup_s": first,
         "cases_s": last - first,
         "end_s": wall - last,
         "busy": busy / max(len(spans) * (last - first), 1e-9),
         "tail_s": last - statistics.median(ends),  # from the median worker's last case to the run's last case
+        "longest_case": "/".join(longest),
+        "longest_case_s": times[longest].get("case_s", 0.0),
+        "even_s": even,
+        "floor_s": first + max(times[longest].get("case_s", 0.0), even) + wall - last,
     }
 
 
@@ -260,6 +284,12 @@ def scaling_table(submissions: Path, workers: list[int]) -> dict[str, Any]:
                 f"end {line['end_s']:.1f} s",
                 flush=True,
             )
+            print(
+                f"{'':>6}floor: {line['floor_s']:.1f} s = start-up + end + the longer of its longest case "
+                f"({line['longest_case']}, {line['longest_case_s']:.1f} s as it ran) and its work spread "
+                f"evenly over the workers ({line['even_s']:.1f} s)",
+                flush=True,
+            )
         for ratio, name, mine, theirs in slow[-3:] if n != workers[0] else []:
             print(f"{'':>6}{ratio:5.2f}x {name}: {_timing_text(mine)} (against {_timing_text(theirs)})")
         table.append(
@@ -353,6 +383,8 @@ def main() -> None:
     parser.add_argument("--speed-copies", type=int, default=1, help="copies of the correct model in the speed roster")
     parser.add_argument("--speed-workers", default="", help="the two worker counts compared, e.g. 1,16")
     parser.add_argument("--cold", action="store_true", help="no run starts from the first run's case times")
+    parser.add_argument("--no-warmup", action="store_true", help="skip the untimed run of one copy before measuring")
+    parser.add_argument("--warm-from", metavar="FILE", help="every run starts from this results.json (a kept run's)")
     parser.add_argument("--out", help="also write every figure as JSON to this file")
     parser.add_argument("--keep-results", metavar="DIR", help="copy each run's results.json into this folder")
     parser.add_argument(
@@ -361,6 +393,8 @@ def main() -> None:
     args = parser.parse_args()
     RUNS.extra, RUNS.warm = shlex.split(args.pytest_args), not args.cold
     RUNS.keep = Path(args.keep_results) if args.keep_results else None
+    if args.warm_from:  # e.g. a kept -n 1 run: later worker counts measured in another call order units as it did
+        RUNS.first_results = Path(args.warm_from).read_text()
     workers = [int(n) for n in args.workers.split(",") if n]
     figures: dict[str, Any] = {"cores": cores}
 
@@ -368,6 +402,8 @@ def main() -> None:
         if args.out:
             Path(args.out).write_text(json.dumps(figures, indent=1, default=str))
 
+    if not args.no_warmup and (workers or args.speed_runs or args.growth):
+        warm_up(max(workers or [1]))
     if workers and args.copies:
         with tempfile.TemporaryDirectory() as folder:
             models = build_roster(Path(folder), args.copies, buggy=not args.no_buggy)

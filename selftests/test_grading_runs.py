@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 
 import pytest
 
@@ -200,6 +201,10 @@ def test_speed_case_records_timings(grade):
     speed = record["speed"]
     assert speed["median_s"] > 0 and speed["baseline_median_s"] > 0 and speed["repeats"] == 2
     assert speed["ratio"] == pytest.approx(speed["median_s"] / speed["baseline_median_s"])
+    # every trial's time on both sides, so the figures can be checked and other estimators tried on a recorded run
+    assert len(speed["times_s"]) == len(speed["baseline_times_s"]) == 2
+    assert statistics.median(speed["times_s"]) == speed["median_s"]
+    assert statistics.median(speed["baseline_times_s"]) == speed["baseline_median_s"]
     words = r"(\d+\.\d× (slower|faster) than|as fast as) the reference, spread \d+% \(median .*"
     assert re.fullmatch(words, record["message"]), record["message"]
     assert "## Speed against peers" in (run.reports / "grades.md").read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.isolate.schedule import SubmissionScheduling, case_costs
+from plugins.isolate.schedule import CHILD_START_S, SubmissionScheduling, case_costs, start_costs
 
 
 class FakeNode:
@@ -43,16 +43,20 @@ def classify(nodeid: str) -> tuple[str, str, bool, float | None]:
 
 
 def start_scheduler(
-    collection: list[str], workers: int, barrier: Path, seconds: Callable[[str], float] | None = None
+    collection: list[str],
+    workers: int,
+    barrier: Path,
+    seconds: Callable[[str], float] | None = None,
+    starts: dict[str, float] | None = None,
 ) -> tuple[SubmissionScheduling, list[FakeNode]]:
     """A scheduler over ``collection`` with ``workers`` stand-in workers, scheduled; ``seconds`` gives each case's time
-    in an earlier run (None: no earlier run)."""
+    in an earlier run (None: no earlier run), ``starts`` its children's start times (:func:`start_costs`)."""
 
     def classified(nodeid: str) -> tuple[str, str, bool, float | None]:
         group, family, speed, _ = classify(nodeid)
         return group, family, speed, seconds(nodeid) if seconds else None
 
-    sched = SubmissionScheduling(workers, classified, barrier)
+    sched = SubmissionScheduling(workers, classified, barrier, start_costs=starts)
     nodes = [FakeNode(f"gw{i}") for i in range(workers)]
     for node in nodes:
         sched.add_node(node)
@@ -200,9 +204,15 @@ def test_case_costs_read_an_earlier_runs_records(tmp_path: Path) -> None:
     assert case_costs(tmp_path / "missing.json") == {}
 
 
-def timed_scheduler(collection: list[str], seconds: dict[str, float], workers: int, barrier: Path):
-    """A scheduler that knows each case's seconds from an earlier run, per challenge."""
-    return start_scheduler(collection, workers, barrier, lambda nodeid: seconds[classify(nodeid)[1]])
+def timed_scheduler(
+    collection: list[str],
+    seconds: dict[str, float],
+    workers: int,
+    barrier: Path,
+    starts: dict[str, float] | None = None,
+):
+    """A scheduler that knows each case's seconds from an earlier run, per challenge (and its children's starts)."""
+    return start_scheduler(collection, workers, barrier, lambda nodeid: seconds[classify(nodeid)[1]], starts)
 
 
 def run_dry(sched: SubmissionScheduling, worker: FakeNode, others: list[FakeNode], collection: list[str]) -> list[str]:
@@ -251,6 +261,54 @@ def test_no_steal_for_less_than_a_childs_start(tmp_path: Path) -> None:
     sched, (first, second) = timed_scheduler(collection, {"kv": 0.1}, 2, tmp_path / "done")
     run_dry(sched, second, [first], collection)
     assert not first.asked and second.shutting_down
+
+
+def test_start_costs_read_an_earlier_runs_records(tmp_path: Path) -> None:
+    """A unit's child start is its largest ``start_s`` (its first case's); a challenge's, the median over its units."""
+    results = tmp_path / "results.json"
+    timing = (("a", "c0", 4.0), ("a", "c1", 0.0), ("b", "c0", 6.0), ("c", "c0", 5.0), ("c", "c1", 0.5))
+    cases = [
+        {"model": m, "challenge": "ternary", "case": c, "timing": {"case_s": 9.0, "start_s": t}} for m, c, t in timing
+    ]
+    results.write_text(json.dumps({"cases": [*cases, {"model": "d", "challenge": "ternary", "case": "c0"}]}))
+    assert start_costs(results) == {"a/ternary": 4.0, "b/ternary": 6.0, "c/ternary": 5.0, "ternary": 5.0}
+    assert start_costs(tmp_path / "missing.json") == {}
+
+
+def test_no_steal_for_less_than_two_starts_of_that_submissions_child(tmp_path: Path) -> None:
+    """Eight 0.5 s cases are worth a steal when a child starts in a second, not when the last run measured 4 s for this
+    challenge's child (torch and a CUDA context): then the owner runs them itself after its current case."""
+    collection = nodeids({"big/ternary": 10, **{f"m{i}/kv": 2 for i in range(2)}}, speed=0)
+    seconds = {"ternary": 0.5, "kv": 0.1}
+    assert 8 * seconds["ternary"] > 2 * CHILD_START_S
+    sched, (first, second) = timed_scheduler(collection, seconds, 2, tmp_path / "a")
+    run_dry(sched, second, [first], collection)
+    assert first.asked  # the default start: worth it
+    sched, (first, second) = timed_scheduler(collection, seconds, 2, tmp_path / "b", starts={"ternary": 4.0})
+    done = run_dry(sched, second, [first], collection)
+    assert not first.asked and second.shutting_down
+    order = drain(sched, [first, second], collection, tmp_path / "b")
+    assert sorted(done + order) == sorted(collection)
+
+
+def test_a_stolen_part_goes_to_the_worker_whose_held_item_ends_first(tmp_path: Path) -> None:
+    """Two workers have run dry when a steal's answer comes: one holds an 8 s case, the other a 0.1 s one. Each runs
+    its held item before anything new, so the stolen part goes to the second."""
+    collection = nodeids({"big/ternary": 12, "s/slow": 2, "k/kv": 2}, speed=0)
+    barrier = tmp_path / "done"
+    sched, (owner, slow, quick) = timed_scheduler(collection, {"ternary": 5.0, "slow": 8.0, "kv": 0.1}, 3, barrier)
+    assert {collection[i].split("::")[0] for i in slow.sent} == {"s/slow"}
+    run_dry(sched, quick, [owner], collection)  # quick runs dry first and asks
+    finish(sched, slow, collection)  # slow runs dry too, holding its second 8 s case
+    sched.remove_pending_tests_from_node(owner, owner.asked.pop(0))  # the answer: every asked case was still queued
+    assert [collection[i] for i in quick.sent if collection[i].startswith("big/")] == [
+        f"big/ternary::c{i}" for i in range(7, 12)
+    ]
+    assert not [i for i in slow.sent if collection[i].startswith("big/")]  # (it may ask a steal of its own later)
+    answer_steals(sched, [owner])
+    assert sorted(drain(sched, [owner, slow, quick], collection, barrier) + ["k/kv::c0", "s/slow::c0"]) == sorted(
+        collection
+    )
 
 
 def test_a_case_that_dominates_its_unit_runs_first_in_it(tmp_path: Path) -> None:

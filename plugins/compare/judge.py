@@ -86,4 +86,6 @@ def speed_figures(measured: dict[str, Any], baseline: Outcome) -> dict[str, Any]
         "baseline_median_s": base_median,
         "ratio": median / base_median,  # under 1: faster than the grader's fast implementation
         "repeats": len(times),
+        "times_s": list(times),  # each trial's, in the order they ran (the reference's trial i ran right after)
+        "baseline_times_s": list(base_times),
     }

@@ -17,7 +17,10 @@ xdist):
 - **Stealing at the tail.** Once every unit has gone out, a worker that runs dry takes the back part of the longest
   queue left on another worker (xdist's ``steal`` command, which removes queued items only if none has started), so the
   run ends when the last case ends, not when the slowest queue does. Queues are weighed in seconds: the last run's case
-  times where known, else this run's mean time per case of that submission; a steal must be worth two child starts.
+  times where known, else this run's mean time per case of that submission; a steal must be worth two starts of the
+  submission's sandbox child, as the last run measured them (a child that imports torch and creates a CUDA context
+  took 4 to 6 s on the H200 host under load; one that imports NumPy alone, half a second). The part taken goes to
+  the idle worker whose held last item is expected to end first.
 - **A speed phase.** Speed cases are held back until every correctness unit has been handed out, and a worker starts a
   speed case only once every correctness case of the run has finished (a file the controller writes into the run's
   private folder). Speed cases then hold a speed slot: one per GPU on GPU runs; on CPU runs one per four cores
@@ -46,9 +49,9 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 BARRIER_NAME = "correctness.done"
 BARRIER_KEY = "kernelgrade_speed_barrier"
 BARRIER_TIMEOUT_S = 1800.0  # past this a speed case runs anyway, and says it ran before correctness had finished
-# What a worker pays to take over part of another's submission: starting its own sandbox child (a Python interpreter
-# importing NumPy and torch: about a second on the CI machine and the H200 host, more with a CUDA context). A steal
-# moves work only when the queue left is worth more than two such starts.
+# What a worker pays to take over part of another's submission: starting its own sandbox child. The last run's records
+# say what that took per submission (``start_s``, see start_costs); without them, a second (a Python interpreter
+# importing NumPy and torch on the CI machine). A steal moves work only when the queue left is worth two such starts.
 CHILD_START_S = 1.0
 
 
@@ -89,7 +92,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     collector = config.pluginmanager.get_plugin("kernelgrade-records")
     # The last run's case times (its results.json, moved to previous/ when this run started) say which units are long.
-    known = case_costs(grader_config(config).reports_dir / "previous" / "results.json")
+    previous = grader_config(config).reports_dir / "previous" / "results.json"
+    known = case_costs(previous)
 
     def classify(nodeid: str) -> tuple[str, str, bool, float | None]:
         """(submission, challenge, is a speed case, seconds it took last time) of a test; a test that grades nothing
@@ -104,7 +108,36 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.workermanage import parse_tx_spec_config
 
     workers = len(parse_tx_spec_config(config))
-    return SubmissionScheduling(workers, classify, config.stash[RUN_SPACE_KEY].root / BARRIER_NAME, config)
+    barrier = config.stash[RUN_SPACE_KEY].root / BARRIER_NAME
+    return SubmissionScheduling(workers, classify, barrier, config, start_costs(previous))
+
+
+def _timed_cases(results: Path) -> list[Any]:
+    try:
+        cases = json.loads(results.read_text()).get("cases") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return cases if isinstance(cases, list) else []
+
+
+def start_costs(results: Path) -> dict[str, float]:
+    """Seconds to start a submission's sandbox child, from an earlier run's ``results.json``: keyed ``model/challenge``
+    (the largest ``start_s`` among its cases: its unit's first) and ``challenge`` (the median over its submissions,
+    for a model the earlier run did not grade). Empty when the file is missing or unreadable."""
+    per_unit: dict[tuple[str, str], float] = {}
+    for case in _timed_cases(results):
+        try:
+            seconds = float(case["timing"].get("start_s") or 0.0)
+            key = (str(case["model"]), str(case["challenge"]))
+        except (TypeError, KeyError, ValueError, AttributeError):
+            continue
+        if seconds > 0:
+            per_unit[key] = max(per_unit.get(key, 0.0), seconds)
+    costs = {f"{model}/{challenge}": seconds for (model, challenge), seconds in per_unit.items()}
+    per_challenge: dict[str, list[float]] = {}
+    for (_, challenge), seconds in per_unit.items():
+        per_challenge.setdefault(challenge, []).append(seconds)
+    return costs | {challenge: statistics.median(values) for challenge, values in per_challenge.items()}
 
 
 def case_costs(results: Path) -> dict[tuple, float]:
@@ -112,13 +145,9 @@ def case_costs(results: Path) -> dict[tuple, float]:
     (challenge, case) with the median over models for a model the earlier run did not grade. Waits and the start of a
     sandbox child are left out: they belong to whichever case came first in its unit, not to the case. Empty when the
     file is missing, unreadable or older than the records' ``timing``."""
-    try:
-        cases = json.loads(results.read_text()).get("cases") or []
-    except (OSError, ValueError, AttributeError):
-        return {}
     costs: dict[tuple, float] = {}
     per_case: dict[tuple[str, str], list[float]] = {}
-    for case in cases:
+    for case in _timed_cases(results):
         timing = case.get("timing") if isinstance(case, dict) else None
         try:
             seconds = float(timing["case_s"])
@@ -212,8 +241,10 @@ class SubmissionScheduling:
         classify: Callable[[str], tuple[str, str, bool, float | None]],
         barrier: Path,
         config: pytest.Config | None = None,
+        start_costs: dict[str, float] | None = None,
     ):
         self.numnodes = numnodes
+        self.start_costs = start_costs or {}  # seconds to start a child, by "model/challenge" and by challenge
         self.config = config
         self.classify = classify
         self.barrier = barrier
@@ -225,6 +256,7 @@ class SubmissionScheduling:
         self.speed: list[int] = []  # speed items not yet sent
         self.correctness_left: set[int] = set()  # correctness items not yet finished
         self.group_of: dict[int, str] = {}
+        self.family_of: dict[int, str] = {}
         self.is_speed: set[int] = set()
         self.costs: dict[int, float] = {}  # seconds per item from the last run, where it timed them
         self.seen: dict[str, list[float]] = {}  # this run's case durations per submission
@@ -277,7 +309,9 @@ class SubmissionScheduling:
 
     def remove_pending_tests_from_node(self, node: Any, indices: Sequence[int]) -> None:
         """The answer to a steal: the items it took out of ``node``'s queue (none when one had started meanwhile) go
-        out again as a unit, to whichever worker has run dry."""
+        out again as a unit, to the worker that will start them first. Every worker that has run dry holds one last
+        item, which it runs before anything sent now, so that is the one whose held item is expected to take least
+        (on the H200 host, stolen cases once waited 8 s behind another stolen case while a worker stood idle)."""
         self.stealing = None
         taken = set(indices)
         if node in self.node2pending:
@@ -286,7 +320,7 @@ class SubmissionScheduling:
             self.units.insert(0, list(indices))
         else:
             self.refused.add(node)
-        for other in self.nodes:
+        for other in sorted(self.nodes, key=self._held_cost):
             self.check_schedule(other)
 
     def remove_node(self, node: Any) -> str | None:
@@ -321,7 +355,7 @@ class SubmissionScheduling:
         costs: dict[int, float | None] = {}
         for index, nodeid in enumerate(self.collection):
             group, family, speed, costs[index] = self.classify(nodeid)
-            self.group_of[index] = group
+            self.group_of[index], self.family_of[index] = group, family
             if speed:
                 self.is_speed.add(index)
                 self.speed.append(index)
@@ -362,10 +396,10 @@ class SubmissionScheduling:
 
     def _steal(self) -> bool:
         """Ask the worker with the most correctness work still queued (not running, not held as its next item) for the
-        back part of it, when that is worth two child starts; True when a steal was asked. A worker that refused the
-        last steal is not asked until it finishes a case: a refusal means it had got further than the controller knew,
-        so little is left behind it, and the asking worker goes on (it holds its last item, which runs only once more
-        work or the shutdown arrives)."""
+        back part of it, when that is worth two starts of its submission's child; True when a steal was asked. A worker
+        that refused the last steal is not asked until it finishes a case: a refusal means it had got further than the
+        controller knew, so little is left behind it, and the asking worker goes on (it holds its last item, which
+        runs only once more work or the shutdown arrives)."""
         best, best_left, best_items = None, 0.0, []
         for node, pending in self.node2pending.items():
             queued = [i for i in pending[2:] if i not in self.is_speed]
@@ -373,11 +407,14 @@ class SubmissionScheduling:
             can_steal = hasattr(node, "send_steal")  # xdist 3.2 and later (the pinned version has it)
             if queued and can_steal and not node.shutting_down and node not in self.refused and left > best_left:
                 best, best_left, best_items = node, left, queued
-        if best is None or best_left < 2 * CHILD_START_S:
+        if best is None:
+            return False
+        start = self._start_cost(best_items[-1])  # the part taken is from the back: its child starts anew
+        if best_left < 2 * start:
             return False
         taken, share = [], 0.0  # from the back until the thief's part (with its start) about equals what stays
         for index in reversed(best_items):
-            if taken and share + CHILD_START_S >= best_left - share:
+            if taken and share + start >= best_left - share:
                 break
             taken.insert(0, index)
             share += self._cost(index)
@@ -394,6 +431,18 @@ class SubmissionScheduling:
             return statistics.fmean(mine)
         everything = [d for durations in self.seen.values() for d in durations]
         return statistics.fmean(everything) if everything else CHILD_START_S
+
+    def _held_cost(self, node: Any) -> float:
+        """Expected seconds until a worker that has run dry could start new work: its held last item's cost (none
+        held: 0); a worker with a full queue sorts last."""
+        pending = self.node2pending.get(node) or []
+        return float("inf") if len(pending) > 1 else sum(self._cost(i) for i in pending)
+
+    def _start_cost(self, index: int) -> float:
+        """Seconds a worker pays to start the sandbox child of an item's submission: as the last run measured it for
+        that submission, else for its challenge, else :data:`CHILD_START_S`."""
+        group = self.group_of[index]
+        return self.start_costs.get(group, self.start_costs.get(self.family_of[index], CHILD_START_S))
 
     def _next_speed(self, node: Any) -> int:
         """A speed case of a submission this worker already ran (its child is warm), else the first one left."""
