@@ -310,8 +310,7 @@ class SubmissionScheduling:
     def remove_pending_tests_from_node(self, node: Any, indices: Sequence[int]) -> None:
         """The answer to a steal: the items it took out of ``node``'s queue (none when one had started meanwhile) go
         out again as a unit, to the worker that will start them first. Every worker that has run dry holds one last
-        item, which it runs before anything sent now, so that is the one whose held item is expected to take least
-        (on the H200 host, stolen cases once waited 8 s behind another stolen case while a worker stood idle)."""
+        item, which it runs before anything sent now, so that is the one whose held item is expected to take least."""
         self.stealing = None
         taken = set(indices)
         if node in self.node2pending:
