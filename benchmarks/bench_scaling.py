@@ -107,7 +107,7 @@ def grade(submissions: Path, workers: int, speed: bool) -> dict[str, Any]:
             RUNS.kept += 1
             shutil.copy(Path(reports) / "results.json", RUNS.keep / f"run{RUNS.kept}-n{workers}.json")
         report_s = report_writing_seconds(summary)
-    timeline = run_timeline(summary, started_at, wall)
+    timeline = run_timeline(summary, started_at, wall, workers)
     return {"wall_s": wall, "summary": summary, "exit": done.returncode, "report_s": report_s, "timeline": timeline} | (
         resources.figures()
     )
@@ -126,11 +126,11 @@ def warm_up(workers: int) -> None:
     print(f"warm-up: one copy of {CORRECT} at -n {workers}, {run['wall_s']:.1f} s (not measured)", flush=True)
 
 
-def run_timeline(summary: dict[str, Any], started_at: float, wall: float) -> dict[str, float]:
+def run_timeline(summary: dict[str, Any], started_at: float, wall: float, workers: int) -> dict[str, Any]:
     """Where a run's wall time went, from the cases' wall-clock starts (``timing.began_at``): start-up until the first
     case (workers starting, collection), the span of the cases, and the end after the last case (teardown, reports).
-    Busy is the share of worker-seconds in the span that went to cases; the rest is idle (a worker waiting for work,
-    or done while others still run: the tail)."""
+    Busy is the share of the ``workers``' seconds in the span that went to cases; the rest is idle (a worker waiting
+    for work, done while others still run: the tail, or given nothing at all)."""
     spans: dict[str, list[float]] = {}
     for case in summary["cases"]:
         timing, worker = case.get("timing") or {}, (case.get("ran_on") or {}).get("worker", "?")
@@ -141,23 +141,23 @@ def run_timeline(summary: dict[str, Any], started_at: float, wall: float) -> dic
         return {}
     first = min(min(s) for s in spans.values())
     last = max(max(s) for s in spans.values())
-    times = case_times(summary)
-    busy = sum(t.get("case_s", 0.0) for t in times.values())
+    times = {key: timing.get("case_s", 0.0) for key, timing in case_times(summary).items()}
+    busy = sum(times.values())
     ends = [max(s) for s in spans.values()]
-    longest = max(times, key=lambda k: times[k].get("case_s", 0.0))
+    longest = max(times, key=times.__getitem__)
     # No order of these cases on these workers ends sooner than its longest case (a case is never split), nor sooner
     # than the work spread evenly: with this run's start-up and end, that is the floor the scheduler works against.
-    even = busy / len(spans)
+    even = busy / workers
     return {
         "startup_s": first,
         "cases_s": last - first,
         "end_s": wall - last,
-        "busy": busy / max(len(spans) * (last - first), 1e-9),
+        "busy": busy / max(workers * (last - first), 1e-9),
         "tail_s": last - statistics.median(ends),  # from the median worker's last case to the run's last case
         "longest_case": "/".join(longest),
-        "longest_case_s": times[longest].get("case_s", 0.0),
+        "longest_case_s": times[longest],
         "even_s": even,
-        "floor_s": first + max(times[longest].get("case_s", 0.0), even) + wall - last,
+        "floor_s": first + max(times[longest], even) + wall - last,
     }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.isolate.schedule import CHILD_START_S, SubmissionScheduling, case_costs, start_costs
+from plugins.isolate.schedule import CHILD_START_S, SubmissionScheduling, case_costs, earlier_cases, start_costs
 
 
 class FakeNode:
@@ -71,13 +71,13 @@ def run(tmp_path: Path):
     return lambda collection, workers: start_scheduler(collection, workers, tmp_path / "correctness.done")
 
 
-def finish(sched: SubmissionScheduling, node: FakeNode, collection: list[str], seconds: float = 0.0) -> str:
+def finish(sched: SubmissionScheduling, node: FakeNode, collection: list[str]) -> str:
     """The worker runs the head of its queue (it may: it holds a next item, was told to stop, or waits for the answer
     to a steal that will send it more); returns its id."""
     pending = sched.node2pending[node]
     assert len(pending) >= 2 or node.shutting_down or sched.stealing, f"{node.name} holds a queue it cannot run"
     index = pending[0]
-    sched.mark_test_complete(node, index, seconds)
+    sched.mark_test_complete(node, index)
     return collection[index]
 
 
@@ -90,11 +90,9 @@ def answer_steals(sched: SubmissionScheduling, nodes: list[FakeNode]) -> None:
             sched.remove_pending_tests_from_node(node, asked if set(asked) <= set(queued) else [])
 
 
-def drain(
-    sched: SubmissionScheduling, nodes: list[FakeNode], collection: list[str], barrier: Path, seconds: float = 0.0
-) -> list[str]:
-    """Run everything, round-robin over workers (each case taking ``seconds``), answering steals as they come; a speed
-    case may only start once the barrier file exists."""
+def drain(sched: SubmissionScheduling, nodes: list[FakeNode], collection: list[str], barrier: Path) -> list[str]:
+    """Run everything, round-robin over workers, answering steals as they come; a speed case may only start once the
+    barrier file exists."""
     order = []
     while sched.has_pending:
         for node in nodes:
@@ -102,9 +100,28 @@ def drain(
                 head = collection[sched.node2pending[node][0]]
                 if "::speed" in head and not barrier.exists():
                     continue  # the worker waits at the barrier
-                order.append(finish(sched, node, collection, seconds))
+                order.append(finish(sched, node, collection))
                 answer_steals(sched, nodes)
     return order
+
+
+def timed_scheduler(
+    collection: list[str],
+    seconds: dict[str, float],
+    workers: int,
+    barrier: Path,
+    starts: dict[str, float] | None = None,
+):
+    """A scheduler that knows each case's seconds from an earlier run, per challenge (and its children's starts)."""
+    return start_scheduler(collection, workers, barrier, lambda nodeid: seconds[classify(nodeid)[1]], starts)
+
+
+def run_dry(sched: SubmissionScheduling, worker: FakeNode, others: list[FakeNode], collection: list[str]) -> list[str]:
+    """The worker runs its queue until it has asked for a steal or been told to stop; returns the cases it ran."""
+    done = []
+    while not any(o.asked for o in others) and not worker.shutting_down:
+        done.append(finish(sched, worker, collection))
+    return done
 
 
 def test_a_submission_stays_on_one_worker_and_speed_comes_last(run, tmp_path: Path) -> None:
@@ -198,29 +215,10 @@ def test_case_costs_read_an_earlier_runs_records(tmp_path: Path) -> None:
         for m, s, w, t in (("a", 1.0, 0.0, 0.0), ("b", 4.0, 0.0, 1.0), ("c", 9.0, 4.0, 0.0))
     ]
     results.write_text(json.dumps({"cases": [*cases, {"model": "d", "challenge": "kv", "case": "c1"}]}))
-    costs = case_costs(results)
+    costs = case_costs(earlier_cases(results))
     assert costs[("a", "kv", "c0")] == 1.0 and costs[("c", "kv", "c0")] == 5.0
     assert costs[("kv", "c0")] == 3.0 and ("kv", "c1") not in costs
-    assert case_costs(tmp_path / "missing.json") == {}
-
-
-def timed_scheduler(
-    collection: list[str],
-    seconds: dict[str, float],
-    workers: int,
-    barrier: Path,
-    starts: dict[str, float] | None = None,
-):
-    """A scheduler that knows each case's seconds from an earlier run, per challenge (and its children's starts)."""
-    return start_scheduler(collection, workers, barrier, lambda nodeid: seconds[classify(nodeid)[1]], starts)
-
-
-def run_dry(sched: SubmissionScheduling, worker: FakeNode, others: list[FakeNode], collection: list[str]) -> list[str]:
-    """The worker runs its queue until it has asked for a steal or been told to stop; returns the cases it ran."""
-    done = []
-    while not any(o.asked for o in others) and not worker.shutting_down:
-        done.append(finish(sched, worker, collection))
-    return done
+    assert earlier_cases(tmp_path / "missing.json") == []
 
 
 def test_a_worker_that_runs_dry_steals_the_back_of_the_longest_queue(tmp_path: Path) -> None:
@@ -271,8 +269,7 @@ def test_start_costs_read_an_earlier_runs_records(tmp_path: Path) -> None:
         {"model": m, "challenge": "ternary", "case": c, "timing": {"case_s": 9.0, "start_s": t}} for m, c, t in timing
     ]
     results.write_text(json.dumps({"cases": [*cases, {"model": "d", "challenge": "ternary", "case": "c0"}]}))
-    assert start_costs(results) == {"a/ternary": 4.0, "b/ternary": 6.0, "c/ternary": 5.0, "ternary": 5.0}
-    assert start_costs(tmp_path / "missing.json") == {}
+    assert start_costs(earlier_cases(results)) == {"a/ternary": 4.0, "b/ternary": 6.0, "c/ternary": 5.0, "ternary": 5.0}
 
 
 def test_no_steal_for_less_than_two_starts_of_that_submissions_child(tmp_path: Path) -> None:
@@ -298,17 +295,15 @@ def test_a_stolen_part_goes_to_the_worker_whose_held_item_ends_first(tmp_path: P
     barrier = tmp_path / "done"
     sched, (owner, slow, quick) = timed_scheduler(collection, {"ternary": 5.0, "slow": 8.0, "kv": 0.1}, 3, barrier)
     assert {collection[i].split("::")[0] for i in slow.sent} == {"s/slow"}
-    run_dry(sched, quick, [owner], collection)  # quick runs dry first and asks
-    finish(sched, slow, collection)  # slow runs dry too, holding its second 8 s case
+    done = run_dry(sched, quick, [owner], collection)  # quick runs dry first and asks
+    done.append(finish(sched, slow, collection))  # slow runs dry too, holding its second 8 s case
     sched.remove_pending_tests_from_node(owner, owner.asked.pop(0))  # the answer: every asked case was still queued
     assert [collection[i] for i in quick.sent if collection[i].startswith("big/")] == [
         f"big/ternary::c{i}" for i in range(7, 12)
     ]
     assert not [i for i in slow.sent if collection[i].startswith("big/")]  # (it may ask a steal of its own later)
     answer_steals(sched, [owner])
-    assert sorted(drain(sched, [owner, slow, quick], collection, barrier) + ["k/kv::c0", "s/slow::c0"]) == sorted(
-        collection
-    )
+    assert sorted(done + drain(sched, [owner, slow, quick], collection, barrier)) == sorted(collection)
 
 
 def test_a_case_that_dominates_its_unit_runs_first_in_it(tmp_path: Path) -> None:

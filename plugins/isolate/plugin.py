@@ -49,7 +49,8 @@ KEEP_TRUTHS = 48
 WARMUP_TRIAL = 1_000_000  # the rng stream of a speed case's untimed warm-up call (timed trials are 0, 1, ...)
 # A speed case whose timed trials (submission and reference together) add up to less than this gets more trials, up to
 # SHORT_CASE_TRIALS times --speed-repeats: on the H200 host, cases of a few milliseconds moved by 20 to 50% between
-# runs and copies with five trials each, while cases of tens of milliseconds agreed within a few percent.
+# runs and copies with five trials each, while cases of tens of milliseconds agreed within a few percent. The cap keeps
+# the speed phase bounded: on a GPU run it times one case at a time per GPU.
 SHORT_CASE_SECONDS = 0.5
 SHORT_CASE_TRIALS = 4
 
@@ -112,10 +113,10 @@ class CaseRunner:
         key = (reference.CHALLENGE.id, case.id, trial)
         found = self._truths.pop(key, None)
         if found is None:
-            start, waited = time.perf_counter(), self.shared_truths.waited
+            start, waited_before = time.perf_counter(), self.shared_truths.waited
             inputs = self.draw(reference, case, trial)
             found = (inputs, self.shared_truths.get(key, lambda: reference.expected(case, inputs)))
-            waited = self.shared_truths.waited - waited  # for another worker computing it: a wait, not own work
+            waited = self.shared_truths.waited - waited_before  # for another worker computing it: a wait, not work
             self.truth_seconds += time.perf_counter() - start - waited
             self.wait_seconds += waited
         self._truths[key] = found  # most recently used last; the oldest go (the shared store still has them)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -385,7 +386,7 @@ class SandboxPool:
         self._closing.clear()
 
 
-def _in_background(close: Any) -> threading.Thread:
+def _in_background(close: Callable[[], None]) -> threading.Thread:
     """Close a child in a thread of its own: killing it, reaping it and emptying its cgroup takes up to a second or more
     for a child that holds a CUDA context (the driver tears the context down), which is no part of the case that
     needed its place, nor of the run's end when several children close at once."""

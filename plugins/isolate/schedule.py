@@ -92,7 +92,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     collector = config.pluginmanager.get_plugin("kernelgrade-records")
     # The last run's case times (its results.json, moved to previous/ when this run started) say which units are long.
-    previous = grader_config(config).reports_dir / "previous" / "results.json"
+    previous = earlier_cases(grader_config(config).reports_dir / "previous" / "results.json")
     known = case_costs(previous)
 
     def classify(nodeid: str) -> tuple[str, str, bool, float | None]:
@@ -112,7 +112,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return SubmissionScheduling(workers, classify, barrier, config, start_costs(previous))
 
 
-def _timed_cases(results: Path) -> list[Any]:
+def earlier_cases(results: Path) -> list[Any]:
+    """The case records of an earlier run's ``results.json`` (read once, for :func:`case_costs` and
+    :func:`start_costs`); empty when the file is missing or unreadable."""
     try:
         cases = json.loads(results.read_text()).get("cases") or []
     except (OSError, ValueError, AttributeError):
@@ -120,12 +122,12 @@ def _timed_cases(results: Path) -> list[Any]:
     return cases if isinstance(cases, list) else []
 
 
-def start_costs(results: Path) -> dict[str, float]:
-    """Seconds to start a submission's sandbox child, from an earlier run's ``results.json``: keyed ``model/challenge``
-    (the largest ``start_s`` among its cases: its unit's first) and ``challenge`` (the median over its submissions,
-    for a model the earlier run did not grade). Empty when the file is missing or unreadable."""
+def start_costs(cases: list[Any]) -> dict[str, float]:
+    """Seconds to start a submission's sandbox child, from an earlier run's case records: keyed ``model/challenge``
+    (the scheduler's unit name; the largest ``start_s`` among its cases: its unit's first) and ``challenge`` (the
+    median over its submissions, for a model the earlier run did not grade)."""
     per_unit: dict[tuple[str, str], float] = {}
-    for case in _timed_cases(results):
+    for case in cases:
         try:
             seconds = float(case["timing"].get("start_s") or 0.0)
             key = (str(case["model"]), str(case["challenge"]))
@@ -140,14 +142,14 @@ def start_costs(results: Path) -> dict[str, float]:
     return costs | {challenge: statistics.median(values) for challenge, values in per_challenge.items()}
 
 
-def case_costs(results: Path) -> dict[tuple, float]:
-    """Seconds per case from an earlier run's ``results.json``: keyed (model, challenge, case) for that model, and
+def case_costs(cases: list[Any]) -> dict[tuple, float]:
+    """Seconds per case from an earlier run's case records: keyed (model, challenge, case) for that model, and
     (challenge, case) with the median over models for a model the earlier run did not grade. Waits and the start of a
-    sandbox child are left out: they belong to whichever case came first in its unit, not to the case. Empty when the
-    file is missing, unreadable or older than the records' ``timing``."""
+    sandbox child are left out: they belong to whichever case came first in its unit, not to the case. Records older
+    than ``timing`` give nothing."""
     costs: dict[tuple, float] = {}
     per_case: dict[tuple[str, str], list[float]] = {}
-    for case in _timed_cases(results):
+    for case in cases:
         timing = case.get("timing") if isinstance(case, dict) else None
         try:
             seconds = float(timing["case_s"])
@@ -422,7 +424,9 @@ class SubmissionScheduling:
         return True
 
     def _cost(self, index: int) -> float:
-        """Expected seconds of an item: the last run's time, else this run's mean for its submission, else overall."""
+        """Expected seconds of an item: the last run's time, else this run's mean for its submission, else this run's
+        mean over all, else (no case has finished yet) one child start: a worker with nothing to do at the very start
+        then takes part of a queue of more than two untimed cases, the least worth moving."""
         if index in self.costs:
             return self.costs[index]
         mine = self.seen.get(self.group_of[index])
