@@ -181,7 +181,7 @@ def build(
     if isinstance(done, BuildResult):
         return done
     entry, seconds = done
-    return _result(folder, source, entry, exports, key, seconds, where, note)
+    return _result(folder, source, entry, exports, key, seconds, where, "; ".join(n for n in (store.note, note) if n))
 
 
 def _compile(
@@ -194,11 +194,12 @@ def _compile(
             return BuildResult(False, None, f"{source}: the folder changed while it was being built", "", key, False)
         argv = command(plan.nvcc, plan.ccbin, source, work.seen_out / build_cache.LIBRARY, plan.arch)
         ran = build_box.run(argv, work, plan.where, plan.limits, plan.space, plan.tools)
+        log = _relative(ran.log, work)
         if ran.stopped:  # not cached: a slower machine, or a later run, may finish it
-            return BuildResult(False, None, stopped_message(source, ran, plan.limits), ran.log, key, False)
+            return BuildResult(False, None, stopped_message(source, ran.stopped, log, plan.limits), log, key, False)
         built = ran.returncode == 0 and (work.out / build_cache.LIBRARY).is_file()
         symbols = _symbols(work, plan) if built else []
-        log = _relative(ran.log if built else f"exit {ran.returncode}\n{ran.log}", work)
+        log = log if built else f"exit {ran.returncode}\n{log}"
         return store.store(key, work.out if built else None, log, ran.returncode, symbols), ran.seconds
     finally:
         shutil.rmtree(work.scratch, ignore_errors=True)
@@ -241,12 +242,13 @@ def _result(
     return BuildResult(True, entry.library, message, entry.log, key, cached)
 
 
-def stopped_message(source: str, ran: build_box.Ran, limits: BuildLimits) -> str:
-    if ran.stopped == "output":
+def stopped_message(source: str, stopped: str, log: str, limits: BuildLimits) -> str:
+    """Why the grader stopped the build (``stopped``: "output" or "time"), then the first errors of its log."""
+    if stopped == "output":
         why = f"its output passed {limits.log_bytes >> 20} MiB, so it was stopped"
     else:
         why = f"it did not finish within {limits.seconds:.0f} s; all its processes were killed"
-    return f"nvcc on {source}: {why}:\n{first_errors(ran.log.splitlines())}"
+    return f"nvcc on {source}: {why}:\n{first_errors(log.splitlines())}"
 
 
 def failure_message(folder: Path, source: str, log: str) -> str:

@@ -10,8 +10,8 @@ by what :func:`containment.probe` found (:func:`box`):
   grader's tree, home, run folder and build cache are not there. Where the grader runs as root and user ``nobody``
   can start bubblewrap, the step runs as ``nobody``, so the process-count limit holds (root is exempt from it);
 - ``uid``: no bubblewrap, but the grader is root; the step runs as ``nobody`` (even where the sandbox's children
-  cannot: nobody need not run the interpreter) in a network namespace of its own; it sees what ``nobody`` may read
-  of the file system (world-readable files), and cannot write the grader's;
+  cannot: nobody need not run the interpreter; it must reach the run's scratch folders) in a network namespace of its
+  own; it sees what ``nobody`` may read of the file system (world-readable files), and cannot write the grader's;
 - ``process-group``: the grader's own user, with the limits only (and no network where a user namespace can be made).
 
 Every step has limits (:class:`BuildLimits`): wall time (the whole tree is killed: its cgroup, its process group, its
@@ -105,8 +105,9 @@ def box(run_root: Path) -> Box:
         warning = "builds run in bubblewrap as root without capabilities: the process-count limit does not apply"
         return Box("namespaces", level.bwrap, None, warnings=(warning,) if os.geteuid() == 0 else ())
     # As root, a build runs as nobody even where the sandbox's children cannot (nobody need not run the interpreter).
-    uid = NOBODY if os.geteuid() == 0 else None
-    net = _can_leave_network(uid)
+    reach = [shutil.which("test", path="/usr/bin:/bin") or "/usr/bin/test", "-x", str(run_root / "sandboxes")]
+    uid = NOBODY if os.geteuid() == 0 and _launches(NOBODY, False, reach) else None
+    net = _launches(uid, True, [shutil.which("true", path="/usr/bin:/bin") or "/usr/bin/true"])
     rung = "uid" if uid is not None else "process-group"
     warnings = [f"builds run without namespaces ({rung}): they see the file system as their user does"]
     if not net:
@@ -284,11 +285,11 @@ def _nobody_bwrap_works(bwrap: str, run_root: Path) -> bool:
     return done.returncode == 0
 
 
-def _can_leave_network(uid: int | None) -> bool:
-    spec = {"unshare_net": True, "uid": uid, "gid": uid, "env": {}}
-    true = shutil.which("true") or "/bin/true"
+def _launches(uid: int | None, unshare_net: bool, argv: list[str]) -> bool:
+    """Whether the launcher, as ``uid`` and with or without a network of its own, runs ``argv`` successfully."""
+    spec = {"unshare_net": unshare_net, "uid": uid, "gid": uid, "env": {}}
     try:
-        done = subprocess.run([sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(spec), true], cwd="/",
+        done = subprocess.run([sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(spec), *argv], cwd="/",
                               capture_output=True, timeout=20, check=False)  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return False
