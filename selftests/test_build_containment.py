@@ -312,3 +312,24 @@ def test_children_as_the_graders_user_get_a_cache_per_run(tmp_path, monkeypatch)
         assert "cached per run" in result.message and not (tmp_path / "xdg" / "kernelgrade").exists()
     finally:
         space.remove()
+
+
+def test_a_build_step_cannot_fork_without_end(tmp_path):
+    """A step that forks 200 sleepers gets no more than its process cap (RLIMIT_NPROC, per user namespace)."""
+    space = runspace.default()
+    where = build_box.box(space.root)
+    if where.uid is None and os.geteuid() == 0:
+        pytest.skip("build steps run as root here, which RLIMIT_NPROC exempts (see the box's warnings)")
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("needs the system's /usr/bin/python3 (the step sees no other interpreter)")
+    forks = (
+        "import os, time\nn = 0\nfor _ in range(200):\n    try:\n        pid = os.fork()\n    except OSError:\n"
+        "        break\n    if pid == 0:\n        time.sleep(3)\n        os._exit(0)\n    n += 1\nprint('forked', n)\n"
+    )
+    work, _ = build_box.make_work(space, DEMO, where)
+    try:
+        ran = build_box.run(["/usr/bin/python3", "-c", forks], work, where, BuildLimits(processes=20), space)
+    finally:
+        shutil.rmtree(work.scratch, ignore_errors=True)
+    forked = int(ran.log.split("forked ")[1].split()[0])
+    assert 0 < forked < 100, ran.log  # 20 over what the step's user already runs (nothing, under a namespace)
