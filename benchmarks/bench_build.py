@@ -50,7 +50,7 @@ def empty_step(folder: Path) -> None:
     """One step that does nothing, contained as a build step is: the fixed cost of the containment (a build has two)."""
     space = runspace.default()
     where = build_box.box(space.root)
-    work, _ = build_box.make_work(space, DEMO, where)
+    work = build_box.make_work(space, DEMO, where)
     try:
         build_box.run(["/bin/true"], work, where, build_box.BuildLimits(), space)
     finally:

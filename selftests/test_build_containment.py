@@ -150,7 +150,7 @@ def test_a_running_compiler_is_contained(tmp_path, targets, monkeypatch, level):
     build_level(monkeypatch, level)
     space = runspace.default()
     where = build_box.box(space.root)
-    work, _ = build_box.make_work(space, folder, where)
+    work = build_box.make_work(space, folder, where)
     try:
         ran = build_box.run(["/bin/bash", str(work.seen_src / "bin" / "g++"), "--version"], work, where,
                             BuildLimits(seconds=60), space)  # fmt: skip
@@ -326,7 +326,7 @@ def test_a_build_step_cannot_fork_without_end(tmp_path):
         "import os, time\nn = 0\nfor _ in range(200):\n    try:\n        pid = os.fork()\n    except OSError:\n"
         "        break\n    if pid == 0:\n        time.sleep(3)\n        os._exit(0)\n    n += 1\nprint('forked', n)\n"
     )
-    work, _ = build_box.make_work(space, DEMO, where)
+    work = build_box.make_work(space, DEMO, where)
     try:
         ran = build_box.run(["/usr/bin/python3", "-c", forks], work, where, BuildLimits(processes=20), space)
     finally:

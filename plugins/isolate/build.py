@@ -181,14 +181,15 @@ def build(
     if isinstance(done, BuildResult):
         return done
     entry, seconds = done
-    return _result(folder, source, entry, exports, key, seconds, where, "; ".join(n for n in (store.note, note) if n))
+    notes = "; ".join(n for n in (store.note, note, *where.warnings) if n)  # what the reports should know
+    return _result(folder, source, entry, exports, key, seconds, where, notes)
 
 
 def _compile(
     folder: Path, source: str, key: str, plan: _Plan, store: build_cache.Cache
 ) -> tuple[build_cache.Entry, float] | BuildResult:
     """Build in a fresh scratch folder and store the entry; a BuildResult where the build was stopped (not cached)."""
-    work, _ = build_box.make_work(plan.space, folder, plan.where)
+    work = build_box.make_work(plan.space, folder, plan.where)
     try:
         if build_cache.build_key(work.src, plan.parts) != key:  # the copy changed between the two reads
             return BuildResult(False, None, f"{source}: the folder changed while it was being built", "", key, False)
@@ -197,24 +198,29 @@ def _compile(
         log = _relative(ran.log, work)
         if ran.stopped:  # not cached: a slower machine, or a later run, may finish it
             return BuildResult(False, None, stopped_message(source, ran.stopped, log, plan.limits), log, key, False)
-        built = ran.returncode == 0 and (work.out / build_cache.LIBRARY).is_file()
+        built = ran.returncode == 0 and os.path.lexists(work.out / build_cache.LIBRARY)
         symbols = _symbols(work, plan) if built else []
         log = log if built else f"exit {ran.returncode}\n{log}"
-        return store.store(key, work.out if built else None, log, ran.returncode, symbols), ran.seconds
+        try:
+            return store.store(key, work.out if built else None, log, ran.returncode, symbols), ran.seconds
+        except (OSError, ValueError) as exc:  # the output is a link, a hard link, a folder or too large
+            return BuildResult(False, None, f"nvcc on {source}: its output was refused: {exc}", log, key, False)
     finally:
         shutil.rmtree(work.scratch, ignore_errors=True)
 
 
-def _symbols(work: build_box.Work, plan: _Plan) -> list[str]:
-    """Dynamic symbols the library defines: ``nm -D`` in the build's containment (it parses the build's output)."""
+def _symbols(work: build_box.Work, plan: _Plan) -> list[str] | None:
+    """Dynamic symbols the library defines: ``nm -D`` in the build's containment (it parses the build's output);
+    None where nm is missing or fails (the exports are then not checked)."""
     nm = shutil.which("nm")
     if nm is None:
-        return []
+        return None
     argv = [nm, "-D", "--defined-only", str(work.seen_out / build_cache.LIBRARY)]
     limits = BuildLimits(seconds=60, log_bytes=SYMBOL_BYTES)
     ran = build_box.run(argv, work, plan.where, limits, plan.space, plan.tools, keep=SYMBOL_BYTES)
-    lines = ran.log.splitlines() if ran.returncode == 0 else []
-    return [line.split()[-1] for line in lines if len(line.split()) >= 3]
+    if ran.returncode != 0:
+        return None
+    return [line.split()[-1] for line in ran.log.splitlines() if len(line.split()) >= 3]
 
 
 def _result(
@@ -230,7 +236,7 @@ def _result(
     cached = seconds is None
     if not entry.ok:
         return BuildResult(False, None, failure_message(folder, source, entry.log), entry.log, key, cached)
-    missing = [name for name in exports if name not in entry.symbols]
+    missing = [name for name in exports if entry.symbols is not None and name not in entry.symbols]
     if missing:
         message = (
             f"{source} built, but the library exports no {', '.join(missing)}: the contract function needs C "

@@ -115,13 +115,13 @@ def box(run_root: Path) -> Box:
     return Box(rung, None, uid, net, tuple(warnings))
 
 
-def make_work(space: runspace.RunSpace, folder: Path, where: Box) -> tuple[Work, list[str]]:
-    """A scratch folder with a vetted copy of ``folder`` (``src``, read-only to the step) and an empty ``out`` and
-    ``tmp`` that the step's user owns; the notes say what the copy left out."""
+def make_work(space: runspace.RunSpace, folder: Path, where: Box) -> Work:
+    """A scratch folder with a vetted copy of ``folder`` (``src``, read-only to the step: the key is computed over it)
+    and an empty ``out`` and ``tmp`` that the step's user owns."""
     scratch = space.scratch()
     scratch.chmod(0o711)  # another user (nobody) reaches src and out by name, lists nothing
     src, out, tmp = scratch / "src", scratch / "out", scratch / "tmp"
-    notes = runspace.copy_folder(folder, src)
+    runspace.copy_folder(folder, src)
     for path in [src, *src.rglob("*")]:
         if not path.is_symlink():  # readable by the step's user whatever the grader's umask; writable by none
             path.chmod(0o755 if path.is_dir() or path.stat().st_mode & 0o111 else 0o644)
@@ -130,7 +130,7 @@ def make_work(space: runspace.RunSpace, folder: Path, where: Box) -> tuple[Work,
         if where.uid is not None:
             os.chown(path, where.uid, where.uid)
     seen = (SEEN_SRC, SEEN_OUT) if where.bwrap else (src, out)
-    return Work(scratch, src, out, tmp, *seen), notes
+    return Work(scratch, src, out, tmp, *seen)
 
 
 def run(argv: list[str], work: Work, where: Box, limits: BuildLimits, space: runspace.RunSpace,

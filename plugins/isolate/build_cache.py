@@ -39,13 +39,13 @@ MAX_LIBRARY_BYTES = 256 * 2**20
 
 @dataclass(frozen=True)
 class Entry:
-    """A verified build: ``library`` when it built, the cut log, the library's exported symbols."""
+    """A verified build: ``library`` when it built, the cut log, the library's exported symbols (None: unknown)."""
 
     folder: Path
     ok: bool
     exit: int | None
     log: str
-    symbols: tuple[str, ...]
+    symbols: tuple[str, ...] | None
 
     @property
     def library(self) -> Path | None:
@@ -105,7 +105,7 @@ class Cache:
             _remove(folder)
             return None, f"the cached build did not verify ({exc}) and was built again"
 
-    def store(self, key: str, out: Path | None, log: str, exit_code: int | None, symbols: list[str]) -> Entry:
+    def store(self, key: str, out: Path | None, log: str, exit_code: int | None, symbols: list[str] | None) -> Entry:
         """Write an entry from a finished step: ``out`` holds its library when it built (copied without following
         links, within the size cap), else None; the entry appears whole or not at all."""
         staging = self.root / f"{key}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -120,7 +120,7 @@ class Cache:
                 "key": key,
                 "ok": out is not None,
                 "exit": exit_code,
-                "symbols": sorted(symbols),
+                "symbols": None if symbols is None else sorted(symbols),
                 "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
             }
             record["mac"] = self._mac(record)
@@ -148,7 +148,8 @@ class Cache:
             if hashlib.sha256(data).hexdigest() != want:
                 raise ValueError(f"{name} changed since it was built")
         log = _read_regular(folder / LOG, MAX_RECORD_BYTES * 8).decode(errors="replace")
-        return Entry(folder, bool(record["ok"]), record["exit"], log, tuple(record["symbols"]))
+        symbols = None if record["symbols"] is None else tuple(record["symbols"])
+        return Entry(folder, bool(record["ok"]), record["exit"], log, symbols)
 
     def _mac(self, record: dict) -> str:
         return hmac.new(self._secret, json.dumps(record, sort_keys=True).encode(), hashlib.sha256).hexdigest()
@@ -179,9 +180,14 @@ def _own_folder(path: Path) -> Path:
 
 
 def _secret(root: Path) -> bytes:
+    """The cache's signing key, made once: written aside, then linked into place (never seen half-written)."""
     path = root / SECRET
-    with contextlib.suppress(FileExistsError):
-        _write(path, secrets.token_bytes(32), 0o600, exclusive=True)
+    if not os.path.lexists(path):
+        aside = root / f"{SECRET}.{os.getpid()}.{secrets.token_hex(4)}"
+        _write(aside, secrets.token_bytes(32), 0o600, exclusive=True)
+        with contextlib.suppress(FileExistsError):  # another process made it first: theirs is the key
+            os.link(aside, path)
+        aside.unlink()
     _owned(path)
     data = _read_regular(path, 64)
     if len(data) != 32:
@@ -202,8 +208,9 @@ def _read_regular(path: Path, cap: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > cap:
-            raise ValueError(f"{path.name} is not a regular file within {cap >> 20} MiB")
+        # One link only: a step that could run code must not hand the grader another file through a hard link.
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size > cap:
+            raise ValueError(f"{path.name} is not a regular file of one link within {cap >> 20} MiB")
         chunks, left = [], info.st_size
         while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
             chunks.append(chunk)
