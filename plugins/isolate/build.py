@@ -164,12 +164,12 @@ def build(
     if problem:
         return BuildResult(False, None, problem, "", "", False)
     space = space or runspace.default()
-    where = build_box.box(space.root)
+    tools = (toolkit_bin(nvcc).parent, Path(ccbin).resolve().parent.parent)
+    where = build_box.box(space.root, tools)
     # A shared cache only where no child can write it: children that run as the grader's user get a per-run cache.
     shared = containment.probe().level != "process-group"
     store = build_cache.open_cache(cache, space, shared, cache_dir())
     parts = [KEY_VERSION, source, gpu_arch(), " ".join(NVCC_FLAGS), _version(nvcc), ccbin, _version(ccbin)]
-    tools = (toolkit_bin(nvcc).parent, Path(ccbin).resolve().parent.parent)
     real = str(toolkit_bin(nvcc) / "nvcc")
     plan = _Plan(real, ccbin, gpu_arch(), parts, tools, where, limits or BuildLimits(), space)
     key = build_cache.build_key(folder, parts)

@@ -96,16 +96,19 @@ class Ran:
 
 
 @functools.cache
-def box(run_root: Path) -> Box:
-    """The strongest build containment here (cached per process and run folder)."""
+def box(run_root: Path, tools: tuple[Path, ...] = ()) -> Box:
+    """The strongest build containment here for steps that work in ``run_root`` and run ``tools`` (folders outside
+    ``/usr`` the build reads: nobody must reach them too), cached per process."""
     level = containment.probe()
     if level.level == "namespaces":
-        if os.geteuid() == 0 and _nobody_bwrap_works(level.bwrap, run_root):
+        if os.geteuid() == 0 and _nobody_bwrap_works(level.bwrap, run_root, tools):
             return Box("namespaces", level.bwrap, NOBODY)
         warning = "builds run in bubblewrap as root without capabilities: the process-count limit does not apply"
         return Box("namespaces", level.bwrap, None, warnings=(warning,) if os.geteuid() == 0 else ())
     # As root, a build runs as nobody even where the sandbox's children cannot (nobody need not run the interpreter).
     reach = [shutil.which("test", path="/usr/bin:/bin") or "/usr/bin/test", "-x", str(run_root / "sandboxes")]
+    for tool in tools:
+        reach += ["-a", "-x", str(tool)]
     uid = NOBODY if os.geteuid() == 0 and _launches(NOBODY, False, reach) else None
     net = _launches(uid, True, [shutil.which("true", path="/usr/bin:/bin") or "/usr/bin/true"])
     rung = "uid" if uid is not None else "process-group"
@@ -273,10 +276,11 @@ def _cut(head: bytes, tail: bytes, total: int) -> str:
     return f"{head.decode(errors='replace')}\n[... {cut} bytes of output cut ...]\n{tail.decode(errors='replace')}"
 
 
-def _nobody_bwrap_works(bwrap: str, run_root: Path) -> bool:
-    """Whether user nobody can start bubblewrap and reach the run's scratch folders (user namespaces for all)."""
+def _nobody_bwrap_works(bwrap: str, run_root: Path, tools: tuple[Path, ...]) -> bool:
+    """Whether user nobody can start bubblewrap and reach the run's scratch folders and the tools (user namespaces
+    for all)."""
     true = shutil.which("true", path="/usr/bin:/bin") or "/usr/bin/true"
-    args = [bwrap, "--unshare-all", *_system(()), "--ro-bind", str(run_root / "sandboxes"), "/probe", "--", true]
+    args = [bwrap, "--unshare-all", *_system(tools), "--ro-bind", str(run_root / "sandboxes"), "/probe", "--", true]
     try:
         done = subprocess.run(args, user=NOBODY, group=NOBODY, extra_groups=[], cwd="/", capture_output=True,
                               timeout=20, check=False)  # fmt: skip
