@@ -68,7 +68,7 @@ def targets(tmp_path: Path):
             "PORT": str(server.getsockname()[1]),
             "GRADER_PID": str(os.getpid()),
         }
-        yield values, "".join(f'{k}="{v}"\n' for k, v in values.items()), grader
+        yield "".join(f'{k}="{v}"\n' for k, v in values.items()), grader
 
 
 def fwd_inputs() -> dict:
@@ -91,7 +91,7 @@ def test_control_builds_contained(tmp_path):
 def test_options_in_a_file_name_reach_no_compiler(tmp_path, targets):
     """A source named --options-file=opts.cu is compiled as a source by the grader's g++: the planted bin/g++ that
     opts.cu names never runs, and nothing outside the build changes."""
-    _, script, grader = targets
+    script, _ = targets
     folder = attack(tmp_path, "build-options-file")
     (folder / "bin" / "targets.sh").write_text(script)
     assert resolve_cuda(folder, EXPORTS, ("softmax_topk",)).chosen == {"softmax_topk": "--options-file=opts.cu"}
@@ -103,7 +103,7 @@ def test_options_in_a_file_name_reach_no_compiler(tmp_path, targets):
 
 def test_shell_in_a_file_name_is_refused(tmp_path, targets):
     """A source whose name a shell would run ($(sh x)) is refused with a reason; its payload never runs."""
-    _, script, _ = targets
+    script, _ = targets
     folder = attack(tmp_path, "build-shell-name")
     (folder / "targets.sh").write_text(script)
     result = built(folder, "topk$(sh x).cu", tmp_path)
@@ -144,7 +144,7 @@ def fresh_probes():
 def test_a_running_compiler_is_contained(tmp_path, targets, monkeypatch, level):
     """Should a compiler run the submission's code, that code reads no grader file, writes nothing outside its output
     folder, reaches no network and cannot signal the grader (the planted g++ run as the build step itself)."""
-    values, script, grader = targets
+    script, _ = targets
     folder = attack(tmp_path, "build-options-file")
     (folder / "bin" / "targets.sh").write_text(script)
     build_level(monkeypatch, level)
@@ -164,7 +164,7 @@ def test_a_running_compiler_is_contained(tmp_path, targets, monkeypatch, level):
 
 def test_assembler_reads_no_grader_file(tmp_path, targets):
     """.incbin of a grader's file (0600) fails in the build: the secret is in no library, log or message."""
-    _, _, grader = targets
+    _, grader = targets
     secret = (grader / "secret.txt").read_bytes().strip()
     folder = attack(tmp_path, "build-reads-secrets")
     (folder / "secret_path.h").write_text(f'#define SECRET_PATH "{grader / "secret.txt"}"\n')
