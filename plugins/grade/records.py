@@ -39,7 +39,7 @@ SKIPPED = "skipped"  # not run by choice (speed with --no-speed); not scored
 NO_CODE = "no_code"
 OUTCOMES = (PASSED, WRONG, ERROR, TIMEOUT, CRASH, OOM, BUILD, SKIPPED, NO_CODE)
 
-# The longest text kept, in characters (longer text is cut, with a note of how much): a submission's exception type and
+# The longest text kept, in characters (longer text is cut, with a note saying so): a submission's exception type and
 # message (the sandbox cuts them when the child's answer arrives), its traceback and printed output (their ends kept),
 # and any other string of a record. A record then holds a few tens of KB at most, however long a submission's text.
 TYPE_CHARS = 200
@@ -56,14 +56,14 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def safe_text(value: object, limit: int, tail: bool = False) -> str:
-    """``value`` as text of at most ``limit`` characters (plus a one-line note of how many were cut; the end kept when
-    ``tail``), valid UTF-8: lone surrogates (from undecodable bytes or an exception's own text) become U+FFFD."""
+    """``value`` as text of at most ``limit`` characters, a note saying how long it was among them when it is cut (the
+    end kept when ``tail``), and valid UTF-8: lone surrogates (from undecodable bytes or an exception's own text)
+    become U+FFFD. Idempotent: safe text passes unchanged."""
     text = value if isinstance(value, str) else str(value)
-    if len(text) > limit:
-        cut = len(text) - limit
-        text = (
-            f"[... {cut} characters cut ...]\n{text[-limit:]}" if tail else f"{text[:limit]} [... {cut} characters cut]"
-        )
+    if len(text) > limit:  # the note counts against the limit, so text made safe once stays as it is
+        note = f"[... {len(text)} characters, cut to {limit} ...]"
+        keep = max(limit - len(note) - 1, 0)
+        text = f"{note}\n{text[len(text) - keep :]}" if tail else f"{text[:keep]} {note}"
     return _SURROGATE.sub("\ufffd", text)
 
 

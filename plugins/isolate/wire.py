@@ -168,6 +168,9 @@ def _parse_header(data: bytes, caps: Caps) -> tuple[dict[str, Any], list[tuple[s
         raise Refused("two arrays of the same name")
     total = 0
     for name, dtype, shape in specs:
+        # Empty dimensions aside too: NumPy refuses a shape whose other dimensions overflow, even when it holds nothing.
+        if dtype.itemsize * math.prod(max(d, 1) for d in shape) > caps.payload_bytes:
+            raise Refused(f"array {name}: a shape over the cap of {_size(caps.payload_bytes)}")
         total += dtype.itemsize * math.prod(shape)
         if total > caps.payload_bytes:
             raise Refused(
