@@ -367,7 +367,7 @@ class Sandbox:
 
 def _refused(exc: wire.Refused) -> Outcome:
     """A child's answer over the wire's caps or against its rules: the submission's failure (``wrong``)."""
-    message = f"the child's answer was refused unread and the child killed: {exc}"
+    message = f"the child's answer broke the wire's rules; it was not read and the child was killed: {exc}"
     return Outcome("error", kind="contract", message=message)
 
 

@@ -7,8 +7,16 @@ standard library.
 The child's messages are read under :class:`Caps`: the header's length, the number of arrays, each array's name, dtype
 and shape, and their bytes all together are checked against the caps before any of the body is read or allocated.
 A message that breaks a rule raises :class:`Refused` with the stream left unread: the grader then kills the child (its
-pipe is out of step), so an announced 8 GiB costs neither a read nor an allocation. The caps of a case come from what
-the case can hold (:func:`case_caps`); requests of the grader, read by the child, use :data:`TRUSTED`.
+pipe is out of step), so an announced 8 GiB costs neither a read nor an allocation. The caps:
+
+- a case's answer (:func:`case_caps`): from its inputs and its float64 truth (``Expected.values``), four times their
+  bytes plus 64 MiB, and four times their count plus 16 arrays; where the truth is not at hand (a warm-up call, a
+  program driven outside a grading run) from the inputs alone, the same way; a header of 1 MiB;
+- the child's answer to its config (:data:`HANDSHAKE`): a header of 1 MiB and no array;
+- the grader's own requests, read by the child (:data:`TRUSTED`): 64 MiB of header and 8 GiB of arrays.
+
+Every array: a name of 1 to 200 printable ASCII characters, unique in its message; a plain numeric dtype; at most 32
+whole dimensions >= 0, whose extent (empty dimensions counted as 1) is within the cap.
 """
 
 from __future__ import annotations
