@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from plugins.discover import names as folder_names
 from plugins.discover.entry_points import (
     ADAPTER,
     C_COMMENT,
@@ -198,16 +199,39 @@ def submissions_root(path: Path) -> Path:
 
 
 def _model_dirs(root: Path) -> list[Path]:
-    """Folders that hold at least one recognised challenge folder."""
+    """Folders that hold at least one recognised challenge folder, under a name the grader takes (``names.py``: the
+    others are named in a warning instead)."""
     if not root.is_dir():
         return []
-    return [
-        d
-        for d in sorted(root.iterdir())
-        if d.is_dir()
-        and not d.name.startswith((".", "_"))
-        and any(c.is_dir() and challenge_for_folder(c.name) for c in d.iterdir())
-    ]
+    found = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))]
+    return [d for d in found if folder_names.refusal(d.name) is None and _holds_challenge(d)]
+
+
+def name_warnings(root: Path) -> list[str]:
+    """One warning per model folder under ``root`` (one holding a challenge folder) that is not graded for its name,
+    or graded under a name that looks like another's (``names.py``); each names the folder escaped."""
+    found = []
+    try:
+        folders = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))]
+    except OSError:
+        return []
+    for folder in (d for d in folders if _holds_challenge(d)):
+        shown = folder_names.shown(folder.name)
+        if why := folder_names.refusal(folder.name):
+            found.append(f"model folder {shown} is not graded: {why}; rename it to grade it")
+        elif odd := folder_names.lookalike(folder.name):
+            found.append(
+                f"model folder {shown} is graded under its own name, which holds characters that look like '/' or "
+                f"'.' ({odd}): it is not the model or sample it may read as"
+            )
+    return found
+
+
+def _holds_challenge(folder: Path) -> bool:
+    try:
+        return any(c.is_dir() and challenge_for_folder(c.name) for c in folder.iterdir())
+    except OSError:  # an unreadable model folder holds nothing the grader can read
+        return False
 
 
 def discover(root: Path) -> list[Submission]:

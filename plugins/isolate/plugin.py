@@ -30,7 +30,7 @@ from plugins.config import GraderConfig, grader_config
 from plugins.discover.plugin import SUBMISSIONS_KEY
 from plugins.discover.submissions import Submission
 from plugins.grade import records as r
-from plugins.isolate import cuda_cases, runspace, sandbox_report, schedule
+from plugins.isolate import cuda_cases, runspace, sandbox_report, schedule, wire
 from plugins.isolate.measure import time_floor
 from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
 from plugins.isolate.truths import TruthStore
@@ -151,7 +151,8 @@ class CaseRunner:
         inputs, expected = self.truth(reference, case)
         sandbox = self.pool.get(Program(reference.__name__, submission.entries, submission.folder))
         if not case.is_speed:
-            return judge(submission, case, index, expected, sandbox.run(inputs, dict(case.params), {}))
+            caps = wire.case_caps(inputs, tuple(expected.values.values()))  # what an answer may hold, by the truth
+            return judge(submission, case, index, expected, sandbox.run(inputs, dict(case.params), {}, caps))
         baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None))
         return self._race(submission, case, index, reference, sandbox, baseline)
 
@@ -178,14 +179,15 @@ class CaseRunner:
                 timed < SHORT_CASE_SECONDS and trial < SHORT_CASE_TRIALS * self.cfg.speed_repeats
             ):
                 inputs, expected = self.truth(reference, case, trial)
-                outcome = sandbox.run(inputs, params, {})
+                caps = wire.case_caps(inputs, tuple(expected.values.values()))
+                outcome = sandbox.run(inputs, params, {}, caps)
                 graded = judge(submission, case, index, expected, outcome)
                 if not graded.passed:
                     if trial:
                         graded.message = f"timed trial {trial + 1} (fresh inputs): {graded.message}"
                     return graded
                 mine.append(outcome)
-                theirs.append(baseline.run(inputs, params, {}))
+                theirs.append(baseline.run(inputs, params, {}, caps))
                 timed += sum(o.calls[0]["seconds"] for o in (mine[-1], theirs[-1]) if o.calls)
                 trial += 1
         for outcomes in (mine, theirs):

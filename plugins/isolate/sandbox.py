@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from plugins.grade.records import MESSAGE_CHARS, OUTPUT_CHARS, TRACEBACK_CHARS, TYPE_CHARS, safe_text
 from plugins.isolate import containment, runspace, wire
 from plugins.isolate.containment import Cgroup
 from plugins.isolate.measure import OutputTail, TreeMemory, oom_kills
@@ -48,6 +49,7 @@ PRIVATE_DIRS = ("HOME", "TMPDIR", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "TORCHIN
 _SECRET = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|^AWS_|^GH_|^GITHUB_", re.I)
 # A CUDA error in an exception leaves the child's context unusable: the next case gets a fresh process.
 _DEVICE_FAULT = re.compile(r"CUDA error|illegal memory access|unspecified launch failure|device-side assert", re.I)
+_CHILD_KINDS = ("exception", "oom", "contract")  # the kinds of error a child's answer may state (child.py)
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,17 @@ class Sandbox:
         self._bwrap = False  # whether the current child runs under bwrap (GPU children may not, see _command)
         self.start_seconds = 0.0  # time spent starting children (spawn, imports, ready) over this sandbox's life
 
-    def run(self, inputs: dict[str, np.ndarray], params: dict[str, Any], measure: dict[str, Any]) -> Outcome:
+    def run(
+        self,
+        inputs: dict[str, np.ndarray],
+        params: dict[str, Any],
+        measure: dict[str, Any],
+        caps: wire.Caps | None = None,
+    ) -> Outcome:
         """Run one case; the timeout covers the whole request, scaled by the number of timed repeats. A case whose
-        params set ``timeout_s`` (a training run) gets that limit when it is longer than ``--call-timeout``."""
+        params set ``timeout_s`` (a training run) gets that limit when it is longer than ``--call-timeout``. The answer
+        is read under ``caps`` (``wire.case_caps``; from the inputs alone when None): one over them is refused unread,
+        the child killed, and the case ``wrong``."""
         per_call = max(self.limits.call_timeout_s, float(params.get("timeout_s", 0.0)))
         timeout = per_call * (1 + measure.get("warmup", 0) + measure.get("repeats", 0))
         if self.import_failure is not None:
@@ -125,11 +135,14 @@ class Sandbox:
         start = time.perf_counter()
         try:
             wire.send(self._request, {"params": params}, inputs, deadline)
-            header, arrays = wire.recv(self._response, deadline)
+            header, arrays = wire.recv(self._response, deadline, caps or wire.case_caps(inputs))
         except wire.Deadline:
             self._memory.stop()
             message = f"no answer within {timeout:.0f} s; all its processes killed"
             return self._finish(Outcome("timeout", message=message))
+        except wire.Refused as exc:
+            self._memory.stop()
+            return self._finish(_refused(exc))
         except wire.WireError:
             self._memory.stop()
             return self._finish(self._death(kills_before))
@@ -204,9 +217,11 @@ class Sandbox:
         }
         try:
             wire.send(self._request, config, None, deadline)
-            header, _ = wire.recv(self._response, deadline)
+            header, _ = wire.recv(self._response, deadline, wire.HANDSHAKE)
         except wire.Deadline:
             failure = Outcome("timeout", message=f"no answer within {self.limits.call_timeout_s:.0f} s")
+        except wire.Refused as exc:
+            failure = _refused(exc)
         except wire.WireError:
             failure = self._death(kills_before)
         else:
@@ -327,22 +342,33 @@ class Sandbox:
 
     @staticmethod
     def _outcome(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> Outcome:
-        calls = header.get("calls", [])
+        """The outcome a child's answer states. Its text is cut and made valid UTF-8 here, the first place it reaches
+        the grader (``records.safe_text``); nothing else of the header is kept (a child measures nothing)."""
         if header.get("status") == "ok":
-            return Outcome("ok", outputs=arrays, calls=calls)
-        kind = header.get("kind", "exception")
+            return Outcome("ok", outputs=arrays)
+        kind = header.get("kind") if header.get("kind") in _CHILD_KINDS else "exception"
         status = "oom" if kind == "oom" else "error"
-        message = f"{header.get('type', 'Error')}: {header.get('message', '')}"
-        return Outcome(status, calls=calls, kind=kind, message=message, traceback=header.get("traceback", ""))
+        error_type = safe_text(header.get("type", "Error"), TYPE_CHARS)
+        message = safe_text(f"{error_type}: {safe_text(header.get('message', ''), MESSAGE_CHARS)}", MESSAGE_CHARS)
+        traceback = safe_text(header.get("traceback", ""), TRACEBACK_CHARS, tail=True)
+        return Outcome(status, kind=kind, message=message, traceback=traceback)
 
     def _with_output(self, outcome: Outcome) -> Outcome:
-        """Attach what the child printed since the last request, truncated to its tail."""
+        """Attach what the child printed since the last request, truncated to its tail (and valid UTF-8)."""
         if self._output is not None:
             outcome.stdout, outcome.stderr = self._output.take("stdout"), self._output.take("stderr")
         elif self._last_output:  # the child was just killed: what it printed before
             outcome.stdout, outcome.stderr = self._last_output["stdout"], self._last_output["stderr"]
             self._last_output = {}
+        outcome.stdout = safe_text(outcome.stdout, OUTPUT_CHARS, tail=True)
+        outcome.stderr = safe_text(outcome.stderr, OUTPUT_CHARS, tail=True)
         return outcome
+
+
+def _refused(exc: wire.Refused) -> Outcome:
+    """A child's answer over the wire's caps or against its rules: the submission's failure (``wrong``)."""
+    message = f"the child's answer broke the wire's rules; it was not read and the child was killed: {exc}"
+    return Outcome("error", kind="contract", message=message)
 
 
 def _secret(name: str) -> bool:
