@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, REPO, GradingRun, run_grader
+from plugins.compare.comparator import check
 from reference import dflash_verify as dv
 from reference import toy_lm
+from reference.contract import Verified
 from reference.dflash_trees import (
     SCENARIOS,
     accepted_path,
@@ -140,6 +142,16 @@ def test_speculative_loop_with_the_reference_is_greedy_decoding(model, share):
     generated, accepted = speculative_loop(verify, model, prompt, 30, 7, 10, share)
     assert generated == dv.greedy_decode(model, prompt, 30)
     assert len(accepted) < 30 and (share < 0.5 or np.mean(accepted) > 1.5)
+
+
+def test_a_recomputed_property_passes_only_when_every_row_holds():
+    """The comparator's Verified check: rows counted, the first broken ones named, anything but reasons refused."""
+    assert check("golden", ["", ""], None, Verified()).passed
+    bad = check("golden", ["", "new token 3, the target's greedy token after the accepted path is 5", "x"], None,
+                Verified())  # fmt: skip
+    assert not bad.passed and bad.mismatches == 2 and bad.total == 3
+    assert bad.message.startswith("golden: 1/3 configurations hold; configuration 1: new token 3")
+    assert not check("golden", None, None, Verified()).passed
 
 
 @pytest.fixture(scope="module")
