@@ -17,16 +17,17 @@ from typing import Any
 
 import numpy as np
 
-# name -> (prompt length, parents, kinds); every node's parent comes earlier. Accepted path in the comment.
+# name -> (prompt length, parents, kinds); every node's parent comes earlier. Accepted path in the comment, and the
+# stop rule's walk (stop_rule_path) where it is shorter.
 SCENARIOS: dict[str, tuple[int, list[int], str]] = {
     "chain-all": (9, [-1, 0, 1, 2, 3, 4], "mmmmmm"),  # all 6
     "chain-reject-3": (9, [-1, 0, 1, 2, 3, 4], "mmmxmm"),  # 0 1 2; 4 and 5 would have matched after the wrong 3
     # Roots 0 (right), 1 (wrong), 2 (a decoy carrying the depth-2 token); 0 -> 3 (right) -> 5 (right), 0 -> 4 (wrong).
-    "first-root-siblings": (7, [-1, -1, -1, 0, 0, 3], "mxnmxm"),  # 0 3 5
+    "first-root-siblings": (7, [-1, -1, -1, 0, 0, 3], "mxnmxm"),  # 0 3 5; walk 0 (root 1 is eligible and wrong)
     # Roots 0, 1 wrong, root 2 right; 0 -> 3 would have matched; 2 -> 4 (right) -> 6 (right), 2 -> 5 (wrong).
-    "later-sibling": (7, [-1, -1, -1, 0, 2, 2, 4], "xxmmmxm"),  # 2 4 6
+    "later-sibling": (7, [-1, -1, -1, 0, 2, 2, 4], "xxmmmxm"),  # 2 4 6; walk none
     # Root 0 wrong with children 1, 2 (and 2 -> 3) that would have matched; root 4 right, 4 -> 5 wrong.
-    "rejected-parent": (6, [-1, 0, 0, 2, -1, 4], "xmmmmx"),  # 4
+    "rejected-parent": (6, [-1, 0, 0, 2, -1, 4], "xmmmmx"),  # 4; walk none
     "all-rejected": (6, [-1, 0, 0, -1, 3, 1], "xxnxxx"),  # none: the new token is the greedy token after the prompt
     "single-accepted": (5, [-1], "m"),  # 0
     "single-rejected": (5, [-1], "x"),  # none
@@ -34,9 +35,9 @@ SCENARIOS: dict[str, tuple[int, list[int], str]] = {
     "deep-chain-reject-25": (12, [-1, *range(39)], "m" * 25 + "x" + "m" * 14),  # 0 .. 24
     # Roots 0 and 1 carry the same right token; 0 -> 2 is wrong, 1 -> 3 -> 4 are right: the longest path goes
     # through the second copy (walking only the first matching child would stop after one token).
-    "repeated-siblings": (6, [-1, -1, 0, 1, 3], "mdxmm"),  # 1 3 4
+    "repeated-siblings": (6, [-1, -1, 0, 1, 3], "mdxmm"),  # 1 3 4; walk 0 (root 1 passed over, node 2 wrong)
     # A one-token prompt: 0 -> 1 (wrong) -> 3 (would have matched), 0 -> 2 (right) -> 4 (wrong).
-    "prompt-length-1": (1, [-1, 0, 0, 1, 2], "mxmmx"),  # 0 2
+    "prompt-length-1": (1, [-1, 0, 0, 1, 2], "mxmmx"),  # 0 2; walk 0
 }
 
 
