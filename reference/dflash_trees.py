@@ -77,17 +77,31 @@ def accepted_path(parents: Sequence[int], tokens: Sequence[int], greedy: np.ndar
 
 
 def stop_rule_path(parents: Sequence[int], tokens: Sequence[int], greedy: np.ndarray, prompt_len: int) -> list[int]:
-    """Nodes that the rule stop-at-first-rejection is sure to accept: the walk every reading of "on a rejection, stop
-    processing further tree nodes" that processes nodes in index order accepts at least.
+    """Nodes that the rule stop-at-first-rejection is sure to accept: the shorter of two walks, one over the nodes in
+    index order and one level by level (depth, then index), so that every reading of "on a rejection, stop processing
+    further tree nodes" that takes the nodes in either order accepts at least as many.
 
-    In index order, a node is *eligible* when it is a root or its parent was accepted (the others are never looked at).
-    An eligible node that matches and hangs off the last accepted node (a root while none is) is accepted. An eligible
-    node that does not match is a rejection and ends the walk, even a sibling of a node already accepted (a verifier
-    may test it). An eligible node that matches but hangs off an earlier accepted node (a sibling that repeats an
-    accepted token) is passed over. Every path this walk takes is a matching path, so :func:`accepted_path` is at
-    least as long."""
+    A node is *eligible* when it is a root or its parent was accepted (the others are never looked at). An eligible
+    node that matches and hangs off the last accepted node (a root while none is) is accepted. An eligible node that
+    does not match is a rejection and ends the walk, even a sibling of a node already accepted (a verifier may test
+    it). An eligible node that matches but hangs off an earlier accepted node (a sibling that repeats an accepted
+    token) is passed over. Every path a walk takes is a matching path, so :func:`accepted_path` is at least as long."""
+    depth = [len(ancestors(parents, i)) for i in range(len(parents))]
+    walks = [_walk(parents, tokens, greedy, prompt_len, order) for order in (range(len(parents)), _by_level(depth))]
+    return min(walks, key=len)
+
+
+def _by_level(depth: Sequence[int]) -> list[int]:
+    return sorted(range(len(depth)), key=lambda i: (depth[i], i))
+
+
+def _walk(
+    parents: Sequence[int], tokens: Sequence[int], greedy: np.ndarray, prompt_len: int, order: Sequence[int]
+) -> list[int]:
+    """The stop rule's walk over the nodes in ``order`` (see :func:`stop_rule_path`)."""
     accepted: list[int] = []
-    for i, parent in enumerate(int(p) for p in parents):
+    for i in order:
+        parent = int(parents[i])
         if parent >= 0 and parent not in accepted:
             continue
         if int(tokens[i]) != int(greedy[prompt_len - 1 if parent < 0 else prompt_len + parent]):

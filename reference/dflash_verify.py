@@ -81,8 +81,8 @@ LONGEST, STOP = "longest-path", "stop-at-first-rejection"
 RULES = {
     LONGEST: "accept the longest path of matching nodes over all roots and siblings (the accepted length it "
     "guarantees: accepted_path in reference/dflash_trees.py)",
-    STOP: "on a rejection, stop processing further tree nodes: in index order, the first root or child of an accepted "
-    "node that does not match ends the cycle (the accepted length it guarantees: stop_rule_path)",
+    STOP: "on a rejection, stop processing further tree nodes: in index order or level by level, the first root or "
+    "child of an accepted node that does not match ends the cycle (the accepted length it guarantees: stop_rule_path)",
 }
 GUARANTEE = {LONGEST: accepted_path, STOP: stop_rule_path}
 

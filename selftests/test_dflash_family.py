@@ -1,5 +1,5 @@
 """The recomputed DFlash checks against a family of verifier bugs (wrong row, wrong parent, wrong sibling) on the
-small-tree cases at 10 seeds: every bug fails both small-tree cases at every seed, the reference passes both, and the
+small-tree cases at 10 seeds: every bug fails both small-tree cases at every seed, the reference passes both, and five
 readings of "stop at the first rejection" pass the stop-rule case and fail only the longest-path one.
 
 Each verifier here is a pure function of (P, tree tokens, parents, g), with g the argmax at every row of the grader's
@@ -48,15 +48,19 @@ def longest(
     return verify
 
 
-def walk(skip_alternatives: bool, stop_on_alternatives: bool) -> Verifier:
-    """Readings of the stop rule, nodes in index order: ``skip_alternatives`` looks only at children of the last
-    accepted node; otherwise also at roots and children of earlier accepted nodes, stopping when one of those is wrong
-    if ``stop_on_alternatives``."""
+def walk(skip_alternatives: bool, stop_on_alternatives: bool, by_level: bool = False) -> Verifier:
+    """Readings of the stop rule, nodes in index order (or level by level: depth, then index): ``skip_alternatives``
+    looks only at children of the last accepted node; otherwise also at roots and children of earlier accepted nodes,
+    stopping when one of those is wrong if ``stop_on_alternatives``."""
 
     def verify(p: int, tokens: list[int], parents: list[int], g: list[int]) -> tuple[list[int], int]:
-        path: list[int] = []
+        depth = [0] * len(parents)
         for i, parent in enumerate(parents):
-            tip = path[-1] if path else -1
+            depth[i] = depth[parent] + 1 if parent >= 0 else 0
+        order = sorted(range(len(parents)), key=lambda i: (depth[i], i) if by_level else i)
+        path: list[int] = []
+        for i in order:
+            parent, tip = parents[i], path[-1] if path else -1
             if (parent >= 0 and parent not in path) or (skip_alternatives and parent != tip):
                 continue
             if tokens[i] != g[p - 1 if parent < 0 else p + parent]:
@@ -126,6 +130,7 @@ def greedy_descent(p: int, tokens: list[int], parents: list[int], g: list[int]) 
 STOP_READINGS: dict[str, Verifier] = {
     "children-of-tip-only": walk(skip_alternatives=True, stop_on_alternatives=False),
     "stops-on-any-eligible-mismatch": walk(skip_alternatives=False, stop_on_alternatives=True),  # the fixture
+    "level-by-level": walk(skip_alternatives=False, stop_on_alternatives=True, by_level=True),
     "first-matching-child": greedy_descent,
     "first-root-chain": first_root_only,
 }
