@@ -61,6 +61,8 @@ class Case:
     guards: str
     params: Mapping[str, Any]
     origin: str = "task"
+    # The named rules beyond the challenge's core maths that the case depends on (each defined in its module's RULES).
+    rules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
@@ -126,6 +128,19 @@ class TopK:
     """
 
     unit: str = "row"
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A property the grader verifies itself, by recomputation in its own process (``Expected.derive``), one row per
+    ``unit``: the derived figure is a sequence of reasons, "" where the row holds and otherwise what is wrong with it
+    in words ("accepted token 2 (id 17) is not the target's greedy token 5"). It passes when every row holds.
+
+    For outputs with more than one right answer (beams of equal score, an acceptance rule that allows more than it
+    guarantees): the grader checks the property every right answer has instead of one answer's exact values.
+    """
+
+    unit: str = "configuration"
 
 
 @dataclass(frozen=True)

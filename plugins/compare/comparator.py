@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from reference.contract import AtMost, Bound, Exact, TopK
+from reference.contract import AtMost, Bound, Exact, TopK, Verified
 
 MAX_LISTED = 5  # mismatching elements listed with their index and both values
 
@@ -226,14 +226,36 @@ def compare_at_most(name: str, got: Any, bound: AtMost) -> Comparison:
     return Comparison(name, passed, message, bound_ratio=ratio, total=1, mismatches=0 if passed else 1)
 
 
-def check(name: str, got: Any, want: Any, bound: Bound | Exact | AtMost) -> Comparison:
+def compare_verified(name: str, reasons: Any, bound: Verified) -> Comparison:
+    """A property the grader recomputed row by row (``Expected.derive``): ``reasons`` holds "" for each row where it
+    holds, else what is wrong in words; ``bound_ratio`` is 0 when every row holds, else infinity."""
+    if not isinstance(reasons, (list, tuple)) or not all(isinstance(r, str) for r in reasons):
+        return Comparison(name, False, f"{name}: not verified (the grader could not read the output)")
+    bad = [(row, reason) for row, reason in enumerate(reasons) if reason]
+    listed = [{"index": [row], "got": reason, "want": "holds"} for row, reason in bad][:MAX_LISTED]
+    head = f"{name}: {len(reasons) - len(bad)}/{len(reasons)} {bound.unit}s hold"
+    parts = [head] + [f"{bound.unit} {m['index'][0]}: {m['got']}" for m in listed[:2]]
+    return Comparison(
+        name,
+        not bad,
+        "; ".join(parts),
+        bound_ratio=float("inf") if bad else 0.0,
+        mismatches=len(bad),
+        total=len(reasons),
+        first_mismatches=listed,
+    )
+
+
+def check(name: str, got: Any, want: Any, bound: Bound | Exact | AtMost | TopK | Verified) -> Comparison:
     """The comparison a bound asks for: floats within a :class:`Bound`, discrete values :class:`Exact`, a measured
-    figure :class:`AtMost` its limit, top-k indices :class:`TopK` of their scores up to ties. Every output of every
-    challenge goes through here."""
+    figure :class:`AtMost` its limit, top-k indices :class:`TopK` of their scores up to ties, a recomputed property
+    :class:`Verified` row by row. Every output of every challenge goes through here."""
     if isinstance(bound, Exact):
         return compare_exact(name, got, want, bound)
     if isinstance(bound, AtMost):
         return compare_at_most(name, got, bound)
     if isinstance(bound, TopK):
         return compare_topk(name, got, want, bound)
+    if isinstance(bound, Verified):
+        return compare_verified(name, got, bound)
     return compare(name, got, want, bound)
