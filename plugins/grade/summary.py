@@ -22,6 +22,7 @@ from typing import Any
 from plugins.grade import records as r
 from plugins.grade import rubric as rubric_module
 from plugins.grade import samples as samples_module
+from reference import tasks
 from reference.challenges import reference_module
 
 COMPLETE, INTERRUPTED, INCOMPLETE, EMPTY = "complete", "interrupted", "incomplete", "empty"
@@ -71,9 +72,12 @@ def summarise(
             if no_code(mine):
                 mark_no_code(grade, mine, rubric)
             notes, complete = coverage(model, challenge, mine, selection, status, measure_speed)
-            grade.notes += notes
+            grade.notes += unread_notes(header, model, challenge) + notes
             models[model]["challenges"][challenge] = grade.to_dict() | {"complete": complete}
             letters[model][challenge] = grade.letter
+    for model in models:
+        models[model]["task"] = task_of(header, model)
+        models[model]["beyond_failed"] = beyond_failed(models[model]["challenges"])
     ranking = rubric_module.ranking(letters, rubric, len(order))
     for row in ranking:
         models[row["model"]].update(
@@ -95,6 +99,32 @@ def summarise(
         # per (model, challenge) graded from several samples: each sample's grade, mean, spread, pass@k
         "samples": samples_module.sample_groups(records, models, order, rubric),
     }
+
+
+def task_of(header: dict[str, Any], model: str) -> dict[str, str]:
+    """The task profile that graded a model (``name``, ``source``: "built in" or its file), from the run header; a
+    run written before task profiles existed was graded by our own prompts' rules."""
+    entry = next((s for s in header.get("submissions", []) if s["model"] == model and s.get("task")), None)
+    if entry is None:
+        return {"name": tasks.DEFAULT, "source": tasks.BUILT_IN_SOURCE}
+    return {"name": entry["task"], "source": entry.get("task_source", "")}
+
+
+def beyond_failed(challenges: dict[str, dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """``{challenge: {rule: [failed case ids]}}``: the rules beyond the task that a model's failed cases depend on."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for challenge, grade in challenges.items():
+        for failure in grade["failed"]:
+            for rule in failure.get("beyond", []):
+                out.setdefault(challenge, {}).setdefault(rule, []).append(failure["case"])
+    return out
+
+
+def unread_notes(header: dict[str, Any], model: str, challenge: str) -> list[str]:
+    """One note per file of the folder that did not parse (a syntax error), said once here rather than in every
+    case's message (those say ``not provided: <entry point>``)."""
+    entry = next((s for s in header.get("submissions", []) if (s["model"], s["challenge"]) == (model, challenge)), {})
+    return [f"not read: {file} {why}" for file, why in entry.get("problems", []) if "syntax error" in why]
 
 
 def build_only(challenge: str, records: list[r.CaseRecord]) -> bool:

@@ -45,6 +45,13 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
         "",
         table(*tables.ranking(summary)),
         "",
+        "## Task profiles",
+        "",
+        "The rules each model was graded by (`reference/tasks/`): a case that depends on a rule its profile does not"
+        " state is beyond the task and costs robustness points only.",
+        "",
+        table(*tables.task_profiles(summary)),
+        "",
         "## Grade matrix",
         "",
         f"Letter (points out of 100); {tables.NOT_ATTEMPTED} means the model has no folder for the challenge;"
@@ -108,8 +115,8 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
             return lines
         return lines + [f"Every case passed for every model{' with code' if no_code else ''}.", ""]
     lines += [
-        "Failed cases (the trap each case guards against, the outcome, whether the task states the property or the"
-        " grader added it, and the worst error against its bound):",
+        "Failed cases (the trap each case guards against, the outcome, whether the model's task states the property"
+        " or it is beyond the task, and the worst error against its bound):",
         "",
     ]
     shown: dict[str, int] = {}
