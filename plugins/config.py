@@ -252,10 +252,11 @@ def _usage_error(config: pytest.Config, message: str) -> Exception:
 
 
 def _task_option(value: str | None) -> str | None:
-    """``--task`` as given for a built-in profile's name, else as an absolute path (workers resolve it alike)."""
+    """``--task`` as given for a built-in profile's name (or a name that is no file: the usage error then shows it as
+    given), else the file's absolute path."""
     from reference.tasks import BUILT_IN  # late: it imports every reference module
 
-    if value is None or value in BUILT_IN:
+    if value is None or value in BUILT_IN or not Path(value).expanduser().exists():
         return value
     return str(Path(value).expanduser().resolve())
 

@@ -89,10 +89,12 @@ def test_float64_outputs_lose_only_the_added_dtype_cases(roster):
 
 @pytest.mark.grading_run
 def test_reports_show_the_origin_beside_failed_cases(roster):
-    """grades.md and report.html tag each failed case: a task case as the task's, an added one as robustness only."""
+    """grades.md and report.html tag each failed case: a task case as the task's, one beyond the task (a rule the
+    default profile does not state) with its rule, as robustness only."""
     text = (roster.reports / "grades.md").read_text()
-    assert f"**demo-f64-out** `{F32_KEEP}` (float32 stays float32 (never stated by the task)): wrong [added: " in text
+    beyond = "wrong [beyond the task (float32-stays-float32): robustness only]"
+    assert f"**demo-f64-out** `{F32_KEEP}` (float32 stays float32 (never stated by the task)): {beyond}" in text
     assert "**demo-buggy** `b1-h2-n300-d64-t97-causal` (uneven final tile): wrong [task]" in text
     pytest.importorskip("pytest_html")
     html = (roster.reports / "report.html").read_text()
-    assert "wrong [added: robustness only]" in html and "wrong [task]" in html
+    assert beyond in html and "wrong [task]" in html

@@ -121,10 +121,13 @@ def beyond_failed(challenges: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
 
 
 def unread_notes(header: dict[str, Any], model: str, challenge: str) -> list[str]:
-    """One note per file of the folder that did not parse (a syntax error), said once here rather than in every
-    case's message (those say ``not provided: <entry point>``)."""
+    """One note per file of the folder that could not be read (a syntax error, a FIFO, over the parse limit), said
+    once here rather than in every case's message (those say ``not provided: <entry point>``)."""
     entry = next((s for s in header.get("submissions", []) if (s["model"], s["challenge"]) == (model, challenge)), {})
-    return [f"not read: {file} {why}" for file, why in entry.get("problems", []) if "syntax error" in why]
+    return [
+        f"not read: {file} {why}" if why.startswith("line ") else f"not read: {file}: {why}"
+        for file, why in entry.get("problems", [])
+    ]
 
 
 def build_only(challenge: str, records: list[r.CaseRecord]) -> bool:
