@@ -62,6 +62,9 @@ def test_the_same_submission_under_our_task_and_the_public_one(grade, tmp_path):
     )
     assert "wrong [beyond the task (eps-argument): robustness only]" in text
     assert "task profiles: scaffold from" in run.output
+    if (run.reports / "report.html").exists():  # pytest-html installed
+        page = (run.reports / "report.html").read_text()
+        assert "Task profiles" in page and "eps-argument" in page
 
 
 @pytest.mark.grading_run

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from plugins.cli import scaffold
 from plugins.cli.check import check_folder, find
+from plugins.cli.main import pytest_command
 from plugins.cli.render import folder_text
 from plugins.discover.ids import graded_params
 from plugins.discover.submissions import Submission
@@ -247,3 +249,26 @@ def test_check_offers_no_skeleton_for_a_folder_that_does_not_parse(tmp_path):
     assert not result.skeleton and "fix the syntax error in impl.py first" in result.skeleton_note
     text = folder_text(result)
     assert "save as adapter.py" not in text and "line 1: syntax error" in text and "task profile: kernelgrade" in text
+
+
+@pytest.mark.parametrize("challenge", ["layer_norm_bwd", "softmax_topk", "flash_attention", "flash_attention_bwd"])
+def test_the_spec_lists_every_rule_with_what_each_profile_says(challenge):
+    """docs/challenges/<id>.md (below the prompt) has a Rules table: every rule of the module, stated or not by each
+    built-in profile, as the profiles say."""
+    spec = scaffold.spec_path(challenge).read_text()
+    notes = spec.split(scaffold.PROMPT_END.decode(), 1)[1]
+    assert "### Rules" in notes
+    for rule in reference_module(challenge).RULES:
+        row = next(line for line in notes.splitlines() if line.startswith(f"| `{rule}` |"))
+        said = [cell.strip() for cell in row.split("|")[-3:-1]]
+        want = ["stated" if rule in tasks.built_in(n).of(challenge).rules else "not stated" for n in tasks.BUILT_IN]
+        assert said == want, (rule, said)
+
+
+def test_grade_command_makes_a_task_file_absolute_and_keeps_a_name(tmp_path, monkeypatch):
+    """kernelgrade grade --task=scaffold passes the name; --task=FILE (relative, existing) becomes an absolute path,
+    since pytest runs from the checkout."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.toml").write_text("")
+    assert pytest_command(["--task=scaffold"])[-1] == "--task=scaffold"
+    assert pytest_command(["--task=mine.toml"])[-1] == f"--task={tmp_path / 'mine.toml'}"
