@@ -15,6 +15,7 @@ from plugins.cli.render import folder_text
 from plugins.discover.ids import graded_params
 from plugins.discover.submissions import Submission
 from plugins.discover.tasks import ProfileFinder
+from plugins.grade import summary as summary_module
 from plugins.grade.records import PASSED, CaseRecord
 from plugins.isolate.plugin import not_provided
 from plugins.report import pictures
@@ -272,3 +273,25 @@ def test_grade_command_makes_a_task_file_absolute_and_keeps_a_name(tmp_path, mon
     (tmp_path / "mine.toml").write_text("")
     assert pytest_command(["--task=scaffold"])[-1] == "--task=scaffold"
     assert pytest_command(["--task=mine.toml"])[-1] == f"--task={tmp_path / 'mine.toml'}"
+
+
+def test_coverage_counts_only_the_cases_of_the_models_contract_variant(monkeypatch):
+    """A grader-model KV submission that ran every grader-model case is complete, however many own-model cases the
+    table holds (they were never collected for it); one that ran fewer is a partial run of its own variant's cases."""
+    from reference import kv_cache
+
+    other = Case("own-x", "core", "an own-model check", {}, contract="own-model")
+    monkeypatch.setattr(kv_cache, "CASES", (*kv_cache.CASES, other))
+    mine = [
+        CaseRecord.for_case("m", "kv_cache", c, i, PASSED)
+        for i, c in enumerate(kv_cache.CASES)
+        if c.contract == "grader-model" and not c.is_speed
+    ]
+    speed = {("m", "kv_cache", i) for i, c in enumerate(kv_cache.CASES) if c.is_speed}  # skipped: --no-speed
+
+    def notes_of(ran: list[CaseRecord]) -> tuple[list[str], bool]:
+        selection = summary_module.Selection({("m", "kv_cache", rec.case_index) for rec in ran} | speed, speed, True)
+        return summary_module.coverage("m", "kv_cache", ran, selection, "complete", False, "grader-model")
+
+    assert notes_of(mine) == (["speed not measured (--no-speed)"], True)
+    assert f"partial run: 3 of {len(kv_cache.CASES) - 1} cases" in notes_of(mine[:3])[0]

@@ -71,7 +71,8 @@ def summarise(
                 grade.notes.append("build only: no GPU here, so no kernel ran; graded where a GPU is present")
             if no_code(mine):
                 mark_no_code(grade, mine, rubric)
-            notes, complete = coverage(model, challenge, mine, selection, status, measure_speed)
+            contract = _entry(header, model, challenge).get("contract", "")
+            notes, complete = coverage(model, challenge, mine, selection, status, measure_speed, contract)
             grade.notes += unread_notes(header, model, challenge) + notes
             models[model]["challenges"][challenge] = grade.to_dict() | {"complete": complete}
             letters[model][challenge] = grade.letter
@@ -123,11 +124,16 @@ def beyond_failed(challenges: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
 def unread_notes(header: dict[str, Any], model: str, challenge: str) -> list[str]:
     """One note per file of the folder that could not be read (a syntax error, a FIFO, over the parse limit), said
     once here rather than in every case's message (those say ``not provided: <entry point>``)."""
-    entry = next((s for s in header.get("submissions", []) if (s["model"], s["challenge"]) == (model, challenge)), {})
+    entry = _entry(header, model, challenge)
     return [
         f"not read: {file} {why}" if why.startswith("line ") else f"not read: {file}: {why}"
         for file, why in entry.get("problems", [])
     ]
+
+
+def _entry(header: dict[str, Any], model: str, challenge: str) -> dict[str, Any]:
+    """The run header's entry of one submission (empty for a run written before it had one)."""
+    return next((s for s in header.get("submissions", []) if (s["model"], s["challenge"]) == (model, challenge)), {})
 
 
 def build_only(challenge: str, records: list[r.CaseRecord]) -> bool:
@@ -164,22 +170,32 @@ def effective(selection: Selection, measure_speed: bool) -> Selection:
 
 
 def coverage(
-    model: str, challenge: str, mine: list[r.CaseRecord], selection: Selection, status: str, measure_speed: bool
+    model: str,
+    challenge: str,
+    mine: list[r.CaseRecord],
+    selection: Selection,
+    status: str,
+    measure_speed: bool,
+    contract: str = "",
 ) -> tuple[list[str], bool]:
-    """Notes on how much of the challenge's case table ran, and whether every selected case did."""
-    cases = reference_module(challenge).CASES
+    """Notes on how much of the challenge's case table ran, and whether every selected case did. Only the cases of
+    the submission's contract variant (``contract``, the default one when empty) count: the others are never
+    collected for it."""
+    module = reference_module(challenge)
+    contract = contract or module.CHALLENGE.default_contract
+    cases = {i: c for i, c in enumerate(module.CASES) if not c.contract or c.contract == contract}
     ran = {rec.case_index for rec in mine if rec.outcome != r.SKIPPED}
     skipped = {k[2] for k in selection.skipped if k[:2] == (model, challenge)}
     skipped |= {rec.case_index for rec in mine if rec.outcome == r.SKIPPED}
     if selection.known:
         selected = {k[2] for k in selection.selected if k[:2] == (model, challenge)} | ran
     else:  # the run died before it knew: assume the whole table (less speed under --no-speed) was meant to run
-        selected = {i for i, c in enumerate(cases) if measure_speed or not c.is_speed}
-        skipped |= {i for i, c in enumerate(cases) if c.is_speed and not measure_speed}
+        selected = {i for i, c in cases.items() if measure_speed or not c.is_speed}
+        skipped |= {i for i, c in cases.items() if c.is_speed and not measure_speed}
     notes = []
     if len(selected | skipped) < len(cases):
         notes.append(f"partial run: {len(ran)} of {len(cases)} cases")
-    if not measure_speed and any(c.is_speed for c in cases):
+    if not measure_speed and any(c.is_speed for c in cases.values()):
         notes.append("speed not measured (--no-speed)")
     missing = selected - ran - skipped
     if missing:
