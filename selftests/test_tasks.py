@@ -96,7 +96,6 @@ def _profile(tmp_path: Path, text: str, name: str = "p.toml") -> Path:
         ("[kv_cache]\ncontract = 'their-model'\n", "unknown contract 'their-model'"),
         ("beam_search = 1\n", "[beam_search] must be a table"),
         ("name = ''\n", "name must be a non-empty line"),
-        ("task = 'kernelgrade'\n", "task = NAME belongs in a kernelgrade-task.toml"),
         ("[beam_search\n", "not valid TOML"),
     ],
 )
@@ -104,7 +103,7 @@ def test_a_broken_profile_is_one_line_naming_the_file(tmp_path, text, says):
     """Unknown challenges, rules, keys, contracts and values are refused with a one-line reason naming the file."""
     path = _profile(tmp_path, text, "my-prompts.toml")
     with pytest.raises(tasks.TaskError) as info:
-        tasks.parse(tasks._read(path), path.stem, str(path))
+        tasks.load_file(path)
     message = str(info.value)
     assert says in message and str(path) in message and "\n" not in message
 
@@ -295,3 +294,20 @@ def test_coverage_counts_only_the_cases_of_the_models_contract_variant(monkeypat
 
     assert notes_of(mine) == (["speed not measured (--no-speed)"], True)
     assert f"partial run: 3 of {len(kv_cache.CASES) - 1} cases" in notes_of(mine[:3])[0]
+
+
+def test_check_reads_the_repo_profile_and_lists_its_contract_variant(tmp_path):
+    """kernelgrade check on a repo whose kernelgrade-task.toml names scaffold: the KV folder is checked against the
+    own-model contract's entry points, and the profile is named."""
+    folder = tmp_path / "repo" / "submissions" / "m" / "kv"
+    folder.mkdir(parents=True)
+    (folder / "cache.py").write_text("def forward(t):\n    pass\n\n\ndef prefill(t):\n    pass\n")
+    (tmp_path / "repo" / tasks.FILE_NAME).write_text('task = "scaffold"\n')
+    (sub,) = find(tmp_path / "repo")
+    result = check_folder(sub, run_import=False)
+    assert [(e.name, e.status) for e in result.entries] == [
+        ("forward", "native"),
+        ("prefill", "native"),
+        ("decode_step", "missing"),
+    ]
+    assert result.task == f"scaffold ({tmp_path / 'repo' / tasks.FILE_NAME}), contract own-model"

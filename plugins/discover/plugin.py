@@ -16,7 +16,7 @@ from plugins.config import grader_config
 from plugins.discover import shard
 from plugins.discover.ids import graded_params
 from plugins.discover.submissions import Submission, discover, known_names, select, submissions_root
-from plugins.discover.tasks import ProfileFinder
+from plugins.discover.tasks import ProfileFinder, repo_roots
 from plugins.report import inert, lifecycle
 from reference import tasks
 
@@ -56,7 +56,7 @@ def _profiles(config: pytest.Config, where: Path) -> ProfileFinder:
         override = tasks.load(option) if option else None
     except tasks.TaskError as exc:
         raise usage_error(config, f"--task: {exc}") from None
-    return ProfileFinder([submissions_root(where), where], override)
+    return ProfileFinder([*repo_roots(submissions_root(where)), where], override)
 
 
 def usage_error(config: pytest.Config, message: str) -> Exception:

@@ -30,7 +30,7 @@ from plugins.discover.entry_points import (
     resolve,
     resolve_cuda,
 )
-from plugins.discover.tasks import ProfileFinder
+from plugins.discover.tasks import ProfileFinder, repo_roots
 from reference import tasks
 from reference.challenges import all_challenges, challenge_for_folder
 from reference.contract import Challenge
@@ -228,9 +228,9 @@ def _model_dirs(root: Path) -> list[Path]:
 def discover(root: Path, profiles: ProfileFinder | None = None) -> list[Submission]:
     """Every (model, challenge) folder under ``root``, one unit per sample folder where it holds several (module
     docstring), sorted by model, sample number, then challenge order. Each model's task profile comes from
-    ``profiles`` (default: a model folder's own ``kernelgrade-task.toml``, then ``root``'s, then the default profile);
-    an unusable profile file raises :class:`reference.tasks.TaskError`."""
-    profiles = profiles or ProfileFinder([root])
+    ``profiles`` (default: a model folder's own ``kernelgrade-task.toml``, then ``root``'s or its repo's, then the
+    default profile); an unusable profile file raises :class:`reference.tasks.TaskError`."""
+    profiles = profiles or ProfileFinder(repo_roots(root))
     order = {c.id: i for i, c in enumerate(all_challenges())}
     found: dict[tuple[str, str], list[Submission]] = {}
     for model_dir in _model_dirs(root):

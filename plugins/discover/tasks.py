@@ -19,6 +19,12 @@ from pathlib import Path
 from reference import tasks
 
 
+def repo_roots(root: Path) -> tuple[Path, ...]:
+    """The folders whose ``kernelgrade-task.toml`` speaks for every model under submissions root ``root``: the root
+    itself, and the repo holding it when it is a ``submissions/`` folder."""
+    return (root, root.parent) if root.name == "submissions" else (root,)
+
+
 class ProfileFinder:
     """Profiles per model folder, each file read once; ``override`` is ``--task``'s profile when given."""
 

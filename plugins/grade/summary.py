@@ -73,7 +73,8 @@ def summarise(
                 mark_no_code(grade, mine, rubric)
             contract = _entry(header, model, challenge).get("contract", "")
             notes, complete = coverage(model, challenge, mine, selection, status, measure_speed, contract)
-            grade.notes += unread_notes(header, model, challenge) + notes
+            unread = [] if grade.letter == rubric_module.NO_CODE else unread_notes(header, model, challenge)
+            grade.notes += unread + notes
             models[model]["challenges"][challenge] = grade.to_dict() | {"complete": complete}
             letters[model][challenge] = grade.letter
     for model in models:

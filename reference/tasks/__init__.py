@@ -27,6 +27,7 @@ is checked strictly (unknown challenge, rule, key or value), since a typo would 
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -41,7 +42,7 @@ BUILT_IN = ("kernelgrade", "scaffold")
 DEFAULT = "kernelgrade"
 FILE_NAME = "kernelgrade-task.toml"  # a model folder's or a repo's own profile (or the name of a built-in one)
 BUILT_IN_SOURCE = "built in"
-_TOP_KEYS = ("name", "description", "task")
+_TOP_KEYS = ("name", "description")
 _RESERVED = ("rules", "contract")
 
 
@@ -102,13 +103,10 @@ def built_in(name: str = DEFAULT) -> TaskProfile:
     return _cached(name)
 
 
-_CACHE: dict[str, TaskProfile] = {}
-
-
+@functools.cache
 def _cached(name: str) -> TaskProfile:
-    if name not in _CACHE:
-        _CACHE[name] = parse(_read(FOLDER / f"{name}.toml"), name, BUILT_IN_SOURCE)
-    return _CACHE[name]
+    """Each built-in profile is read once per process."""
+    return parse(_read(FOLDER / f"{name}.toml"), name, BUILT_IN_SOURCE)
 
 
 def load(spec: str) -> TaskProfile:
@@ -168,8 +166,6 @@ def parse(data: Mapping[str, Any], default_name: str, source: str) -> TaskProfil
         raise TaskError(f"{source}: name must be a non-empty line of text")
     if not isinstance(description, str):
         raise TaskError(f"{source}: description must be text")
-    if "task" in data:
-        raise TaskError(f"{source}: task = NAME belongs in a {FILE_NAME}, not in a profile")
     challenges = {cid: _challenge(data.get(cid, {}), cid, name, source) for cid in graded}
     return TaskProfile(name, source, description, challenges)
 
