@@ -104,8 +104,12 @@ def verify_and_accept(
     return tokens[path].astype(np.int64), int(greedy[prompt.size + path[-1] if path else prompt.size - 1])
 
 
+# The entry points each kind of case calls (drive): a submission missing one fails only the cases that call it.
+KIND_CALLS = {"mask": ("build_tree_mask",), "verify": ("verify_and_accept",), "loop": ("verify_and_accept",)}
+
+
 def case(category: str, guards: str, case_id: str, rules: tuple[str, ...] = (), **params: Any) -> Case:
-    return Case(case_id, category, guards, params, rules=rules)
+    return Case(case_id, category, guards, params, rules=rules, calls=KIND_CALLS[params["kind"]])
 
 
 def scenario(category: str, guards: str, name: str, rule: str) -> Case:

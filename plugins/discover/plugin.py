@@ -24,7 +24,9 @@ from plugins.discover.submissions import (
     select,
     submissions_root,
 )
+from plugins.discover.tasks import ProfileFinder, repo_roots
 from plugins.report import inert, lifecycle
+from reference import tasks
 
 SUBMISSIONS_KEY = pytest.StashKey[list[Submission]]()
 NAME_WARNINGS_KEY = pytest.StashKey[list[str]]()
@@ -41,8 +43,10 @@ def pytest_configure(config: pytest.Config) -> None:
     where = cfg.submissions_dir
     problem = "no such folder" if not where.exists() else "not a folder" if not where.is_dir() else None
     try:
-        found = [] if problem else discover(submissions_root(where))
+        found = [] if problem else discover(submissions_root(where), _profiles(config, where))
         warned = [] if problem else name_warnings(submissions_root(where))
+    except tasks.TaskError as exc:  # a model's or the repo's kernelgrade-task.toml that cannot be used
+        raise usage_error(config, str(exc)) from None
     except OSError as exc:  # an unreadable folder of the roster
         found, warned, problem = [], [], f"cannot be read ({exc.strerror}: {exc.filename!r})"
     config.stash[NAME_WARNINGS_KEY] = warned
@@ -72,6 +76,17 @@ def pytest_grader_update_summary(summary: dict[str, Any], config: pytest.Config)
     summary["warnings"] = [*summary.get("warnings", []), *config.stash.get(NAME_WARNINGS_KEY, [])]
 
 
+def _profiles(config: pytest.Config, where: Path) -> ProfileFinder:
+    """Task profiles per model (plugins/discover/tasks.py): ``--task`` for all, else each model's or the repo's file.
+    An unusable profile is a usage error naming the option or the file."""
+    option = grader_config(config).task
+    try:
+        override = tasks.load(option) if option else None
+    except tasks.TaskError as exc:
+        raise usage_error(config, f"--task: {exc}") from None
+    return ProfileFinder([*repo_roots(submissions_root(where)), where], override)
+
+
 def usage_error(config: pytest.Config, message: str) -> Exception:
     """Exit 4 with one line (model names made inert for the terminal); the old reports stop looking current."""
     return lifecycle.usage_error(config, inert.terminal(message).replace("\n", "\\n"))
@@ -96,6 +111,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     reference = metafunc.module.REFERENCE
     challenge = reference.CHALLENGE.id
     params = []
+    # graded_params leaves out the cases of another contract variant than the model's task profile names
     for test_id, (sub, _, case) in graded_params(selected_submissions(metafunc.config), challenge):
         marks = [pytest.mark.submission(model=sub.model, challenge=challenge)]
         if case.is_speed:
