@@ -142,9 +142,8 @@ def gpu_mode(
 
 def _probe(level: Containment, cgroup_parent: Path | None, repo: Path, gpu: str | None) -> GpuMode:
     cgroups = cgroup_parent is not None
-    as_cpu = GpuMode(True if level.level == "namespaces" else None, cgroups, nobody=level.level == "uid")
     if level.level != "namespaces":  # without bwrap, GPU children are contained as the others are
-        return as_cpu
+        return GpuMode(None, cgroups, nobody=level.level == "uid")
     host = _cuda_starts(level, None, False, None, repo, gpu)  # trusted and outside any sandbox (module docstring)
     if host:
         why = f"CUDA does not start on this host, even outside the sandbox ({host}): GPU children run as the others do"
