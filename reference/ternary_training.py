@@ -62,6 +62,10 @@ from reference import qwen3_tiny as qwen
 from reference.contract import Bound, Case, Challenge, ContractError, Exact, Expected, Tolerance
 from reference.flash_attention import bound_for
 
+# Submissions (not the reference baseline) are handed the GPU on GPU runs: torch ones are told config["device"] ==
+# "cuda" (model_config). plugins/isolate/gpu_rung.py contains them in the GPU rung; NumPy challenges never get one.
+GPU_CHILD = True
+
 CHALLENGE = Challenge(
     id="ternary_training",
     title="Ternary training",

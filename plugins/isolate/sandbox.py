@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from plugins.grade.records import MESSAGE_CHARS, OUTPUT_CHARS, TRACEBACK_CHARS, TYPE_CHARS, safe_text
-from plugins.isolate import containment, runspace, wire
+from plugins.isolate import containment, gpu_rung, runspace, wire
 from plugins.isolate.containment import Cgroup
 from plugins.isolate.measure import OutputTail, TreeMemory, oom_kills
 
@@ -97,6 +97,8 @@ class Sandbox:
         self.program, self.limits, self.repo = program, limits, repo.resolve()
         self.space = space or runspace.default()
         self.containment = containment.probe()
+        # Only a child whose challenge runs on the GPU is handed it; every other one is contained as on a CPU run.
+        self.gpu = limits.device == "cuda" and gpu_rung.needs_gpu(program.driver, program.folder is not None)
         self.process: subprocess.Popen[bytes] | None = None
         self.import_failure: Outcome | None = None
         self.copy_notes: list[str] = []
@@ -195,7 +197,7 @@ class Sandbox:
         finally:
             for fd in (request_r, response_w, out_w, err_w):
                 os.close(fd)
-        if self._cgroup is not None and self.containment.level == "uid":
+        if self._cgroup is not None and self._nobody:
             try:
                 self._cgroup.add(self.process.pid)
             except OSError:  # then the process group (and /proc) find the tree, as without cgroups
@@ -210,7 +212,7 @@ class Sandbox:
             "aliases": {k: list(v) for k, v in importlib.import_module(self.program.driver).CHALLENGE.aliases.items()},
             "entries_from_driver": self.program.folder is None,
             "workdir": str(workdir),
-            "device": self.limits.device,
+            "device": "cuda" if self.gpu else "cpu",
             "memory_bytes": self.limits.memory_bytes,
             "gpu_memory_fraction": self.limits.gpu_memory_fraction,
             "file_size_bytes": self.limits.file_size_bytes,
@@ -249,7 +251,7 @@ class Sandbox:
             workdir.mkdir(exist_ok=True)
             notes = [f"could not be made: {exc}"]
         self.copy_notes = entry["notes"] if entry and entry["notes"] else notes
-        if self.containment.level == "uid":  # the child runs as nobody and works in its own folder
+        if self._nobody:  # the child runs as nobody and works in its own folder
             for path in [self._scratch, *self._scratch.rglob("*")]:
                 os.chown(path, containment.NOBODY, containment.NOBODY, follow_symlinks=False)
 
@@ -259,25 +261,45 @@ class Sandbox:
         level, extra = self.containment, {}
         parent = self.space.cgroup_parent(level)
         userns, in_cgroup = (True, True) if level.level == "namespaces" else (None, True)
-        gpu = self.limits.device == "cuda"
-        if level.level == "namespaces" and gpu:  # as strong as lets CUDA start here (see containment.gpu_mode)
-            mode = containment.gpu_mode(level, parent, self.repo, self.limits.gpu)
+        readable: list[Path] = []
+        mode = self._gpu_mode()
+        if mode is not None:  # as strong as lets CUDA start here (gpu_rung.py); the driver's libraries stay readable
             userns, in_cgroup = mode.userns, mode.cgroup
+            readable = list(gpu_rung.driver_library_folders())
         self._bwrap = userns is not None
         if self._bwrap:
             # The home folder (keys, tokens, caches) is hidden too; the interpreter and built libraries come back.
             hidden = [self.space.root, Path(os.environ.get("TMPDIR", "/tmp")), Path.home()]
             built = [Path(f).parent for _, f in self.program.entries if os.path.isabs(f)]
-            readable = containment.interpreter_paths(self.repo) + built
-            argv = containment.bwrap_args(level.bwrap, workdir, hidden, gpu, readable, userns) + argv
-        elif level.level == "uid":
+            readable += containment.interpreter_paths(self.repo) + built
+            argv = containment.bwrap_args(level.bwrap, workdir, hidden, self.gpu, readable, userns) + argv
+        elif self._nobody:
             extra = {"user": containment.NOBODY, "group": containment.NOBODY, "extra_groups": []}
         self._cgroup = Cgroup.make(parent, self._scratch.name) if parent and in_cgroup else None
         # As nobody, a wrapping shell may not write the root-owned cgroup.procs: the grader moves the child in itself
         # right after starting it (see _start), before it is sent the config, so before any submission code runs.
-        if self._cgroup is not None and level.level != "uid":
+        if self._cgroup is not None and not self._nobody:
             argv = self._cgroup.wrap(argv)
         return argv, extra
+
+    def _gpu_mode(self) -> gpu_rung.GpuMode | None:
+        """The rung of this GPU child (probed once per run, gpu_rung.py); None for every other child."""
+        if not self.gpu:
+            return None
+        level, record = self.containment, gpu_rung.record_path(self.space.root)
+        return gpu_rung.gpu_mode(level, self.space.cgroup_parent(level), self.repo, self.limits.gpu, record)
+
+    @property
+    def _nobody(self) -> bool:
+        """Whether the child runs as user nobody: at the uid level, or on that rung of GPU children."""
+        mode = self._gpu_mode()
+        return self.containment.level == "uid" or (mode is not None and mode.nobody)
+
+    @property
+    def rung(self) -> str:
+        """The current child's rung: a GPU child's (``gpu_rung.RUNGS``), else the containment level."""
+        mode = self._gpu_mode()
+        return mode.rung if mode is not None else self.containment.level
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "KERNELGRADE_")) and not _secret(k)}
@@ -289,12 +311,12 @@ class Sandbox:
         if not self._bwrap:
             private = self._scratch / "tmp"
             private.mkdir(exist_ok=True)
-            if self.containment.level == "uid":
+            if self._nobody:
                 os.chown(private, containment.NOBODY, containment.NOBODY)
         for name in PRIVATE_DIRS:
             env[name] = str(private)
-        # CPU runs hide every GPU; GPU runs see the one this worker was given.
-        env["CUDA_VISIBLE_DEVICES"] = self.limits.gpu if self.limits.device == "cuda" and self.limits.gpu else ""
+        # CPU children hide every GPU; GPU children (gpu_rung.needs_gpu) see the one this worker was given.
+        env["CUDA_VISIBLE_DEVICES"] = self.limits.gpu if self.gpu and self.limits.gpu else ""
         return env
 
     def _kill(self) -> None:

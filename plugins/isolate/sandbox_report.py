@@ -5,7 +5,12 @@ Registered by ``plugins/isolate/plugin.py`` on the run's first process (the one 
 
     {"level": "namespaces" | "uid" | "process-group", "namespaces": bool, "separate_user": bool, "cgroup": bool,
      "memory_peak": bool, "warnings": [str, ...], "copy_notes": {"<model>/<challenge>": [str, ...]},
-     "gpu": {"bwrap": bool, "user_namespace": bool, "cgroup": bool} (GPU runs only)}
+     "gpu": {"rung": str, "bwrap": bool, "user_namespace": bool, "nobody": bool, "cgroup": bool, "binds": [str, ...],
+             "tried": [str, ...]} | {"rung": null, "note": str} (GPU runs only)}
+
+``gpu`` is the rung GPU children had in this run (``gpu_rung.py``, probed once per run and kept in the run's folder):
+what bwrap bound for the driver, and why each stronger rung failed. On a GPU run where no GPU child ran (no CUDA or
+torch submission selected), it says so instead; every other child had the level above, as on a CPU run.
 
 and a ``Sandbox`` section in ``grades.md`` when there is a warning or a note. A warning means the grades of this run
 rest on weaker containment than the README's threat model assumes (see ``containment.py``); a note names a file of a
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugins.isolate import containment
+from plugins.isolate import containment, gpu_rung
 from plugins.isolate.runspace import RunSpace
 from plugins.report.inert import markdown
 
@@ -36,15 +41,22 @@ class SandboxReport:
     def summary(self) -> dict[str, Any]:
         level = containment.probe()
         facts = level.to_dict() | {"copy_notes": self.notes}
-        if self.cfg.device == "cuda":  # GPU children may run with less (containment.gpu_mode)
-            mode = containment.gpu_mode(level, self.space.cgroup_parent(level), self.cfg.repo, self.cfg.gpu)
-            facts["gpu"] = {
-                "bwrap": mode.userns is not None,
-                "user_namespace": bool(mode.userns),
-                "cgroup": mode.cgroup,
-            }
-            facts["warnings"] += [mode.warning] if mode.warning else []
+        if self.cfg.device == "cuda":  # GPU children may run with less (gpu_rung.py)
+            facts["gpu"] = self.gpu_facts()
+            warning = facts["gpu"].pop("warning", None)
+            facts["warnings"] += [warning] if warning else []
         return facts
+
+    def gpu_facts(self) -> dict[str, Any]:
+        """The GPU children's rung as this run's first GPU child found it (never probed here: a run without GPU
+        children starts no CUDA for its report)."""
+        try:
+            mode = gpu_rung.GpuMode.from_json(gpu_rung.record_path(self.space.root).read_text())
+        except OSError:
+            mode = None
+        if mode is None:
+            return {"rung": None, "note": "no GPU child ran: every child was contained as on a CPU run"}
+        return mode.to_dict() | {"warning": mode.warning}
 
     def pytest_grader_update_summary(self, summary: dict[str, Any], config: Any) -> None:
         del config
