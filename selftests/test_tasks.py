@@ -63,9 +63,9 @@ def test_contract_variants():
 
 
 def test_built_in_profiles_state_what_their_prompts_state():
-    """kernelgrade states our prompts' rules (tie order, longest path and the stop rule it implies, no scale floor, eps passed, any V and k, -inf)
-    and the grader's model; scaffold states the public prompts' (stop at the first rejection) and the own-model KV
-    contract, and none of our extra rules."""
+    """kernelgrade states our prompts' rules (tie order, longest path and the stop rule it implies, no scale floor,
+    eps passed, any V and k, -inf) and the grader's model; scaffold states the public prompts' (stop at the first
+    rejection) and the own-model KV contract, and none of our extra rules."""
     ours, theirs = tasks.built_in("kernelgrade"), tasks.built_in("scaffold")
     assert ours.of("beam_search").rules == {"tie-order"} and ours.of("dflash_verify").rules == {
         "longest-path",
