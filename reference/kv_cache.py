@@ -30,18 +30,20 @@ every argument is passed positionally)::
 The logits of every call must equal, to rounding, those of the causal forward over the whole sequence so far
 (``toy_lm.forward``, recomputed from scratch in the grader): the prompt, then the tokens fed so far.
 
-Memory: in memory cases the driver adds up the bytes of every array buffer (NumPy, and torch tensors or CuPy arrays
-by duck typing) reachable from the cache and from the globals of the submission's modules, through dicts, lists,
-tuples, sets, object attributes and slots, each buffer counted once; views count their base. Python scalars in lists
-count nothing. The figure judged is the growth per token between two lengths, against the K/V payload of one token,
-``2 * L * n_kv_heads * dh * 8`` bytes.
+Memory: in memory cases the grader samples the child's process tree from outside at checkpoints the driver sends
+after prefill and after every decode step (``run.checkpoint``; resident and swapped memory, private tmpfs and files in
+the writable folder, see ``plugins/isolate/measure.py``). The figure judged is the growth per token since prefill
+(:func:`growth_per_token`), against the K/V payload of one token, ``2 * L * n_kv_heads * dh * 8`` bytes; a request
+with a checkpoint missing or added fails it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import hashlib
 import math
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +52,7 @@ import numpy as np
 
 from reference import toy_lm
 from reference.contract import AtMost, Bound, Case, Challenge, Expected, Tolerance
+from reference.memory_growth import growth_per_token
 
 CHALLENGE = Challenge(
     id="kv_cache",
@@ -316,15 +319,40 @@ def decode_step(
     return _norm(h[:, 0]) @ weights["w_out"], cache
 
 
+# --- the memory figure (grader process) -------------------------------------------------------------------------------
+
+
+def memory_labels(steps: int) -> list[str]:
+    """The checkpoints a memory case's request must send, in order: after prefill, then after every decode step."""
+    return ["prefill", *(f"step {s}" for s in range(1, steps + 1))]
+
+
+def measured_figures(
+    case: Case, service_calls: dict[str, int], checkpoints: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Memory cases: ``growth_bytes_per_token`` from the grader's checkpoints (prefill, then each decode step)."""
+    del service_calls
+    p = case.params
+    if not p.get("mem"):
+        return {}, {}
+    start, batch = sum(p["lengths"]), len(p["lengths"])
+    tokens = [start + batch * s for s in range(p["S"] + 1)]
+    figure, details = growth_per_token(checkpoints, memory_labels(p["S"]), tokens)
+    return {"growth_bytes_per_token": np.float64(figure)}, details
+
+
 # --- the driver (runs in the sandbox child) ---------------------------------------------------------------------------
 
 
 def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
-    """Prefill, then every step; memory cases measure the cache, speed cases time one more step at the end."""
+    """Prefill, then every step; memory cases let the grader sample the child's memory after prefill and after each
+    step (``run.checkpoint``), speed cases time one more step at the end. Nothing measured here is trusted."""
     weights = weights_of(inputs, params)
     before = _weights_digest(weights)
     # "split": the first two sequences in one cache, the others in a second one, their steps interleaved.
     groups = [slice(0, 2), slice(2, None)] if params.get("split") else [slice(None)]
+    # Every page written before the first checkpoint: storing the steps' logits must not look like cache growth.
+    step_logits = np.full((params["S"], len(inputs["lengths"]), params["V"]), np.nan)
     caches, first = [], []
     for rows in groups:
         logits, cache = run.unpack(
@@ -334,27 +362,34 @@ def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> di
         )
         first.append(_logits(run, "prefill", logits, inputs["prompts"][rows].shape[0], params["V"]))
         caches.append(cache)
-    held = [held_bytes(caches, *entry_globals(run))] if params.get("mem") else []
-    steps = []
+        del logits, cache
+    mem = bool(params.get("mem"))
+    _checkpoint(run, "prefill", mem)
     for s in range(params["S"]):
-        row = []
         for g, rows in enumerate(groups):  # groups alternate step by step
             tokens = np.ascontiguousarray(inputs["steps"][s, rows])
             logits, caches[g] = run.unpack(
                 run.call("decode_step", weights, tokens, caches[g]), 2, "decode_step to return (logits, cache)"
             )
-            row.append(_logits(run, f"decode step {s}", logits, len(tokens), params["V"]))
-        steps.append(np.concatenate(row))
-    out: dict[str, Any] = {"prefill_logits": np.concatenate(first), "step_logits": np.stack(steps)}
-    if params.get("mem"):
-        held.append(held_bytes(caches, *entry_globals(run)))
-        tokens_added = len(inputs["lengths"]) * params["S"]
-        out["growth_bytes_per_token"] = np.float64((held[1] - held[0]) / tokens_added)
+            step_logits[s, rows] = _logits(run, f"decode step {s}", logits, len(tokens), params["V"])
+            del logits
+        _checkpoint(run, f"step {s + 1}", mem)
+    out: dict[str, Any] = {"prefill_logits": np.concatenate(first), "step_logits": step_logits}
     if params.get("speed"):  # timed; its logits are not checked, as the timer may run it more than once
         run.call("decode_step", weights, inputs["timed"].copy(), caches[0], measure=True)
     if _weights_digest(weights) != before:
         raise run.contract_error("the weights were modified")
     return out
+
+
+def _checkpoint(run: Any, label: str, memory_case: bool) -> None:
+    """On memory cases, free garbage (cycles, and the allocator's free pages) so that the grader's sample holds what is
+    live, then let the grader take it. A submission that skips this only adds to its own figure."""
+    if memory_case:
+        gc.collect(1)  # the young generations: cheap (a full collection costs ms per step)
+        with contextlib.suppress(OSError, AttributeError):  # glibc only: hand free heap pages back to the kernel
+            ctypes.CDLL(None).malloc_trim(0)
+        run.checkpoint(label)
 
 
 def _logits(run: Any, where: str, value: Any, b: int, vocab: int) -> np.ndarray:
@@ -375,58 +410,3 @@ def _weights_digest(weights: Mapping[str, Any]) -> str:
         value = weights[key]
         digest.update(value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode())
     return digest.hexdigest()
-
-
-def entry_globals(run: Any) -> list[dict[str, Any]]:
-    """The globals of the modules that define the entry points (dunder names aside): state kept there counts as held
-    by the cache."""
-    namespaces = {id(ns): ns for fn in run.entries.values() if isinstance(ns := getattr(fn, "__globals__", None), dict)}
-    return [{k: v for k, v in ns.items() if not k.startswith("__")} for ns in namespaces.values()]
-
-
-# Leaves of the walk: never array buffers themselves, and classes, modules and functions lead to shared state.
-_SKIPPED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType) + (
-    str, bytes, int, float, complex, bool, type(None)
-)  # fmt: skip
-
-
-def held_bytes(*roots: Any, limit: int = 1_000_000) -> int:
-    """Bytes of every distinct array buffer reachable from ``roots`` (see the module docstring); ``limit`` objects."""
-    buffers: dict[Any, int] = {}
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack and len(seen) < limit:
-        obj = stack.pop()
-        if id(obj) in seen or isinstance(obj, _SKIPPED):
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, np.ndarray):
-            base = obj
-            while isinstance(base.base, np.ndarray):
-                base = base.base
-            buffers[id(base)] = base.nbytes
-            if obj.dtype == object:
-                stack.extend(obj.ravel().tolist())
-        elif hasattr(obj, "untyped_storage") and hasattr(obj, "data_ptr"):  # a torch tensor: its storage
-            storage = obj.untyped_storage()
-            buffers["torch", storage.data_ptr()] = storage.nbytes()
-        elif type(obj).__module__.startswith("cupy") and hasattr(obj, "nbytes"):
-            buffers["cupy", obj.data.ptr] = obj.base.nbytes if obj.base is not None else obj.nbytes
-        elif isinstance(obj, dict):
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset)) or type(obj).__name__ == "deque":
-            stack.extend(obj)
-        else:
-            stack.extend(_attributes(obj))
-    return sum(buffers.values())
-
-
-def _attributes(obj: Any) -> list[Any]:
-    """An object's instance attributes: its ``__dict__`` values and its slots."""
-    found = list(vars(obj).values()) if isinstance(getattr(obj, "__dict__", None), dict) else []
-    for cls in type(obj).__mro__:
-        slots = cls.__dict__.get("__slots__", ())
-        for name in (slots,) if isinstance(slots, str) else slots:
-            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
-                found.append(getattr(obj, name))
-    return found

@@ -68,6 +68,8 @@ def judge(
     if failed:
         record.outcome = r.WRONG
         record.message = _summary(failed)
+        if "unmeasured" in details:  # a figure the request gave the grader no way to measure, and why
+            record.message += f" ({details['unmeasured']})"
     elif case.is_speed and measured is not None and baseline is not None:
         record.speed = speed_figures(measured, baseline)
         if record.speed:  # "3.1× slower than the reference, spread 2% (median ...)"

@@ -132,7 +132,7 @@ class Sandbox:
                 return self.import_failure
         deadline = time.monotonic() + timeout
         kills_before = oom_kills()
-        exchange = Exchange(services or {}, self._memory.current)
+        exchange = Exchange(services or {}, lambda: self._memory.current([self._scratch]))
         self._memory.start()
         start = time.perf_counter()
         try:
