@@ -28,20 +28,18 @@ every argument is passed positionally)::
   logits of that timed step are not checked (those of every step before it are).
 
 The logits of every call must equal, to rounding, those of the causal forward over the whole sequence so far
-(``toy_lm.forward``, recomputed from scratch in the grader): the prompt, then the tokens fed so far.
+(``toy_lm.forward``, recomputed from scratch in the grader): the prompt, then the tokens fed so far. The grader feeds
+each step's tokens after the previous call's logits are delivered and grades the delivered logits (``kv_feed.py``).
 
-Memory: in memory cases the grader samples the child's process tree from outside at checkpoints the driver sends
-after prefill and after every decode step (``run.checkpoint``; resident and swapped memory, private tmpfs and files in
-the writable folder, see ``plugins/isolate/measure.py``). The figure judged is the growth per token since prefill
-(:func:`growth_per_token`), against the K/V payload of one token, ``2 * L * n_kv_heads * dh * 8`` bytes; a request
-with a checkpoint missing or added fails it.
+Memory: in memory cases the grader samples the child's process tree from outside as each call's logits arrive (after
+prefill and after every decode step; resident and swapped memory, private tmpfs and files in the writable folder, see
+``plugins/isolate/measure.py``). The figure judged is the growth per token since prefill (``growth_per_token``),
+against the K/V payload of one token, ``2 * L * n_kv_heads * dh * 8`` bytes; a request with a sample missing or
+added fails it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import hashlib
 import math
 from collections.abc import Mapping
@@ -50,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from reference import toy_lm
+from reference import kv_feed, toy_lm
 from reference.contract import AtMost, Bound, Case, Challenge, Expected, Tolerance
 from reference.memory_growth import growth_per_token
 
@@ -319,25 +317,32 @@ def decode_step(
     return _norm(h[:, 0]) @ weights["w_out"], cache
 
 
-# --- the memory figure (grader process) -------------------------------------------------------------------------------
+# --- the grader's side of a request: what crosses, the feed, the memory figure ----------------------------------------
 
 
-def memory_labels(steps: int) -> list[str]:
-    """The checkpoints a memory case's request must send, in order: after prefill, then after every decode step."""
-    return ["prefill", *(f"step {s}" for s in range(1, steps + 1))]
+def child_inputs(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What crosses to the sandbox child: everything but the decode steps' tokens, which the feed hands out one call at
+    a time (``reference/kv_feed.py``)."""
+    del case
+    return {k: v for k, v in inputs.items() if k not in ("steps", "timed")}
+
+
+def services(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The feed of this request: it hands out each step's tokens, keeps the logits graded, samples memory per call."""
+    return {kv_feed.FEED: kv_feed.DecodeFeed(case.params, inputs)}
 
 
 def measured_figures(
     case: Case, service_calls: dict[str, int], checkpoints: list[dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Memory cases: ``growth_bytes_per_token`` from the grader's checkpoints (prefill, then each decode step)."""
+    """Memory cases: ``growth_bytes_per_token`` from the grader's samples at each delivery (prefill, each step)."""
     del service_calls
     p = case.params
     if not p.get("mem"):
         return {}, {}
-    start, batch = sum(p["lengths"]), len(p["lengths"])
-    tokens = [start + batch * s for s in range(p["S"] + 1)]
-    figure, details = growth_per_token(checkpoints, memory_labels(p["S"]), tokens)
+    batch = len(p["lengths"])
+    tokens = [sum(p["lengths"]) + batch * s for s in range(p["S"] + 1)]
+    figure, details = growth_per_token(checkpoints, kv_feed.labels(p, batch), tokens)
     return {"growth_bytes_per_token": np.float64(figure)}, details
 
 
@@ -345,51 +350,31 @@ def measured_figures(
 
 
 def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
-    """Prefill, then every step; memory cases let the grader sample the child's memory after prefill and after each
-    step (``run.checkpoint``), speed cases time one more step at the end. Nothing measured here is trusted."""
+    """Prefill, then every step, delivering each call's logits to the grader's feed and taking the next step's tokens
+    from its answer; speed cases time one more step at the end. Returns nothing: the delivered logits are graded."""
     weights = weights_of(inputs, params)
     before = _weights_digest(weights)
-    # "split": the first two sequences in one cache, the others in a second one, their steps interleaved.
-    groups = [slice(0, 2), slice(2, None)] if params.get("split") else [slice(None)]
-    # Every page written before the first checkpoint: storing the steps' logits must not look like cache growth.
-    step_logits = np.full((params["S"], len(inputs["lengths"]), params["V"]), np.nan)
-    caches, first = [], []
-    for rows in groups:
-        logits, cache = run.unpack(
-            run.call("prefill", weights, inputs["prompts"][rows], inputs["lengths"][rows]),
-            2,
-            "prefill to return (logits, cache)",
-        )
-        first.append(_logits(run, "prefill", logits, inputs["prompts"][rows].shape[0], params["V"]))
-        caches.append(cache)
-        del logits, cache
-    mem = bool(params.get("mem"))
-    _checkpoint(run, "prefill", mem)
-    for s in range(params["S"]):
-        for g, rows in enumerate(groups):  # groups alternate step by step
-            tokens = np.ascontiguousarray(inputs["steps"][s, rows])
-            logits, caches[g] = run.unpack(
-                run.call("decode_step", weights, tokens, caches[g]), 2, "decode_step to return (logits, cache)"
-            )
-            step_logits[s, rows] = _logits(run, f"decode step {s}", logits, len(tokens), params["V"])
-            del logits
-        _checkpoint(run, f"step {s + 1}", mem)
-    out: dict[str, Any] = {"prefill_logits": np.concatenate(first), "step_logits": step_logits}
+    rows = kv_feed.groups(params, len(inputs["lengths"]))
+    caches: list[Any] = [None] * len(rows)
+    answer: dict[str, np.ndarray] = {}
+    for step, g in kv_feed.slots(params, len(inputs["lengths"])):
+        if step is None:
+            args = (weights, inputs["prompts"][rows[g]], inputs["lengths"][rows[g]])
+            logits, caches[g] = run.unpack(run.call("prefill", *args), 2, "prefill to return (logits, cache)")
+        else:
+            returned = run.call("decode_step", weights, answer["tokens"], caches[g])
+            logits, caches[g] = run.unpack(returned, 2, "decode_step to return (logits, cache)")
+        where = "prefill" if step is None else f"decode step {step}"
+        logits = _logits(run, where, logits, len(inputs["lengths"][rows[g]]), params["V"])
+        if params.get("mem"):
+            kv_feed.settle()
+        answer = run.service(kv_feed.FEED, {"logits": logits})
+        del logits
     if params.get("speed"):  # timed; its logits are not checked, as the timer may run it more than once
-        run.call("decode_step", weights, inputs["timed"].copy(), caches[0], measure=True)
+        run.call("decode_step", weights, answer["tokens"], caches[0], measure=True)
     if _weights_digest(weights) != before:
         raise run.contract_error("the weights were modified")
-    return out
-
-
-def _checkpoint(run: Any, label: str, memory_case: bool) -> None:
-    """On memory cases, free garbage (cycles, and the allocator's free pages) so that the grader's sample holds what is
-    live, then let the grader take it. A submission that skips this only adds to its own figure."""
-    if memory_case:
-        gc.collect(1)  # the young generations: cheap (a full collection costs ms per step)
-        with contextlib.suppress(OSError, AttributeError):  # glibc only: hand free heap pages back to the kernel
-            ctypes.CDLL(None).malloc_trim(0)
-        run.checkpoint(label)
+    return {}
 
 
 def _logits(run: Any, where: str, value: Any, b: int, vocab: int) -> np.ndarray:

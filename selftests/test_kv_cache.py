@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_grader
+from plugins.isolate.plugin import send
 from plugins.isolate.sandbox import Limits, Program, Sandbox
 from reference import kv_cache as kc
-from reference import toy_lm
+from reference import kv_feed, toy_lm
 from reference.contract import CATEGORIES, Case, ContractError
 from reference.memory_growth import growth_per_token
 
@@ -79,10 +80,14 @@ def test_inputs_expose_the_traps():
 
 
 class FakeRun:
-    """The sandbox's ``run`` object, in process: calls entry points by name, as the child does."""
+    """The sandbox's ``run`` object, in process: calls entry points by name, as the child does, and the grader's
+    services of the request (the feed) directly."""
 
-    def __init__(self, entries: dict[str, Any]):
-        self.entries, self.contract_error = entries, ContractError
+    def __init__(self, entries: dict[str, Any], services: dict[str, Any]):
+        self.entries, self.services, self.contract_error = entries, services, ContractError
+
+    def service(self, name: str, arrays: dict[str, Any]) -> dict[str, Any]:
+        return self.services[name](arrays)
 
     def call(self, name: str, *args: Any, measure: bool = False) -> Any:
         return self.entries[name](*args)
@@ -117,7 +122,7 @@ def _memory_figure(folder: Path | None, seed: int) -> float:
     entries = tuple((name, "kv_cache.py" if folder else "") for name in ("prefill", "decode_step"))
     sandbox = Sandbox(Program(kc.__name__, entries, folder), Limits(60, 4 << 30, "cpu"), REPO)
     try:
-        outcome = sandbox.run(kc.make_inputs(MEMORY, np.random.default_rng(seed)), dict(MEMORY.params), {})
+        outcome = send(sandbox, kc, MEMORY, kc.make_inputs(MEMORY, np.random.default_rng(seed)))
     finally:
         sandbox.close()
     assert outcome.status == "ok", outcome.message + outcome.traceback
@@ -146,7 +151,7 @@ def test_memory_figure_is_measured_by_the_grader(tmp_path, seed):
 def test_growth_needs_exactly_the_protocols_checkpoints():
     """The figure is the worst growth per token over checkpoints holding twice the first one's tokens; a checkpoint
     skipped or added (a submission patching the driver or writing to its pipe) leaves it unmeasured, with the reason."""
-    labels, tokens = kc.memory_labels(4), [10, 12, 20, 30, 40]
+    labels, tokens = kv_feed.labels({"S": 4}, 2), [10, 12, 20, 30, 40]
     linear = [{"label": label, "bytes": 1000 + 100 * n} for label, n in zip(labels, tokens, strict=True)]
     assert growth_per_token(linear, labels, tokens)[0] == 100  # steps 2-4: 20, 30 and 40 tokens are >= 2 x 10
     for changed in (linear[:-1], [*linear, linear[-1]], linear[:2] + linear[3:]):
@@ -165,8 +170,39 @@ def test_driver_rejects_modified_weights():
         weights["w_out"] *= 2.0
         return kc.prefill(weights, prompts, lengths)
 
+    run = FakeRun({"prefill": scribbling_prefill, "decode_step": kc.decode_step}, kc.services(case, inputs))
     with pytest.raises(ContractError, match="weights were modified"):
-        kc.drive(FakeRun({"prefill": scribbling_prefill, "decode_step": kc.decode_step}), inputs, dict(case.params))
+        kc.drive(run, kc.child_inputs(case, inputs), dict(case.params))
+
+
+@pytest.mark.parametrize("case", [c for c in kc.CASES if c.params.get("split") or c.params["S"] == 32], ids=str)
+def test_feed_grades_the_delivered_logits_and_hands_out_tokens_in_turn(case):
+    """The reference cache driven through the feed: the logits it kept equal the truth's (interleaved caches too);
+    the child never gets the steps' tokens up front, and a call past the last is refused."""
+    inputs = kc.make_inputs(case, np.random.default_rng(1))
+    child = kc.child_inputs(case, inputs)
+    assert "steps" not in child and "timed" not in child
+    feed = kc.services(case, inputs)[kv_feed.FEED]
+    assert (
+        kc.drive(FakeRun({"prefill": kc.prefill, "decode_step": kc.decode_step}, {"feed": feed}), child, case.params)
+        == {}
+    )
+    want = kc.recompute(inputs, case.params)
+    for name, got in feed.recorded().items():
+        np.testing.assert_allclose(got, want[name], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="delivered already"):
+        feed({"logits": want["prefill_logits"]})
+
+
+def test_feed_leaves_undelivered_logits_nan():
+    """A request that stops delivering leaves NaN where logits are missing (the comparison then fails)."""
+    case = _case("prompts of a single token")
+    inputs = kc.make_inputs(case, np.random.default_rng(1))
+    feed = kv_feed.DecodeFeed(case.params, inputs)
+    tokens = feed({"logits": np.zeros((2, case.params["V"]))})["tokens"]
+    np.testing.assert_array_equal(tokens, inputs["steps"][0])
+    recorded = feed.recorded()
+    assert not np.isnan(recorded["prefill_logits"]).any() and np.isnan(recorded["step_logits"]).all()
 
 
 # --- grading runs --------------------------------------------------------------------------------------------------

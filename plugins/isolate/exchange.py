@@ -9,6 +9,11 @@ Besides its final answer, a child's driver may send (see ``child.py``, ``Run.ser
 - ``{"status": "checkpoint", "label": L}``: the grader samples the child tree's memory right then (from outside, see
   ``measure.py``), records ``{"label": L, "bytes": ...}`` and answers ``{"status": "answer"}``.
 
+A service may also be an object that says more: ``samples_memory = True`` makes each of its calls a checkpoint the
+grader labels itself (``"<name> <n>"``: the memory is sampled as the call arrives, before it is answered, so the
+protocol's own points are sampled, not moments the child picks), and ``recorded()`` returns outputs the grader kept
+from the calls' arguments, which replace the child's outputs of the same names (``reference/kv_feed.py``).
+
 Nothing the child says is trusted: the counts and samples are the grader's, and a submission that sends messages of
 its own (it can reach the driver's ``run``) only adds calls or checkpoints that its case's figures then count against
 it. Per request the grader caps the number of messages (:data:`MAX_MESSAGES`), the arrays of one message
@@ -78,12 +83,21 @@ class Exchange:
         if service is None:
             return {"status": "refused", "message": f"no service named {name!r} in this case"}, {}
         self.calls[name] = self.calls.get(name, 0) + 1
+        if getattr(service, "samples_memory", False):  # sampled before the answer lets the child go on
+            self.checkpoints.append({"label": f"{name} {self.calls[name]}", "bytes": int(self.sample())})
         try:
             returned = service(arrays)
         except _REFUSED as exc:
             return {"status": "refused", "message": _text(f"{name}: {exc}", 500)}, {}
         self.exchanged += sum(a.nbytes for a in returned.values())
         return {"status": "answer"}, returned
+
+    def recorded(self) -> dict[str, np.ndarray]:
+        """Outputs the grader kept from the calls themselves (a service's ``recorded()``): they replace the child's."""
+        kept: dict[str, np.ndarray] = {}
+        for service in self.services.values():
+            kept.update(getattr(service, "recorded", dict)())
+        return kept
 
 
 def _text(value: Any, chars: int = MAX_LABEL_CHARS) -> str:
