@@ -148,6 +148,10 @@ class Sandbox:
         except OverCap as exc:
             self._memory.stop()
             return self._finish(Outcome("error", kind="limit", message=f"{exc}; all its processes killed"))
+        except BaseException:  # a grader function failed mid-request: the child waits for an answer that never comes
+            self._memory.stop()
+            self._kill()
+            raise
         seconds = time.perf_counter() - start
         # The inputs arrive into arrays of their own in the child: the rule is about what the submission adds.
         peak = max(self._memory.stop() - sum(a.nbytes for a in inputs.values()), 0)
