@@ -123,3 +123,14 @@ def test_a_failing_grader_function_ends_the_child():
         assert outcome.status == "ok" and outcome.service_calls == {"double": 1}
     finally:
         sandbox.close()
+
+
+def test_grader_functions_run_on_one_blas_thread():
+    """Inside a service call the process's BLAS runs one thread, as the child does; the count is restored after."""
+    controls = exchange._blas_controls()
+    if not controls:
+        pytest.skip("no OpenBLAS thread control found in this process (NumPy built against another BLAS)")
+    before = [get() for get, _ in controls]
+    with exchange.one_blas_thread():
+        assert [get() for get, _ in controls] == [1] * len(controls)
+    assert [get() for get, _ in controls] == before
