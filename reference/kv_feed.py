@@ -8,9 +8,9 @@ Every KV request runs as a conversation with the grader (``plugins/isolate/excha
   are delivered (they are withheld from the child's inputs), so nothing can be computed ahead;
 - the delivered logits are what is graded (:meth:`DecodeFeed.recorded`), not the child's final answer, so a call's
   logits must exist when it is delivered;
-- each delivery is a memory checkpoint: the grader samples the child's memory as the call arrives, before answering
-  (labels ``feed 1`` .. ``feed N``), so the samples are taken at the protocol's own points, after each call's logits
-  were computed, whatever the child says or skips.
+- on memory cases each delivery is a memory checkpoint: the grader samples the child's memory as the call arrives,
+  before answering (labels ``feed 1`` .. ``feed N``), so the samples are taken at the protocol's own points, after
+  each call's logits were computed, whatever the child says or skips.
 
 A submission that calls ``feed`` itself only records other logits (wrong ones fail) or adds a checkpoint (the memory
 figure then fails); one that never delivers leaves the logits NaN. Imports NumPy and the standard library only.
@@ -58,9 +58,8 @@ class DecodeFeed:
     """The grader's side of ``feed`` for one request (see the module docstring): ``inputs`` are the case's own, with
     ``steps`` (S, B) and, on speed cases, ``timed`` (B,), the tokens the child does not get up front."""
 
-    samples_memory = True  # exchange.py samples the child's memory as each call arrives
-
     def __init__(self, params: Mapping[str, Any], inputs: Mapping[str, np.ndarray]):
+        self.samples_memory = bool(params.get("mem"))  # exchange.py samples the child's memory as each call arrives
         self.batch, self.vocab = len(inputs["lengths"]), int(params["V"])
         self.groups, self.slots = groups(params, self.batch), slots(params, self.batch)
         self.steps, self.timed = inputs["steps"], inputs.get("timed")
