@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import numpy as np
 from plugins.grade.records import MESSAGE_CHARS, OUTPUT_CHARS, TRACEBACK_CHARS, TYPE_CHARS, safe_text
 from plugins.isolate import containment, gpu_rung, runspace, wire
 from plugins.isolate.containment import Cgroup
+from plugins.isolate.exchange import Exchange, OverCap, Service, converse
 from plugins.isolate.measure import OutputTail, TreeMemory, oom_kills
 
 CHILD = Path(__file__).resolve().parent / "child.py"
@@ -79,6 +80,9 @@ class Outcome:
     traceback: str = ""
     stdout: str = ""
     stderr: str = ""
+    # The grader's own record of the request's messages (exchange.py): calls per service, memory at each checkpoint.
+    service_calls: dict[str, int] = field(default_factory=dict)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,13 @@ class Sandbox:
         params: dict[str, Any],
         measure: dict[str, Any],
         caps: wire.Caps | None = None,
+        services: Mapping[str, Service] | None = None,
     ) -> Outcome:
-        """Run one case; the timeout covers the whole request, scaled by the number of timed repeats. A case whose
-        params set ``timeout_s`` (a training run) gets that limit when it is longer than ``--call-timeout``. The answer
-        is read under ``caps`` (``wire.case_caps``; from the inputs alone when None): one over them is refused unread,
-        the child killed, and the case ``wrong``."""
+        """Run one case; the timeout covers the whole request (with its service calls: ``exchange.py``), scaled by the
+        number of timed repeats. A case whose params set ``timeout_s`` (a training run) gets that limit when longer than
+        ``--call-timeout``. Service calls counted per name and checkpoints land on the outcome. Every message of the
+        child is read under ``caps`` (``wire.case_caps``; from the inputs alone when None): one over them is refused
+        unread, the child killed, and the case ``wrong``."""
         per_call = max(self.limits.call_timeout_s, float(params.get("timeout_s", 0.0)))
         timeout = per_call * (1 + measure.get("warmup", 0) + measure.get("repeats", 0))
         if self.import_failure is not None:
@@ -133,11 +139,12 @@ class Sandbox:
                 return self.import_failure
         deadline = time.monotonic() + timeout
         kills_before = oom_kills()
+        exchange = Exchange(services or {}, lambda: self._memory.current([self._scratch]))
         self._memory.start()
         start = time.perf_counter()
         try:
             wire.send(self._request, {"params": params}, inputs, deadline)
-            header, arrays = wire.recv(self._response, deadline, caps or wire.case_caps(inputs))
+            header, arrays = converse(exchange, self._request, self._response, deadline, caps or wire.case_caps(inputs))
         except wire.Deadline:
             self._memory.stop()
             message = f"no answer within {timeout:.0f} s; all its processes killed"
@@ -148,11 +155,21 @@ class Sandbox:
         except wire.WireError:
             self._memory.stop()
             return self._finish(self._death(kills_before))
+        except OverCap as exc:
+            self._memory.stop()
+            return self._finish(Outcome("error", kind="limit", message=f"{exc}; all its processes killed"))
+        except BaseException:  # a grader function failed mid-request: the child waits for an answer that never comes
+            self._memory.stop()
+            self._kill()
+            raise
         seconds = time.perf_counter() - start
         # The inputs arrive into arrays of their own in the child: the rule is about what the submission adds.
         peak = max(self._memory.stop() - sum(a.nbytes for a in inputs.values()), 0)
         outcome = self._outcome(header, arrays)
         outcome.calls = [{"measured": True, "seconds": seconds, "peak_bytes": peak}]
+        outcome.service_calls, outcome.checkpoints = exchange.calls, exchange.checkpoints
+        if outcome.status == "ok":  # what the grader kept from the service calls, over what the child answered
+            outcome.outputs = {**outcome.outputs, **exchange.recorded()}
         if outcome.status == "error" and _DEVICE_FAULT.search(outcome.message + outcome.traceback):
             return self._finish(outcome)
         return self._with_output(outcome)

@@ -27,6 +27,7 @@ import os
 import select
 import struct
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -146,13 +147,22 @@ def send(fd: int, header: dict[str, Any], arrays: dict[str, np.ndarray] | None =
             write_all(fd, memoryview(array.reshape(-1)).cast("B"), deadline)
 
 
-def recv(fd: int, deadline: float | None = None, caps: Caps = TRUSTED) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def recv(
+    fd: int,
+    deadline: float | None = None,
+    caps: Caps = TRUSTED,
+    accept: Callable[[dict[str, Any], int], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """One message as ``(header, arrays)``. Raises :class:`Refused` for a message that is malformed or over ``caps``
-    (before its body is read), WireError when the pipe closes, Deadline when ``deadline`` passes."""
+    (before its body is read), WireError when the pipe closes, Deadline when ``deadline`` passes.
+    ``accept(header, payload_bytes)``, when given, sees each message before any of its arrays is allocated and may
+    raise to refuse it (the request-time exchange counts messages with it)."""
     (size,) = struct.unpack("<Q", read_exact(fd, 8, deadline))
     if size > caps.header_bytes:
         raise Refused(f"a header of {_size(size)}, over the cap of {_size(caps.header_bytes)}")
     header, specs = _parse_header(read_exact(fd, size, deadline), caps)
+    if accept is not None:
+        accept(header, sum(dtype.itemsize * math.prod(shape) for _, dtype, shape in specs))
     arrays = {}
     for name, dtype, shape in specs:
         arrays[name] = read_array(fd, dtype, shape, deadline)
