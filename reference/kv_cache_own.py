@@ -108,10 +108,10 @@ CASES = (
 
 
 def make_inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """``seed`` (), ``prompts`` (B, Tmax), ``lengths`` (B,), ``steps`` (S, B) (withheld from the child), and for the
-    forward checks ``pad`` (B, W) random tokens under the full sequences (W = the longest plus 1 + w), ``cut`` (B,) a
-    position c in [1, N_b) of each sequence of N_b tokens and ``swap`` (B,) in [1, V): token c becomes (token + swap) %
-    V, another one."""
+    """``seed`` (1,), ``prompts`` (B, Tmax), ``lengths`` (B,), ``steps`` (S, B) (withheld from the child); for the
+    forward checks ``pad`` (B, W) random tokens under the full sequences (W: the longest plus 1 + w, at most max_len),
+    ``cut`` (B,) a position c in [1, N_b) of each sequence of N_b tokens and ``swap`` (B,) in [1, V): token c becomes
+    (token + swap) % V, another one."""
     p = case.params
     lengths = np.array(p["lengths"], dtype=np.int64)
     b, v = len(lengths), p["V"]
@@ -123,11 +123,11 @@ def make_inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
         steps[:] = token
     total = lengths + p["S"]
     return {
-        "seed": np.int64(rng.integers(2**31)),
+        "seed": np.array([rng.integers(2**31)], dtype=np.int64),
         "prompts": prompts,
         "lengths": lengths,
         "steps": steps,
-        "pad": rng.integers(0, v, (b, int(total.max()) + 1 + p.get("w", 0))),
+        "pad": rng.integers(0, v, (b, min(p["max_len"], int(total.max()) + 1 + p.get("w", 0)))),
         "cut": np.array([rng.integers(1, n) for n in total], dtype=np.int64),
         "swap": rng.integers(1, v, (b,)),
     }
@@ -210,7 +210,7 @@ def judge(inputs: Mapping[str, np.ndarray], outputs: Mapping[str, Any]) -> tuple
             at = int(np.argmax(err))
             if err[at] / allowed >= worst[0]:
                 start = lengths[b] - 1 if name == "decode_vs_forward" else 0
-                worst = (float(err[at] / allowed), b, start + at, float(err[at]), allowed)
+                worst = (float(err[at] / allowed), int(b), int(start + at), float(err[at]), float(allowed))
         figures[name] = np.float64(worst[0])
         details[name] = {"row": worst[1], "position": worst[2], "error": worst[3], "allowed": worst[4]}
     return figures, details
@@ -240,7 +240,7 @@ def measured_figures(case: Case, checkpoints: list[dict[str, Any]]) -> tuple[dic
         return {"growth_ratio": np.float64(np.nan)}, {"unmeasured": f"no memory checkpoint {BEFORE_PREFILL!r} first"}
     growth, details = growth_per_token(checkpoints[1:], kv_feed.labels(p, batch), tokens)
     prefill = (int(checkpoints[1]["bytes"]) - int(checkpoints[0]["bytes"])) / tokens[0]
-    details["prefill bytes per token"] = prefill
+    details["prefill bytes per token"] = float(prefill)
     ratio = growth / prefill if prefill > 0 else (np.inf if growth > 0 else 0.0)
     return {"growth_ratio": np.float64(ratio)}, details
 
@@ -251,7 +251,7 @@ def measured_figures(case: Case, checkpoints: list[dict[str, Any]]) -> tuple[dic
 def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
     """Build the model; prefill and decode every step through the grader's feed; then ``forward`` on the sequences the
     grader sends: the padded batch, the batch with one token changed per row, each row alone, row 0 twice."""
-    model = run.call("build_model", int(inputs["seed"]), int(params["V"]), int(params["max_len"]))
+    model = run.call("build_model", int(inputs["seed"][0]), int(params["V"]), int(params["max_len"]))
     b, vocab = len(inputs["lengths"]), int(params["V"])
     if params.get("mem"):
         kv_feed.settle()
