@@ -36,6 +36,14 @@ prefill and after every decode step; resident and swapped memory, private tmpfs 
 ``plugins/isolate/measure.py``). The figure judged is the growth per token since prefill (``growth_per_token``),
 against the K/V payload of one token, ``2 * L * n_kv_heads * dh * 8`` bytes; a request with a sample missing or
 added fails it.
+
+Own-model variant (a task profile's ``contract = "own-model"``; ``reference/kv_cache_own.py`` holds its cases, drive
+and checks): the cache lives in the submission's own model, checked against that model's own recomputation::
+
+    build_model(seed, vocab_size, max_len) -> model
+    forward(model, tokens) -> logits
+
+with ``prefill`` and ``decode_step`` as above, ``model`` in the weights' place.
 """
 
 from __future__ import annotations
