@@ -225,3 +225,30 @@ def test_position_off_by_one_is_caught_in_the_positions_case(own_roster):
     worst = record["details"]["decode_vs_forward"]
     assert _failed_check(record) == {"decode_vs_forward"} and record["message"].startswith(DECODE_MESSAGE)
     assert worst["position"] >= lengths[worst["row"]]
+
+
+@pytest.mark.grading_run
+def test_a_cache_that_copies_its_keys_per_step_is_over_the_memory_limit(tmp_path):
+    """demo-kv-own with one change, a copy of layer 0's keys kept per step (memory quadratic in the length), fails
+    the memory case on growth_ratio alone, measured by the grader."""
+    source = (REPO / "submissions" / CORRECT / "kv_cache" / "model.py").read_text()
+    edits = (
+        ("from dataclasses import dataclass\n", "from dataclasses import dataclass, field\n"),
+        ("    lengths: np.ndarray  # (B,) tokens held per sequence\n",
+         "    lengths: np.ndarray  # (B,) tokens held per sequence\n    history: list = field(default_factory=list)\n"),
+        ("    cache.lengths = pos + 1\n",
+         "    cache.history.append(cache.k[0][:, :, :span].copy())\n    cache.lengths = pos + 1\n"),
+    )  # fmt: skip
+    for old, new in edits:
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    folder = tmp_path / "submissions" / "kv-copies" / "kv_cache"
+    folder.mkdir(parents=True)
+    (folder / "model.py").write_text(source)
+    (folder.parent / "kernelgrade-task.toml").write_text('task = "scaffold"\n')
+    run = run_grader(
+        tmp_path, f"--submissions-dir={tmp_path / 'submissions'}", "--no-speed", "-k", "mem", tests=KV_TESTS
+    )
+    (record,) = run.summary["cases"]
+    assert record["outcome"] == "wrong" and _failed_check(record) == {"growth_ratio"}, record["message"]
+    assert record["message"].startswith("growth_ratio: cache bytes per decoded token"), record["message"]
