@@ -36,6 +36,14 @@ prefill and after every decode step; resident and swapped memory, private tmpfs 
 ``plugins/isolate/measure.py``). The figure judged is the growth per token since prefill (``growth_per_token``),
 against the K/V payload of one token, ``2 * L * n_kv_heads * dh * 8`` bytes; a request with a sample missing or
 added fails it.
+
+Own-model variant (a task profile's ``contract = "own-model"``; ``reference/kv_cache_own.py`` holds its cases, drive
+and checks): the cache lives in the submission's own model, checked against that model's own recomputation::
+
+    build_model(seed, vocab_size, max_len) -> model
+    forward(model, tokens) -> logits
+
+with ``prefill`` and ``decode_step`` as above, ``model`` in the weights' place.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from reference import kv_feed, toy_lm
+from reference import kv_cache_own, kv_feed, toy_lm
 from reference.contract import AtMost, Bound, Case, Challenge, Expected, Tolerance
 from reference.memory_growth import growth_per_token
 
@@ -59,7 +67,7 @@ CHALLENGE = Challenge(
     entry_points=("prefill", "decode_step"),
     # The grader's model (its weights handed to prefill/decode_step) is the default; a task profile may say a repo
     # built its cache into its own model ("own-model": the submission's forward, prefill and decode_step).
-    contracts={"grader-model": ("prefill", "decode_step"), "own-model": ("forward", "prefill", "decode_step")},
+    contracts={"grader-model": ("prefill", "decode_step"), kv_cache_own.CONTRACT: kv_cache_own.ENTRY_POINTS},
 )
 
 TOLERANCES = {
@@ -146,6 +154,7 @@ CASES = (
         rules=("grouped-query-heads",),
         Hkv=2,
     ),
+    *kv_cache_own.CASES,  # the own-model contract's (reference/kv_cache_own.py), collected under a profile naming it
 )
 
 
@@ -155,6 +164,8 @@ CASES = (
 def make_inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Weights as ``w.<name>`` arrays, ``prompts`` (B, Tmax), ``lengths`` (B,), ``steps`` (S, B) and for speed cases
     ``timed`` (B,): the token of the timed step."""
+    if case.contract == kv_cache_own.CONTRACT:
+        return kv_cache_own.make_inputs(case, rng)
     p = case.params
     weights = toy_lm.init_weights(int(rng.integers(2**31)), p["V"], p["d"], p["H"], p["L"])
     dh = p["d"] // p["H"]
@@ -232,6 +243,8 @@ def payload_bytes(params: Mapping[str, Any]) -> int:
 
 def expected(case: Case, inputs: dict[str, np.ndarray]) -> Expected:
     """Float64 logits of the from-scratch recomputation with their bounds; on memory cases the growth limit."""
+    if case.contract == kv_cache_own.CONTRACT:
+        return kv_cache_own.expected(case, inputs)
     want = recompute(inputs, case.params)
     base = incremental(inputs, case.params)
     tol = TOLERANCES["float64"]
@@ -341,12 +354,15 @@ def decode_step(
 def child_inputs(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """What crosses to the sandbox child: everything but the decode steps' tokens, which the feed hands out one call at
     a time (``reference/kv_feed.py``)."""
-    del case
+    if case.contract == kv_cache_own.CONTRACT:
+        return kv_cache_own.child_inputs(case, inputs)
     return {k: v for k, v in inputs.items() if k not in ("steps", "timed")}
 
 
 def services(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
     """The feed of this request: it hands out each step's tokens, keeps the logits graded, samples memory per call."""
+    if case.contract == kv_cache_own.CONTRACT:
+        return kv_cache_own.services(case, inputs)
     return {kv_feed.FEED: kv_feed.DecodeFeed(case.params, inputs)}
 
 
@@ -355,6 +371,8 @@ def measured_figures(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Memory cases: ``growth_bytes_per_token`` from the grader's samples at each delivery (prefill, each step)."""
     del service_calls
+    if case.contract == kv_cache_own.CONTRACT:
+        return kv_cache_own.measured_figures(case, checkpoints)
     p = case.params
     if not p.get("mem"):
         return {}, {}
@@ -370,6 +388,8 @@ def measured_figures(
 def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
     """Prefill, then every step, delivering each call's logits to the grader's feed and taking the next step's tokens
     from its answer; speed cases time one more step at the end. Returns nothing: the delivered logits are graded."""
+    if params.get("contract") == kv_cache_own.CONTRACT:
+        return kv_cache_own.drive(run, inputs, params)
     weights = weights_of(inputs, params)
     before = _weights_digest(weights)
     rows = kv_feed.groups(params, len(inputs["lengths"]))

@@ -20,6 +20,9 @@ from conftest import REPO, ROSTER_SEED, run_grader
 from plugins.discover.submissions import adapter_code_lines
 
 ADAPTERS = Path(__file__).resolve().parent / "fixtures" / "adapters"
+# The own-model KV example: graded beside demo-kv-own under its own profile (scaffold), not beside demo-tiled.
+OWN_MODEL = Path(__file__).resolve().parent / "fixtures" / "adapters_own"
+OWN_NATIVE = "demo-kv-own"
 DOC = REPO / "docs" / "adapters.md"
 NATIVE = "demo-tiled"
 PACKAGES = (
@@ -172,3 +175,37 @@ def test_doc_code_blocks_are_the_fixtures_code():
     assert adapters and adapters <= shown_whole, adapters - shown_whole
     for model, challenge in fixture_folders():  # every worked example is named by the doc
         assert f"selftests/fixtures/adapters/{model}/{challenge}/" in DOC.read_text()
+
+
+@pytest.mark.grading_run
+def test_own_model_kv_adapter_is_graded_like_its_native_demo(tmp_path):
+    """The class-based model behind an own-model KV adapter gets demo-kv-own's letter, points and case outcomes on
+    the same cases (its kernelgrade-task.toml picks scaffold, whose KV contract is own-model), in under 25 lines."""
+    tree = tmp_path / "submissions"
+    shutil.copytree(OWN_MODEL, tree)
+    shutil.copytree(REPO / "submissions" / OWN_NATIVE, tree / OWN_NATIVE)
+    cases = "own-b1-p16-s8 or own-b4-p7.30.1.16-s6-w9 or own-b2-p97.5-s8-same"
+    run = run_grader(tmp_path, f"--submissions-dir={tree}", "--no-speed", "--seed", ROSTER_SEED, "-k", cases,
+                     tests="tests/test_kvcache")  # fmt: skip
+    grades = run.summary["models"]
+    mine, native = grades["own-model"]["challenges"]["kv_cache"], grades[OWN_NATIVE]["challenges"]["kv_cache"]
+    assert (mine["letter"], mine["points"]) == (native["letter"], native["points"]), run.output[-3000:]
+    outcomes = _outcomes(run, "own-model", "kv_cache")
+    assert outcomes == _outcomes(run, OWN_NATIVE, "kv_cache") and set(outcomes.values()) == {"passed"}, outcomes
+    assert len(outcomes) == 3 and mine["letter"] == "A+"
+    lines = adapter_code_lines(OWN_MODEL / "own-model" / "kv_cache", "python")
+    sub = next(s for s in run.summary["submissions"] if s["model"] == "own-model")
+    assert (sub["runtime"], sub["adapter_lines"]) == ("adapter", lines) and 0 < lines < ADAPTER_MOST_LINES
+
+
+def test_own_model_doc_blocks_are_the_fixture_code():
+    """Example h's code blocks are in their fixture files, its adapter shown whole."""
+    text = DOC.read_text()
+    section = text.split("### h. ", 1)[1].split("\n## ", 1)[0]
+    pieces = re.split(r"File\s+`(selftests/fixtures/adapters_own/[^`]+)`:\s*```python\n(.*?)^```", section,
+                      flags=re.DOTALL | re.MULTILINE)  # fmt: skip
+    tied = list(zip(pieces[1::3], pieces[2::3], strict=True))
+    assert [Path(p).name for p, _ in tied] == ["gpt.py", "adapter.py"]
+    for path, code in tied:
+        assert code in (REPO / path).read_text(), f"docs/adapters.md drifted from {path}"
+    assert tied[1][1] == (REPO / tied[1][0]).read_text()  # the adapter, whole
