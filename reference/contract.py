@@ -61,6 +61,7 @@ class Case:
     guards: str
     params: Mapping[str, Any]
     origin: str = "task"
+    rules: tuple[str, ...] = ()  # named rules beyond the challenge's core maths (the module's RULES says each)
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:

@@ -123,14 +123,26 @@ TRAIN_SAMPLE_WINDOWS = 16
 TRAIN_TOKENS = 300_000
 
 
-def quantizer_case(category: str, guards: str, rows: int, cols: int, group: int = 128, fill: str = "normal") -> Case:
+# Rules beyond the challenge's core maths (groups, s = mean(|w|), rounded and clipped codes, straight-through
+# gradients, the ternary check) that a case depends on; a task profile says which of them a prompt set states.
+RULES = {
+    "scale-floor-none": "the scale is mean(|w|) with no lower bound: a group of magnitudes 1e-30 keeps its codes (a "
+    "floor such as BitNet b1.58's clamp at 1e-5 makes them 0; it changes nothing for real weights)",
+}
+
+
+def quantizer_case(
+    category: str,
+    guards: str,
+    rows: int,
+    cols: int,
+    group: int = 128,
+    fill: str = "normal",
+    rules: tuple[str, ...] = (),
+) -> Case:
     tag = "" if fill == "normal" else f"-{fill}"
-    return Case(
-        f"q-{rows}x{cols}-g{group}{tag}",
-        category,
-        guards,
-        {"layer": 1, "rows": rows, "cols": cols, "group": group, "fill": fill},
-    )
+    params = {"layer": 1, "rows": rows, "cols": cols, "group": group, "fill": fill}
+    return Case(f"q-{rows}x{cols}-g{group}{tag}", category, guards, params, rules=rules)
 
 
 def ste_case(category: str, guards: str, n: int, cols: int, rows: int) -> Case:
@@ -148,7 +160,9 @@ CASES = (
     quantizer_case("edge", "last group of a single weight", 24, 129),  # 129 = 128 + 1: scale = |w|, code = sign
     quantizer_case("edge", "group size is a parameter", 32, 160, group=32),
     quantizer_case("edge", "all-zero groups give codes 0 and no NaN", 16, 300, fill="zero"),
-    quantizer_case("precision", "tiny magnitudes (1e-30) keep their codes", 32, 256, fill="tiny"),
+    # Any floor on the scale above 1e-30 (1e-5, 1e-6, 1e-8 are common) zeroes every code here, and only here.
+    quantizer_case("precision", "tiny magnitudes (1e-30) keep their codes", 32, 256, fill="tiny",
+                   rules=("scale-floor-none",)),  # fmt: skip
     quantizer_case("precision", "huge magnitudes (1e30) keep their codes", 32, 256, fill="huge"),
     ste_case("core", "straight-through gradient to the latent weight", 64, 256, 96),
     ste_case("edge", "straight-through layer with a partial group", 37, 176, 80),  # 176 = 128 + 48

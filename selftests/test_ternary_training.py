@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 
 import numpy as np
 import pytest
 
-from conftest import REPO, run_grader
+from conftest import FIXTURES, REPO, run_grader
 from plugins.discover.submissions import discover
 from plugins.ternary import missing_framework
 from reference import corpus, ternary_grading
@@ -23,6 +24,7 @@ PARTIAL = {  # every case with an input dimension that is not a multiple of its 
     *("q-48x1000-g128", "q-64x200-g128", "q-40x96-g128", "q-24x129-g128", "q-16x300-g128-zero"),
     *("ste-n37-in176-out80", "ste-n5-in96-out131", "cov-untied-d96", "cov-tied-d160", "train-d96-markov"),
 }
+FLOOR_FIXTURE = FIXTURES / "ternary-scale-floor"  # the NumPy demo with BitNet b1.58's 1e-5 floor on the scale
 # The cases each buggy demo must fail, exactly.
 CAUGHT = {
     "demo-ternary-fp-embeddings": {"cov-untied-d96", "cov-tied-d160", "train-d96-markov"},
@@ -41,6 +43,29 @@ def test_quantizer_hand_cases():
     np.testing.assert_allclose(tt.dequantize(codes, scales, 4), [[0, -0.5125, 0, 0.5125, -0.3], [0] * 5])
     assert tt.ternary_deviation(tt.dequantize(codes, scales, 4), 4) == 0.0
     assert tt.ternary_deviation(w, 4) > 0.1
+
+
+def test_every_rule_a_case_names_is_stated():
+    """Each rule a case depends on is in the module's RULES with its line; the 1e-30 case carries the floor rule."""
+    named = {rule for case in tt.CASES for rule in case.rules}
+    assert named <= set(tt.RULES) and all(tt.RULES[rule].strip() for rule in named)
+    assert {c.id for c in tt.CASES if "scale-floor-none" in c.rules} == {"q-32x256-g128-tiny"}
+
+
+@pytest.mark.parametrize("scale", ["mean", "absmax", "mean-floored"])
+def test_training_ternary_check_accepts_any_group_scale(scale):
+    """The trained-weight check reads each group's scale off the exported weight (its largest magnitude), so any
+    scale definition passes it: our mean(|w|), the largest magnitude, a floored mean. A non-ternary weight does not."""
+    w = np.random.default_rng(7).standard_normal((24, 300)) * 0.05
+    w[3, :128] = 1e-30  # a group a floor zeroes: still ternary (all codes 0)
+    groups = [w[:, g : g + 128] for g in range(0, 300, 128)]
+    magnitude = {"mean": np.mean, "absmax": np.max, "mean-floored": lambda a, axis: np.maximum(np.mean(a, axis), 1e-5)}
+    scales = np.stack([magnitude[scale](np.abs(g), axis=1) for g in groups], axis=1)
+    full = tt.expand(scales, 128, 300)
+    projected = np.clip(np.round(w / full), -1, 1) * full
+    assert tt.ternary_deviation(projected, 128) < 1e-12
+    assert tt.ternary_deviation(projected.astype(np.float32), 128) < tt.TERNARY_LIMIT
+    assert tt.ternary_deviation(projected + 0.1 * w, 128) > tt.TERNARY_LIMIT
 
 
 def test_safe_weights_keep_codes_off_the_boundary():
@@ -153,6 +178,22 @@ def test_report_shows_coverage_and_held_out_figures(roster):
     tiled = next(c for c in roster.summary["cases"] if c["model"] == "demo-tiled" and c["case"] == "train-d96-markov")
     d = tiled["details"]
     assert d["floor_bits"] < d["held_out_bits"] < d["limit_bits"] < d["unigram_bits"]
+
+
+@pytest.fixture(scope="module")
+def floored(tmp_path_factory):
+    """The fixture trainer whose quantizer floors the scale at 1e-5 (BitNet b1.58's clamp), graded on every case."""
+    root = tmp_path_factory.mktemp("floor")
+    shutil.copytree(FLOOR_FIXTURE, root / "subs" / FLOOR_FIXTURE.name)
+    return run_grader(root, f"--submissions-dir={root / 'subs'}", "--no-speed", "--seed", SEED, tests=TESTS)
+
+
+@pytest.mark.grading_run
+def test_a_scale_floor_fails_only_the_cases_of_its_rule(floored):
+    """A floor on the scale changes nothing for real weights: under our rules it fails the 1e-30 case, which names
+    rule scale-floor-none, and passes every other case, training included."""
+    tagged = {c.id for c in tt.CASES if "scale-floor-none" in c.rules}
+    assert tagged and _failed(floored, FLOOR_FIXTURE.name) == tagged, floored.output[-3000:]
 
 
 @pytest.mark.grading_run
