@@ -10,9 +10,14 @@ plugins. Order matters:
 4. requests are answered one at a time; the submission's stdout and stderr go to pipes the grader drains.
 
 Each response says ``ok`` with outputs, or ``error`` with a kind (``exception``, ``oom``, ``contract``) and the
-traceback. Nothing is measured here: the grader times each request and samples this process tree's memory from
-outside, the same way for every request, so a submission can neither change a measurement nor tell a measured call
-from another. Crashes and hangs are seen by the parent, which kills the whole tree.
+traceback. Before it, the driver may send ``service`` messages (arrays for a grader-owned function, such as the model
+a decoding challenge calls, which runs in the grader and is counted there) and ``checkpoint`` messages (the grader
+samples this tree's memory right then), each answered by the grader before the driver goes on.
+
+Nothing is measured here: the grader times each request and samples this process tree's memory from outside, the
+same way for every request, so a submission can neither change a measurement nor tell a measured call from another
+(nor fake one: a message a submission sends itself is counted against it). Crashes and hangs are seen by the parent,
+which kills the whole tree.
 """
 
 from __future__ import annotations
@@ -112,16 +117,46 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
+class ServiceError(ValueError):
+    """The grader refused a service call (arguments it cannot take, or no such service in this case). A ValueError,
+    as a model in this process would raise for the same arguments."""
+
+
+class Channel:
+    """The request's line to the grader while the driver runs: each service call or checkpoint is one message on the
+    response pipe, answered on the request pipe before the driver goes on. The grader counts and caps these messages
+    and takes its own measurements when they arrive; nothing said here is trusted (a submission can send them too)."""
+
+    def __init__(self, wire: Any, request_fd: int, response_fd: int):
+        self.wire, self.request_fd, self.response_fd = wire, request_fd, response_fd
+
+    def ask(self, header: dict[str, Any], arrays: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send one message and return the arrays of the grader's answer; a refusal raises :class:`ServiceError`."""
+        self.wire.send(self.response_fd, header, arrays)
+        answer, returned = self.wire.recv(self.request_fd)
+        if answer.get("status") != "answer":
+            raise ServiceError(str(answer.get("message", "the grader refused the call")))
+        return returned
+
+
 class Run:
-    """What a driver calls the submission through: argument checks, and a device sync after every call.
+    """What a driver calls the submission through: argument checks, and a device sync after every call; and the
+    grader's services and checkpoints of this request (see :class:`Channel`).
 
     ``measure=True`` marks the call a memory or speed case is about; it changes nothing here (every call runs the same
     way, and the grader measures the whole request from outside).
     """
 
-    def __init__(self, entries: dict[str, Any], contract_error: type[BaseException], gpu_memory_fraction: float | None):
+    def __init__(
+        self,
+        entries: dict[str, Any],
+        contract_error: type[BaseException],
+        gpu_memory_fraction: float | None,
+        channel: Channel | None = None,
+    ):
         self.entries, self.contract_error = entries, contract_error
         self.gpu_memory_fraction = gpu_memory_fraction
+        self.channel = channel
 
     def call(self, name: str, *args: Any, measure: bool = False) -> Any:
         """Call entry point ``name`` with ``args``; inputs must come back unchanged."""
@@ -140,6 +175,25 @@ class Run:
         if not isinstance(value, (tuple, list)) or len(value) != count:
             raise self.contract_error(f"expected {what}, got {type(value).__name__} of length {_len(value)}")
         return tuple(value)
+
+    def service(self, name: str, arrays: dict[str, Any]) -> dict[str, Any]:
+        """Run the grader's service ``name`` on numeric NumPy ``arrays`` in the grader's process; its arrays back.
+        Raises :class:`ServiceError` (a ValueError) when the grader refuses the arguments."""
+        np = sys.modules["numpy"]
+        sent = {key: np.asarray(value) for key, value in arrays.items()}
+        for key, value in sent.items():
+            if value.dtype.kind not in "biufc":
+                raise ServiceError(f"service {name}: argument {key} is not numeric ({value.dtype})")
+        return self._channel().ask({"status": "service", "name": str(name)}, sent)
+
+    def checkpoint(self, label: str) -> None:
+        """Let the grader sample this process tree's memory now, from outside; returns once it has."""
+        self._channel().ask({"status": "checkpoint", "label": str(label)})
+
+    def _channel(self) -> Channel:
+        if self.channel is None:
+            raise RuntimeError("this run has no channel to the grader")
+        return self.channel
 
 
 def _len(value: Any) -> int | str:
@@ -216,7 +270,7 @@ def serve(request_fd: int, response_fd: int) -> None:
             )
             continue
         fraction = config["gpu_memory_fraction"] if config["device"] == "cuda" else None
-        run = Run(entries, contract_error, fraction)
+        run = Run(entries, contract_error, fraction, Channel(wire, request_fd, response_fd))
         try:
             outputs = driver.drive(run, inputs, request["params"])
             arrays = {name: _to_numpy(name, value, contract_error) for name, value in outputs.items()}

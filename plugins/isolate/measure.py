@@ -124,6 +124,19 @@ class TreeMemory:
             growth = max(growth, sum(_status_bytes(pid, "VmHWM") - self._base[pid] for pid in alive))
         return max(growth, self._memory_peak_growth(), 0)
 
+    def current(self) -> int:
+        """The tree's memory now, in bytes: the cgroup's charge (``memory.current``, plus ``memory.swap.current``) where
+        the memory controller is on, else each process's resident and swapped memory (``/proc``; private memory only
+        for processes started since the request began, as the samples count them). Only differences between two
+        readings in one request mean anything."""
+        if self.cgroup is not None and (self.cgroup.path / "memory.current").exists():
+            charged = ("memory.current", "memory.swap.current")
+            return sum(int(_read(str(self.cgroup.path / name)) or 0) for name in charged)
+        total = 0
+        for pid in self.members():
+            total += (_rss(pid) if pid in self._base else _private(pid)) + _status_bytes(pid, "VmSwap")
+        return total
+
     def _sample_until_stopped(self) -> None:
         while not self._stop.wait(INTERVAL_S):
             self._sample()

@@ -151,7 +151,7 @@ class CaseRunner:
         inputs, expected = self.truth(reference, case)
         sandbox = self.pool.get(Program(reference.__name__, submission.entries, submission.folder))
         if not case.is_speed:
-            return judge(submission, case, index, expected, sandbox.run(inputs, dict(case.params), {}))
+            return judge(submission, case, index, expected, send(sandbox, reference, case, inputs))
         baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None))
         return self._race(submission, case, index, reference, sandbox, baseline)
 
@@ -163,7 +163,6 @@ class CaseRunner:
         is judged; a median under what the case's arithmetic allows (``measure.time_floor``) is wrong. A short case
         goes on past ``--speed-repeats`` trials until both sides' timed calls add up to ``SHORT_CASE_SECONDS`` (at most
         ``SHORT_CASE_TRIALS`` times as many trials): its median then rests on enough calls to be stable."""
-        params = dict(case.params)
         mine: list[Outcome] = []
         theirs: list[Outcome] = []
         for trial in range(self.cfg.speed_repeats):  # the trials' truths first: no slot is held while they compute
@@ -171,21 +170,21 @@ class CaseRunner:
         with self.speed_lock():
             for _ in range(self.cfg.speed_warmup):  # untimed: imports, caches and first-call costs of both
                 warm = self.draw(reference, case, WARMUP_TRIAL)
-                sandbox.run(warm, params, {})
-                baseline.run(warm, params, {})
+                send(sandbox, reference, case, warm)
+                send(baseline, reference, case, warm)
             timed, trial = 0.0, 0
             while trial < self.cfg.speed_repeats or (
                 timed < SHORT_CASE_SECONDS and trial < SHORT_CASE_TRIALS * self.cfg.speed_repeats
             ):
                 inputs, expected = self.truth(reference, case, trial)
-                outcome = sandbox.run(inputs, params, {})
+                outcome = send(sandbox, reference, case, inputs)
                 graded = judge(submission, case, index, expected, outcome)
                 if not graded.passed:
                     if trial:
                         graded.message = f"timed trial {trial + 1} (fresh inputs): {graded.message}"
                     return graded
                 mine.append(outcome)
-                theirs.append(baseline.run(inputs, params, {}))
+                theirs.append(send(baseline, reference, case, inputs))
                 timed += sum(o.calls[0]["seconds"] for o in (mine[-1], theirs[-1]) if o.calls)
                 trial += 1
         for outcomes in (mine, theirs):
@@ -195,6 +194,16 @@ class CaseRunner:
         timed_baseline = theirs[0] if all(o.status == "ok" for o in theirs) else None
         record = judge(submission, case, index, self.truth(reference, case)[1], mine[0], timed_baseline)
         return _below_floor(record, time_floor(reference, case, self.cfg.device))
+
+
+def send(sandbox: Sandbox, reference: ModuleType, case: Case, inputs: dict[str, np.ndarray]) -> Outcome:
+    """One request of a case: the inputs that cross to the child (``reference.child_inputs``, default all of them) and
+    the grader's services the driver may call (``reference.services``, default none), both from the case's full
+    inputs; arrays that serve the grader only (a model the grader runs and counts) never reach the child."""
+    crossing = getattr(reference, "child_inputs", None)
+    served = getattr(reference, "services", None)
+    child = crossing(case, inputs) if crossing else inputs
+    return sandbox.run(child, dict(case.params), {}, services=served(case, inputs) if served else None)
 
 
 def _below_floor(record: r.CaseRecord, floor: tuple[float, str] | None) -> r.CaseRecord:

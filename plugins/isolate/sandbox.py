@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import numpy as np
 
 from plugins.isolate import containment, runspace, wire
 from plugins.isolate.containment import Cgroup
+from plugins.isolate.exchange import Exchange, OverCap, Service, converse
 from plugins.isolate.measure import OutputTail, TreeMemory, oom_kills
 
 CHILD = Path(__file__).resolve().parent / "child.py"
@@ -77,6 +78,9 @@ class Outcome:
     traceback: str = ""
     stdout: str = ""
     stderr: str = ""
+    # The grader's own record of the request's messages (exchange.py): calls per service, memory at each checkpoint.
+    service_calls: dict[str, int] = field(default_factory=dict)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -106,9 +110,16 @@ class Sandbox:
         self._bwrap = False  # whether the current child runs under bwrap (GPU children may not, see _command)
         self.start_seconds = 0.0  # time spent starting children (spawn, imports, ready) over this sandbox's life
 
-    def run(self, inputs: dict[str, np.ndarray], params: dict[str, Any], measure: dict[str, Any]) -> Outcome:
-        """Run one case; the timeout covers the whole request, scaled by the number of timed repeats. A case whose
-        params set ``timeout_s`` (a training run) gets that limit when it is longer than ``--call-timeout``."""
+    def run(
+        self,
+        inputs: dict[str, np.ndarray],
+        params: dict[str, Any],
+        measure: dict[str, Any],
+        services: Mapping[str, Service] | None = None,
+    ) -> Outcome:
+        """Run one case; the timeout covers the whole request (with its service calls: ``exchange.py``), scaled by the
+        number of timed repeats. A case whose params set ``timeout_s`` (a training run) gets that limit when longer than
+        ``--call-timeout``. Service calls counted per name and checkpoints land on the outcome."""
         per_call = max(self.limits.call_timeout_s, float(params.get("timeout_s", 0.0)))
         timeout = per_call * (1 + measure.get("warmup", 0) + measure.get("repeats", 0))
         if self.import_failure is not None:
@@ -121,11 +132,12 @@ class Sandbox:
                 return self.import_failure
         deadline = time.monotonic() + timeout
         kills_before = oom_kills()
+        exchange = Exchange(services or {}, self._memory.current)
         self._memory.start()
         start = time.perf_counter()
         try:
             wire.send(self._request, {"params": params}, inputs, deadline)
-            header, arrays = wire.recv(self._response, deadline)
+            header, arrays = converse(exchange, self._request, self._response, deadline)
         except wire.Deadline:
             self._memory.stop()
             message = f"no answer within {timeout:.0f} s; all its processes killed"
@@ -133,11 +145,15 @@ class Sandbox:
         except wire.WireError:
             self._memory.stop()
             return self._finish(self._death(kills_before))
+        except OverCap as exc:
+            self._memory.stop()
+            return self._finish(Outcome("error", kind="limit", message=f"{exc}; all its processes killed"))
         seconds = time.perf_counter() - start
         # The inputs arrive into arrays of their own in the child: the rule is about what the submission adds.
         peak = max(self._memory.stop() - sum(a.nbytes for a in inputs.values()), 0)
         outcome = self._outcome(header, arrays)
         outcome.calls = [{"measured": True, "seconds": seconds, "peak_bytes": peak}]
+        outcome.service_calls, outcome.checkpoints = exchange.calls, exchange.checkpoints
         if outcome.status == "error" and _DEVICE_FAULT.search(outcome.message + outcome.traceback):
             return self._finish(outcome)
         return self._with_output(outcome)

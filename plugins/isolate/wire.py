@@ -13,6 +13,7 @@ import os
 import select
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -89,8 +90,11 @@ def send(fd: int, header: dict[str, Any], arrays: dict[str, np.ndarray] | None =
             write_all(fd, memoryview(array.reshape(-1)).cast("B"), deadline)
 
 
-def recv(fd: int, deadline: float | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """One message as ``(header, arrays)``; raises WireError on anything malformed."""
+def recv(
+    fd: int, deadline: float | None = None, accept: Callable[[dict[str, Any], int], None] | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One message as ``(header, arrays)``; raises WireError on anything malformed. ``accept(header, payload_bytes)``,
+    when given, sees each message before any of its arrays is allocated and may raise to refuse it."""
     (size,) = struct.unpack("<Q", read_exact(fd, 8, deadline))
     if size > MAX_HEADER_BYTES:
         raise WireError(f"header of {size} bytes")
@@ -106,6 +110,8 @@ def recv(fd: int, deadline: float | None = None) -> tuple[dict[str, Any], dict[s
     sizes = [dtype.itemsize * int(np.prod(shape, dtype=np.int64)) for _, dtype, shape in specs]
     if sum(sizes) > MAX_PAYLOAD_BYTES:
         raise WireError(f"payload of {sum(sizes)} bytes")
+    if accept is not None:
+        accept(header, sum(sizes))
     arrays = {}
     for name, dtype, shape in specs:
         arrays[name] = read_array(fd, dtype, shape, deadline)

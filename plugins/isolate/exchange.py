@@ -1,0 +1,101 @@
+"""The grader's side of the messages a sandbox child sends while it answers a request: service calls and checkpoints.
+
+Besides its final answer, a child's driver may send (see ``child.py``, ``Run.service`` and ``Run.checkpoint``):
+
+- ``{"status": "service", "name": N}`` with arrays: the grader runs its own function for N on them, here, and answers
+  ``{"status": "answer"}`` with the function's arrays, or ``{"status": "refused", "message": ...}`` when the function
+  rejects them (a ``ValueError``, ``TypeError`` or ``IndexError``) or the case offers no service N. Every call of a
+  service the case offers is counted, refused or not.
+- ``{"status": "checkpoint", "label": L}``: the grader samples the child tree's memory right then (from outside, see
+  ``measure.py``), records ``{"label": L, "bytes": ...}`` and answers ``{"status": "answer"}``.
+
+Nothing the child says is trusted: the counts and samples are the grader's, and a submission that sends messages of
+its own (it can reach the driver's ``run``) only adds calls or checkpoints that its case's figures then count against
+it. Per request the grader caps the number of messages (:data:`MAX_MESSAGES`), the arrays of one message
+(:data:`MAX_MESSAGE_BYTES`) and of all messages together (:data:`MAX_EXCHANGED_BYTES`); a request over a cap fails
+with :class:`OverCap`, checked before any array of the message is allocated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from plugins.isolate import wire
+
+# What an honest driver needs stays far below each cap: the busiest case (beam search's 80 random calls, a model call
+# per beam and step) sends about 10,000 service calls, a KV memory case a checkpoint per decode step (hundreds), and
+# one call's arrays are a few MB (a tree-masked forward's logits).
+MAX_MESSAGES = 100_000
+MAX_MESSAGE_BYTES = 64 * 2**20
+MAX_EXCHANGED_BYTES = 4 * 2**30
+MAX_LABEL_CHARS = 100
+
+Service = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+_REFUSED = (ValueError, TypeError, IndexError)  # what a grader function raises for arguments it cannot take
+
+
+class OverCap(Exception):
+    """The child sent more service or checkpoint messages, or larger ones, than a request may."""
+
+
+@dataclass
+class Exchange:
+    """One request's service calls and checkpoints: ``services`` by name, ``sample()`` the child tree's memory now."""
+
+    services: Mapping[str, Service]
+    sample: Callable[[], int]
+    calls: dict[str, int] = field(default_factory=dict)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    messages: int = 0
+    exchanged: int = 0
+
+    def accept(self, header: dict[str, Any], payload: int) -> None:
+        """Count a message before its arrays are read (``wire.recv``'s hook); raise OverCap past a cap."""
+        if header.get("status") not in ("service", "checkpoint"):
+            return  # the final answer: the wire's own limits apply
+        self.messages += 1
+        self.exchanged += payload
+        if self.messages > MAX_MESSAGES:
+            raise OverCap(f"more than {MAX_MESSAGES} service calls and checkpoints in one request (the cap)")
+        if payload > MAX_MESSAGE_BYTES:
+            raise OverCap(f"a service call of {payload} bytes; the cap is {MAX_MESSAGE_BYTES} bytes per call")
+        if self.exchanged > MAX_EXCHANGED_BYTES:
+            raise OverCap(f"service calls of more than {MAX_EXCHANGED_BYTES} bytes in one request (the cap)")
+
+    def answer(self, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict]:
+        """The reply to one service or checkpoint message."""
+        if header["status"] == "checkpoint":
+            label = _text(header.get("label", ""))
+            self.checkpoints.append({"label": label, "bytes": int(self.sample())})
+            return {"status": "answer"}, {}
+        name = _text(header.get("name", ""))
+        service = self.services.get(name)
+        if service is None:
+            return {"status": "refused", "message": f"no service named {name!r} in this case"}, {}
+        self.calls[name] = self.calls.get(name, 0) + 1
+        try:
+            returned = service(arrays)
+        except _REFUSED as exc:
+            return {"status": "refused", "message": _text(f"{name}: {exc}", 500)}, {}
+        self.exchanged += sum(a.nbytes for a in returned.values())
+        return {"status": "answer"}, returned
+
+
+def _text(value: Any, chars: int = MAX_LABEL_CHARS) -> str:
+    """A string from the child, cut and made valid UTF-8 (lone surrogates and the like replaced)."""
+    return str(value)[:chars].encode("utf-8", "replace").decode("utf-8")
+
+
+def converse(exchange: Exchange, request_fd: int, response_fd: int, deadline: float) -> tuple[dict, dict]:
+    """Answer the child's service and checkpoint messages until its final answer, which is returned."""
+    while True:
+        header, arrays = wire.recv(response_fd, deadline, accept=exchange.accept)
+        if header.get("status") not in ("service", "checkpoint"):
+            return header, arrays
+        reply, returned = exchange.answer(header, arrays)
+        del arrays  # the call's arguments are not kept past its answer
+        wire.send(request_fd, reply, returned, deadline)
