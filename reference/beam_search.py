@@ -297,9 +297,22 @@ def _write(run: Any, result: Any, k: int, max_new: int, tokens: np.ndarray, scor
             scores[b, j] = float(toy_lm.as_numpy(score).reshape(-1)[0])
 
 
+def child_inputs(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What crosses to the sandbox child: everything but the model's arrays (the model is served, see ``services``)."""
+    del case
+    return toy_lm.child_inputs(inputs)
+
+
+def services(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The model the grader serves the request (the toy transformer or a scripted table), run in its own process."""
+    del case
+    return {"model": toy_lm.serve(toy_lm.model_from_inputs(inputs))}
+
+
 def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
-    """Runs in the sandbox child: one submission call per settings row (and one per item alone when ``alone``)."""
-    model = toy_lm.model_from_inputs(inputs)
+    """Runs in the sandbox child: one submission call per settings row (and one per item alone when ``alone``),
+    against the grader's served model."""
+    model = toy_lm.ServedModel.of_inputs(run, "model", inputs)
     outputs = {}
     for suffix in ("", "_alone") if params.get("alone") else ("",):
         tokens, scores = _blank(inputs)

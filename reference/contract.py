@@ -8,6 +8,16 @@ A challenge's reference module (``reference/<id>.py``) is its contract. It expos
 - ``expected(case, inputs) -> Expected``: the float64 truth and the bound for each output (runs in the grader).
 - ``drive(run, inputs, params) -> dict``: calls the submission's entry points; runs *inside the sandbox child*, so it
   imports nothing beyond NumPy and the standard library and receives the submission's functions through ``run``.
+  Nothing it computes is trusted for a verdict (the submission can reach and patch it).
+
+Optional, for figures the grader measures itself (run in the grader):
+
+- ``child_inputs(case, inputs) -> dict``: the inputs that cross to the child (default: all of them).
+- ``services(case, inputs) -> {name: function}``: grader functions (arrays -> arrays) the driver calls during a request
+  through ``run.service(name, arrays)``, such as a served model; the grader counts the calls per name.
+- ``measured_figures(case, service_calls, checkpoints) -> (figures, details)``: figures from the grader's own record of
+  a request (calls per service; the child tree's memory at each ``run.checkpoint(label)`` as ``{"label", "bytes"}``),
+  checked like outputs under ``Expected.bounds``.
 
 The grader compares every output named in ``Expected.values`` with the one comparator, applies the memory budget and
 times speed cases; a reference module holds no checking code of its own.
@@ -131,8 +141,9 @@ class TopK:
 
 @dataclass(frozen=True)
 class AtMost:
-    """A measured figure the submission returns through its driver (forwards per call, bytes per token, bits per byte)
-    that must not exceed ``limit``; ``what`` says what the figure is and why the limit is what it is."""
+    """A measured figure (forwards per call, bytes per token, bits per byte) that must not exceed ``limit``; ``what``
+    says what the figure is and why the limit is what it is. The grader measures it (``measured_figures``) or derives
+    it from outputs (``Expected.derive``); a figure computed in the child is never trusted."""
 
     limit: float
     what: str

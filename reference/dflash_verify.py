@@ -30,7 +30,9 @@ length, the one ending at the lower node index (all such paths carry the same to
 Graded: the mask (exact), (accepted_tokens, new_token) exactly on scenario trees and random ones, and the golden
 property: the grader's speculative loop (``reference/dflash_trees.py``) calling the submission's ``verify_and_accept``
 cycle after cycle yields exactly the target's greedy sequence, with the best possible accepted length every cycle.
-Forwards per verification (1 for full credit) are checked on the speed case with its timing.
+Forwards per verification (1 for full credit) are checked on the speed case with its timing. The target is served:
+the grader runs it in its own process and counts every call (``toy_lm.ServedModel``); the speed case sends one
+verification per request, so the count of a request is the forwards of that verification.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ CHALLENGE = Challenge(
 TOY_SIZES = {"vocab_size": 1000, "d_model": 64, "n_heads": 4, "n_layers": 2, "max_len": 512}
 # One forward over prompt + tree is what tree verification is for. A correct verifier that spends more is still
 # correct, so the figure is checked on the speed case (scored with the timing), never on a core case.
-FORWARDS = AtMost(limit=1.0, what="target forwards per verification (the most over the case's calls)")
+FORWARDS = AtMost(limit=1.0, what="target forwards per verification (counted by the grader, which serves the target)")
 
 
 def build_tree_mask(prompt_len: int, tree_parents: Any) -> np.ndarray:
@@ -297,8 +299,40 @@ def _allowed(run: Any, mask: Any, size: int) -> np.ndarray:
     return np.where(m == 0, 1, np.where(m <= toy_lm.BLOCKED, 0, 2)).astype(np.int8)
 
 
+def child_inputs(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What crosses to the sandbox child: everything but the target's weights (it is served, see ``services``)."""
+    del case
+    return toy_lm.child_inputs(inputs)
+
+
+def services(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The models the grader serves a request (run and counted in its own process): the target for verifications, and
+    for the speculative loop the drafter too (the same weights, its calls counted apart)."""
+    if case.params["kind"] == "mask":
+        return {}
+    model = toy_lm.model_from_inputs(inputs)
+    served = {"target": toy_lm.serve(model)}
+    if case.params["kind"] == "loop":
+        served["drafter"] = toy_lm.serve(model)
+    return served
+
+
+def measured_figures(
+    case: Case, service_calls: dict[str, int], checkpoints: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Forwards per verification from the grader's own count of target calls: a request of the forward-count case
+    holds one verification per problem in it (the driver makes no other), so the count over the problems is the
+    figure; a correct verifier needs at least one forward per distinct problem, so the figure cannot hide a second."""
+    del checkpoints
+    if not case.params.get("speed"):
+        return {}, {}
+    calls = service_calls.get("target", 0)
+    return {"forwards": np.array([calls / case.params.get("random", 1)])}, {"target forwards": calls}
+
+
 def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
-    """Runs in the sandbox child: masks, verifications, or the speculative loop over the submission's verifier."""
+    """Runs in the sandbox child: masks, verifications, or the speculative loop over the submission's verifier. The
+    target (and the loop's drafter) are the grader's served models; nothing computed here is a figure."""
     if params["kind"] == "mask":
         masks = []
         for p, parents in zip(
@@ -306,16 +340,13 @@ def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> di
         ):
             masks.append(_allowed(run, run.call("build_tree_mask", int(p), parents), int(p) + parents.size))
         return {"mask": _masks_padded(masks)}
-    target, drafter = toy_lm.model_from_inputs(inputs), toy_lm.model_from_inputs(inputs)
-    forwards = []
+    target = toy_lm.ServedModel.of_inputs(run, "target", inputs)
 
     def verify(prompt: np.ndarray, tokens: np.ndarray, parents: np.ndarray) -> tuple[list[int], int]:
-        before = target.forward_calls
-        result = run.call("verify_and_accept", prompt, tokens, parents, target, 0)
-        forwards.append(target.forward_calls - before)
-        return _checked(run, result, tokens.size)
+        return _checked(run, run.call("verify_and_accept", prompt, tokens, parents, target, 0), tokens.size)
 
     if params["kind"] == "loop":
+        drafter = toy_lm.ServedModel.of_inputs(run, "drafter", inputs)
         generated, accepted = [], []
         for prompt, (seed, n_new, max_nodes, share) in zip(
             _split(inputs["prompt_tokens"], inputs["prompt_lengths"]), inputs["loop_settings"], strict=True
@@ -326,11 +357,7 @@ def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> di
         width = int(inputs["loop_settings"][:, 1].max())
         return {"generated": np.array(generated, dtype=np.int64), "accepted": _padded(accepted, width)}
     results = [verify(*problem) for problem in _problems(inputs)]
-    outputs = {
+    return {
         "accepted": _padded([r[0] for r in results], int(inputs["tree_sizes"].max())),
         "new_token": np.array([r[1] for r in results], dtype=np.int64),
     }
-    if params.get("speed"):
-        outputs["forwards"] = np.array([float(max(forwards))])
-        run.call("verify_and_accept", *_problems(inputs)[0], target, 0, measure=True)  # the timed call
-    return outputs

@@ -28,28 +28,29 @@ every argument is passed positionally)::
   logits of that timed step are not checked (those of every step before it are).
 
 The logits of every call must equal, to rounding, those of the causal forward over the whole sequence so far
-(``toy_lm.forward``, recomputed from scratch in the grader): the prompt, then the tokens fed so far.
+(``toy_lm.forward``, recomputed from scratch in the grader): the prompt, then the tokens fed so far. The grader feeds
+each step's tokens after the previous call's logits are delivered and grades the delivered logits (``kv_feed.py``).
 
-Memory: in memory cases the driver adds up the bytes of every array buffer (NumPy, and torch tensors or CuPy arrays
-by duck typing) reachable from the cache and from the globals of the submission's modules, through dicts, lists,
-tuples, sets, object attributes and slots, each buffer counted once; views count their base. Python scalars in lists
-count nothing. The figure judged is the growth per token between two lengths, against the K/V payload of one token,
-``2 * L * n_kv_heads * dh * 8`` bytes.
+Memory: in memory cases the grader samples the child's process tree from outside as each call's logits arrive (after
+prefill and after every decode step; resident and swapped memory, private tmpfs and files in the writable folder, see
+``plugins/isolate/measure.py``). The figure judged is the growth per token since prefill (``growth_per_token``),
+against the K/V payload of one token, ``2 * L * n_kv_heads * dh * 8`` bytes; a request with a sample missing or
+added fails it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from reference import toy_lm
+from reference import kv_feed, toy_lm
 from reference.contract import AtMost, Bound, Case, Challenge, Expected, Tolerance
+from reference.memory_growth import growth_per_token
 
 CHALLENGE = Challenge(
     id="kv_cache",
@@ -316,45 +317,64 @@ def decode_step(
     return _norm(h[:, 0]) @ weights["w_out"], cache
 
 
+# --- the grader's side of a request: what crosses, the feed, the memory figure ----------------------------------------
+
+
+def child_inputs(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What crosses to the sandbox child: everything but the decode steps' tokens, which the feed hands out one call at
+    a time (``reference/kv_feed.py``)."""
+    del case
+    return {k: v for k, v in inputs.items() if k not in ("steps", "timed")}
+
+
+def services(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The feed of this request: it hands out each step's tokens, keeps the logits graded, samples memory per call."""
+    return {kv_feed.FEED: kv_feed.DecodeFeed(case.params, inputs)}
+
+
+def measured_figures(
+    case: Case, service_calls: dict[str, int], checkpoints: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Memory cases: ``growth_bytes_per_token`` from the grader's samples at each delivery (prefill, each step)."""
+    del service_calls
+    p = case.params
+    if not p.get("mem"):
+        return {}, {}
+    batch = len(p["lengths"])
+    tokens = [sum(p["lengths"]) + batch * s for s in range(p["S"] + 1)]
+    figure, details = growth_per_token(checkpoints, kv_feed.labels(p, batch), tokens)
+    return {"growth_bytes_per_token": np.float64(figure)}, details
+
+
 # --- the driver (runs in the sandbox child) ---------------------------------------------------------------------------
 
 
 def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
-    """Prefill, then every step; memory cases measure the cache, speed cases time one more step at the end."""
+    """Prefill, then every step, delivering each call's logits to the grader's feed and taking the next step's tokens
+    from its answer; speed cases time one more step at the end. Returns nothing: the delivered logits are graded."""
     weights = weights_of(inputs, params)
     before = _weights_digest(weights)
-    # "split": the first two sequences in one cache, the others in a second one, their steps interleaved.
-    groups = [slice(0, 2), slice(2, None)] if params.get("split") else [slice(None)]
-    caches, first = [], []
-    for rows in groups:
-        logits, cache = run.unpack(
-            run.call("prefill", weights, inputs["prompts"][rows], inputs["lengths"][rows]),
-            2,
-            "prefill to return (logits, cache)",
-        )
-        first.append(_logits(run, "prefill", logits, inputs["prompts"][rows].shape[0], params["V"]))
-        caches.append(cache)
-    held = [held_bytes(caches, *entry_globals(run))] if params.get("mem") else []
-    steps = []
-    for s in range(params["S"]):
-        row = []
-        for g, rows in enumerate(groups):  # groups alternate step by step
-            tokens = np.ascontiguousarray(inputs["steps"][s, rows])
-            logits, caches[g] = run.unpack(
-                run.call("decode_step", weights, tokens, caches[g]), 2, "decode_step to return (logits, cache)"
-            )
-            row.append(_logits(run, f"decode step {s}", logits, len(tokens), params["V"]))
-        steps.append(np.concatenate(row))
-    out: dict[str, Any] = {"prefill_logits": np.concatenate(first), "step_logits": np.stack(steps)}
-    if params.get("mem"):
-        held.append(held_bytes(caches, *entry_globals(run)))
-        tokens_added = len(inputs["lengths"]) * params["S"]
-        out["growth_bytes_per_token"] = np.float64((held[1] - held[0]) / tokens_added)
+    rows = kv_feed.groups(params, len(inputs["lengths"]))
+    caches: list[Any] = [None] * len(rows)
+    answer: dict[str, np.ndarray] = {}
+    for step, g in kv_feed.slots(params, len(inputs["lengths"])):
+        if step is None:
+            args = (weights, inputs["prompts"][rows[g]], inputs["lengths"][rows[g]])
+            logits, caches[g] = run.unpack(run.call("prefill", *args), 2, "prefill to return (logits, cache)")
+        else:
+            returned = run.call("decode_step", weights, answer["tokens"], caches[g])
+            logits, caches[g] = run.unpack(returned, 2, "decode_step to return (logits, cache)")
+        where = "prefill" if step is None else f"decode step {step}"
+        logits = _logits(run, where, logits, len(inputs["lengths"][rows[g]]), params["V"])
+        if params.get("mem"):
+            kv_feed.settle()
+        answer = run.service(kv_feed.FEED, {"logits": logits})
+        del logits
     if params.get("speed"):  # timed; its logits are not checked, as the timer may run it more than once
-        run.call("decode_step", weights, inputs["timed"].copy(), caches[0], measure=True)
+        run.call("decode_step", weights, answer["tokens"], caches[0], measure=True)
     if _weights_digest(weights) != before:
         raise run.contract_error("the weights were modified")
-    return out
+    return {}
 
 
 def _logits(run: Any, where: str, value: Any, b: int, vocab: int) -> np.ndarray:
@@ -375,58 +395,3 @@ def _weights_digest(weights: Mapping[str, Any]) -> str:
         value = weights[key]
         digest.update(value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode())
     return digest.hexdigest()
-
-
-def entry_globals(run: Any) -> list[dict[str, Any]]:
-    """The globals of the modules that define the entry points (dunder names aside): state kept there counts as held
-    by the cache."""
-    namespaces = {id(ns): ns for fn in run.entries.values() if isinstance(ns := getattr(fn, "__globals__", None), dict)}
-    return [{k: v for k, v in ns.items() if not k.startswith("__")} for ns in namespaces.values()]
-
-
-# Leaves of the walk: never array buffers themselves, and classes, modules and functions lead to shared state.
-_SKIPPED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType) + (
-    str, bytes, int, float, complex, bool, type(None)
-)  # fmt: skip
-
-
-def held_bytes(*roots: Any, limit: int = 1_000_000) -> int:
-    """Bytes of every distinct array buffer reachable from ``roots`` (see the module docstring); ``limit`` objects."""
-    buffers: dict[Any, int] = {}
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack and len(seen) < limit:
-        obj = stack.pop()
-        if id(obj) in seen or isinstance(obj, _SKIPPED):
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, np.ndarray):
-            base = obj
-            while isinstance(base.base, np.ndarray):
-                base = base.base
-            buffers[id(base)] = base.nbytes
-            if obj.dtype == object:
-                stack.extend(obj.ravel().tolist())
-        elif hasattr(obj, "untyped_storage") and hasattr(obj, "data_ptr"):  # a torch tensor: its storage
-            storage = obj.untyped_storage()
-            buffers["torch", storage.data_ptr()] = storage.nbytes()
-        elif type(obj).__module__.startswith("cupy") and hasattr(obj, "nbytes"):
-            buffers["cupy", obj.data.ptr] = obj.base.nbytes if obj.base is not None else obj.nbytes
-        elif isinstance(obj, dict):
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset)) or type(obj).__name__ == "deque":
-            stack.extend(obj)
-        else:
-            stack.extend(_attributes(obj))
-    return sum(buffers.values())
-
-
-def _attributes(obj: Any) -> list[Any]:
-    """An object's instance attributes: its ``__dict__`` values and its slots."""
-    found = list(vars(obj).values()) if isinstance(getattr(obj, "__dict__", None), dict) else []
-    for cls in type(obj).__mro__:
-        slots = cls.__dict__.get("__slots__", ())
-        for name in (slots,) if isinstance(slots, str) else slots:
-            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
-                found.append(getattr(obj, name))
-    return found

@@ -1,8 +1,10 @@
 """Grader-owned language models: a small deterministic NumPy transformer and a scripted table model.
 
-Decoding challenges (beam search, tree verification, KV cache) hand these models to a submission. The sandbox child
-builds them from a seed or from weight arrays that crossed the wire; the grader computes every expected answer with
-its own copy in its own process. This module imports only NumPy and the standard library.
+Decoding challenges (beam search, tree verification) hand these models to a submission, and the KV cache hands it the
+transformer's weights. A model handed over is served: it lives in the grader's process, which runs every call and
+counts it, and the submission holds a :class:`ServedModel` whose calls cross the wire (:func:`serve`,
+:func:`child_inputs`); its weights never reach the sandbox child. The grader computes every expected answer with its
+own copy. This module imports only NumPy and the standard library.
 
 Architecture of the toy transformer (pre-norm, float64 throughout, no biases, no affine norms)::
 
@@ -174,7 +176,8 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class _CountingModel:
-    """Shared interface: ``model(tokens)``, ``forward(tokens, mask)``, ``log_probs(tokens)``, ``forward_calls``."""
+    """Shared interface: ``model(tokens)``, ``forward(tokens, mask)``, ``log_probs(tokens)``, ``forward_calls`` (the
+    grader's own copies only: a submission's calls are counted by the grader, see :class:`ServedModel`)."""
 
     vocab_size: int
 
@@ -295,3 +298,72 @@ def model_from_inputs(inputs: Mapping[str, np.ndarray]) -> ToyLM | ScriptedLM:
         weights = {k[4:]: v for k, v in inputs.items() if k.startswith("toy.") and k != "toy.n_heads"}
         return ToyLM(weights, int(np.asarray(inputs["toy.n_heads"]).reshape(-1)[0]))
     return ScriptedLM.from_arrays(inputs["scripted.contexts"], inputs["scripted.rows"], inputs["scripted.default"])
+
+
+# --- served models: the grader runs the model, the sandbox child holds a proxy ---------------------------------------
+
+MODEL_PREFIXES = ("toy.", "scripted.")  # input arrays of a model (model_inputs): they stay in the grader's process
+# What one served call may ask for: a tree-masked forward over prompt + tree is a few hundred tokens, a batched beam
+# step a few dozen rows of a few dozen tokens. The caps keep the grader's own work per call bounded (the child picks
+# the arguments): the logits (n, T, V) and the attention scores of a query block (n, H, 256, T) stay under 70 MB.
+MAX_SERVED_TOKENS = 8192
+MAX_SERVED_LENGTH = 1024
+
+
+def child_inputs(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A case's inputs as the sandbox child gets them: the model's arrays withheld (a submission that held the weights
+    could run the model itself, uncounted), its vocabulary size in ``model.vocab_size`` instead."""
+    kept = {k: v for k, v in inputs.items() if not k.startswith(MODEL_PREFIXES)}
+    if any(k.startswith(MODEL_PREFIXES) for k in inputs):
+        kept["model.vocab_size"] = np.array([model_from_inputs(inputs).vocab_size], dtype=np.int64)
+    return kept
+
+
+def serve(model: ToyLM | ScriptedLM) -> Any:
+    """The grader's side of a served model: arrays ``{"tokens", "mask" (optional)}`` -> ``{"logits"}``, as
+    ``model.forward``; arguments it cannot take raise ValueError (the child's proxy raises it again)."""
+
+    def forward(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tokens = arrays.get("tokens")
+        if tokens is None or tokens.ndim not in (1, 2):
+            raise ValueError("tokens must be an array of shape (T,) or (n, T)")
+        if tokens.size > MAX_SERVED_TOKENS or tokens.shape[-1] > MAX_SERVED_LENGTH:
+            raise ValueError(
+                f"{tokens.shape} tokens in one call; a served model takes at most {MAX_SERVED_TOKENS} tokens of "
+                f"sequences of at most {MAX_SERVED_LENGTH}"
+            )
+        return {"logits": np.ascontiguousarray(model.forward(tokens, arrays.get("mask")), dtype=np.float64)}
+
+    return forward
+
+
+class ServedModel:
+    """A grader-owned model as the submission holds it in the sandbox child: the same interface as :class:`ToyLM`
+    and :class:`ScriptedLM`, but each call crosses to the grader (``run.service(name, ...)``), which runs the model in
+    its own process and counts the call there. ``forward_calls`` counts this object's calls for the submission's own
+    use; no verdict reads it."""
+
+    def __init__(self, run: Any, name: str, vocab_size: int) -> None:
+        self._run, self._name = run, name
+        self.vocab_size = int(vocab_size)
+        self.forward_calls = 0
+
+    @classmethod
+    def of_inputs(cls, run: Any, name: str, inputs: Mapping[str, np.ndarray]) -> ServedModel:
+        """The proxy for the model that :func:`child_inputs` withheld."""
+        return cls(run, name, int(np.asarray(inputs["model.vocab_size"]).reshape(-1)[0]))
+
+    def forward(self, tokens: Any, mask: Any = None) -> np.ndarray:
+        """Logits (T, V) or (n, T, V), computed by the grader."""
+        self.forward_calls += 1
+        arrays = {"tokens": as_numpy(tokens)}
+        if mask is not None:
+            arrays["mask"] = as_numpy(mask)
+        return self._run.service(self._name, arrays)["logits"]
+
+    def __call__(self, tokens: Any, mask: Any = None) -> np.ndarray:
+        return self.forward(tokens, mask)
+
+    def log_probs(self, tokens: Any, mask: Any = None) -> np.ndarray:
+        """Next-token log-probabilities after the last position: (V,) for (T,) tokens, (n, V) for (n, T)."""
+        return log_softmax(self.forward(tokens, mask)[..., -1, :])

@@ -105,3 +105,32 @@ def test_exchange_counts_before_allocating(status):
     with pytest.raises(exchange.OverCap):
         ledger.accept({"status": status}, exchange.MAX_MESSAGE_BYTES + 1)
     ledger.accept({"status": "ok"}, exchange.MAX_MESSAGE_BYTES + 1)  # the final answer: the wire's own limits
+
+
+def test_a_failing_grader_function_ends_the_child():
+    """A service that fails in an unexpected way is the grader's error: it propagates, and the child, left waiting for
+    an answer, is killed so that the next request starts a fresh one in step."""
+
+    def broken(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise RuntimeError("a bug in the grader")
+
+    sandbox = Sandbox(Program(DRIVER, (("noop", ""),), None), LIMITS, REPO)
+    try:
+        with pytest.raises(RuntimeError, match="a bug in the grader"):
+            sandbox.run({"x": X}, {"script": [["service", "broken", 1]]}, {}, services={"broken": broken})
+        assert sandbox.process is None
+        outcome = sandbox.run({"x": X}, {"script": [["service", "double", 1]]}, {}, services={"double": double})
+        assert outcome.status == "ok" and outcome.service_calls == {"double": 1}
+    finally:
+        sandbox.close()
+
+
+def test_grader_functions_run_on_one_blas_thread():
+    """Inside a service call the process's BLAS runs one thread, as the child does; the count is restored after."""
+    controls = exchange._blas_controls()
+    if not controls:
+        pytest.skip("no OpenBLAS thread control found in this process (NumPy built against another BLAS)")
+    before = [get() for get, _ in controls]
+    with exchange.one_blas_thread():
+        assert [get() for get, _ in controls] == [1] * len(controls)
+    assert [get() for get, _ in controls] == before

@@ -3,15 +3,19 @@ designed (the correct one passes every case on several seeds; each buggy one is 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from conftest import run_grader
+from conftest import REPO, run_grader
+from plugins.isolate.plugin import send
+from plugins.isolate.sandbox import Limits, Program, Sandbox
 from reference import kv_cache as kc
-from reference import toy_lm
-from reference.contract import CATEGORIES, AtMost, Case, ContractError
+from reference import kv_feed, toy_lm
+from reference.contract import CATEGORIES, Case, ContractError
+from reference.memory_growth import growth_per_token
 
 KV_TESTS = "tests/test_kvcache"
 SEEDS = ("20261130", "7")  # the bug roster on the first, the correct demo alone on the second
@@ -76,10 +80,14 @@ def test_inputs_expose_the_traps():
 
 
 class FakeRun:
-    """The sandbox's ``run`` object, in process: calls entry points by name, as the child does."""
+    """The sandbox's ``run`` object, in process: calls entry points by name, as the child does, and the grader's
+    services of the request (the feed) directly."""
 
-    def __init__(self, entries: dict[str, Any]):
-        self.entries, self.contract_error = entries, ContractError
+    def __init__(self, entries: dict[str, Any], services: dict[str, Any]):
+        self.entries, self.services, self.contract_error = entries, services, ContractError
+
+    def service(self, name: str, arrays: dict[str, Any]) -> dict[str, Any]:
+        return self.services[name](arrays)
 
     def call(self, name: str, *args: Any, measure: bool = False) -> Any:
         return self.entries[name](*args)
@@ -90,54 +98,67 @@ class FakeRun:
 
 
 MEMORY = _case("cache grows linearly (bytes per token against the K/V payload)")
-SMALL_MEMORY = kc.model_case("memory", "small memory case", (16, 16), 64, mem=True)  # a quadratic cache stays small
+DEMO = REPO / "submissions" / "demo-tiled" / "kv_cache" / "kv_cache.py"
+# demo-tiled's cache, plus a copy of layer 0's keys kept after every step (in memory, or in a file under /tmp or in the
+# working folder): memory quadratic in the length, wherever it is kept.
+HOARDING = """
+_step = decode_step
 
 
-def _memory_figure(entries: dict[str, Any], case: Case) -> tuple[float, float]:
-    """The driver's growth figure for ``entries`` (in process) and its limit."""
-    inputs = kc.make_inputs(case, np.random.default_rng(5))
-    growth = float(kc.drive(FakeRun(entries), inputs, dict(case.params))["growth_bytes_per_token"])
-    bound = kc.expected(case, inputs).bounds["growth_bytes_per_token"]
-    assert isinstance(bound, AtMost)
-    return growth, bound.limit
-
-
-def hoarding_step(weights: dict[str, Any], tokens: np.ndarray, cache: kc.ReferenceCache) -> Any:
-    """The reference step, plus a copy of layer 0's keys kept after every step: memory quadratic in the length."""
-    logits, cache = kc.decode_step(weights, tokens, cache)
-    n = int(cache.lengths.max())
-    cache.history = [*getattr(cache, "history", []), cache.keys[0][:, :, :n].copy()]
+def decode_step(weights, tokens, cache):
+    logits, cache = _step(weights, tokens, cache)
+    keys = cache.k[0][:, :, : int((cache.prompt_lengths + cache.steps).max())].copy()
+    if WHERE == "memory":
+        HOARD.append(keys)
+    else:
+        np.save(f"{WHERE}/hoard-{len(HOARD)}.npy", keys)
+        HOARD.append(None)
     return logits, cache
+"""
 
 
-def test_memory_figure_passes_a_linear_cache_and_fails_a_quadratic_one():
-    """The reference grows by one to two payloads per token; a cache that keeps a snapshot per step exceeds 4."""
-    reference = {"prefill": kc.prefill, "decode_step": kc.decode_step}
-    for case in (MEMORY, SMALL_MEMORY):
-        growth, limit = _memory_figure(reference, case)
-        assert kc.payload_bytes(case.params) <= growth <= limit / 2
-    growth, limit = _memory_figure({"prefill": kc.prefill, "decode_step": hoarding_step}, SMALL_MEMORY)
-    assert growth > limit
+def _memory_figure(folder: Path | None, seed: int) -> float:
+    """The grader's growth figure of one memory-case request, in K/V payloads per token (the sandbox measures)."""
+    entries = tuple((name, "kv_cache.py" if folder else "") for name in ("prefill", "decode_step"))
+    sandbox = Sandbox(Program(kc.__name__, entries, folder), Limits(60, 4 << 30, "cpu"), REPO)
+    try:
+        outcome = send(sandbox, kc, MEMORY, kc.make_inputs(MEMORY, np.random.default_rng(seed)))
+    finally:
+        sandbox.close()
+    assert outcome.status == "ok", outcome.message + outcome.traceback
+    figures, _ = kc.measured_figures(MEMORY, outcome.service_calls, outcome.checkpoints)
+    return float(figures["growth_bytes_per_token"]) / kc.payload_bytes(MEMORY.params)
 
 
-def test_held_bytes_counts_each_buffer_once_and_finds_module_state():
-    """Views count their base once; attributes, slots and containers are walked; module globals count."""
-    base = np.zeros((4, 1000))
+@pytest.mark.parametrize("seed", [5, 6])
+def test_memory_figure_is_measured_by_the_grader(tmp_path, seed):
+    """From outside the child: the reference cache and demo-tiled grow by one to two payloads per token, a cache that
+    keeps a copy per step by far more than the limit of 4, whether it keeps it in memory, under /tmp or in its
+    folder; the same verdicts at every seed."""
+    assert 1 <= _memory_figure(None, seed) <= kc.MEMORY_GROWTH_FACTOR / 2
+    figures = {}
+    for where in ("memory", "/tmp", "."):
+        folder = tmp_path / f"hoard-{len(figures)}"
+        folder.mkdir()
+        source = DEMO.read_text() + f"\nWHERE, HOARD = {where!r}, []\n" + HOARDING
+        (folder / "kv_cache.py").write_text(source)
+        figures[where] = _memory_figure(folder, seed)
+    (folder / "kv_cache.py").write_text(DEMO.read_text())
+    assert _memory_figure(folder, seed) <= kc.MEMORY_GROWTH_FACTOR / 2
+    assert min(figures.values()) > 10 * kc.MEMORY_GROWTH_FACTOR, figures
 
-    class Slotted:
-        __slots__ = ("a",)
 
-        def __init__(self) -> None:
-            self.a = base[1:]
-
-    holder = type("Holder", (), {})()
-    holder.views = [base[:2], base.T, (Slotted(),)]
-    assert kc.held_bytes(holder) == base.nbytes
-    assert kc.held_bytes({"k": base, "v": np.ones(10)}) == base.nbytes + 80
-    module_globals: dict[str, Any] = {"STATE": {"k": np.zeros(100)}, "np": np}
-    exec("def decode_step(weights, tokens, cache):\n    return None, cache", module_globals)  # a module of its own
-    run = FakeRun({"decode_step": module_globals["decode_step"]})
-    assert kc.held_bytes([], *kc.entry_globals(run)) == 800  # state kept at module level counts too
+def test_growth_needs_exactly_the_protocols_checkpoints():
+    """The figure is the worst growth per token over checkpoints holding twice the first one's tokens; a checkpoint
+    skipped or added (a submission patching the driver or writing to its pipe) leaves it unmeasured, with the reason."""
+    labels, tokens = kv_feed.labels({"S": 4}, 2), [10, 12, 20, 30, 40]
+    linear = [{"label": label, "bytes": 1000 + 100 * n} for label, n in zip(labels, tokens, strict=True)]
+    assert growth_per_token(linear, labels, tokens)[0] == 100  # steps 2-4: 20, 30 and 40 tokens are >= 2 x 10
+    for changed in (linear[:-1], [*linear, linear[-1]], linear[:2] + linear[3:]):
+        figure, details = growth_per_token(changed, labels, tokens)
+        assert np.isnan(figure) and "memory checkpoints" in details["unmeasured"]
+    unreadable = [*linear[:-1], {"label": labels[-1], "bytes": -1}]
+    assert np.isnan(growth_per_token(unreadable, labels, tokens)[0])
 
 
 def test_driver_rejects_modified_weights():
@@ -149,8 +170,39 @@ def test_driver_rejects_modified_weights():
         weights["w_out"] *= 2.0
         return kc.prefill(weights, prompts, lengths)
 
+    run = FakeRun({"prefill": scribbling_prefill, "decode_step": kc.decode_step}, kc.services(case, inputs))
     with pytest.raises(ContractError, match="weights were modified"):
-        kc.drive(FakeRun({"prefill": scribbling_prefill, "decode_step": kc.decode_step}), inputs, dict(case.params))
+        kc.drive(run, kc.child_inputs(case, inputs), dict(case.params))
+
+
+@pytest.mark.parametrize("case", [c for c in kc.CASES if c.params.get("split") or c.params["S"] == 32], ids=str)
+def test_feed_grades_the_delivered_logits_and_hands_out_tokens_in_turn(case):
+    """The reference cache driven through the feed: the logits it kept equal the truth's (interleaved caches too);
+    the child never gets the steps' tokens up front, and a call past the last is refused."""
+    inputs = kc.make_inputs(case, np.random.default_rng(1))
+    child = kc.child_inputs(case, inputs)
+    assert "steps" not in child and "timed" not in child
+    feed = kc.services(case, inputs)[kv_feed.FEED]
+    assert (
+        kc.drive(FakeRun({"prefill": kc.prefill, "decode_step": kc.decode_step}, {"feed": feed}), child, case.params)
+        == {}
+    )
+    want = kc.recompute(inputs, case.params)
+    for name, got in feed.recorded().items():
+        np.testing.assert_allclose(got, want[name], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="delivered already"):
+        feed({"logits": want["prefill_logits"]})
+
+
+def test_feed_leaves_undelivered_logits_nan():
+    """A request that stops delivering leaves NaN where logits are missing (the comparison then fails)."""
+    case = _case("prompts of a single token")
+    inputs = kc.make_inputs(case, np.random.default_rng(1))
+    feed = kv_feed.DecodeFeed(case.params, inputs)
+    tokens = feed({"logits": np.zeros((2, case.params["V"]))})["tokens"]
+    np.testing.assert_array_equal(tokens, inputs["steps"][0])
+    recorded = feed.recorded()
+    assert not np.isnan(recorded["prefill_logits"]).any() and np.isnan(recorded["step_logits"]).all()
 
 
 # --- grading runs --------------------------------------------------------------------------------------------------

@@ -105,3 +105,44 @@ def test_models_cross_the_wire_as_arrays(model, which):
     rebuilt = toy_lm.model_from_inputs(arrays)
     assert rebuilt.forward_calls == 0
     np.testing.assert_array_equal(rebuilt.forward(np.arange(4)), original.forward(np.arange(4)))
+
+
+class _LocalRun:
+    """The child's ``run`` with its services called in process (the wire aside): what ServedModel talks to."""
+
+    def __init__(self, services: dict) -> None:
+        self.services = services
+
+    def service(self, name: str, arrays: dict) -> dict:
+        return self.services[name]({k: np.asarray(v) for k, v in arrays.items()})
+
+
+@pytest.mark.parametrize("which", ["toy", "scripted"])
+def test_served_model_answers_as_the_model(model, which):
+    """Through serve() and a ServedModel, forward, __call__ and log_probs give the model's own answers, masks too."""
+    rows = np.log(np.full((2, 1000), 1e-3))
+    original = model if which == "toy" else toy_lm.ScriptedLM({(0, 1): rows[0]}, rows[1])
+    child = toy_lm.child_inputs(toy_lm.model_inputs(original))
+    proxy = toy_lm.ServedModel.of_inputs(_LocalRun({"m": toy_lm.serve(original)}), "m", child)
+    tokens, mask = np.arange(5), tree_mask(2, [-1, 0, -1])
+    np.testing.assert_array_equal(proxy.forward(tokens, mask), original.forward(tokens, mask))
+    np.testing.assert_array_equal(proxy(tokens[None]), original(tokens[None]))
+    np.testing.assert_array_equal(proxy.log_probs(tokens), original.log_probs(tokens))
+    assert proxy.vocab_size == original.vocab_size and proxy.forward_calls == 3
+
+
+def test_child_inputs_withhold_the_weights(model):
+    """No model array crosses to the child: only its vocabulary size and the case's other inputs."""
+    inputs = toy_lm.model_inputs(model) | {"prompt": np.arange(3)}
+    child = toy_lm.child_inputs(inputs)
+    assert set(child) == {"prompt", "model.vocab_size"} and child["model.vocab_size"][0] == 1000
+
+
+def test_serve_refuses_oversized_and_malformed_calls(model):
+    """A call past the caps, or without tokens, is a ValueError before any work: the grader runs what the child asks."""
+    forward = toy_lm.serve(model)
+    with pytest.raises(ValueError, match="at most"):
+        forward({"tokens": np.zeros((9, 1000), dtype=np.int64)})
+    with pytest.raises(ValueError, match="tokens"):
+        forward({"mask": np.ones((3, 3), dtype=bool)})
+    assert forward({"tokens": np.arange(4)})["logits"].shape == (4, 1000)

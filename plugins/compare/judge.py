@@ -1,5 +1,9 @@
 """Turn what a sandbox returned into a :class:`CaseRecord`: every output through the one comparator, then budgets.
 
+Measured figures (forwards per verification, cache bytes per token) come from the grader's own record of the request
+(``Outcome.service_calls``, ``Outcome.checkpoints``) through the reference module's ``measured_figures``; an output of
+the same name sent by the child is ignored.
+
 The speed figure is recorded only for outputs that passed: a wrong answer is never timed into a grade.
 """
 
@@ -13,6 +17,7 @@ from plugins.discover.submissions import Submission
 from plugins.grade import records as r
 from plugins.isolate.sandbox import Outcome
 from plugins.report.speed import speed_words
+from reference.challenges import reference_module
 from reference.contract import Case, Expected
 
 _STATUS_OUTCOME = {"timeout": r.TIMEOUT, "crash": r.CRASH, "oom": r.OOM}
@@ -51,6 +56,10 @@ def judge(
     if expected.derive is not None:  # figures the grader computes itself from what the submission returned
         figures, record.details = expected.derive(outputs)
         outputs = {**outputs, **figures}
+    # Figures from the grader's own record of the request; they replace any output of the same name the child sent.
+    figures, details = measured_figures(submission.challenge, case, outcome)
+    outputs = {**outputs, **figures}
+    record.details = {**record.details, **details}
     checks = [check(name, outputs.get(name), want, expected.bounds[name]) for name, want in expected.values.items()]
     if "memory_budget_bytes" in expected.extra:
         checks.append(compare_budget("peak allocation", record.peak_bytes, expected.extra["memory_budget_bytes"]))
@@ -59,11 +68,23 @@ def judge(
     if failed:
         record.outcome = r.WRONG
         record.message = _summary(failed)
+        if "unmeasured" in details:  # a figure the request gave the grader no way to measure, and why
+            record.message += f" ({details['unmeasured']})"
     elif case.is_speed and measured is not None and baseline is not None:
         record.speed = speed_figures(measured, baseline)
         if record.speed:  # "3.1× slower than the reference, spread 2% (median ...)"
             record.message = speed_words(record.speed)
     return record
+
+
+def measured_figures(challenge: str, case: Case, outcome: Outcome) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the challenge's reference module makes of the grader's own measurements of a request (calls per service,
+    memory at each checkpoint: ``measured_figures(case, service_calls, checkpoints) -> (figures, details)``), never of
+    anything the child computed; nothing when the module measures nothing."""
+    figures = getattr(reference_module(challenge), "measured_figures", None)
+    if figures is None:
+        return {}, {}
+    return figures(case, dict(outcome.service_calls), [dict(c) for c in outcome.checkpoints])
 
 
 def _summary(failed: list[Comparison]) -> str:

@@ -132,7 +132,7 @@ class Channel:
 
     def ask(self, header: dict[str, Any], arrays: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send one message and return the arrays of the grader's answer; a refusal raises :class:`ServiceError`."""
-        self.wire.send(self.response_fd, header, arrays)
+        self.wire.write_all(self.response_fd, self.wire.encode(header, arrays or {}))  # one write: one wake-up
         answer, returned = self.wire.recv(self.request_fd)
         if answer.get("status") != "answer":
             raise ServiceError(str(answer.get("message", "the grader refused the call")))

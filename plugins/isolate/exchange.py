@@ -9,6 +9,11 @@ Besides its final answer, a child's driver may send (see ``child.py``, ``Run.ser
 - ``{"status": "checkpoint", "label": L}``: the grader samples the child tree's memory right then (from outside, see
   ``measure.py``), records ``{"label": L, "bytes": ...}`` and answers ``{"status": "answer"}``.
 
+A service may also be an object that says more: ``samples_memory = True`` makes each of its calls a checkpoint the
+grader labels itself (``"<name> <n>"``: the memory is sampled as the call arrives, before it is answered, so the
+protocol's own points are sampled, not moments the child picks), and ``recorded()`` returns outputs the grader kept
+from the calls' arguments, which replace the child's outputs of the same names (``reference/kv_feed.py``).
+
 Nothing the child says is trusted: the counts and samples are the grader's, and a submission that sends messages of
 its own (it can reach the driver's ``run``) only adds calls or checkpoints that its case's figures then count against
 it. Per request the grader caps the number of messages (:data:`MAX_MESSAGES`), the arrays of one message
@@ -18,7 +23,10 @@ with :class:`OverCap`, checked before any array of the message is allocated.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import ctypes
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,16 +34,24 @@ import numpy as np
 
 from plugins.isolate import wire
 
-# What an honest driver needs stays far below each cap: the busiest case (beam search's 80 random calls, a model call
-# per beam and step) sends about 10,000 service calls, a KV memory case a checkpoint per decode step (hundreds), and
-# one call's arrays are a few MB (a tree-masked forward's logits).
+# What an honest driver needs stays far below each cap. Measured: beam search's 80 random calls take 1,859 model calls
+# through the reference (a call per beam and step; a call per candidate would be some 10,000), DFlash's loop 142, a KV
+# request one feed call per step (at most 513); one call's arrays are a few MB (a tree-masked forward's logits).
 MAX_MESSAGES = 100_000
 MAX_MESSAGE_BYTES = 64 * 2**20
 MAX_EXCHANGED_BYTES = 4 * 2**30
 MAX_LABEL_CHARS = 100
+SMALL_REPLY_BYTES = 2**16  # replies under this go out in one write (header and arrays copied together)
 
 Service = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 _REFUSED = (ValueError, TypeError, IndexError)  # what a grader function raises for arguments it cannot take
+# (get, set) thread-count functions of the BLAS builds NumPy ships or links (OpenBLAS, with and without the 64-bit and
+# scipy prefixes); see one_blas_thread.
+_BLAS_THREADS = [
+    (f"{prefix}_get_num_threads{suffix}", f"{prefix}_set_num_threads{suffix}")
+    for prefix in ("scipy_openblas", "openblas")
+    for suffix in ("64_", "")
+]
 
 
 class OverCap(Exception):
@@ -77,12 +93,54 @@ class Exchange:
         if service is None:
             return {"status": "refused", "message": f"no service named {name!r} in this case"}, {}
         self.calls[name] = self.calls.get(name, 0) + 1
+        if getattr(service, "samples_memory", False):  # sampled before the answer lets the child go on
+            self.checkpoints.append({"label": f"{name} {self.calls[name]}", "bytes": int(self.sample())})
         try:
-            returned = service(arrays)
+            with one_blas_thread():
+                returned = service(arrays)
         except _REFUSED as exc:
             return {"status": "refused", "message": _text(f"{name}: {exc}", 500)}, {}
         self.exchanged += sum(a.nbytes for a in returned.values())
         return {"status": "answer"}, returned
+
+    def recorded(self) -> dict[str, np.ndarray]:
+        """Outputs the grader kept from the calls themselves (a service's ``recorded()``): they replace the child's."""
+        kept: dict[str, np.ndarray] = {}
+        for service in self.services.values():
+            kept.update(getattr(service, "recorded", dict)())
+        return kept
+
+
+@functools.cache
+def _blas_controls() -> list[tuple[Any, Any]]:
+    """The thread-count controls of every BLAS library loaded in this process (Linux: found in /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "blas" in line.lower() and "/" in line})
+    except OSError:
+        return []
+    found = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            library = ctypes.CDLL(path)
+            found += [(getattr(library, g), getattr(library, s)) for g, s in _BLAS_THREADS if hasattr(library, g)]
+    return found
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run a grader function on one BLAS thread, as the child runs: it answers small calls one after another, and on a
+    busy machine a pool's threads wait for each other's turn (measured on the 2-core machine at load 25: a DFlash case's
+    24 served forwards took 411 ms with the default pool, 23-32 ms on one thread)."""
+    controls = _blas_controls()
+    before = [get() for get, _ in controls]
+    for _, set_threads in controls:
+        set_threads(1)
+    try:
+        yield
+    finally:
+        for (_, set_threads), count in zip(controls, before, strict=True):
+            set_threads(count)
 
 
 def _text(value: Any, chars: int = MAX_LABEL_CHARS) -> str:
@@ -98,4 +156,7 @@ def converse(exchange: Exchange, request_fd: int, response_fd: int, deadline: fl
             return header, arrays
         reply, returned = exchange.answer(header, arrays)
         del arrays  # the call's arguments are not kept past its answer
-        wire.send(request_fd, reply, returned, deadline)
+        if sum(a.nbytes for a in returned.values()) < SMALL_REPLY_BYTES:  # one write: the child wakes once
+            wire.write_all(request_fd, wire.encode(reply, returned), deadline)
+        else:  # no copy of large arrays
+            wire.send(request_fd, reply, returned, deadline)

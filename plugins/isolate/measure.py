@@ -27,6 +27,7 @@ from plugins.isolate.containment import Cgroup
 INTERVAL_S = 0.001
 RESCAN_S = 0.02
 PAGE = os.sysconf("SC_PAGE_SIZE")
+FOLDER_ENTRIES = 20_000  # files and folders walked per reading of a child's writable folders; past it, no reading
 
 
 def _read(path: str) -> str:
@@ -55,6 +56,47 @@ def _status_bytes(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def private_tmpfs_bytes(pids: list[int]) -> int:
+    """Bytes used on each tmpfs the processes see at ``/tmp`` or ``/dev/shm`` that is not the grader's own (through
+    ``/proc/<pid>/root``, so a sandbox's private mounts), each file system counted once."""
+    own = {os.stat(path).st_dev for path in ("/", "/tmp", "/dev/shm") if os.path.exists(path)}
+    used: dict[int, int] = {}
+    for pid in pids:
+        for place in ("tmp", "dev/shm"):
+            try:
+                device = os.stat(f"/proc/{pid}/root/{place}").st_dev
+                if device not in own and device not in used:
+                    info = os.statvfs(f"/proc/{pid}/root/{place}")
+                    used[device] = (info.f_blocks - info.f_bfree) * info.f_frsize
+            except OSError:
+                continue
+    return sum(used.values())
+
+
+def folder_bytes(folders: list[Path], limit: int = FOLDER_ENTRIES) -> int | None:
+    """Disk blocks held by the files under ``folders`` (links not followed); None past ``limit`` entries, rather than
+    a reading that misses what was not walked."""
+    total, seen = 0, 0
+    todo = [str(f) for f in folders]
+    while todo:
+        try:
+            entries = list(os.scandir(todo.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > limit:
+                return None
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    todo.append(entry.path)
+                else:
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+            except OSError:
+                continue
+    return total
 
 
 def descendants(root: int) -> list[int]:
@@ -124,18 +166,22 @@ class TreeMemory:
             growth = max(growth, sum(_status_bytes(pid, "VmHWM") - self._base[pid] for pid in alive))
         return max(growth, self._memory_peak_growth(), 0)
 
-    def current(self) -> int:
+    def current(self, folders: list[Path] = ()) -> int:
         """The tree's memory now, in bytes: the cgroup's charge (``memory.current``, plus ``memory.swap.current``) where
         the memory controller is on, else each process's resident and swapped memory (``/proc``; private memory only
-        for processes started since the request began, as the samples count them). Only differences between two
-        readings in one request mean anything."""
+        for processes started since the request began, as the samples count them) plus what its private tmpfs mounts
+        hold (``/tmp`` and ``/dev/shm`` under bwrap, which the cgroup would have charged). Files under ``folders`` (the
+        child's writable copy) count too: memory kept in files is memory kept. Only differences between two readings
+        in one request mean anything. -1 when the folders hold too many entries to walk (a figure from it fails)."""
+        files = folder_bytes(folders)
+        if files is None:
+            return -1
         if self.cgroup is not None and (self.cgroup.path / "memory.current").exists():
             charged = ("memory.current", "memory.swap.current")
-            return sum(int(_read(str(self.cgroup.path / name)) or 0) for name in charged)
-        total = 0
-        for pid in self.members():
-            total += (_rss(pid) if pid in self._base else _private(pid)) + _status_bytes(pid, "VmSwap")
-        return total
+            return sum(int(_read(str(self.cgroup.path / name)) or 0) for name in charged) + files
+        pids = self.members()
+        total = sum((_rss(p) if p in self._base else _private(p)) + _status_bytes(p, "VmSwap") for p in pids)
+        return total + private_tmpfs_bytes(pids) + files
 
     def _sample_until_stopped(self) -> None:
         while not self._stop.wait(INTERVAL_S):

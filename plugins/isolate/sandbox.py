@@ -132,7 +132,7 @@ class Sandbox:
                 return self.import_failure
         deadline = time.monotonic() + timeout
         kills_before = oom_kills()
-        exchange = Exchange(services or {}, self._memory.current)
+        exchange = Exchange(services or {}, lambda: self._memory.current([self._scratch]))
         self._memory.start()
         start = time.perf_counter()
         try:
@@ -148,12 +148,18 @@ class Sandbox:
         except OverCap as exc:
             self._memory.stop()
             return self._finish(Outcome("error", kind="limit", message=f"{exc}; all its processes killed"))
+        except BaseException:  # a grader function failed mid-request: the child waits for an answer that never comes
+            self._memory.stop()
+            self._kill()
+            raise
         seconds = time.perf_counter() - start
         # The inputs arrive into arrays of their own in the child: the rule is about what the submission adds.
         peak = max(self._memory.stop() - sum(a.nbytes for a in inputs.values()), 0)
         outcome = self._outcome(header, arrays)
         outcome.calls = [{"measured": True, "seconds": seconds, "peak_bytes": peak}]
         outcome.service_calls, outcome.checkpoints = exchange.calls, exchange.checkpoints
+        if outcome.status == "ok":  # what the grader kept from the service calls, over what the child answered
+            outcome.outputs = {**outcome.outputs, **exchange.recorded()}
         if outcome.status == "error" and _DEVICE_FAULT.search(outcome.message + outcome.traceback):
             return self._finish(outcome)
         return self._with_output(outcome)
