@@ -126,6 +126,12 @@ def greedy(prompt: np.ndarray, max_new: int, eos: int, model: Any) -> tuple[tupl
     return tuple(tokens), logp
 
 
+# Rules beyond beam search's maths that cases depend on (Case.rules); task profiles say which a prompt states.
+RULES = {
+    "tie-order": "among beams of exactly equal score, the order and choice follow our tie rule",
+}
+
+
 def case(category: str, guards: str, case_id: str, **params: Any) -> Case:
     return Case(case_id, category, guards, params)
 

@@ -76,8 +76,17 @@ def verify_and_accept(
     return tokens[path].astype(np.int64), int(greedy[prompt.size + path[-1] if path else prompt.size - 1])
 
 
+# Rules beyond the golden property (accepted tokens plus the new token reproduce greedy decoding) that cases depend on.
+RULES = {
+    "longest-path": "the longest matching path over all roots and siblings is accepted",
+    "stop-at-first-rejection": "on a rejection, no further tree node is processed in that cycle",
+}
+# The entry points each kind of case calls (drive): a submission missing one fails only the cases that call it.
+KIND_CALLS = {"mask": ("build_tree_mask",), "verify": ("verify_and_accept",), "loop": ("verify_and_accept",)}
+
+
 def case(category: str, guards: str, case_id: str, **params: Any) -> Case:
-    return Case(case_id, category, guards, params)
+    return Case(case_id, category, guards, params, calls=KIND_CALLS[params["kind"]])
 
 
 CASES = (

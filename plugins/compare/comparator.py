@@ -2,8 +2,10 @@
 
 An element passes when ``|got - want| <= atol + rtol * |want|``; the bound ratio is the largest
 ``|got - want| / (atol + rtol * |want|)`` over all elements, so a ratio at or under 1 passes and the ratio says by how
-much a failure missed. NaN or infinity in the output never passes (a NaN must not act as a wildcard). All values in a
-:class:`Comparison` are plain Python, ready to travel through xdist.
+much a failure missed. NaN or infinity in the output never passes (a NaN must not act as a wildcard); where the truth
+is finite, the message says "non-finite (NaN/Inf)", a failure of its own kind rather than an error over the bound
+(``nonfinite`` counts those elements). All values in a :class:`Comparison` are plain Python, ready to travel through
+xdist.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class Comparison:
     nan: int = 0
     inf: int = 0
     first_mismatches: list[dict[str, Any]] = field(default_factory=list)
+    # NaN or infinite output elements where the truth is finite: a worse failure than an error over the bound, named
+    # apart in the message and in the reports' trap tables.
+    nonfinite: int = 0
 
     @property
     def headline(self) -> str:
@@ -56,6 +61,7 @@ def compare(name: str, got: Any, want: np.ndarray, bound: Bound) -> Comparison:
     got64 = got.astype(np.float64)
     finite = np.isfinite(got64)
     nan, inf = int(np.isnan(got64).sum()), int(np.isinf(got64).sum())
+    nonfinite = int((~finite & np.isfinite(want)).sum())
     abs_err = np.abs(got64 - want)
     allowed = bound.atol + bound.rtol * np.abs(want)
     bad = ~(abs_err <= allowed)  # NaN compares False, so NaN elements count as mismatches
@@ -78,7 +84,7 @@ def compare(name: str, got: Any, want: np.ndarray, bound: Bound) -> Comparison:
     return Comparison(
         name,
         passed,
-        _message(name, passed, mismatches, total, nan, inf, max_abs, ratio, bound, listed),
+        _message(name, passed, mismatches, total, (nan, inf, nonfinite), max_abs, ratio, bound, listed),
         max_abs,
         max_rel,
         ratio,
@@ -89,6 +95,7 @@ def compare(name: str, got: Any, want: np.ndarray, bound: Bound) -> Comparison:
         nan,
         inf,
         listed,
+        nonfinite,
     )
 
 
@@ -103,15 +110,19 @@ def _message(
     passed: bool,
     mismatches: int,
     total: int,
-    nan: int,
-    inf: int,
+    counts: tuple[int, int, int],
     max_abs: float,
     ratio: float,
     bound: Bound,
     listed: list[dict[str, Any]],
 ) -> str:
+    """The headline says the kind of failure first: non-finite (NaN/Inf) where the truth is finite, else non-finite
+    where the truth is too (it never passes either), else the error against the bound."""
+    nan, inf, nonfinite = counts
     bound_text = f"atol {bound.atol:.3g}, rtol {bound.rtol:.3g}"
-    if nan or inf:
+    if nonfinite:
+        head = f"{name}: non-finite (NaN/Inf) where the truth is finite: {nan} NaN and {inf} inf among {total} elements"
+    elif nan or inf:
         head = f"{name}: {nan} NaN and {inf} inf among {total} elements (non-finite output never passes)"
     else:
         head = f"{name}: max abs err {max_abs:.3g}, {ratio:.3g}x the bound ({bound_text})"

@@ -16,7 +16,9 @@ from plugins.config import grader_config
 from plugins.discover import shard
 from plugins.discover.ids import graded_params
 from plugins.discover.submissions import Submission, discover, known_names, select, submissions_root
+from plugins.discover.tasks import ProfileFinder, repo_roots
 from plugins.report import inert, lifecycle
+from reference import tasks
 
 SUBMISSIONS_KEY = pytest.StashKey[list[Submission]]()
 
@@ -27,7 +29,10 @@ def pytest_configure(config: pytest.Config) -> None:
     cfg = grader_config(config)
     where = cfg.submissions_dir
     problem = "no such folder" if not where.exists() else "not a folder" if not where.is_dir() else None
-    found = [] if problem else discover(submissions_root(where))
+    try:
+        found = [] if problem else discover(submissions_root(where), _profiles(config, where))
+    except tasks.TaskError as exc:  # a model's or the repo's kernelgrade-task.toml that cannot be used
+        raise usage_error(config, str(exc)) from None
     if not found and not problem:
         problem = "no submissions in it (expected <model>/<challenge>/ folders, e.g. demo/flash_attention/)"
     if problem and not config.option.help:
@@ -41,6 +46,17 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     # --shard=I/N keeps this shard's pairs here, so the header, the node map and the tests all see the same share
     config.stash[SUBMISSIONS_KEY] = shard.keep(config, chosen if cfg.models else found, cfg.shard)
+
+
+def _profiles(config: pytest.Config, where: Path) -> ProfileFinder:
+    """Task profiles per model (plugins/discover/tasks.py): ``--task`` for all, else each model's or the repo's file.
+    An unusable profile is a usage error naming the option or the file."""
+    option = grader_config(config).task
+    try:
+        override = tasks.load(option) if option else None
+    except tasks.TaskError as exc:
+        raise usage_error(config, f"--task: {exc}") from None
+    return ProfileFinder([*repo_roots(submissions_root(where)), where], override)
 
 
 def usage_error(config: pytest.Config, message: str) -> Exception:
@@ -67,6 +83,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     reference = metafunc.module.REFERENCE
     challenge = reference.CHALLENGE.id
     params = []
+    # graded_params leaves out the cases of another contract variant than the model's task profile names
     for test_id, (sub, _, case) in graded_params(selected_submissions(metafunc.config), challenge):
         marks = [pytest.mark.submission(model=sub.model, challenge=challenge)]
         if case.is_speed:

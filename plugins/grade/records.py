@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from plugins.report import inert
-from reference.contract import Case
+from reference import tasks
+from reference.contract import BEYOND_CATEGORY, Case
 
 RECORD_PROPERTY = "kernelgrade_record"
 
@@ -53,13 +54,21 @@ class CaseRecord:
     stdout: str = ""
     stderr: str = ""
     nodeid: str = ""
-    # "task" (the task states the property) or "added" (ours; only ever a robustness case): see reference.contract.
+    # "task" (the task profile that graded it states every rule the case depends on) or "added" (it depends on a rule
+    # that profile does not state: "beyond the task", scored as a robustness case): see reference.contract.
     # Last and defaulted, so records written before the field existed still load.
     origin: str = "task"
     # Where and how long, from the grader's side (issue 9): the xdist worker and GPU that ran the case, and the case's
     # wall time split into the grader's own reference work ("truth_s") and the rest ("case_s" in all).
     ran_on: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
+    # Task profiles (reference/tasks): the rules the case depends on, those of them the profile that graded it does not
+    # state ("beyond the task": then ``category`` is the robustness category and ``table_category`` the case table's),
+    # and that profile's name.
+    rules: list[str] = field(default_factory=list)
+    beyond: list[str] = field(default_factory=list)
+    task: str = ""
+    table_category: str = ""
 
     @property
     def passed(self) -> bool:
@@ -89,7 +98,24 @@ class CaseRecord:
         return cls(**data)
 
     @classmethod
-    def for_case(cls, model: str, challenge: str, case: Case, index: int, outcome: str, **fields: Any) -> CaseRecord:
-        """A record with the case's own fields (id, position, category, trap, origin) filled in."""
-        fields.setdefault("origin", case.origin)
-        return cls(model, challenge, case.id, index, case.category, case.guards, outcome, **fields)
+    def for_case(
+        cls,
+        model: str,
+        challenge: str,
+        case: Case,
+        index: int,
+        outcome: str,
+        *,
+        task: tasks.ChallengeTask | None = None,
+        **fields: Any,
+    ) -> CaseRecord:
+        """A record with the case's own fields (id, position, category, trap, rules) filled in, as the task profile
+        ``task`` sees them (default: the default profile's): a case beyond that task is a robustness case."""
+        task = task or tasks.built_in().of(challenge)
+        beyond = list(task.beyond(case))
+        category = BEYOND_CATEGORY if beyond else case.category
+        fields.setdefault("origin", "added" if beyond else "task")
+        record = cls(model, challenge, case.id, index, category, case.guards, outcome, **fields)
+        record.rules, record.beyond, record.task = list(case.rules), beyond, task.profile
+        record.table_category = case.category if category != case.category else ""
+        return record

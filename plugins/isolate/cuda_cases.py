@@ -60,11 +60,16 @@ def run_cuda_case(
     def record(outcome: str, message: str) -> r.CaseRecord:
         details = {"runtime": submission.runtime, "loaded": submission.describe()}
         return r.CaseRecord.for_case(
-            submission.model, submission.challenge, case, index, outcome, message=message, **details
+            submission.model,
+            submission.challenge,
+            case,
+            index,
+            outcome,
+            task=submission.challenge_task,
+            message=message,
+            **details,
         )
 
-    if submission.missing:
-        return record(r.ERROR, missing_message(submission))
     sources = {file for _, file in submission.entries}
     if len(sources) != 1:
         return record(r.ERROR, f"entry points are defined in several .cu files ({', '.join(sorted(sources))}): "
@@ -74,7 +79,7 @@ def run_cuda_case(
         return record(r.BUILD, result.message)
     if case.params.get("build"):
         return record(r.PASSED, result.message)
-    inputs, expected = runner.truth(reference, case)
+    inputs, expected = runner.truth(reference, case, settings=submission.challenge_task.settings_tag)
     # The child's folder is the build's (the library and its log): it needs no source, only what was built.
     program = Program(
         reference.__name__, tuple((n, result.library.name) for n, _ in submission.entries), result.library.parent
