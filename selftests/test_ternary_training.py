@@ -1,5 +1,7 @@
-"""Ternary training: the reference quantizer, the corpus's entropy floor, the coverage probes, and a grading run of the
-demo roster in which each bug is caught by the cases meant for it (and the correct demos pass everything)."""
+"""Ternary training: the reference quantizer, the corpus's entropy floor, the coverage probes, the grader's training
+stream and its budget, and grading runs: the demo roster, in which each bug is caught by the cases meant for it (and
+the correct demos pass everything); fixtures for a floor on the scale (rule scale-floor-none, under our profile and
+scaffold) and for batches asked past the budget; and, marked slow, one trainer graded unloaded and under load."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ PARTIAL = {  # every case with an input dimension that is not a multiple of its 
     *("ste-n37-in176-out80", "ste-n5-in96-out131", "cov-untied-d96", "cov-tied-d160", "train-d96-markov"),
 }
 FLOOR_FIXTURE = FIXTURES / "ternary-scale-floor"  # the NumPy demo with BitNet b1.58's 1e-5 floor on the scale
+FLOOR_SCAFFOLD = "ternary-scale-floor-scaffold"  # that fixture again, graded under the scaffold task profile
 OVER_FIXTURE = FIXTURES / "ternary-over-budget"  # the NumPy demo asking the grader for batches past its budget
 BUDGET_CHECK = ternary_grading.BUDGET_CHECK
 LOAD = max(16, 2 * (os.cpu_count() or 1))  # busy processes of the loaded run: load 16 at least, twice the cores
@@ -231,6 +234,8 @@ def fixtures_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("fixtures")
     for fixture in (FLOOR_FIXTURE, OVER_FIXTURE):
         shutil.copytree(fixture, root / "subs" / fixture.name)
+    shutil.copytree(FLOOR_FIXTURE, root / "subs" / FLOOR_SCAFFOLD)  # the same code, written to the public prompts
+    (root / "subs" / FLOOR_SCAFFOLD / "kernelgrade-task.toml").write_text('task = "scaffold"\n')
     args = (f"--submissions-dir={root / 'subs'}", "-n", "2", "--no-speed", "--seed", SEED)
     return run_grader(root, *args, tests=TESTS)
 
@@ -241,6 +246,20 @@ def test_a_scale_floor_fails_only_the_cases_of_its_rule(fixtures_run):
     rule scale-floor-none, and passes every other case, training included."""
     tagged = {c.id for c in tt.CASES if "scale-floor-none" in c.rules}
     assert tagged and _failed(fixtures_run, FLOOR_FIXTURE.name) == tagged, fixtures_run.output[-3000:]
+
+
+@pytest.mark.grading_run
+def test_a_scale_floor_is_beyond_the_public_prompts(fixtures_run):
+    """Under the scaffold profile (public prompts that state no floor) the same quantizer fails only the tagged case,
+    shown as beyond the task and scored as robustness; every core, edge and precision case passes."""
+    grade = fixtures_run.summary["models"][FLOOR_SCAFFOLD]["challenges"][tt.CHALLENGE.id]
+    assert fixtures_run.summary["models"][FLOOR_SCAFFOLD]["task"]["name"] == "scaffold"
+    assert [(f["case"], f["beyond"], f["category"]) for f in grade["failed"]] == [
+        ("q-32x256-g128-tiny", ["scale-floor-none"], "robustness")
+    ]
+    mine = fixtures_run.summary["models"][FLOOR_FIXTURE.name]["challenges"][tt.CHALLENGE.id]
+    assert [(f["category"], f["beyond"]) for f in mine["failed"]] == [("precision", [])]
+    assert grade["points"] > mine["points"]
 
 
 @pytest.mark.grading_run
