@@ -7,7 +7,7 @@
 - ``grades.md`` gets two sections built from the case records' details, which the grader measured itself: the coverage
   table (which weight kinds the forward pass really uses in ternary form, per model and coverage case) and the
   training figures (held-out bits per byte against the unigram baseline and the entropy floor, the loss before and
-  after, the training wall time, greedy samples).
+  after, the batches the grader served against the budget, the training wall time, greedy samples).
 """
 
 from __future__ import annotations
@@ -123,6 +123,20 @@ def coverage_section(records: list[dict[str, Any]]) -> str:
     return intro + "\n\n" + table(["model", "case", *kinds], rows)
 
 
+def _steps(details: dict[str, Any]) -> str:
+    """The grader's count of served batches against the budget, with any refused requests."""
+    if "steps" not in details:
+        return "—"
+    refused = f", {details['refused']} refused" if details.get("refused") else ""
+    return f"{details['steps']} / {details['max_steps']}{refused}"
+
+
+def _training_outcome(rec: dict[str, Any]) -> str:
+    """The outcome, saying so when the wall-clock safety limit stopped the training."""
+    timed_out = rec["outcome"] == "timeout"
+    return f"{rec['outcome']} (safety limit, {tt.TRAIN_SAFETY_S:g} s)" if timed_out else rec["outcome"]
+
+
 def training_section(records: list[dict[str, Any]]) -> str:
     """Held-out bits per byte against the limit, the unigram baseline and the floor; loss; time; samples."""
     rows, samples = [], []
@@ -130,14 +144,13 @@ def training_section(records: list[dict[str, Any]]) -> str:
         d = rec.get("details") or {}
         held = d.get("held_out_bits")
         loss = f"{d['train_bits_initial']:.3f} → {d['train_bits_final']:.3f}" if "train_bits_final" in d else "—"
-        steps = (d.get("losses") or {}).get("steps", "—")
         floor = d.get("floor_bits")
         rows.append([
-            rec["model"], rec["outcome"], f"{held:.3f}" if held is not None else "—",
+            rec["model"], _training_outcome(rec), f"{held:.3f}" if held is not None else "—",
             f"{d['limit_bits']:.3f}" if "limit_bits" in d else "—",
             f"{d['unigram_bits']:.3f}" if "unigram_bits" in d else "—",
             f"{floor:.3f}" if floor is not None else "unknown" if d else "—", loss,
-            f"{rec['seconds']:.1f}" if rec.get("seconds") is not None else "—", steps,
+            f"{rec['seconds']:.1f}" if rec.get("seconds") is not None else "—", _steps(d),
         ])  # fmt: skip
         for s in d.get("samples") or []:
             samples.append([rec["model"], s["prompt"], s["continuation"]])
@@ -146,7 +159,10 @@ def training_section(records: list[dict[str, Any]]) -> str:
         f"Corpus: {escape(corpus)}. Bits per byte of the grader's own float64 forward on the weights each submission "
         "exported, over held-out text it never saw; the limit closes half of the gap from the unigram baseline to the "
         "floor (or is the baseline when the floor is unknown). Loss: bits per byte on a training sample, our "
-        "projection of the initial weights → the trained weights.\n\n"
+        "projection of the initial weights → the trained weights. Steps: the batches the grader served, of the "
+        "budget (it serves every batch and refuses any past the budget; a refused request fails the case). The "
+        f"budget is in steps, not seconds: train s is shown only, and {tt.TRAIN_SAFETY_S:g} s of wall time is a "
+        "safety limit, never reached by a trainer that keeps to its budget.\n\n"
     )
     headers = ["model", "outcome", "held-out bpb", "limit", "unigram", "floor", "train loss", "train s", "steps"]
     text += table(headers, rows)

@@ -25,6 +25,8 @@ from reference.flash_attention import bound_for
 _TRAIN_DATA: list[Path] = []  # --train-data: a user's text file replaces the synthetic corpus (set by plugins.ternary)
 _CORPORA: dict[str, corpora.Corpus] = {}  # by digest of the training tokens: make_inputs -> expected, same process
 PROMPTS, PROMPT_LENGTH, SAMPLE_LENGTH = 3, 24, 48
+BATCH_STREAM = 1  # the training stream's generator: the case's seed and this, apart from the submission's own seed
+BUDGET_CHECK = "batches past the budget"
 
 
 def use_train_data(path: Path | None) -> None:
@@ -203,6 +205,33 @@ def training_inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarra
     return inputs | {"tokens": data.train, "probe_tokens": probe, "seed": np.asarray(rng.integers(2**31))}
 
 
+class BatchServer:
+    """The grader's side of the training stream (service ``batch``), one per request: each call returns the next batch,
+    int64 windows (batch_size, seq_len + 1) of the training split at starts drawn by the grader's own generator, the
+    same sequence for every submission in a run; a call past ``max_steps`` is refused (a ValueError)."""
+
+    def __init__(self, tokens: np.ndarray, budget: Mapping[str, Any], seed: int):
+        self.tokens, self.budget = tokens, budget
+        self.rng = np.random.default_rng([seed, BATCH_STREAM])
+        self.served = 0
+
+    def __call__(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        del arrays  # a batch takes no arguments: whatever is sent, the grader's stream decides
+        if self.served >= self.budget["max_steps"]:
+            raise ValueError(f"the training budget of {self.budget['max_steps']} batches is spent")
+        self.served += 1
+        length = self.budget["seq_len"] + 1
+        starts = self.rng.integers(0, len(self.tokens) - length, size=self.budget["batch_size"])
+        return {"tokens": np.ascontiguousarray(self.tokens[starts[:, None] + np.arange(length)], dtype=np.int64)}
+
+
+def budget_figures(budget: Mapping[str, Any], calls: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The grader's count of batch calls as figures: every call up to the budget was served, every later one refused."""
+    served = min(calls, budget["max_steps"])
+    figures = {BUDGET_CHECK: float(calls - served)}
+    return figures, {"steps": served, "max_steps": budget["max_steps"], "refused": calls - served}
+
+
 def held_out_limit(unigram: float, floor: float | None) -> float:
     """Bits per byte to beat: a share of the way from the unigram baseline to the floor, or the baseline itself."""
     return unigram if floor is None else unigram - tt.HELD_OUT_GAP * (unigram - floor)
@@ -224,6 +253,7 @@ def training_expected(case: Case, inputs: dict[str, np.ndarray]) -> Expected:
     bounds["forward reproduced"] = AtMost(tt.REPRODUCE_LIMIT, "log-prob error of our forward on the exported weights")
     bounds["training loss"] = AtMost(tt.LOSS_RATIO_LIMIT, "final / initial loss on a training sample")
     bounds["held-out bits per byte"] = AtMost(limit, "held-out bits per byte")
+    bounds[BUDGET_CHECK] = AtMost(0, "batch requests the grader refused once the training budget was spent")
     shapes = qwen.weight_shapes(config)
 
     def derive(outputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

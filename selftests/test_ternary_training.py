@@ -1,16 +1,25 @@
-"""Ternary training: the reference quantizer, the corpus's entropy floor, the coverage probes, and a grading run of the
-demo roster in which each bug is caught by the cases meant for it (and the correct demos pass everything)."""
+"""Ternary training: the reference quantizer, the corpus's entropy floor, the coverage probes, the grader's training
+stream and its budget, and grading runs: the demo roster, in which each bug is caught by the cases meant for it (and
+the correct demos pass everything); fixtures for a floor on the scale (rule scale-floor-none, under our profile and
+scaffold) and for batches asked past the budget; and, marked slow, one trainer graded unloaded and under load."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from conftest import REPO, run_grader
+from conftest import FIXTURES, REPO, run_grader
 from plugins.discover.submissions import discover
+from plugins.isolate.sandbox import THREAD_VARS
 from plugins.ternary import missing_framework
 from reference import corpus, ternary_grading
 from reference import ternary_training as tt
@@ -23,6 +32,11 @@ PARTIAL = {  # every case with an input dimension that is not a multiple of its 
     *("q-48x1000-g128", "q-64x200-g128", "q-40x96-g128", "q-24x129-g128", "q-16x300-g128-zero"),
     *("ste-n37-in176-out80", "ste-n5-in96-out131", "cov-untied-d96", "cov-tied-d160", "train-d96-markov"),
 }
+FLOOR_FIXTURE = FIXTURES / "ternary-scale-floor"  # the NumPy demo with BitNet b1.58's 1e-5 floor on the scale
+FLOOR_SCAFFOLD = "ternary-scale-floor-scaffold"  # that fixture again, graded under the scaffold task profile
+OVER_FIXTURE = FIXTURES / "ternary-over-budget"  # the NumPy demo asking the grader for batches past its budget
+BUDGET_CHECK = ternary_grading.BUDGET_CHECK
+LOAD = max(16, 2 * (os.cpu_count() or 1))  # busy processes of the loaded run: load 16 at least, twice the cores
 # The cases each buggy demo must fail, exactly.
 CAUGHT = {
     "demo-ternary-fp-embeddings": {"cov-untied-d96", "cov-tied-d160", "train-d96-markov"},
@@ -41,6 +55,64 @@ def test_quantizer_hand_cases():
     np.testing.assert_allclose(tt.dequantize(codes, scales, 4), [[0, -0.5125, 0, 0.5125, -0.3], [0] * 5])
     assert tt.ternary_deviation(tt.dequantize(codes, scales, 4), 4) == 0.0
     assert tt.ternary_deviation(w, 4) > 0.1
+
+
+def test_every_rule_a_case_names_is_stated():
+    """Each rule a case depends on is in the module's RULES with its line; the 1e-30 case carries the floor rule."""
+    named = {rule for case in tt.CASES for rule in case.rules}
+    assert named <= set(tt.RULES) and all(tt.RULES[rule].strip() for rule in named)
+    assert {c.id for c in tt.CASES if "scale-floor-none" in c.rules} == {"q-32x256-g128-tiny"}
+
+
+@pytest.mark.parametrize("scale", ["mean", "absmax", "mean-floored"])
+def test_training_ternary_check_accepts_any_group_scale(scale):
+    """The trained-weight check reads each group's scale off the exported weight (its largest magnitude), so any
+    scale definition passes it: our mean(|w|), the largest magnitude, a floored mean. A non-ternary weight does not."""
+    w = np.random.default_rng(7).standard_normal((24, 300)) * 0.05
+    w[3, :128] = 1e-30  # a group a floor zeroes: still ternary (all codes 0)
+    groups = [w[:, g : g + 128] for g in range(0, 300, 128)]
+    magnitude = {"mean": np.mean, "absmax": np.max, "mean-floored": lambda a, axis: np.maximum(np.mean(a, axis), 1e-5)}
+    scales = np.stack([magnitude[scale](np.abs(g), axis=1) for g in groups], axis=1)
+    full = tt.expand(scales, 128, 300)
+    projected = np.clip(np.round(w / full), -1, 1) * full
+    assert tt.ternary_deviation(projected, 128) < 1e-12
+    assert tt.ternary_deviation(projected.astype(np.float32), 128) < tt.TERNARY_LIMIT
+    assert tt.ternary_deviation(projected + 0.1 * w, 128) > tt.TERNARY_LIMIT
+
+
+def test_batch_server_serves_the_budget_then_refuses():
+    """The grader's training stream: max_steps windows of the training split, the same for every request of a run
+    (same seed), then a refusal; the count of calls gives the steps served and the requests refused."""
+    tokens = np.arange(5000, dtype=np.int64)
+    budget = {"max_steps": 3, "batch_size": 4, "seq_len": 10}
+    first, again = ternary_grading.BatchServer(tokens, budget, 9), ternary_grading.BatchServer(tokens, budget, 9)
+    served = [first({}) for _ in range(3)]
+    for batch, same in zip(served, (again({"ignored": np.zeros(2)}) for _ in range(3)), strict=True):
+        (rows,) = batch.values()
+        assert rows.shape == (4, 11) and rows.dtype == np.int64 and np.all(np.diff(rows, axis=1) == 1)
+        np.testing.assert_array_equal(rows, same["tokens"])
+    with pytest.raises(ValueError, match="budget of 3 batches is spent"):
+        first({})
+    figures, details = ternary_grading.budget_figures(budget, 5)
+    assert figures == {BUDGET_CHECK: 2.0} and details == {"steps": 3, "max_steps": 3, "refused": 2}
+
+
+def test_training_text_never_crosses_to_the_child():
+    """The training case sends the child its weights, probe tokens and seed, never the training split; the stream is
+    the only way in. Other cases send every input."""
+    train = next(c for c in tt.CASES if c.params["layer"] == 4)
+    inputs = {"tokens": np.zeros(9, np.int64), "seed": np.zeros(1, np.int64), "w.norm": np.ones(3, np.float32)}
+    assert set(tt.child_inputs(train, inputs)) == {"seed", "w.norm"}
+    assert set(tt.services(train, inputs)) == {"batch"}
+    assert tt.child_inputs(tt.CASES[0], inputs) == inputs and tt.services(tt.CASES[0], inputs) == {}
+
+
+def test_prompt_states_the_training_budget():
+    """The prompt gives the budget the case runs with (steps of batch x length) and no time budget."""
+    prompt = (REPO / "docs" / "challenges" / "ternary_training.md").read_text().split("<!-- prompt ends here")[0]
+    b = tt.TRAIN_BUDGET
+    assert f"{b['max_steps']} of {b['batch_size']} × {b['seq_len']}" in prompt
+    assert "max_seconds" not in prompt and "There is no time budget" in prompt
 
 
 def test_safe_weights_keep_codes_off_the_boundary():
@@ -100,7 +172,7 @@ def test_mlx_submissions_are_skipped_with_a_reason_when_mlx_is_absent(tmp_path, 
 
 @pytest.fixture(scope="module")
 def roster(tmp_path_factory):
-    """The ternary demos graded once (two workers: each trains for up to 20 s)."""
+    """The ternary demos graded once (two workers; each trainer takes its budget of 100 batches)."""
     return run_grader(tmp_path_factory.mktemp("ternary"), "-n", "2", "--no-speed", "--seed", SEED, tests=TESTS)
 
 
@@ -153,6 +225,89 @@ def test_report_shows_coverage_and_held_out_figures(roster):
     tiled = next(c for c in roster.summary["cases"] if c["model"] == "demo-tiled" and c["case"] == "train-d96-markov")
     d = tiled["details"]
     assert d["floor_bits"] < d["held_out_bits"] < d["limit_bits"] < d["unigram_bits"]
+    assert d["steps"] == tt.TRAIN_BUDGET["max_steps"] and "100 / 100" in text
+
+
+@pytest.fixture(scope="module")
+def fixtures_run(tmp_path_factory):
+    """The two fixture trainers (a 1e-5 floor on the scale; batches asked past the budget), graded on every case."""
+    root = tmp_path_factory.mktemp("fixtures")
+    for fixture in (FLOOR_FIXTURE, OVER_FIXTURE):
+        shutil.copytree(fixture, root / "subs" / fixture.name)
+    shutil.copytree(FLOOR_FIXTURE, root / "subs" / FLOOR_SCAFFOLD)  # the same code, written to the public prompts
+    (root / "subs" / FLOOR_SCAFFOLD / "kernelgrade-task.toml").write_text('task = "scaffold"\n')
+    args = (f"--submissions-dir={root / 'subs'}", "-n", "2", "--no-speed", "--seed", SEED)
+    return run_grader(root, *args, tests=TESTS)
+
+
+@pytest.mark.grading_run
+def test_a_scale_floor_fails_only_the_cases_of_its_rule(fixtures_run):
+    """A floor on the scale changes nothing for real weights: under our rules it fails the 1e-30 case, which names
+    rule scale-floor-none, and passes every other case, training included."""
+    tagged = {c.id for c in tt.CASES if "scale-floor-none" in c.rules}
+    assert tagged and _failed(fixtures_run, FLOOR_FIXTURE.name) == tagged, fixtures_run.output[-3000:]
+
+
+@pytest.mark.grading_run
+def test_a_scale_floor_is_beyond_the_public_prompts(fixtures_run):
+    """Under the scaffold profile (public prompts that state no floor) the same quantizer fails only the tagged case,
+    shown as beyond the task and scored as robustness; every core, edge and precision case passes."""
+    grade = fixtures_run.summary["models"][FLOOR_SCAFFOLD]["challenges"][tt.CHALLENGE.id]
+    assert fixtures_run.summary["models"][FLOOR_SCAFFOLD]["task"]["name"] == "scaffold"
+    assert [(f["case"], f["beyond"], f["category"]) for f in grade["failed"]] == [
+        ("q-32x256-g128-tiny", ["scale-floor-none"], "robustness")
+    ]
+    mine = fixtures_run.summary["models"][FLOOR_FIXTURE.name]["challenges"][tt.CHALLENGE.id]
+    assert [(f["category"], f["beyond"]) for f in mine["failed"]] == [("precision", [])]
+    assert grade["points"] > mine["points"]
+
+
+@pytest.mark.grading_run
+def test_a_batch_past_the_budget_is_refused_and_fails_the_case(fixtures_run):
+    """A trainer that makes a stream of its own past the budget gets no batch: the grader refuses and counts the
+    request, and the training case fails on that count alone; the steps shown are the batches served."""
+    assert _failed(fixtures_run, OVER_FIXTURE.name) == {"train-d96-markov"}, fixtures_run.output[-3000:]
+    records = fixtures_run.records()
+    record = records[OVER_FIXTURE.name, tt.CHALLENGE.id, "train-d96-markov"]
+    assert {c["name"] for c in record["checks"] if not c["passed"]} == {BUDGET_CHECK}
+    assert record["details"]["steps"] == tt.TRAIN_BUDGET["max_steps"] and record["details"]["refused"] == 1
+    honest = records[FLOOR_FIXTURE.name, tt.CHALLENGE.id, "train-d96-markov"]["details"]
+    assert honest["steps"] == tt.TRAIN_BUDGET["max_steps"] and honest["refused"] == 0
+    assert "100 / 100, 1 refused" in (fixtures_run.reports / "grades.md").read_text()
+
+
+@contextlib.contextmanager
+def cpu_hogs(count: int) -> Iterator[None]:
+    """``count`` busy Python processes for the duration of the block, killed (by their own ids) after it."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+@pytest.mark.slow
+def test_training_verdict_and_steps_do_not_move_with_load(tmp_path, monkeypatch):
+    """The NumPy trainer's training case graded twice, on the machine as it is and with LOAD busy processes beside
+    it (more than the cores): the same verdict, the same steps served and the same held-out figure. Slow (minutes,
+    and it loads every core): deselected by default, run with ``-m slow``."""
+    # The grader's own process single-threaded, as its children are: multi-threaded OpenBLAS on an oversubscribed
+    # machine made the grader's truth and held-out figures take 9 times longer (measured: 450 s against 50 s at
+    # load 16 on 2 cores), which changes no figure, only how long this test takes.
+    for name in THREAD_VARS:
+        monkeypatch.setenv(name, "1")
+    args = ("--model", "demo-ternary-numpy", "-k", "train-", "--no-speed", "--seed", SEED)
+    runs = []
+    for name, load in (("unloaded", 0), ("loaded", LOAD)):
+        (tmp_path / name).mkdir()
+        with cpu_hogs(load):
+            runs.append(run_grader(tmp_path / name, *args, tests=TESTS))
+    (quiet,), (busy,) = (run.summary["cases"] for run in runs)
+    assert quiet["outcome"] == busy["outcome"] == "passed", runs[1].output[-3000:]
+    assert quiet["details"]["steps"] == busy["details"]["steps"] == tt.TRAIN_BUDGET["max_steps"]
+    assert quiet["details"]["held_out_bits"] == pytest.approx(busy["details"]["held_out_bits"], rel=1e-9)
 
 
 @pytest.mark.grading_run

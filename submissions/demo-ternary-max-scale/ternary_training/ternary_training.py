@@ -9,14 +9,13 @@ Every linear layer, the embeddings and the LM head are ternary; RMSNorm gains st
 """
 
 import math
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 TERNARY_KINDS = ("embed_tokens", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
-BATCH, SEQ_LEN, LR, WARMUP = 16, 128, 3e-3, 20
+LR, WARMUP = 3e-3, 20
 
 
 def _project(w, group_size):
@@ -121,22 +120,17 @@ def effective_weights(model):
         return {k: v.detach().clone() for k, v in model.effective().items()}
 
 
-def train(config, weights, tokens, budget):
+def train(config, weights, batches, budget):
     torch.manual_seed(budget["seed"])
     model = convert(config, weights)
     params = list(model.latent.values())
     opt = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
-    data = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=model.device)
-    offsets = torch.arange(SEQ_LEN + 1, device=model.device)
-    steps, start, losses = budget["max_steps"], time.perf_counter(), []
-    for step in range(steps):
-        if time.perf_counter() - start > budget["max_seconds"]:
-            break
+    steps, losses = budget["max_steps"], []
+    for step, batch in enumerate(batches):  # one served batch per optimizer step; the stream ends at the budget
         lr = LR * min(1.0, (step + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in opt.param_groups:
             group["lr"] = lr
-        starts = torch.randint(0, len(data) - SEQ_LEN - 1, (BATCH,), device=model.device)
-        chunk = data[starts[:, None] + offsets]
+        chunk = torch.as_tensor(np.asarray(batch), dtype=torch.long, device=model.device)
         lp = model.forward(chunk[:, :-1])
         loss = F.nll_loss(lp.reshape(-1, lp.shape[-1]), chunk[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)

@@ -7,12 +7,11 @@ linear layer, the embeddings and the LM head are ternary; RMSNorm gains stay in 
 """
 
 import math
-import time
 
 import numpy as np
 
 TERNARY_KINDS = ("embed_tokens", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
-BATCH, SEQ_LEN, LR, WARMUP = 16, 128, 3e-3, 20
+LR, WARMUP = 3e-3, 20
 
 
 def _project(w, group_size):
@@ -199,19 +198,14 @@ def effective_weights(model):
     return model.effective()
 
 
-def train(config, weights, tokens, budget):
-    rng = np.random.default_rng(budget["seed"])
+def train(config, weights, batches, budget):
     model = convert(config, weights)
     adam_m = {k: np.zeros_like(v) for k, v in model.latent.items()}
     adam_v = {k: np.zeros_like(v) for k, v in model.latent.items()}
-    data = np.asarray(tokens)
-    steps, start, losses = budget["max_steps"], time.perf_counter(), []
-    for step in range(steps):
-        if time.perf_counter() - start > budget["max_seconds"]:
-            break
+    steps, losses = budget["max_steps"], []
+    for step, batch in enumerate(batches):  # one served batch per optimizer step; the stream ends at the budget
         lr = LR * min(1.0, (step + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        starts = rng.integers(0, len(data) - SEQ_LEN - 1, size=BATCH)
-        chunk = data[starts[:, None] + np.arange(SEQ_LEN + 1)]
+        chunk = np.asarray(batch)
         inputs, targets = chunk[:, :-1], chunk[:, 1:]
         w = model.effective()
         lp, cache = forward(config, w, inputs, keep=True)
