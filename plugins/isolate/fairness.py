@@ -37,10 +37,13 @@ from plugins.isolate.runspace import owner_alive, process_start
 
 _SWITCH = "KERNELGRADE_FREEZE"
 TIMER_PREFIX = "timer-"
-# After an answer, a thread or process of the tree seen runnable is watched this long; one that used a tenth of it on
-# a CPU is still running. The child's own threads sleep once it has answered (BLAS and OpenMP pools have one thread).
-LEFTOVER_WINDOW_S = 0.05
-LEFTOVER_CPU_SHARE = 0.1
+# After an answer, the tree's threads and processes are looked at twice, a glance apart; any seen runnable is watched
+# for a window, and it still runs if it used a share of the window on a CPU. The child's own threads sleep once it has
+# answered (BLAS and OpenMP pools have one thread). The share is low because a hog on a loaded machine gets little of a
+# CPU: on the 2-core machine with a load of 22, about a tenth of a core.
+LEFTOVER_GLANCE_S = 0.003
+LEFTOVER_WINDOW_S = 0.1
+LEFTOVER_CPU_SHARE = 0.02
 
 
 def enabled() -> bool:
@@ -206,20 +209,20 @@ def roles(tree: Iterable[int], root: int, bwrap: bool) -> tuple[int | None, set[
 
 def leftovers(tree: Iterable[int], main: int | None, wrappers: set[int]) -> list[str]:
     """Threads and processes of a child's tree that still run after its answer, named ``comm[pid/tid]``; the child's
-    main thread and the sandbox's own wrapper processes (bwrap, its init) are not looked at. Runnable tasks are
-    watched for :data:`LEFTOVER_WINDOW_S`, so a thread that was only finishing a moment is not counted."""
-    runnable = []
-    for pid in tree:
-        if pid in wrappers:
-            continue
-        for tid in _names(Path(f"/proc/{pid}/task")):
-            if (pid, int(tid)) != (main, main) and _state(pid, tid) in ("R", "D"):
-                runnable.append((pid, tid))
+    main thread and the sandbox's own wrapper processes (bwrap, its init) are not looked at. Two looks
+    :data:`LEFTOVER_GLANCE_S` apart find the tasks that are runnable or used a CPU (a thread that waited for the GIL
+    while the main thread sent the answer runs a moment later); those are watched for :data:`LEFTOVER_WINDOW_S`, and
+    count when they used :data:`LEFTOVER_CPU_SHARE` of it, so that a task that was only finishing is not counted."""
+    tasks = [(pid, tid) for pid in tree if pid not in wrappers for tid in _names(Path(f"/proc/{pid}/task"))]
+    tasks = [task for task in tasks if task != (main, str(main))]
+    first = {task: (_state(*task), _cpu_ns(*task)) for task in tasks}
+    time.sleep(LEFTOVER_GLANCE_S)
+    second = {task: (_state(*task), _cpu_ns(*task)) for task in tasks}
+    runnable = [t for t in tasks if {first[t][0], second[t][0]} & {"R", "D"} or second[t][1] > first[t][1]]
     if not runnable:
         return []
-    before = {task: _cpu_ns(*task) for task in runnable}
     time.sleep(LEFTOVER_WINDOW_S)
-    used = {task: _cpu_ns(*task) - before[task] for task in runnable}
+    used = {task: _cpu_ns(*task) - second[task][1] for task in runnable}
     if sum(used.values()) < LEFTOVER_CPU_SHARE * LEFTOVER_WINDOW_S * 1e9:
         return []
     return [f"{_comm(pid, tid)}[{pid}/{tid}]" for (pid, tid), ns in used.items() if ns > 0]
