@@ -3,9 +3,10 @@
 Probed once per process (:func:`probe`), strongest first:
 
 - ``namespaces``: ``bwrap`` (the Debian package ``bubblewrap``) works here. The child then runs in its own user, PID,
-  mount, network, IPC and UTS namespaces with every capability dropped: the whole file system read-only except its own
-  scratch folder and a small private ``/tmp``; ``/proc`` its own namespace's, read-only (so it cannot reset the
-  kernel's peak-RSS mark); the run folder hidden; no network but loopback. It cannot see or signal the grader (its
+  mount, network, IPC and UTS namespaces with every capability dropped: the whole file system read-only except three
+  tmpfs mounts of its own, each with a size (its work folder, ``/tmp``, ``/dev/shm``; see ``diskcap.py``); ``/proc``
+  its own namespace's, read-only (so it cannot reset the kernel's peak-RSS mark); the run folder hidden; no network
+  but loopback. It cannot see or signal the grader (its
   parent is the namespace's init, which ignores it), and when the namespace's init dies every process in it dies.
 - ``uid``: no bwrap, but the grader runs as root and the unprivileged user ``nobody`` can run the interpreter: the
   child runs as ``nobody``, so it cannot signal the grader or write the grader's files.

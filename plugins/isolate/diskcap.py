@@ -41,6 +41,20 @@ def space_note() -> str:
     )
 
 
+def describe(bwrap: bool) -> str:
+    """The sandbox fact of the reports: what caps a child's writable space at this rung."""
+    if bwrap:
+        return (
+            f"three tmpfs mounts of its own, the rest read-only: its work folder ({WORK_BYTES >> 20} MiB), /tmp and "
+            f"/dev/shm ({PRIVATE_TMP_BYTES >> 20} MiB each); at most {MAX_FILES} files, counted by the grader"
+        )
+    return (
+        f"its folders in the run's folder on the host's disk, measured by the grader every {WALK_S:g} s (at most "
+        f"{(WORK_BYTES + PRIVATE_TMP_BYTES) >> 20} MiB and {MAX_FILES} files) and each file capped by RLIMIT_FSIZE; "
+        "it may also write wherever its user can (the host's /tmp), uncapped"
+    )
+
+
 class DiskGuard:
     """Watches one child's writable space from the parent on a thread; past a cap it calls ``kill`` once and says why
     in :attr:`exceeded`. ``mounts()`` gives the child's tmpfs mounts as seen from here (bwrap), else ``folder`` (its

@@ -6,7 +6,8 @@ into it at once (:func:`copy_folder`: regular files, folders and links that stay
 sockets, links that leave the folder and files over the size caps are left out with a note), so no submission can
 change another's source, or its own, before it is graded. The folder is mode 0711: a child that runs as another user
 can reach its own scratch folder by name but list nothing. The speed lock lives here, so neither a submission nor
-another run on the machine can hold it. The run's first process removes the folder at the end; a run killed before
+another run on the machine can hold it, and so does the registry of the run's live children that every worker freezes
+while it times a case (``fairness.py``). The run's first process removes the folder at the end; a run killed before
 that leaves it behind, and the next run's start removes every folder whose owner process is gone.
 """
 

@@ -6,7 +6,10 @@ with capped BLAS threads, its stdout and stderr drained into bounded tails, and 
 folder (made from the run's vetted copy, ``runspace.py``) as its working directory. The grader times every request
 and samples the memory of the child's whole process tree while it runs (``measure.py``); the child reports no
 measurement. After a timeout, crash or kill every process of the child's tree is killed and the next case starts a
-new one; nothing of one submission's child is shared with another's.
+new one; nothing of one submission's child is shared with another's. Every request also follows the run's rules for
+the machine (``tenant.py``): the child is listed in the run's registry and frozen while another case is timed
+(``fairness.py``), its writable space is capped (``diskcap.py``), and a child that leaves threads or processes running
+after its answer fails the case (``left_running``) and is killed.
 """
 
 from __future__ import annotations

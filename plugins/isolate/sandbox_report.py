@@ -5,7 +5,11 @@ Registered by ``plugins/isolate/plugin.py`` on the run's first process (the one 
 
     {"level": "namespaces" | "uid" | "process-group", "namespaces": bool, "separate_user": bool, "cgroup": bool,
      "memory_peak": bool, "warnings": [str, ...], "copy_notes": {"<model>/<challenge>": [str, ...]},
+     "writable_space": str, "freezer": "cgroup.freeze" | "SIGSTOP",
      "gpu": {"bwrap": bool, "user_namespace": bool, "cgroup": bool} (GPU runs only)}
+
+``writable_space`` says what caps a child's writes here (``diskcap.py``), ``freezer`` how the run's other children
+are stopped while a case is timed (``fairness.py``).
 
 and a ``Sandbox`` section in ``grades.md`` when there is a warning or a note. A warning means the grades of this run
 rest on weaker containment than the README's threat model assumes (see ``containment.py``); a note names a file of a
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugins.isolate import containment
+from plugins.isolate import containment, diskcap
 from plugins.isolate.runspace import RunSpace
 from plugins.report.inert import markdown
 
@@ -36,6 +40,10 @@ class SandboxReport:
     def summary(self) -> dict[str, Any]:
         level = containment.probe()
         facts = level.to_dict() | {"copy_notes": self.notes}
+        facts["writable_space"] = diskcap.describe(level.level == "namespaces")
+        facts["freezer"] = "cgroup.freeze" if level.cgroup_base is not None else "SIGSTOP"
+        if level.level != "namespaces":
+            facts["warnings"].append(f"a child's writable space: {facts['writable_space']}")
         if self.cfg.device == "cuda":  # GPU children may run with less (containment.gpu_mode)
             mode = containment.gpu_mode(level, self.space.cgroup_parent(level), self.cfg.repo, self.cfg.gpu)
             facts["gpu"] = {
@@ -44,6 +52,8 @@ class SandboxReport:
                 "cgroup": mode.cgroup,
             }
             facts["warnings"] += [mode.warning] if mode.warning else []
+            if mode.userns is None and level.level == "namespaces":
+                facts["warnings"].append(f"a GPU child's writable space: {diskcap.describe(False)}")
         return facts
 
     def pytest_grader_update_summary(self, summary: dict[str, Any], config: Any) -> None:
