@@ -215,6 +215,8 @@ def leftovers(tree: Iterable[int], main: int | None, wrappers: set[int]) -> list
     count when they used :data:`LEFTOVER_CPU_SHARE` of it, so that a task that was only finishing is not counted."""
     tasks = [(pid, tid) for pid in tree if pid not in wrappers for tid in _names(Path(f"/proc/{pid}/task"))]
     tasks = [task for task in tasks if task != (main, str(main))]
+    if not tasks:  # the interpreter alone, with one thread (a NumPy child): nothing else can run
+        return []
     first = {task: (_state(*task), _cpu_ns(*task)) for task in tasks}
     time.sleep(LEFTOVER_GLANCE_S)
     second = {task: (_state(*task), _cpu_ns(*task)) for task in tasks}

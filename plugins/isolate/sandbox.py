@@ -206,7 +206,8 @@ class Sandbox:
                 self._cgroup.remove()
                 self._cgroup = None
         pid, cgroup = self.process.pid, self._cgroup
-        self._tenant = Tenant(self.space.root, self.key, pid, cgroup, self._bwrap, workdir, self._scratch)
+        trusted = self.program.folder is None  # the reference's own entry points
+        self._tenant = Tenant(self.space.root, self.key, pid, cgroup, self._bwrap, workdir, self._scratch, trusted)
         self._tenant.pin(self.cores)
         kills_before = oom_kills()
         self._memory = TreeMemory(self.process.pid, self._cgroup, hwm_trusted=self._bwrap)
