@@ -6,6 +6,7 @@ with SIGSTOP, the fallback; children are sleeping processes, and "frozen" is the
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -122,3 +123,28 @@ def test_a_dead_timer_never_keeps_a_child_frozen(space, mode):
     finally:
         asked.end()
         idle.end()
+
+
+def test_each_cpu_slot_has_cores_of_its_own(monkeypatch):
+    """With four slots on 16 cores slot 1 is cores 4-7; a GPU slot, or one slot holding every core, pins nothing."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert fairness.slot_cores(1, 4) == {4, 5, 6, 7}
+    assert fairness.slot_cores(None, 4) is None and fairness.slot_cores(0, 1) is None
+
+
+def test_pinning_moves_every_thread_of_the_tree():
+    """Every thread of every process given is moved onto the cores, and back onto all of them."""
+    code = "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); time.sleep(60)"
+    process = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        while len(os.listdir(f"/proc/{process.pid}/task")) < 2:
+            time.sleep(0.01)
+        first = min(os.sched_getaffinity(0))
+        fairness.pin([process.pid], {first})
+        tasks = [int(t) for t in os.listdir(f"/proc/{process.pid}/task")]
+        assert all(os.sched_getaffinity(t) == {first} for t in tasks)
+        fairness.pin([process.pid], None)
+        assert all(os.sched_getaffinity(t) == os.sched_getaffinity(0) for t in tasks)
+    finally:
+        process.kill()
+        process.wait()

@@ -33,12 +33,14 @@ WALK_S = 0.25  # a walk of the folders on the host's disk
 NO_SPACE = "No space left on device"
 
 
-def space_note() -> str:
+def space_note(bwrap: bool) -> str:
     """What a submission that ran out of its writable space is told (beside its own ENOSPC error)."""
-    return (
-        f"its writable space is capped: the work folder at {WORK_BYTES >> 20} MiB, /tmp and /dev/shm at "
-        f"{PRIVATE_TMP_BYTES >> 20} MiB each, {MAX_FILES} files in all"
-    )
+    if bwrap:
+        return (
+            f"its writable space is capped: the work folder at {WORK_BYTES >> 20} MiB, /tmp and /dev/shm at "
+            f"{PRIVATE_TMP_BYTES >> 20} MiB each, {MAX_FILES} files in all"
+        )
+    return f"its folders are capped at {(WORK_BYTES + PRIVATE_TMP_BYTES) >> 20} MiB and {MAX_FILES} files together"
 
 
 def describe(bwrap: bool) -> str:
@@ -84,7 +86,7 @@ class DiskGuard:
         while not self._stop.wait(POLL_S if self.mounts is not None else WALK_S):
             reason = self.check()
             if reason:
-                self.exceeded = f"{reason}; all its processes killed ({space_note()})"
+                self.exceeded = f"{reason}; all its processes killed ({space_note(self.mounts is not None)})"
                 self.kill()
                 return
 

@@ -91,7 +91,7 @@ class Tenant:
         if self.guard.exceeded:
             return "error", self.guard.exceeded
         if status != "ok" and diskcap.NO_SPACE in message:
-            return status, f"{message} ({diskcap.space_note()}; the child is restarted with its space empty)"
+            return status, f"{message} ({diskcap.space_note(self.bwrap)}; the child is restarted with its space empty)"
         if status in ("ok", "error") and not self.trusted:  # the child lives: it answered
             tree = self.tree()
             main, wrappers = fairness.roles(tree, self.pid, self.bwrap)
