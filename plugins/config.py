@@ -52,6 +52,9 @@ class GraderConfig:
     speed_warmup: int
     train_data: Path | None = None  # --train-data: the ternary challenge trains on this file instead of its corpus
     shard: tuple[int, int] | None = None  # --shard=I/N (I counts from 1): grade only this share of the pairs
+    # --task=NAME|PATH: the task profile (reference/tasks) for every model of the run, a built-in name or an absolute
+    # path; None: each model's own kernelgrade-task.toml, the repo's, else the default (plugins/discover/tasks.py).
+    task: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -128,6 +131,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "pairs; give every shard the same --seed and join them with python -m plugins.report.merge",
     )
     group.addoption(
+        "--task",
+        metavar="NAME|PATH",
+        help="task profile for every model: a built-in one (kernelgrade, scaffold) or a TOML file saying which rules "
+        "the models' prompts stated; cases depending on other rules are graded as beyond the task (robustness only). "
+        "Default: a model folder's kernelgrade-task.toml, else the submissions root's, else kernelgrade",
+    )
+    group.addoption(
         "--baseline",
         metavar="PATH",
         help="a results.json of an earlier run: reports add grade deltas, newly failing and passing cases, and speed "
@@ -170,6 +180,7 @@ def pytest_configure(config: pytest.Config) -> None:
         speed_warmup=1,
         train_data=Path(option.train_data).expanduser().resolve() if option.train_data else None,
         shard=checked["shard"],
+        task=_task_option(option.task),
     )
     if device == "cuda" and not worker:
         config.stash[GPU_POOL_KEY] = {gpu: 0 for gpu in visible_gpus()}
@@ -238,6 +249,16 @@ def _usage_error(config: pytest.Config, message: str) -> Exception:
     from plugins.report import lifecycle  # late: the report package imports this module
 
     return lifecycle.usage_error(config, message)
+
+
+def _task_option(value: str | None) -> str | None:
+    """``--task`` as given for a built-in profile's name (or a name that is no file: the usage error then shows it as
+    given), else the file's absolute path."""
+    from reference.tasks import BUILT_IN  # late: it imports every reference module
+
+    if value is None or value in BUILT_IN or not Path(value).expanduser().exists():
+        return value
+    return str(Path(value).expanduser().resolve())
 
 
 def reports_dir(config: pytest.Config) -> Path:

@@ -31,13 +31,21 @@ Semantics, for each batch item on its own (a batch changes nothing), all arithme
    is an optimisation and never changes a result. Beams still unfinished at max_new_tokens are returned as they are.
 6. The result is the final pool, best first (the order of step 4).
 
-K = 1 with alpha 0 is greedy decoding that stops after EOS. Tokens are compared exactly and scores within 1e-9
-(TOLERANCES); the driver pads each item's beams into a (K, max_new_tokens) matrix filled with -1, one row per item
-("configuration") of every call.
+K = 1 with alpha 0 is greedy decoding that stops after EOS.
+
+Graded by recomputation, since beams of exactly equal score make more than one result right: the returned scores in
+their order must equal the reference's best K within 1e-9 (TOLERANCES); the grader rescores every returned sequence
+itself, from its own copy of the model and the returned tokens, and those scores must equal the reference's best K
+too; and every returned sequence must be a valid, distinct beam (tokens in [0, V), EOS only last, an unfinished beam
+only at max_new_tokens, as many beams as the reference's pool). The token sequences themselves, and so the order and
+choice among equal scores, are compared exactly only in cases that name the rule ``tie-order`` (RULES). The driver
+pads each item's beams into a (K, max_new_tokens) matrix filled with -1, one row per item ("configuration") of every
+call.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +53,9 @@ from typing import Any
 import numpy as np
 
 from reference import toy_lm
+from reference.beam_rescore import rescore
 from reference.beam_scenarios import scripted_model
-from reference.contract import Bound, Case, Challenge, Exact, Expected, Tolerance
+from reference.contract import Bound, Case, Challenge, Exact, Expected, Tolerance, Verified
 
 CHALLENGE = Challenge(
     id="beam_search",
@@ -64,6 +73,21 @@ TOLERANCES = {
         "summation order or a log-softmax of the logits differs by about 1e-14; a wrong beam or a dropped EOS "
         "log-prob errs by 1e-2 or more",
     ),
+    "rescored": Tolerance(
+        atol_floor=1e-9,
+        rtol=1e-9,
+        baseline_factor=0.0,
+        reason="the grader rescores a returned sequence by adding the model's log-probs of its tokens in generation "
+        "order, as the reference does, so the reference's own beams rescore to within rounding (1e-15) of their "
+        "scores; a sequence whose score ties a reference beam's in exact arithmetic (the same log-probs added in "
+        "another order) differs by a few ulps; a sequence that is not among the best K differs by 1e-3 or more here",
+    ),
+}
+
+# Rules beyond the search's maths that a case may depend on (Case.rules); a task profile says which its prompts state.
+RULES = {
+    "tie-order": "among candidates of exactly equal score the lexicographically smaller token sequence ranks first, "
+    "and among proposals of equal log-prob the lower token id: which beams survive a tie, and their order",
 }
 
 # The toy transformer behind the non-scripted cases: 64 tokens keep EOS among a beam's 2K proposals often enough for
@@ -126,8 +150,8 @@ def greedy(prompt: np.ndarray, max_new: int, eos: int, model: Any) -> tuple[tupl
     return tuple(tokens), logp
 
 
-def case(category: str, guards: str, case_id: str, **params: Any) -> Case:
-    return Case(case_id, category, guards, params)
+def case(category: str, guards: str, case_id: str, rules: tuple[str, ...] = (), **params: Any) -> Case:
+    return Case(case_id, category, guards, params, rules=rules)
 
 
 CASES = (
@@ -182,7 +206,16 @@ CASES = (
         eos="never",
     ),
     case("edge", "every beam finished before max_new_tokens", "all-finished-early", scripted="all_finished"),
-    case("edge", "equal scores: the lexicographically smaller sequence first", "ties-lexicographic", scripted="ties"),
+    # The same scenario twice: any K of the equally scored sequences, in any order among themselves, is right; only
+    # the tie rule picks the lexicographically smallest, in order.
+    case("edge", "exact score ties: K beams of the tied best score", "ties-any-order", scripted="ties"),
+    case(
+        "edge",
+        "equal scores: the lexicographically smaller sequence first",
+        "ties-lexicographic",
+        rules=("tie-order",),
+        scripted="ties",
+    ),
     case("edge", "one-token prompts and a single step", "len1-max-new1", lengths=[1, 1, 3], k=4, max_new=1, alpha=1.0),
     case("edge", "beam width 1 with a length penalty", "k1-a1", lengths=[1, 8], k=1, max_new=9, alpha=1.0),
 )
@@ -219,6 +252,11 @@ def _pack(calls: list[Call]) -> dict[str, np.ndarray]:
         "call_sizes": np.array([len(c[0]) for c in calls], dtype=np.int64),
         "settings": np.array([[k, n, a, e] for _, k, n, a, e in calls], dtype=np.float64),
     }
+
+
+def _items(inputs: dict[str, np.ndarray]) -> list[tuple[np.ndarray, tuple[int, int, float, int]]]:
+    """Every prompt of every call, in order, with its call's (K, max_new, alpha, eos)."""
+    return [(prompt, (k, n, a, e)) for prompts, k, n, a, e in _calls(inputs) for prompt in prompts]
 
 
 def _calls(inputs: dict[str, np.ndarray]) -> list[Call]:
@@ -259,28 +297,37 @@ def _blank(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return np.full((n, k, m), -1, dtype=np.int64), np.zeros((n, k))
 
 
-def expected(case: Case, inputs: dict[str, np.ndarray]) -> Expected:
+def _reference_beams(case: Case, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The reference's beams (greedy decoding itself for the greedy case), padded as the driver pads them."""
     model = toy_lm.model_from_inputs(inputs)
     tokens, scores = _blank(inputs)
-    item = 0
-    for prompts, k, max_new, alpha, eos in _calls(inputs):
-        for prompt in prompts:
-            if case.params.get("greedy"):
-                beams = [greedy(prompt, max_new, eos, model)]
-            else:
-                beams = [(b.tokens, b.score(alpha)) for b in beam_search(prompt, k, max_new, alpha, eos, model)]
-            for j, (toks, score) in enumerate(beams):
-                tokens[item, j, : len(toks)] = toks
-                scores[item, j] = score
-            item += 1
-    tol = TOLERANCES["scores"]
-    score_bound = Bound(atol=tol.atol_floor * max(1.0, float(np.abs(scores).max())), rtol=tol.rtol, dtype=None)
-    values, bounds = {"tokens": tokens, "scores": scores}, {"tokens": Exact("configuration"), "scores": score_bound}
-    if case.params.get("alone"):
-        values |= {"tokens_alone": tokens, "scores_alone": scores}
-        bounds |= {"tokens_alone": Exact("configuration"), "scores_alone": score_bound}
-    return Expected(values, bounds)
+    for item, (prompt, (k, max_new, alpha, eos)) in enumerate(_items(inputs)):
+        if case.params.get("greedy"):
+            beams = [greedy(prompt, max_new, eos, model)]
+        else:
+            beams = [(b.tokens, b.score(alpha)) for b in beam_search(prompt, k, max_new, alpha, eos, model)]
+        for j, (toks, score) in enumerate(beams):
+            tokens[item, j, : len(toks)] = toks
+            scores[item, j] = score
+    return tokens, scores
+
+
+def expected(case: Case, inputs: dict[str, np.ndarray]) -> Expected:
+    """The returned scores against the reference's best K, in order; the grader's own scores of the returned sequences
+    against them too; every item's beams a valid pool (``beam_rescore.rescore``). Tokens exactly only under
+    ``tie-order``."""
+    tokens, scores = _reference_beams(case, inputs)
+    scale = max(1.0, float(np.abs(scores).max()))
+    bound = {name: Bound(atol=t.atol_floor * scale, rtol=t.rtol, dtype=None) for name, t in TOLERANCES.items()}
+    suffixes = ("", "_alone") if case.params.get("alone") else ("",)
+    values: dict[str, Any] = {}
+    bounds: dict[str, Any] = {}
+    for s in suffixes:
+        values |= {f"scores{s}": scores, f"rescored{s}": scores, f"beams{s}": None}
+        bounds |= {f"scores{s}": bound["scores"], f"rescored{s}": bound["rescored"], f"beams{s}": Verified()}
+        if "tie-order" in case.rules:
+            values[f"tokens{s}"], bounds[f"tokens{s}"] = tokens, Exact("configuration")
+    return Expected(values, bounds, derive=functools.partial(rescore, inputs, _items(inputs), tokens, suffixes))
 
 
 def _write(run: Any, result: Any, k: int, max_new: int, tokens: np.ndarray, scores: np.ndarray) -> None:
@@ -291,8 +338,8 @@ def _write(run: Any, result: Any, k: int, max_new: int, tokens: np.ndarray, scor
         for j, pair in enumerate(beams):
             toks, score = run.unpack(pair, 2, "a (tokens, score) pair")
             toks = toy_lm.as_numpy(toks).reshape(-1)
-            if toks.size > max_new or toks.dtype.kind not in "iuf" or np.any(toks != np.round(toks)):
-                raise run.contract_error(f"item {b} beam {j}: tokens must be at most {max_new} integer ids")
+            if toks.size > max_new or toks.dtype.kind not in "iuf" or np.any((toks != np.round(toks)) | (toks < 0)):
+                raise run.contract_error(f"item {b} beam {j}: tokens must be at most {max_new} token ids (ints >= 0)")
             tokens[b, j, : toks.size] = toks.astype(np.int64)
             scores[b, j] = float(toy_lm.as_numpy(score).reshape(-1)[0])
 

@@ -4,6 +4,11 @@ A challenge's reference module (``reference/<id>.py``) is its contract. It expos
 
 - ``CHALLENGE``: a :class:`Challenge` naming the id, the folder names accepted for it and the entry points.
 - ``CASES``: a tuple of :class:`Case`, each with a readable id, a rubric category and the trap it guards against.
+- ``RULES``: ``{rule name: one line saying what the rule is}``, beside the case table: the rules beyond the
+  challenge's core maths that its cases depend on (``Case.rules``). A task profile (``reference/tasks/``) says which
+  of them the prompt a model was given states; a case that depends on an unstated one is "beyond the task".
+- ``SETTINGS`` (optional): ``{name: Setting}``, values a task profile may set for the challenge; the grader hands
+  them to the module in ``case.params`` (``expected`` and ``drive`` read ``case.params[name]`` / ``params[name]``).
 - ``make_inputs(case, rng) -> dict[str, np.ndarray]``: fresh random inputs (runs in the grader).
 - ``expected(case, inputs) -> Expected``: the float64 truth and the bound for each output (runs in the grader).
 - ``drive(run, inputs, params) -> dict``: calls the submission's entry points; runs *inside the sandbox child*, so it
@@ -17,19 +22,23 @@ This module imports nothing but the standard library because the sandbox child l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 # Rubric categories, in the order reports list them.
 CATEGORIES = ("core", "edge", "precision", "memory", "speed", "robustness")
 
-# Where a checked property comes from. "task": the task as the models were given it states it. "added": we check it
-# though the task never stated it (dtype preservation, strided inputs, extreme inputs beyond the task's range).
+# Where a checked property comes from, as case records say it: "task" (the prompt the model was given states every rule
+# the case depends on) or "added" (the case depends on a rule that prompt never stated: "beyond the task").
 ORIGINS = ("task", "added")
-# A rule the task never stated may cost a submission at most this category's points, never a core, edge or precision
-# point (Case refuses anything else).
-ADDED_CATEGORY = "robustness"
+# A case beyond the task may cost a submission at most this category's points, never a core, edge or precision point:
+# the grader scores it in this category whatever its table says (see ``Case.rules``).
+BEYOND_CATEGORY = "robustness"
+ADDED_CATEGORY = BEYOND_CATEGORY  # the older name
+# A rule's name: lower-case words joined by hyphens (``tie-order``, ``float32-stays-float32``).
+RULE_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,20 @@ class Challenge:
     runtime: str = "python"
     # Accepted spellings of an entry point, found without an adapter: {"layer_norm_forward": ("layernorm_forward",)}.
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Contract variants: variant name -> its entry points, the first the default. Empty: one contract, entry_points.
+    # Only the KV cache has variants ("grader-model", "own-model"); a task profile says which one a model answered.
+    contracts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def default_contract(self) -> str:
+        """The variant used where no task profile names one: the first of ``contracts``, or "" with none."""
+        return next(iter(self.contracts), "")
+
+    def entry_points_of(self, contract: str = "") -> tuple[str, ...]:
+        """The entry points of a contract variant ("" is the default one); ``entry_points`` without variants."""
+        if not self.contracts:
+            return self.entry_points
+        return self.contracts[contract or self.default_contract]
 
 
 @dataclass(frozen=True)
@@ -52,30 +75,56 @@ class Case:
     """One hidden input configuration.
 
     ``params`` holds only JSON values (it travels to the sandbox child); ``guards`` names the trap or property the case
-    exists for, so a report can say which traps a submission fell into. ``origin`` (see ORIGINS) says whether the task
-    states that property or we added it; an added one must be a robustness case.
+    exists for, so a report can say which traps a submission fell into. ``category`` is the case's category under our
+    own prompts (the ``kernelgrade`` task profile).
+
+    ``rules`` names the rules beyond the challenge's core maths that the case depends on (each defined in its module's
+    ``RULES``): keeping float32 as float32, an order among equal scores, an acceptance rule. Under a task profile that
+    does not state all of them the case is "beyond the task": it still runs, is shown as such, and is scored as a
+    ``BEYOND_CATEGORY`` case. ``contract`` names the contract variant the case belongs to ("" = every variant) and
+    ``calls`` the entry points it calls (empty = every entry point of its variant), so that a missing entry point
+    fails only the cases that call it.
     """
 
     id: str
     category: str
     guards: str
     params: Mapping[str, Any]
-    origin: str = "task"
+    rules: tuple[str, ...] = ()
+    contract: str = ""
+    calls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
             raise ValueError(f"case {self.id}: unknown category {self.category!r}")
-        if self.origin not in ORIGINS:
-            raise ValueError(f"case {self.id}: unknown origin {self.origin!r}")
-        if self.origin == "added" and self.category != ADDED_CATEGORY:
-            raise ValueError(
-                f"case {self.id}: a property the task never stated can only be a {ADDED_CATEGORY} case, "
-                f"not {self.category!r}"
-            )
+        for name, names in (("rules", self.rules), ("calls", self.calls)):
+            if not isinstance(names, tuple) or not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"case {self.id}: {name} must be a tuple of names, got {names!r}")
+        bad = [r for r in self.rules if not RULE_NAME.fullmatch(r)]
+        if bad:
+            raise ValueError(f"case {self.id}: rule names are lower-case words joined by hyphens, not {bad}")
+        if not isinstance(self.contract, str):
+            raise ValueError(f"case {self.id}: contract must be a variant's name, got {self.contract!r}")
 
     @property
     def is_speed(self) -> bool:
         return self.category == "speed"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A value a task profile may set for one challenge (``reference/tasks/*.toml``); the module reads it from
+    ``case.params[name]``. ``choices`` lists the values allowed (empty: any value of the default's type)."""
+
+    default: Any
+    what: str
+    choices: tuple[Any, ...] = ()
+
+
+def undefined_rules(cases: Iterable[Case], rules: Mapping[str, str]) -> dict[str, list[str]]:
+    """``{case id: [rules it names that RULES does not define]}`` for the cases that name any (empty when all are
+    defined): a module's case table and its ``RULES`` must agree."""
+    return {c.id: bad for c in cases if (bad := [r for r in c.rules if r not in rules])}
 
 
 @dataclass(frozen=True)
@@ -126,6 +175,19 @@ class TopK:
     """
 
     unit: str = "row"
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A property the grader verifies itself, by recomputation in its own process (``Expected.derive``), one row per
+    ``unit``: the derived figure is a sequence of reasons, "" where the row holds and otherwise what is wrong with it
+    in words ("accepted token 2 (id 17) is not the target's greedy token 5"). It passes when every row holds.
+
+    For outputs with more than one right answer (beams of equal score, an acceptance rule that allows more than it
+    guarantees): the grader checks the property every right answer has instead of one answer's exact values.
+    """
+
+    unit: str = "configuration"
 
 
 @dataclass(frozen=True)

@@ -27,21 +27,40 @@ rejected one is never accepted). When siblings repeat a token, several paths can
 length, the one ending at the lower node index (all such paths carry the same tokens, so the outputs are the same).
 ``new_token`` is ``g`` at the last accepted node's position, or ``g[P-1]`` when nothing is accepted.
 
-Graded: the mask (exact), (accepted_tokens, new_token) exactly on scenario trees and random ones, and the golden
-property: the grader's speculative loop (``reference/dflash_trees.py``) calling the submission's ``verify_and_accept``
-cycle after cycle yields exactly the target's greedy sequence, with the best possible accepted length every cycle.
-Forwards per verification (1 for full credit) are checked on the speed case with its timing.
+Graded: the mask (exact); and by recomputation, since an acceptance rule may allow more than one answer
+(``reference/dflash_golden.py``): the **golden property** (the accepted tokens are a drafted path of the target's
+greedy tokens and the new token is the greedy token after it, so accepted + new reproduce greedy decoding) on every
+verification, and **acceptance** (at least as many tokens as the case's rule guarantees: ``longest-path``, the
+semantics above, or ``stop-at-first-rejection``, the weaker rule of other prompt sets; RULES) on scenario trees,
+random trees and every small tree; and the grader's speculative loop (``reference/dflash_trees.py``) calling the
+submission's ``verify_and_accept`` cycle after cycle must yield exactly the target's greedy sequence (golden, under
+no rule) and, under ``longest-path``, accept the longest path every cycle. Forwards per verification (1 for full
+credit) are checked on the speed case with its timing.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 from typing import Any
 
 import numpy as np
 
 from reference import toy_lm
-from reference.contract import AtMost, Case, Challenge, Exact, Expected
-from reference.dflash_trees import SCENARIOS, accepted_path, draft_tokens, random_tree, speculative_loop, tree_mask
+from reference.contract import AtMost, Case, Challenge, Exact, Expected, Verified
+from reference.dflash_golden import judge
+from reference.dflash_trees import (
+    SCENARIOS,
+    accepted_path,
+    draft_batch,
+    draft_tokens,
+    random_tree,
+    small_trees,
+    speculative_loop,
+    stop_rule_path,
+    tree_greedy,
+    tree_mask,
+)
 
 CHALLENGE = Challenge(
     id="dflash_verify",
@@ -55,6 +74,17 @@ TOY_SIZES = {"vocab_size": 1000, "d_model": 64, "n_heads": 4, "n_layers": 2, "ma
 # One forward over prompt + tree is what tree verification is for. A correct verifier that spends more is still
 # correct, so the figure is checked on the speed case (scored with the timing), never on a core case.
 FORWARDS = AtMost(limit=1.0, what="target forwards per verification (the most over the case's calls)")
+
+# Acceptance rules (Case.rules): a verification case checks the accepted length against the one it names. A task
+# profile whose prompts state longest-path also states stop-at-first-rejection, which it implies.
+LONGEST, STOP = "longest-path", "stop-at-first-rejection"
+RULES = {
+    LONGEST: "accept the longest path of matching nodes over all roots and siblings (the accepted length it "
+    "guarantees: accepted_path in reference/dflash_trees.py)",
+    STOP: "on a rejection, stop processing further tree nodes: in index order or level by level, the first root or "
+    "child of an accepted node that does not match ends the cycle (the accepted length it guarantees: stop_rule_path)",
+}
+GUARANTEE = {LONGEST: accepted_path, STOP: stop_rule_path}
 
 
 def build_tree_mask(prompt_len: int, tree_parents: Any) -> np.ndarray:
@@ -74,28 +104,54 @@ def verify_and_accept(
     return tokens[path].astype(np.int64), int(greedy[prompt.size + path[-1] if path else prompt.size - 1])
 
 
-def case(category: str, guards: str, case_id: str, **params: Any) -> Case:
-    return Case(case_id, category, guards, params)
+# The entry points each kind of case calls (drive): a submission missing one fails only the cases that call it.
+KIND_CALLS = {"mask": ("build_tree_mask",), "verify": ("verify_and_accept",), "loop": ("verify_and_accept",)}
 
 
+def case(category: str, guards: str, case_id: str, rules: tuple[str, ...] = (), **params: Any) -> Case:
+    return Case(case_id, category, guards, params, rules=rules, calls=KIND_CALLS[params["kind"]])
+
+
+def scenario(category: str, guards: str, name: str, rule: str) -> Case:
+    """A hand-built tree of SCENARIOS, checked for the golden property and the acceptance ``rule`` guarantees."""
+    return case(category, guards, name, (rule,), kind="verify", scenario=name)
+
+
+# Scenario rules: stop-at-first-rejection where its walk accepts the whole longest path (so the case asks no less of
+# our semantics than longest-path would, and holds under both), longest-path where the two differ (the case exists
+# for a path that walk would not reach). selftests/test_dflash.py checks both paths of every scenario.
 CASES = (
     # Masks: chains (P 1, 5, 17), stars (one root with many children; roots only) and random branching trees.
     case("core", "mask on chains", "mask-chains", kind="mask", trees="chains"),
     case("core", "mask on stars and all-root forests", "mask-stars", kind="mask", trees="stars"),
     case("core", "mask on 30 random branching trees", "mask-random-30", kind="mask", trees="random"),
-    case("core", "a chain accepted whole", "chain-all", kind="verify", scenario="chain-all"),
-    case("core", "a chain rejected at its 4th node", "chain-reject-3", kind="verify", scenario="chain-reject-3"),
+    scenario("core", "a chain accepted whole", "chain-all", STOP),
+    scenario("core", "a chain rejected at its 4th node", "chain-reject-3", STOP),
+    scenario("core", "several roots: the first right, its siblings follow", "first-root-siblings", LONGEST),
+    scenario("core", "a later sibling, not the first root, matches", "later-sibling", LONGEST),
     case(
         "core",
-        "several roots: the first right, its siblings follow",
-        "first-root-siblings",
+        "24 random trees (P 1-24, N 1-16, 30-90% matching)",
+        "random-trees-24",
+        (LONGEST,),
         kind="verify",
-        scenario="first-root-siblings",
+        random=24,
     ),
+    # Every tree shape of up to 4 nodes with every match/mismatch labelling, and every labelling with decoys of up to
+    # 3 nodes (627 trees, one verification each, all in one request): a verifier that reads a wrong row, parent or
+    # sibling fails some of them whatever the seed (selftests/test_dflash_family.py: 10 seeds). Longest-path asks more
+    # than the stop rule's walk only beside a rejected or shorter first branch (a wrong root before a right one, a
+    # repeated root with the path below the repeat), which trees of 2 and 3 nodes hold (243 trees). Each verification
+    # is a forward in the sandbox: all 4467 trees of up to 5 nodes cost a correct verifier 6.1 s, its other cases 0.9 s.
+    case("core", "every tree of up to 4 nodes, every labelling", "small-trees-4", (STOP,), kind="verify", small=[4, 3]),
     case(
-        "core", "a later sibling, not the first root, matches", "later-sibling", kind="verify", scenario="later-sibling"
+        "core",
+        "every tree of up to 3 nodes, longest path",
+        "small-trees-3-longest",
+        (LONGEST,),
+        kind="verify",
+        small=[3, 3],
     ),
-    case("core", "24 random trees (P 1-24, N 1-16, 30-90% matching)", "random-trees-24", kind="verify", random=24),
     case(
         "core",
         "golden property: the speculative loop equals greedy decoding (half the nodes match)",
@@ -111,36 +167,28 @@ CASES = (
         share=0.9,
     ),
     case(
-        "edge",
-        "a rejected node's matching children are skipped",
-        "rejected-parent",
-        kind="verify",
-        scenario="rejected-parent",
+        "core",
+        "the speculative loop accepts the longest path every cycle",
+        "loop-share0.9-longest",
+        (LONGEST,),
+        kind="loop",
+        share=0.9,
+        each_cycle=True,
     ),
-    case("edge", "every node rejected: only the new token", "all-rejected", kind="verify", scenario="all-rejected"),
-    case("edge", "a single node, accepted", "single-accepted", kind="verify", scenario="single-accepted"),
-    case("edge", "a single node, rejected", "single-rejected", kind="verify", scenario="single-rejected"),
-    case("edge", "a 40-node chain accepted whole", "deep-chain-40", kind="verify", scenario="deep-chain-40"),
-    case(
-        "edge",
-        "a 40-node chain rejected at node 25",
-        "deep-chain-reject-25",
-        kind="verify",
-        scenario="deep-chain-reject-25",
-    ),
-    case(
-        "edge",
-        "siblings repeat a token: the longest matching path wins",
-        "repeated-siblings",
-        kind="verify",
-        scenario="repeated-siblings",
-    ),
-    case("edge", "a one-token prompt", "prompt-length-1", kind="verify", scenario="prompt-length-1"),
+    scenario("edge", "a rejected node's matching children are skipped", "rejected-parent", LONGEST),
+    scenario("edge", "every node rejected: only the new token", "all-rejected", STOP),
+    scenario("edge", "a single node, accepted", "single-accepted", STOP),
+    scenario("edge", "a single node, rejected", "single-rejected", STOP),
+    scenario("edge", "a 40-node chain accepted whole", "deep-chain-40", STOP),
+    scenario("edge", "a 40-node chain rejected at node 25", "deep-chain-reject-25", STOP),
+    scenario("edge", "siblings repeat a token: the longest matching path wins", "repeated-siblings", LONGEST),
+    scenario("edge", "a one-token prompt", "prompt-length-1", LONGEST),
     # 200 + 48 positions: a forward per node or per path costs tens of times the single masked forward.
     case(
         "speed",
         "one target forward per verification, timed against the reference",
         "one-forward-p200-n48",
+        (STOP,),
         kind="verify",
         random=1,
         prompt_len=200,
@@ -180,8 +228,8 @@ def make_inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
             "prompt_lengths": np.array([x.size for x in prompts], dtype=np.int64),
             "loop_settings": np.array(settings, dtype=np.float64),
         }
-    problems = []
-    for _ in range(p.get("random", 1)):
+    problems = _small_trees(model, rng, *p["small"]) if "small" in p else []
+    for _ in range(0 if "small" in p else p.get("random", 1)):
         if "scenario" in p:
             prompt_len, parents, kinds = SCENARIOS[p["scenario"]]
             parents = np.array(parents, dtype=np.int64)
@@ -197,6 +245,20 @@ def make_inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
         "tree_parents": np.concatenate([q[2] for q in problems]),
         "tree_sizes": np.array([q[2].size for q in problems], dtype=np.int64),
     }
+
+
+def _small_trees(
+    model: Any, rng: np.random.Generator, max_nodes: int, decoy_nodes: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(prompt, tokens, parents) for every tree of ``small_trees``; each shape gets one prompt length (1-6) and a fresh
+    prompt per tree, and its trees are drafted together (``draft_batch``)."""
+    problems = []
+    for parents, group in itertools.groupby(small_trees(max_nodes, decoy_nodes), key=lambda tree: tree[0]):
+        kinds = [k for _, k in group]
+        prompts = rng.integers(0, model.vocab_size, (len(kinds), int(rng.integers(1, 7))))
+        tokens = draft_batch(model, prompts, parents, kinds, rng)
+        problems += [(prompts[r], tokens[r], np.array(parents, dtype=np.int64)) for r in range(len(kinds))]
+    return problems
 
 
 def _split(flat: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
@@ -231,7 +293,9 @@ def _masks_padded(masks: list[np.ndarray]) -> np.ndarray:
 
 
 def expected(case: Case, inputs: dict[str, np.ndarray]) -> Expected:
-    """Masks, accepted tokens and new tokens from the reference; for loops the grader's own greedy decoding."""
+    """Masks from the reference; for loops the grader's own greedy decoding (and, under longest-path, the reference's
+    accepted length every cycle); for verifications the golden property and the acceptance the case's rule guarantees,
+    recomputed from what the submission returns (``dflash_golden.judge``)."""
     kind = case.params["kind"]
     if kind == "mask":
         parents = _split(inputs["tree_parents"], inputs["tree_sizes"])
@@ -242,27 +306,31 @@ def expected(case: Case, inputs: dict[str, np.ndarray]) -> Expected:
         return Expected({"mask": _masks_padded(masks)}, {"mask": Exact("tree")})
     model = toy_lm.model_from_inputs(inputs)
     if kind == "loop":
-        generated, accepted = [], []
-        for prompt, (seed, n_new, max_nodes, share) in zip(
-            _split(inputs["prompt_tokens"], inputs["prompt_lengths"]), inputs["loop_settings"], strict=True
-        ):
-            generated.append(greedy_decode(model, prompt, int(n_new)))
-            verify = lambda q, t, par: _as_lists(verify_and_accept(q, t, par, model))  # noqa: E731
-            accepted.append(speculative_loop(verify, model, prompt, int(n_new), int(seed), int(max_nodes), share)[1])
-        width = int(inputs["loop_settings"][:, 1].max())
-        return Expected(
-            {"generated": np.array(generated), "accepted": _padded(accepted, width)},
-            {"generated": Exact("loop"), "accepted": Exact("loop")},
-        )
-    results = [verify_and_accept(q, t, par, model) for q, t, par in _problems(inputs)]
-    values = {
-        "accepted": _padded([r[0].tolist() for r in results], int(inputs["tree_sizes"].max())),
-        "new_token": np.array([r[1] for r in results], dtype=np.int64),
-    }
-    bounds: dict[str, Any] = {"accepted": Exact("configuration"), "new_token": Exact("configuration")}
+        return _loop_expected(case, inputs, model)
+    problems = _problems(inputs)
+    greedy = tree_greedy(model, problems)
+    (rule,) = case.rules
+    least = [len(GUARANTEE[rule](par, t, g, q.size)) for (q, t, par), g in zip(problems, greedy, strict=True)]
+    values: dict[str, Any] = {"golden": None, "acceptance": None}
+    bounds: dict[str, Any] = {"golden": Verified(), "acceptance": Verified()}
     if case.params.get("speed"):
         values["forwards"], bounds["forwards"] = np.array([1.0]), FORWARDS
-    return Expected(values, bounds)
+    return Expected(values, bounds, derive=functools.partial(judge, problems, greedy, least, rule))
+
+
+def _loop_expected(case: Case, inputs: dict[str, np.ndarray], model: Any) -> Expected:
+    generated, accepted = [], []
+    for prompt, (seed, n_new, max_nodes, share) in zip(
+        _split(inputs["prompt_tokens"], inputs["prompt_lengths"]), inputs["loop_settings"], strict=True
+    ):
+        generated.append(greedy_decode(model, prompt, int(n_new)))
+        if case.params.get("each_cycle"):
+            verify = lambda q, t, par: _as_lists(verify_and_accept(q, t, par, model))  # noqa: E731
+            accepted.append(speculative_loop(verify, model, prompt, int(n_new), int(seed), int(max_nodes), share)[1])
+    values: dict[str, Any] = {"generated": np.array(generated)}
+    if case.params.get("each_cycle"):  # with the golden property, the longest path every cycle is one list of lengths
+        values["accepted"] = _padded(accepted, int(inputs["loop_settings"][:, 1].max()))
+    return Expected(values, dict.fromkeys(values, Exact("loop")))
 
 
 def greedy_decode(model: Any, prompt: np.ndarray, n_new: int) -> list[int]:
@@ -282,8 +350,8 @@ def _checked(run: Any, result: Any, n_nodes: int) -> tuple[list[int], int]:
     accepted, new = run.unpack(result, 2, "(accepted_tokens, new_token)")
     accepted, new = toy_lm.as_numpy(accepted).reshape(-1), toy_lm.as_numpy(new).reshape(-1)
     for what, x, least, most in (("accepted_tokens", accepted, 0, n_nodes), ("new_token", new, 1, 1)):
-        if not least <= x.size <= most or x.dtype.kind not in "iuf" or np.any(x != np.round(x)):
-            raise run.contract_error(f"{what}: expected {'one int' if most == 1 else f'at most {most} ints'}")
+        if not least <= x.size <= most or x.dtype.kind not in "iuf" or np.any((x != np.round(x)) | (x < 0)):
+            raise run.contract_error(f"{what}: expected {'one token id' if most == 1 else f'at most {most} token ids'}")
     return [int(t) for t in accepted], int(new[0])
 
 

@@ -10,7 +10,8 @@ Contract (NumPy in, NumPy out; every argument is passed positionally)::
   (and masked) scores, shape (B, H, N). It is found as ``cache["L"]`` / ``cache.L`` (also under the names ``lse`` and
   ``logsumexp``), or as the one (B, H, N) array among the cache's items.
 - ``dQ, dK, dV``: shapes of Q, K, V. Judged by value against the bound of the inputs' precision whatever float dtype
-  comes back; only the robustness case tagged ``origin="added"`` asks float32 to stay float32 (the task never did).
+  comes back; only the robustness case naming the rule ``float32-stays-float32`` asks float32 to stay float32 (the task
+  never did).
 
 The memory case's budget covers the forward and the backward together (the whole ``drive``): what the forward keeps
 in the cache counts, so an N x N matrix computed in the forward and walked in the backward is over budget. Its speed
@@ -37,6 +38,7 @@ from reference.flash_attention import (
     shaped_case,
     strided,
 )
+from reference.flash_attention import RULES as FORWARD_RULES
 from reference.flash_attention import make_inputs as forward_inputs
 
 CHALLENGE = Challenge(
@@ -62,6 +64,10 @@ TOLERANCES = {
         "rounding more than the forward does), with a floor of a few float32 ulps of the gradient's magnitude",
     ),
 }
+
+# The forward's rules (float32 kept, strided inputs), the only ones these cases depend on; no prompt of ours states
+# either.
+RULES = dict(FORWARD_RULES)
 
 CASES = (
     shaped_case("core", "causal gradients over whole tiles", 1, 2, 256, 64, 64),
@@ -91,11 +97,14 @@ CASES = (
         "speed", "time forward + backward against the grader's fast blocked NumPy attention", 1, 2, 4096, 64, 128,
         speed=True,
     ),
-    shaped_case("robustness", "strided (non-contiguous) inputs", 1, 2, 256, 64, 64, origin="added", strided=True),
+    shaped_case(
+        "robustness", "strided (non-contiguous) inputs", 1, 2, 256, 64, 64, rules=("strided-inputs",),
+        strided=True,
+    ),
     # The precision case's inputs again, now also asking O, dQ, dK, dV to stay float32 (L may be any float dtype).
     shaped_case(
-        "robustness", "float32 stays float32 (never stated by the task)", 1, 2, 300, 64, 97, origin="added",
-        f32=True, keep=True,
+        "robustness", "float32 stays float32 (never stated by the task)", 1, 2, 300, 64, 97,
+        rules=("float32-stays-float32",), f32=True, keep=True,
     ),
 )  # fmt: skip
 

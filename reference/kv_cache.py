@@ -56,6 +56,9 @@ CHALLENGE = Challenge(
     title="KV cache",
     folder_names=("kv_cache", "kv"),
     entry_points=("prefill", "decode_step"),
+    # The grader's model (its weights handed to prefill/decode_step) is the default; a task profile may say a repo
+    # built its cache into its own model ("own-model": the submission's forward, prefill and decode_step).
+    contracts={"grader-model": ("prefill", "decode_step"), "own-model": ("forward", "prefill", "decode_step")},
 )
 
 TOLERANCES = {
@@ -78,7 +81,7 @@ FLOAT_OUTPUTS = ("prefill_logits", "step_logits")
 
 
 def model_case(
-    category: str, guards: str, lengths: tuple[int, ...], steps: int, origin: str = "task", **extra: Any
+    category: str, guards: str, lengths: tuple[int, ...], steps: int, rules: tuple[str, ...] = (), **extra: Any
 ) -> Case:
     """A case whose id spells batch, prompt lengths, steps and model (``b4-p7.30.1.16-s6-h4-d64-l2``)."""
     m = {**MODEL, **{k: extra.pop(k) for k in ("V", "d", "H", "L", "Hkv") if k in extra}}
@@ -88,8 +91,16 @@ def model_case(
     tags = "".join(f"-{key}{'' if value is True else value}" for key, value in extra.items())
     case_id = f"b{len(lengths)}-p{lens}-s{steps}-h{m['H']}{kv}-d{m['d']}-l{m['L']}{tags}"
     params = {"lengths": list(lengths), "S": steps, **m, **extra}
-    return Case(case_id, category, guards, params, origin)
+    return Case(case_id, category, guards, params, rules, contract="grader-model")
 
+
+# Rules beyond a KV cache's maths that cases depend on; both are requirements of ours that no prompt of ours states as
+# such (the prompt asks for one cache driven by prefill and decode steps, grouped-query heads as optional).
+RULES = {
+    "two-caches-at-once": "two caches may be alive at once, their steps interleaved (no state kept at module level)",
+    "grouped-query-heads": "K and V may have fewer heads than Q (grouped-query attention), an optional part of the "
+    "task",
+}
 
 CASES = (
     model_case("core", "decode logits equal causal recomputation at every step", (16,), 8),
@@ -116,15 +127,22 @@ CASES = (
     model_case("speed", "decode step against the reference cache at 256 tokens", (256, 256), 2, speed=True),
     model_case("speed", "decode step against the reference cache at 1024 tokens", (1024, 1024), 2, speed=True),
     # Both robustness cases are requirements of ours (the task asks for one cache driven by prefill and decode steps):
-    # origin "added", so they can never cost more than robustness points.
+    # their rules are stated by no prompt of ours, so they can never cost more than robustness points.
     # Two caches of two sequences each, their steps interleaved: state kept at module level mixes them up.
-    model_case("robustness", "two caches alive at once", (11, 6, 9, 14), 6, origin="added", split=True),
+    model_case(
+        "robustness",
+        "two caches alive at once",
+        (11, 6, 9, 14),
+        6,
+        rules=("two-caches-at-once",),
+        split=True,
+    ),
     model_case(
         "robustness",
         "grouped-query heads (optional: 4 query heads share 2 K/V heads)",
         (9, 14),
         6,
-        origin="added",
+        rules=("grouped-query-heads",),
         Hkv=2,
     ),
 )

@@ -91,11 +91,29 @@ TOLERANCES = {
 FLOOR_SLACK = 1.25
 
 
+# Rules beyond softmax and top-k themselves that cases depend on; our prompt states all three. A prompt that promises
+# V >= 50k and names no range of k or -inf logits states none of them (a kernel written to it may not handle these).
+RULES = {
+    "any-vocab-size": "V may be any size up to 151936, small ones (under 50k) included",
+    "k-up-to-v": "k may be anything from 1 to V: 256 and V itself included",
+    "neg-inf-logits": "logits may be -inf (a masked vocabulary), and a row may hold fewer finite logits than k",
+}
+LARGE_V = 50_000  # a case with a smaller V depends on any-vocab-size
+LARGE_K = 256  # a case with k this large (or k = V) depends on k-up-to-v
+
+
 def topk_case(category: str, guards: str, rows: int, v: int, k: int, kind: str = "normal", **extra: Any) -> Case:
-    """A case whose id spells its shape and input kind (``r7-v50257-k50-ninf``)."""
+    """A case whose id spells its shape and input kind (``r7-v50257-k50-ninf``); its rules follow from V, k and the
+    kind (see RULES)."""
     tags = "" if kind == "normal" else f"-{kind}"
     tags += "".join(f"-{key}" for key, value in extra.items() if value is True)
-    return Case(f"r{rows}-v{v}-k{k}{tags}", category, guards, {"rows": rows, "V": v, "k": k, "kind": kind, **extra})
+    rules = (
+        *(("any-vocab-size",) if v < LARGE_V else ()),
+        *(("k-up-to-v",) if k >= LARGE_K or k == v else ()),
+        *(("neg-inf-logits",) if kind == "ninf" else ()),
+    )
+    params = {"rows": rows, "V": v, "k": k, "kind": kind, **extra}
+    return Case(f"r{rows}-v{v}-k{k}{tags}", category, guards, params, rules)
 
 
 BUILD_CASE = Case("build", "core", "compiles with nvcc and exports the C entry point", {"build": True})

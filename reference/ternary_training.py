@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,10 @@ import numpy as np
 from reference import qwen3_tiny as qwen
 from reference.contract import Bound, Case, Challenge, ContractError, Exact, Expected, Tolerance
 from reference.flash_attention import bound_for
+
+# Submissions (not the reference baseline) are handed the GPU on GPU runs: torch ones are told config["device"] ==
+# "cuda" (model_config). plugins/isolate/gpu_rung.py contains them in the GPU rung; NumPy challenges never get one.
+GPU_CHILD = True
 
 CHALLENGE = Challenge(
     id="ternary_training",
@@ -161,6 +166,19 @@ CASES = (
     Case("train-d96-markov", "core", "trained ternary model beats the unigram baseline on held-out text", {"layer": 4,
          "model": MODEL, "budget": TRAIN_BUDGET, "timeout_s": 4 * TRAIN_BUDGET["max_seconds"]}),
 )  # fmt: skip
+# The entry points each layer's cases call (drive): a submission missing one fails only the cases that call it.
+LAYER_CALLS = {
+    1: ("ternarize",),
+    2: ("ternary_linear",),
+    3: ("convert", "log_probs", "effective_weights"),
+    4: ("train", "log_probs", "effective_weights"),
+}
+CASES = tuple(replace(c, calls=LAYER_CALLS[c.params["layer"]]) for c in CASES)
+
+# Rules beyond the quantizer's and the training's maths that cases depend on (Case.rules).
+RULES = {
+    "scale-floor-none": "a group's scale is mean(|W|) with no floor (a floor such as 1e-5 changes tiny weights' codes)",
+}
 
 
 # --- the reference quantizer -----------------------------------------------------------------------------------------

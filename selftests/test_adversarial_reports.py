@@ -52,7 +52,7 @@ SOURCES = {
     "fifo-model": "not a regular file (FIFO)",  # a FIFO named impl.py hung discovery
     "zero-model": "not a regular file (character device)",  # impl.py -> /dev/zero: the parser read without end
     "huge-model": "over the parse limit of 2 MiB",  # a .py over the limit was silently ignored
-    "syntax-error": "impl.py line 7: syntax error",  # reported as "no Python file defines ..."
+    "syntax-error": "impl.py line 7: syntax error",  # was reported as "no Python file defines ..."
 }
 CORRECT_COPIES = (CONTROL, IMG, IMG_TITLE, SCRIPT, MD_LINK, LONG, SPACE, UNDERSCORE, NON_ASCII, E_ACUTE, ITS_ID)
 
@@ -108,11 +108,14 @@ def test_control_and_hostile_names_keep_their_grades(names_run):
 
 
 def test_unreadable_sources_name_the_real_cause(names_run):
-    """A FIFO, a link to /dev/zero, an oversized file and a syntax error each say what is wrong, with file and line."""
+    """A FIFO, a link to /dev/zero, an oversized file and a syntax error each say what is wrong, with file and line,
+    once in the grade's notes; the case itself says which entry point was not provided."""
     records = names_run.records()
     for model, cause in SOURCES.items():
         record = records[(model, "flash_attention", "b1-h2-n40-d64-t64-causal")]
-        assert record["outcome"] == "error" and cause in record["message"], (model, record["message"])
+        assert (record["outcome"], record["message"]) == ("error", "not provided: flash_attention_fwd"), model
+        notes = names_run.summary["models"][model]["challenges"]["flash_attention"]["notes"]
+        assert sum(cause in note for note in notes) == 1, (model, notes)
 
 
 def test_report_html_cells_hold_no_markup(names_run):

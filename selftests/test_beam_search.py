@@ -1,5 +1,7 @@
-"""Batched beam search: the reference against brute force and greedy decoding, the scripted scenarios by hand, and
-grading runs of the demos (the correct one passes everything on three seeds; each bug is caught by its cases)."""
+"""Batched beam search: the reference against brute force and greedy decoding, the scripted scenarios by hand, the
+grader's rescoring and pool checks on altered answers, tie-independence of every case not under the tie rule, and
+grading runs of the demos (the correct one passes everything on three seeds; each bug is caught by its cases; a search
+that breaks ties the other way fails only the tie-order case)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import itertools
 import numpy as np
 import pytest
 
-from conftest import GradingRun, run_grader
+from conftest import FIXTURES, GradingRun, run_grader
+from plugins.compare.comparator import check
 from reference import beam_search as bs
 from reference import toy_lm
 from reference.beam_scenarios import EOS, scripted_model
@@ -30,6 +33,7 @@ NO_EOS_LOGPROB = {
     "length-penalty-a0.6",
     "length-penalty-a1.0",
     "all-finished-early",
+    "ties-any-order",
     "ties-lexicographic",
 }
 
@@ -99,6 +103,107 @@ def test_scripted_scenarios_come_out_as_worked_by_hand(name, alpha, want):
     np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], atol=1e-9)
 
 
+def case_of(case_id: str) -> bs.Case:
+    return next(c for c in bs.CASES if c.id == case_id)
+
+
+def judged(case_id: str, seed: int, alter=None) -> dict[str, str]:
+    """Grade the reference's own answer to a case in process (the driver's packing, ``Expected.derive`` and the
+    comparator), optionally ``alter``-ed first: {output: message} of the checks that fail."""
+    case = case_of(case_id)
+    inputs = bs.make_inputs(case, np.random.default_rng(seed))
+    tokens, scores = bs._reference_beams(case, inputs)
+    outputs = {"tokens": tokens.copy(), "scores": scores.copy()}
+    if alter:
+        alter(outputs)
+    want = bs.expected(case, inputs)
+    figures, _ = want.derive(outputs)
+    every = outputs | figures
+    checks = [check(name, every.get(name), value, want.bounds[name]) for name, value in want.values.items()]
+    return {c.name: c.message for c in checks if not c.passed}
+
+
+def swap_first_two_tokens(outputs):
+    outputs["tokens"][0, 0, :2] = outputs["tokens"][0, 0, 1::-1].copy()  # same claimed score, another sequence
+
+
+def duplicate_beam(outputs):
+    outputs["tokens"][0, 1] = outputs["tokens"][0, 0]
+    outputs["scores"][0, 1] = outputs["scores"][0, 0]
+
+
+def drop_last_beam(outputs):
+    outputs["tokens"][0, 3], outputs["scores"][0, 3] = -1, 0.0  # item 0 of K = 4 keeps 3 beams
+
+
+def drop_middle_beam(outputs):
+    outputs["tokens"][0, 1], outputs["scores"][0, 1] = -1, 0.0
+
+
+@pytest.mark.parametrize(
+    ("alter", "failing", "words"),
+    [
+        (None, set(), ""),
+        (swap_first_two_tokens, {"rescored"}, "rescored"),
+        (duplicate_beam, {"beams", "scores", "rescored"}, "beams 0 and 1 are the same sequence"),
+        (drop_last_beam, {"beams", "scores", "rescored"}, "3 beams returned, the pool holds 4"),
+        (drop_middle_beam, {"beams", "scores", "rescored"}, "beam 1 is empty but a later one is not"),
+    ],
+)
+def test_rescoring_and_pool_checks_catch_altered_answers(alter, failing, words):
+    """The reference's answer passes; a sequence that does not earn its claimed score, a repeated beam or a missing one
+    fails the check that says so."""
+    messages = judged("b4-k4-a0.6", 3, alter)
+    assert set(messages) == failing and words in " ".join(messages.values())
+
+
+def test_invalid_beams_are_named():
+    """EOS inside a beam and an unfinished beam shorter than max_new_tokens are named in the pool check."""
+
+    def eos_inside(outputs):
+        outputs["tokens"][0, 0, 0] = EOS  # the scripted scenario's beam (4, 5) becomes (EOS, 5)
+
+    def cut_short(outputs):
+        outputs["tokens"][0, 0, 1:] = -1  # (4, 5) unfinished after one token of two
+
+    assert "EOS before its last token" in judged("eos-logprob-counted", 0, eos_inside)["beams"]
+    assert "unfinished after 1 tokens" in judged("eos-logprob-counted", 0, cut_short)["beams"]
+
+
+def beam_search_other_ties(prompt, k, max_new, alpha, eos, model):
+    """The reference with every tie broken the other way: higher token id, lexicographically larger sequence."""
+    pool = [bs.Beam((), 0.0, False)]
+    for _ in range(max_new):
+        candidates = []
+        for beam in pool:
+            if beam.finished:
+                candidates.append(beam)
+                continue
+            lp = model.log_probs(np.concatenate([prompt, np.array(beam.tokens, dtype=np.int64)]))
+            for token in np.lexsort((-np.arange(lp.size), -lp))[: 2 * k]:
+                candidates.append(bs.Beam((*beam.tokens, int(token)), beam.logp + float(lp[token]), int(token) == eos))
+        larger_first = sorted(candidates, key=lambda b: b.tokens, reverse=True)
+        pool = sorted(larger_first, key=lambda b: -b.score(alpha))[:k]
+        if all(b.finished for b in pool):
+            break
+    return pool
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_only_tie_order_cases_depend_on_the_tie_rule(seed):
+    """Every case but those under tie-order has one multiset of best-K scores whichever way ties break, so a search
+    with the other tie rule passes it; the tie-order case's tokens do change (the rule is what it checks)."""
+    for case in bs.CASES:
+        inputs = bs.make_inputs(case, np.random.default_rng(seed))
+        model = toy_lm.model_from_inputs(inputs)
+        for prompt, (k, max_new, alpha, eos) in bs._items(inputs):
+            ours = bs.beam_search(prompt, k, max_new, alpha, eos, model)
+            other = beam_search_other_ties(prompt, k, max_new, alpha, eos, model)
+            np.testing.assert_allclose([b.score(alpha) for b in ours], [b.score(alpha) for b in other], atol=1e-12)
+            if "tie-order" in case.rules:
+                assert [b.tokens for b in ours] != [b.tokens for b in other], case.id
+
+
 @pytest.fixture(scope="module")
 def roster(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
     run = run_grader(tmp_path_factory.mktemp("beam"), "--no-speed", "--seed", SEED, tests=TESTS)
@@ -112,15 +217,16 @@ def failed(run: GradingRun, model: str) -> dict[str, str]:
 
 @pytest.mark.grading_run
 def test_each_bug_is_caught_by_its_cases(roster):
-    """demo-tiled passes all 14 cases; each bug fails its pinpoint cases and the random configurations (core)."""
+    """demo-tiled passes every case; each bug fails its pinpoint cases and the random configurations (core), where
+    the grader's rescoring finds some configurations right and others wrong."""
     assert failed(roster, "demo-tiled") == {}
     drop, no_eos = failed(roster, "demo-beam-drop-finished"), failed(roster, "demo-beam-no-eos-logprob")
     assert drop.keys() >= DROP_FINISHED and "eos-logprob-counted" not in drop
     assert no_eos.keys() >= NO_EOS_LOGPROB
-    for messages in (drop, no_eos):
-        assert "configurations matched" in messages["random-80-calls"]
-        matched, total = map(int, messages["random-80-calls"].split(": ")[1].split(" ")[0].split("/"))
-        assert 0 < matched < total  # right on some configurations, wrong on others: still a failed case
+    for model in ("demo-beam-drop-finished", "demo-beam-no-eos-logprob"):
+        record = roster.records()[(model, "beam_search", "random-80-calls")]
+        rescored = next(c for c in record["checks"] if c["name"] == "rescored")
+        assert 0 < rescored["mismatches"] < rescored["total"]  # right on some configurations: still a failed case
     assert roster.letters()["demo-tiled"]["beam_search"] == "A+"
 
 
@@ -131,3 +237,15 @@ def test_correct_demo_passes_on_other_seeds(tmp_path, seed):
     run = run_grader(tmp_path, "--no-speed", "--seed", seed, "--model", "demo-tiled", tests=TESTS)
     assert run.returncode == 0, run.output[-3000:]
     assert failed(run, "demo-tiled") == {} and len(run.records()) == len(bs.CASES)
+
+
+@pytest.mark.grading_run
+def test_a_search_with_the_other_tie_rule_fails_only_tie_order_cases(tmp_path):
+    """The fixture breaks every tie the other way: it passes every case but the one under tie-order (scores, the
+    grader's rescoring and the pool checks all hold; only the order and choice among equal scores differ)."""
+    model = "beam-ties-reversed"
+    run = run_grader(tmp_path, f"--submissions-dir={FIXTURES}", "--no-speed", "--model", model, "--seed", SEED,
+                     tests=TESTS)  # fmt: skip
+    assert "INTERNALERROR" not in run.output, run.output[-3000:]
+    assert set(failed(run, model)) == {c.id for c in bs.CASES if "tie-order" in c.rules} == {"ties-lexicographic"}
+    assert "tokens" in failed(run, model)["ties-lexicographic"] and len(run.records()) == len(bs.CASES)

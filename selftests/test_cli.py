@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +24,7 @@ from plugins.cli import scaffold
 from plugins.cli.check import check_folder, find
 from plugins.cli.main import main, pytest_command
 from plugins.grade.records import NO_CODE
+from reference import tasks
 from reference.challenges import all_challenges
 
 CLI = Path(__file__).resolve().parent / "fixtures" / "cli"
@@ -47,7 +49,11 @@ def test_new_writes_every_spec_as_its_prompt(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)  # from the checkout the next steps use the README's own grading command
     assert main(["new", "my-model", f"--submissions-dir={tmp_path}"]) == 0
     folders = sorted(p.name for p in (tmp_path / "my-model").iterdir())
-    assert folders == sorted(IDS)
+    assert folders == sorted([*IDS, "kernelgrade-task.toml"])
+    # the model's task profile: our prompts' rules, read back by discovery as the built-in kernelgrade profile
+    task_file = tmp_path / "my-model" / "kernelgrade-task.toml"
+    assert tasks.load_file(task_file).challenges == {k: replace(v, source=str(task_file)) for k, v in
+                                                     tasks.built_in("kernelgrade").challenges.items()}  # fmt: skip
     for challenge_id in IDS:
         prompt = tmp_path / "my-model" / challenge_id / "PROMPT.md"
         spec = scaffold.spec_path(challenge_id).read_bytes()
@@ -55,7 +61,7 @@ def test_new_writes_every_spec_as_its_prompt(tmp_path, capsys, monkeypatch):
         assert scaffold.PROMPT_END not in prompt.read_bytes() and len(prompt.read_bytes()) < len(spec)
         assert [p.name for p in prompt.parent.iterdir()] == ["PROMPT.md"]
     out = capsys.readouterr().out
-    assert f"with {len(IDS)} prompts" in out and "python -m pytest --model=my-model" in out
+    assert f"with {len(IDS)} prompts and kernelgrade-task.toml" in out and "python -m pytest --model=my-model" in out
     assert "kernelgrade check" in out
 
 

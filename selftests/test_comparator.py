@@ -40,7 +40,22 @@ def test_non_finite_output_never_passes(poison):
     got[3] = poison
     result = compare("O", got, want, Bound(atol=1e9, rtol=1e9, dtype="float64"))
     assert not result.passed
-    assert result.nan + result.inf == 1 and "never passes" in result.message
+    assert result.nan + result.inf == 1 and result.nonfinite == 1
+
+
+@pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf])
+def test_non_finite_output_is_named_apart_from_an_error_over_the_bound(poison):
+    """Severity in the words: NaN/Inf where the truth is finite says "non-finite (NaN/Inf)" first, never an error
+    ratio; a finite output over the bound never says it."""
+    want = np.ones(10)
+    got = want.copy()
+    got[3] = poison
+    result = compare("O", got, want, Bound(atol=1e-9, rtol=0, dtype="float64"))
+    assert result.headline.startswith("O: non-finite (NaN/Inf) where the truth is finite: ")
+    assert "x the bound" not in result.headline
+    got[3] = 2.0
+    over = compare("O", got, want, Bound(atol=1e-9, rtol=0, dtype="float64"))
+    assert "non-finite" not in over.message and over.nonfinite == 0 and "x the bound" in over.message
 
 
 def test_shape_and_dtype_mismatch_are_clear_messages():

@@ -185,23 +185,3 @@ def test_time_under_the_floor_is_wrong():
         record = r.CaseRecord.for_case("m", "flash_attention", case, 0, r.PASSED, speed={"median_s": median})
         graded = _below_floor(record, (floor, "how"))
         assert graded.outcome == outcome and [c["name"] for c in graded.checks] == checks
-
-
-@NAMESPACES
-def test_gpu_children_fall_back_only_as_far_as_cuda_needs(tmp_path, monkeypatch):
-    """Where CUDA starts only without a user namespace (as the check finds), GPU children get bwrap without one: still
-    their own PID namespace and a read-only /proc, and the report says what was given up."""
-    monkeypatch.setattr(containment, "_cuda_starts", lambda level, userns, group, repo, gpu: userns is False)
-    containment.gpu_mode.cache_clear()
-    probe = (
-        "import os\ndef flash_attention_fwd(Q, K, V, t, c):\n"
-        "    raise RuntimeError(f\"ppid={os.getppid()} map={' '.join(open('/proc/self/uid_map').read().split())}\")\n"
-    )
-    try:
-        outcome = run_once(make(tmp_path, probe), limits=Limits(call_timeout_s=10, memory_bytes=1 << 30, device="cuda"))
-        space = runspace.default()
-        mode = containment.gpu_mode(containment.probe(), space.cgroup_parent(containment.probe()), REPO, None)
-    finally:
-        containment.gpu_mode.cache_clear()
-    assert outcome.message == "RuntimeError: ppid=1 map=0 0 4294967295", outcome.message
-    assert mode.userns is False and "without a user namespace" in mode.warning

@@ -8,8 +8,9 @@ import pytest
 from plugins.grade.records import PASSED, CaseRecord
 from reference import flash_attention as fwd
 from reference import flash_attention_bwd as bwd
+from reference import tasks
 from reference.challenges import all_challenges, reference_module
-from reference.contract import CATEGORIES, Case
+from reference.contract import Case
 
 # Every property of ours, per challenge: dtype preservation, strided inputs, the KV cache's optional requirements.
 ADDED = {
@@ -21,29 +22,24 @@ ADDED = {
 F32_KEEP = "b1-h2-n300-d64-t97-causal-f32-keep"  # the robustness case asking float32 outputs for float32 inputs
 
 
-@pytest.mark.parametrize("category", [c for c in CATEGORIES if c != "robustness"])
-def test_added_case_outside_robustness_is_refused(category):
-    """A property the task never stated cannot be a core, edge, precision, memory or speed case."""
-    with pytest.raises(ValueError, match="only be a robustness case"):
-        Case("x", category, "float32 stays float32", {}, origin="added")
-
-
-def test_origin_is_validated_and_defaults_to_the_task():
-    """Unknown origins are refused like unknown categories; a case states the task's property unless tagged."""
-    with pytest.raises(ValueError, match="unknown origin"):
-        Case("x", "robustness", "trap", {}, origin="ours")
-    assert Case("x", "core", "trap", {}).origin == "task"
-    assert Case("x", "robustness", "trap", {}, origin="added").origin == "added"
+@pytest.mark.parametrize("rules", [("Tie-Order",), ("tie order",), "tie-order", ("",)], ids=repr)
+def test_rule_names_are_validated(rules):
+    """Rules are a tuple of lower-case hyphenated names (a bare string would be read letter by letter)."""
+    with pytest.raises(ValueError, match="rule"):
+        Case("x", "edge", "trap", {}, rules=rules)
 
 
 def test_each_reference_tags_exactly_its_added_properties():
-    """Across all eight contracts, the added cases are these and only these, all in robustness."""
+    """Across all eight contracts, the cases beyond our own prompts (the default profile) are these and only these,
+    all in robustness: a rule our prompts never state costs robustness points only."""
+    default = tasks.built_in()
     found = {}
     for challenge in all_challenges():
         cases = reference_module(challenge.id).CASES
-        assert all(c.category == "robustness" for c in cases if c.origin == "added")
-        if added := {c.id for c in cases if c.origin == "added"}:
-            found[challenge.id] = added
+        beyond = [c for c in cases if default.of(challenge.id).beyond(c)]
+        assert all(c.category == "robustness" for c in beyond)
+        if beyond:
+            found[challenge.id] = {c.id for c in beyond}
     assert found == ADDED
 
 
@@ -53,8 +49,8 @@ def test_float32_precision_case_judges_values_whatever_dtype(reference):
     robustness case asks for float32 (the backward's L stays free there too)."""
     cases = {c.id: c for c in reference.CASES}
     precision, keep = cases["b1-h2-n300-d64-t97-causal-f32"], cases[F32_KEEP]
-    assert (precision.category, precision.origin) == ("precision", "task")
-    assert (keep.category, keep.origin) == ("robustness", "added")
+    assert (precision.category, precision.rules) == ("precision", ())
+    assert (keep.category, keep.rules) == ("robustness", ("float32-stays-float32",))
     inputs = reference.make_inputs(precision, np.random.default_rng(0))
     loose, strict = reference.expected(precision, inputs).bounds, reference.expected(keep, inputs).bounds
     assert all(b.dtype is None for b in loose.values())
@@ -65,11 +61,14 @@ def test_float32_precision_case_judges_values_whatever_dtype(reference):
 
 
 def test_case_record_carries_the_origin():
-    """for_case copies the case's origin into its record; an older record without one loads as the task's."""
+    """for_case tags a case beyond the default task "added", with its rules; an older record without the fields
+    loads as the task's."""
     case = next(c for c in fwd.CASES if c.id == F32_KEEP)
     record = CaseRecord.for_case("m", "flash_attention", case, 0, PASSED)
     assert record.origin == "added" and record.to_dict()["origin"] == "added"
-    old = {k: v for k, v in record.to_dict().items() if k != "origin"}
+    assert (record.beyond, record.task, record.category) == (["float32-stays-float32"], "kernelgrade", "robustness")
+    new_fields = {"origin", "rules", "beyond", "task", "table_category"}
+    old = {k: v for k, v in record.to_dict().items() if k not in new_fields}
     assert CaseRecord.from_dict(old).origin == "task"
 
 
@@ -90,10 +89,12 @@ def test_float64_outputs_lose_only_the_added_dtype_cases(roster):
 
 @pytest.mark.grading_run
 def test_reports_show_the_origin_beside_failed_cases(roster):
-    """grades.md and report.html tag each failed case: a task case as the task's, an added one as robustness only."""
+    """grades.md and report.html tag each failed case: a task case as the task's, one beyond the task (a rule the
+    default profile does not state) with its rule, as robustness only."""
     text = (roster.reports / "grades.md").read_text()
-    assert f"**demo-f64-out** `{F32_KEEP}` (float32 stays float32 (never stated by the task)): wrong [added: " in text
+    beyond = "wrong [beyond the task (float32-stays-float32): robustness only]"
+    assert f"**demo-f64-out** `{F32_KEEP}` (float32 stays float32 (never stated by the task)): {beyond}" in text
     assert "**demo-buggy** `b1-h2-n300-d64-t97-causal` (uneven final tile): wrong [task]" in text
     pytest.importorskip("pytest_html")
     html = (roster.reports / "report.html").read_text()
-    assert "wrong [added: robustness only]" in html and "wrong [task]" in html
+    assert beyond in html and "wrong [task]" in html

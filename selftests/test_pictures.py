@@ -142,7 +142,10 @@ def test_pictures_of_a_grading_run(grade) -> None:
     # demo-buggy drops the final partial key tile: wrong at N = 1025 (tile 128) and NaN at N = 40 (under one tile)
     assert "| trap | demo-tiled | demo-buggy |" in grades
     assert "| one-row final tile | ✓ avoided | ✗ fell in |" in grades
-    assert "| sequence shorter than one tile | ✓ avoided | ✗ fell in |" in grades
+    # NaN where the truth is finite is named apart from an error over the bound, in the trap table and the message
+    assert "| sequence shorter than one tile | ✓ avoided | ✗ non-finite (NaN/Inf) |" in grades
+    nan_case = run.records()["demo-buggy", "flash_attention", "b1-h2-n40-d64-t64-causal"]
+    assert nan_case["message"].startswith("O: non-finite (NaN/Inf) where the truth is finite: ")
     page = (reports / "report.html").read_text()
     assert page.count("<svg") >= 2 and 'class="kg-traps"' in page and "<script src=" not in page.split("kg-summary")[1]
     assert "wrote" in run.output and f"{reports / 'heatmap.svg'}" in run.output

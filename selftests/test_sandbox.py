@@ -18,6 +18,7 @@ from plugins.config import gpu_count
 from plugins.isolate import wire
 from plugins.isolate.sandbox import Limits, Program, Sandbox, SandboxPool
 from reference import flash_attention as fwd
+from reference import ternary_training as ternary
 
 CASE = next(c for c in fwd.CASES if c.id == "b1-h2-n40-d64-t64-causal")
 LIMITS = Limits(call_timeout_s=3, memory_bytes=1 << 30, device="cpu")
@@ -75,27 +76,46 @@ def test_each_failure_has_its_own_outcome(fixture, status, fragment):
 NEEDS_GPU = pytest.mark.skipif(not gpu_count(), reason="needs a GPU (run on the H200 device machine)")
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=NEEDS_GPU)])
-def test_memory_cap_is_a_real_limit(tmp_path, device):
-    """2 GiB fits in the machine's RAM but not under a 1 GiB cap (RLIMIT_AS on CPU runs, RLIMIT_DATA on GPU runs)."""
+def run_gpu_child(folder: Path, limits: Limits):
+    """One layer-1 case of ternary training, whose submissions are handed the GPU on GPU runs (``GPU_CHILD``), with
+    ``ternarize`` from ``folder/impl.py``; flash attention's children never get a GPU."""
+    case = next(c for c in ternary.CASES if c.params.get("layer") == 1)
+    sandbox = Sandbox(Program(ternary.__name__, (("ternarize", "impl.py"),), folder), limits, REPO)
+    try:
+        return sandbox.run(ternary.make_inputs(case, np.random.default_rng(0)), dict(case.params), {})
+    finally:
+        sandbox.close()
+
+
+def test_memory_cap_is_a_real_limit(tmp_path):
+    """2 GiB fits in the machine's RAM but not under a 1 GiB cap (RLIMIT_AS; a NumPy child of a GPU run has it too)."""
     folder = make(tmp_path, "import numpy as np\ndef flash_attention_fwd(Q, K, V, t, c):\n    return np.ones(2**28)\n")
-    limits = Limits(call_timeout_s=30, memory_bytes=1 << 30, device=device, gpu="0" if device == "cuda" else None)
-    assert run_once(folder, limits=limits).status == "oom"
+    for device, gpu in (("cpu", None), ("cuda", "0")):
+        limits = Limits(call_timeout_s=30, memory_bytes=1 << 30, device=device, gpu=gpu)
+        assert run_once(folder, limits=limits).status == "oom"
 
 
 @NEEDS_GPU
-@pytest.mark.parametrize(("share", "status"), [(0.3, "ok"), (0.7, "oom")])
-def test_gpu_memory_fraction_caps_torch(tmp_path, share, status):
-    """Under a 0.5 cap a child may take 30% of the GPU but not 70%, though the card has room for either."""
+def test_gpu_child_memory_cap_is_a_real_limit(tmp_path):
+    """The same under RLIMIT_DATA, which GPU children get (the driver's virtual reservations break RLIMIT_AS)."""
+    folder = make(tmp_path, "import numpy as np\ndef ternarize(w, g):\n    return np.ones(2**28), None\n")
+    limits = Limits(call_timeout_s=60, memory_bytes=1 << 30, device="cuda", gpu="0")
+    assert run_gpu_child(folder, limits).status == "oom"
+
+
+@NEEDS_GPU
+@pytest.mark.parametrize(("share", "fragment"), [(0.3, "RuntimeError: allocated"), (0.7, "OutOfMemoryError")])
+def test_gpu_memory_fraction_caps_torch(tmp_path, share, fragment):
+    """Under a 0.5 cap a GPU child may take 30% of the GPU but not 70%, though the card has room for either."""
     folder = make(
         tmp_path,
-        "import torch\ndef flash_attention_fwd(Q, K, V, t, c):\n"
+        "import torch\ndef ternarize(w, group):\n"
         f"    x = torch.empty(int(torch.cuda.mem_get_info()[1] * {share}), dtype=torch.uint8, device='cuda')\n"
-        "    return V\n",
+        "    raise RuntimeError('allocated')\n",
     )
     limits = Limits(call_timeout_s=60, memory_bytes=16 << 30, device="cuda", gpu="0", gpu_memory_fraction=0.5)
-    outcome = run_once(folder, limits=limits)
-    assert outcome.status == status, outcome.message + outcome.traceback
+    outcome = run_gpu_child(folder, limits)
+    assert fragment in outcome.message, outcome.message + outcome.traceback
 
 
 def test_exception_keeps_its_traceback():

@@ -3,14 +3,21 @@ too large or unpicklable is computed by each process, side by side."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
+import pickle
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from plugins.isolate import truths
 from plugins.isolate.truths import TruthStore
+from reference.challenges import reference_module
+from reference.contract import Bound, Expected
 
 
 def test_a_truth_is_computed_once_and_read_by_the_others(tmp_path: Path) -> None:
@@ -47,7 +54,7 @@ def test_large_or_unpicklable_truths_are_computed_in_each_process_without_the_lo
     monkeypatch.setattr(truths, "MAX_SHARED_BYTES", 100)
     store = TruthStore(tmp_path)
     assert store.get(("topk", "big", 0), lambda: np.zeros(1000)).shape == (1000,)
-    assert not list(tmp_path.glob("*.pkl")) and len(list(tmp_path.glob("*.local"))) == 1
+    assert not list(tmp_path.glob("*.npz")) and len(list(tmp_path.glob("*.local"))) == 1
     together = threading.Barrier(3, timeout=10)
     met: list[bool] = []
 
@@ -72,3 +79,75 @@ def test_large_or_unpicklable_truths_are_computed_in_each_process_without_the_lo
 def test_without_a_folder_every_call_computes(tmp_path: Path) -> None:
     store = TruthStore(None)
     assert [store.get(("kv", "c0", 0), lambda: 1), store.get(("kv", "c0", 0), lambda: 2)] == [1, 2]
+
+
+class _Payload:
+    """Unpickling this makes the folder ``ran``: proof that reading a truth ran code."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.folder / "ran"),))
+
+
+def test_a_planted_pickle_never_runs_and_the_truth_is_computed(tmp_path: Path) -> None:
+    """Files planted under a truth's name (a pickle with a payload; an .npz whose array holds one; a valid truth that
+    others may write, or a link to one) are never loaded: the truth is computed and the file replaced."""
+    key = ("flash_attention", "c0", 0)
+    name = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+    store = TruthStore(tmp_path / "truths")
+    blob = pickle.dumps(_Payload(tmp_path))
+    for suffix in (".pkl", ".npz"):
+        (tmp_path / "truths" / f"{name}{suffix}").write_bytes(blob)
+    assert np.array_equal(store.get(key, lambda: {"out": np.arange(3.0)})["out"], np.arange(3.0))
+    assert not (tmp_path / "ran").exists()
+    with open(tmp_path / "truths" / f"{name}.npz", "wb") as handle:  # an object array: pickled inside the .npz
+        np.savez(handle, meta=np.frombuffer(b'{"array": "a0"}', np.uint8), a0=np.array([_Payload(tmp_path)]))
+    assert truths.read(tmp_path / "truths" / f"{name}.npz") is None
+    assert TruthStore(tmp_path / "truths").get(key, lambda: 5) == 5
+    assert not (tmp_path / "ran").exists()
+    assert truths.read(tmp_path / "truths" / f"{name}.npz") == (5,)  # replaced by the computed truth
+    (tmp_path / "truths" / f"{name}.npz").chmod(0o666)  # writable by others: not the grader's own any more
+    assert truths.read(tmp_path / "truths" / f"{name}.npz") is None
+    os.symlink(tmp_path / "truths" / f"{name}.npz", tmp_path / "link.npz")
+    assert truths.read(tmp_path / "link.npz") is None
+
+
+# Beam search is not here: its truth carries the rescoring closure, computed in each process.
+SHARED = ["flash_attention", "kv_cache", "layer_norm_bwd", "softmax_topk", "dflash_verify"]
+
+
+@pytest.mark.parametrize("challenge", SHARED)
+def test_truths_come_back_as_they_were_computed(tmp_path: Path, challenge: str) -> None:
+    """A real case's truth (arrays, numbers, the contract's records) is written as data and read back equal, types
+    and dtypes included."""
+    reference = reference_module(challenge)
+    case = next(c for c in reference.CASES if not c.is_speed)
+    expected = reference.expected(case, reference.make_inputs(case, np.random.default_rng(0)))
+    TruthStore(tmp_path).get((challenge, case.id, 0), lambda: expected)
+    assert list(tmp_path.glob("*.npz")), "this truth was not shared"
+    assert _same(TruthStore(tmp_path).get((challenge, case.id, 0), lambda: None), expected)
+
+
+def test_a_truth_with_a_derive_closure_is_computed_in_each_process(tmp_path: Path) -> None:
+    """An Expected whose derive is a closure is never written; each process computes it and its closure works."""
+    made = Expected({"y": np.ones(2)}, {"y": Bound(0.0, 0.0, None)}, derive=lambda outputs: ({"n": len(outputs)}, {}))
+    first = TruthStore(tmp_path).get(("t", "c", 0), lambda: made)
+    again = TruthStore(tmp_path).get(("t", "c", 0), lambda: made)
+    assert first.derive({"a": 1}) == again.derive({"a": 1}) == ({"n": 1}, {})
+    assert not list(tmp_path.glob("*.npz")) and len(list(tmp_path.glob("*.local"))) == 1
+
+
+def _same(got: object, want: object) -> bool:
+    if type(got) is not type(want):
+        return False
+    if isinstance(want, np.ndarray):
+        return got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want, equal_nan=True)
+    if isinstance(want, dict):
+        return list(got) == list(want) and all(_same(got[k], want[k]) for k in want)
+    if isinstance(want, (list, tuple)):
+        return len(got) == len(want) and all(_same(a, b) for a, b in zip(got, want, strict=True))
+    if dataclasses.is_dataclass(want):
+        return all(_same(getattr(got, f.name), getattr(want, f.name)) for f in dataclasses.fields(want))
+    return got == want or (got != got and want != want)  # NaN equals NaN here

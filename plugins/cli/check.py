@@ -18,6 +18,7 @@ from plugins.cli import nearmiss, probe, signatures, skeleton
 from plugins.config import DEFAULT_CALL_TIMEOUT_S
 from plugins.discover.entry_points import defined_names
 from plugins.discover.submissions import SAMPLE_FOLDER, Submission, discover, submissions_root
+from reference import tasks
 from reference.challenges import all_challenges, challenge_for_folder, reference_module
 
 
@@ -53,6 +54,10 @@ class FolderCheck:
     skeleton: str = ""
     skeleton_file: str = ""
     skeleton_adds: bool = False  # the skeleton is lines to add to the folder's adapter, not a whole file to save
+    # Why no skeleton is offered though entry points are missing: a file that does not parse hides what it defines,
+    # and an adapter written around it would be wrong once the syntax error is fixed.
+    skeleton_note: str = ""
+    task: str = ""  # the task profile discovery found for the model (reference/tasks), as the report names it
     adapter_lines: int | None = None  # code lines of the adapter in use (the report's interface column counts them)
 
     @property
@@ -81,12 +86,22 @@ class FolderCheck:
             "import_note": self.import_note,
             "adapter_lines": self.adapter_lines,
             "skeleton": {"file": self.skeleton_file, "text": self.skeleton} if self.skeleton else None,
+            "skeleton_note": self.skeleton_note,
+            "task": self.task,
         }
 
 
 def find(path: Path) -> list[Submission]:
     """The graded units under ``path`` as discovery sees them (see the module docstring for what PATH may be; a
-    challenge folder holding ``sample-<N>/`` folders gives one unit per sample, and a sample folder itself works)."""
+    challenge folder holding ``sample-<N>/`` folders gives one unit per sample, and a sample folder itself works).
+    A model's or the repo's ``kernelgrade-task.toml`` that cannot be used is a :class:`CheckError`."""
+    try:
+        return _find(path)
+    except tasks.TaskError as exc:
+        raise CheckError(str(exc)) from None
+
+
+def _find(path: Path) -> list[Submission]:
     path = path.expanduser()
     if not path.is_dir():
         raise CheckError(f"{path} is not a folder")
@@ -129,12 +144,16 @@ def check_folder(sub: Submission, run_import: bool = True, timeout_s: float = DE
     others = dict(sub.alternatives)
     entries = [
         Entry(e, sub.runtime, found[e], tuple(others.get(e, ()))) if e in found else Entry(e, "missing")
-        for e in challenge.entry_points
+        for e in challenge.entry_points_of(sub.challenge_task.contract)  # the variant the model's task profile names
     ]
     result = FolderCheck(
         sub.model, sub.challenge, sub.folder, challenge.runtime, entries, problems=sub.problems, no_code=sub.no_code
     )
     result.adapter_lines = sub.adapter_lines
+    task = sub.challenge_task
+    result.task = task.profile if task.source == tasks.BUILT_IN_SOURCE else f"{task.profile} ({task.source})"
+    if task.contract:
+        result.task += f", contract {task.contract}"
     if sub.no_code:
         result.import_note = "not imported: no code"
         return result
@@ -155,7 +174,9 @@ def _check_python(result: FolderCheck, challenge: Any, run_import: bool, timeout
     missing = [e.name for e in result.entries if e.status == "missing"]
     for entry in missing:
         result.near[entry] = nearmiss.near_misses(entry, definitions, _other_spellings(challenge, entry))
-    if missing:
+    if missing and (broken := [f for f, why in result.problems if "syntax error" in why]):
+        result.skeleton_note = f"no adapter skeleton: fix the syntax error in {', '.join(broken)} first"
+    elif missing:
         found = []
         for e in result.entries:
             if e.status != "missing":

@@ -68,6 +68,7 @@ def new(model: str, submissions_dir: Path | None) -> int:
     from plugins.cli.scaffold import ScaffoldError, create
     from plugins.discover.submissions import submissions_root
     from plugins.report.inert import terminal
+    from reference.tasks import FILE_NAME as TASK_FILE
 
     root = submissions_root(submissions_dir.expanduser()) if submissions_dir else REPO / "submissions"
     try:
@@ -76,7 +77,7 @@ def new(model: str, submissions_dir: Path | None) -> int:
         print(f"kernelgrade new: {terminal(exc)}", file=sys.stderr)
         return 1
     folder = terminal(shown_path(root / model))
-    print(f"created {folder}/ with {len(created)} prompts:")
+    print(f"created {folder}/ with {len(created)} prompts and {TASK_FILE} (task profile kernelgrade):")
     width = max(len(c.challenge) for c in created)
     for c in created:
         print(f"  {c.challenge:<{width}}  {terminal(shown_path(c.prompt))}  ({c.title})")
@@ -144,7 +145,9 @@ def pytest_command(pytest_args: list[str]) -> list[str]:
     fixed = []
     for arg in pytest_args:
         option, eq, value = arg.partition("=")
-        if eq and option in PATH_OPTIONS and value and not os.path.isabs(os.path.expanduser(value)):
+        # --task takes a profile's name or a file: a name that is no file here is passed as it is
+        is_path = option in PATH_OPTIONS or (option == "--task" and os.path.exists(os.path.expanduser(value)))
+        if eq and is_path and value and not os.path.isabs(os.path.expanduser(value)):
             arg = f"{option}={Path(value).expanduser().resolve()}"
         fixed.append(arg)
     return [sys.executable, "-m", "pytest", *fixed]

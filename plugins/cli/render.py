@@ -38,8 +38,12 @@ def folder_text(result: FolderCheck) -> str:
     if result.problems:
         lines += [f"  not read: {terminal(file)}: {terminal(why)}" for file, why in result.problems]
     lines.append("  " + (import_text(result.imported) if result.imported else result.import_note))
+    if result.task:
+        lines.append(f"  task profile: {terminal(result.task)}")
     verdict = "ready" if result.ok else "not ready: " + _why_not(result)
     lines.append(f"  {verdict}")
+    if result.skeleton_note:
+        lines.append(f"  {terminal(result.skeleton_note)}")
     if result.skeleton:
         how = "lines to add to" if result.skeleton_adds else "save as"
         lines.append(f"  adapter skeleton ({how} {result.skeleton_file} in the folder):")

@@ -1,4 +1,5 @@
-"""``kernelgrade new MODEL``: a folder per challenge holding the prompt part of the challenge's spec as ``PROMPT.md``.
+"""``kernelgrade new MODEL``: a folder per challenge holding the prompt part of the challenge's spec as ``PROMPT.md``,
+and the model folder's ``kernelgrade-task.toml`` naming the task profile of those prompts (``kernelgrade``).
 
 The spec of challenge ``<id>`` is ``docs/challenges/<id>.md`` in the checkout (the command runs from a checkout or an
 editable install, so the docs are beside the code). The prompt is what the spec holds above its
@@ -15,10 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugins.cli import REPO
+from reference import tasks
 from reference.challenges import all_challenges
 
 SPECS = REPO / "docs" / "challenges"
 PROMPT = "PROMPT.md"
+# The model folder's task profile: the prompts written here are ours, so the rules they state are the built-in
+# kernelgrade profile's (plugins/discover/tasks.py reads it; a repo or --task may say otherwise).
+TASK_TEXT = f"""# The task profile this model is graded by (reference/tasks/): the rules the prompts it was given state.
+# kernelgrade new wrote kernelgrade's own prompts (docs/challenges/<id>.md) beside it.
+task = "{tasks.DEFAULT}"
+"""
 MAX_NAME_BYTES = 255  # NAME_MAX of common file systems
 
 
@@ -100,6 +108,7 @@ def create(model: str, root: Path) -> list[Created]:
             folder.mkdir()
             (folder / PROMPT).write_bytes(text)
             created.append(Created(challenge_id, title, folder / PROMPT))
+        (target / tasks.FILE_NAME).write_text(TASK_TEXT)
     except OSError as exc:
         shutil.rmtree(target, ignore_errors=True)  # ours alone: made by the mkdir above
         raise ScaffoldError(f"cannot write under {target}: {exc.strerror or exc}") from None

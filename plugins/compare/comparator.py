@@ -2,8 +2,10 @@
 
 An element passes when ``|got - want| <= atol + rtol * |want|``; the bound ratio is the largest
 ``|got - want| / (atol + rtol * |want|)`` over all elements, so a ratio at or under 1 passes and the ratio says by how
-much a failure missed. NaN or infinity in the output never passes (a NaN must not act as a wildcard). All values in a
-:class:`Comparison` are plain Python, ready to travel through xdist.
+much a failure missed. NaN or infinity in the output never passes (a NaN must not act as a wildcard); where the truth
+is finite, the message says "non-finite (NaN/Inf)", a failure of its own kind rather than an error over the bound
+(``nonfinite`` counts those elements). All values in a :class:`Comparison` are plain Python, ready to travel through
+xdist.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from reference.contract import AtMost, Bound, Exact, TopK
+from reference.contract import AtMost, Bound, Exact, TopK, Verified
 
 MAX_LISTED = 5  # mismatching elements listed with their index and both values
 
@@ -35,6 +37,9 @@ class Comparison:
     nan: int = 0
     inf: int = 0
     first_mismatches: list[dict[str, Any]] = field(default_factory=list)
+    # NaN or infinite output elements where the truth is finite: a worse failure than an error over the bound, named
+    # apart in the message and in the reports' trap tables.
+    nonfinite: int = 0
 
     @property
     def headline(self) -> str:
@@ -56,6 +61,7 @@ def compare(name: str, got: Any, want: np.ndarray, bound: Bound) -> Comparison:
     got64 = got.astype(np.float64)
     finite = np.isfinite(got64)
     nan, inf = int(np.isnan(got64).sum()), int(np.isinf(got64).sum())
+    nonfinite = int((~finite & np.isfinite(want)).sum())
     abs_err = np.abs(got64 - want)
     allowed = bound.atol + bound.rtol * np.abs(want)
     bad = ~(abs_err <= allowed)  # NaN compares False, so NaN elements count as mismatches
@@ -78,7 +84,7 @@ def compare(name: str, got: Any, want: np.ndarray, bound: Bound) -> Comparison:
     return Comparison(
         name,
         passed,
-        _message(name, passed, mismatches, total, nan, inf, max_abs, ratio, bound, listed),
+        _message(name, passed, mismatches, total, (nan, inf, nonfinite), max_abs, ratio, bound, listed),
         max_abs,
         max_rel,
         ratio,
@@ -89,6 +95,7 @@ def compare(name: str, got: Any, want: np.ndarray, bound: Bound) -> Comparison:
         nan,
         inf,
         listed,
+        nonfinite,
     )
 
 
@@ -103,15 +110,19 @@ def _message(
     passed: bool,
     mismatches: int,
     total: int,
-    nan: int,
-    inf: int,
+    counts: tuple[int, int, int],
     max_abs: float,
     ratio: float,
     bound: Bound,
     listed: list[dict[str, Any]],
 ) -> str:
+    """The headline says the kind of failure first: non-finite (NaN/Inf) where the truth is finite, else non-finite
+    where the truth is too (it never passes either), else the error against the bound."""
+    nan, inf, nonfinite = counts
     bound_text = f"atol {bound.atol:.3g}, rtol {bound.rtol:.3g}"
-    if nan or inf:
+    if nonfinite:
+        head = f"{name}: non-finite (NaN/Inf) where the truth is finite: {nan} NaN and {inf} inf among {total} elements"
+    elif nan or inf:
         head = f"{name}: {nan} NaN and {inf} inf among {total} elements (non-finite output never passes)"
     else:
         head = f"{name}: max abs err {max_abs:.3g}, {ratio:.3g}x the bound ({bound_text})"
@@ -226,14 +237,36 @@ def compare_at_most(name: str, got: Any, bound: AtMost) -> Comparison:
     return Comparison(name, passed, message, bound_ratio=ratio, total=1, mismatches=0 if passed else 1)
 
 
-def check(name: str, got: Any, want: Any, bound: Bound | Exact | AtMost) -> Comparison:
+def compare_verified(name: str, reasons: Any, bound: Verified) -> Comparison:
+    """A property the grader recomputed row by row (``Expected.derive``): ``reasons`` holds "" for each row where it
+    holds, else what is wrong in words; ``bound_ratio`` is 0 when every row holds, else infinity."""
+    if not isinstance(reasons, (list, tuple)) or not all(isinstance(r, str) for r in reasons):
+        return Comparison(name, False, f"{name}: not verified (the grader could not read the output)")
+    bad = [(row, reason) for row, reason in enumerate(reasons) if reason]
+    listed = [{"index": [row], "got": reason, "want": "holds"} for row, reason in bad][:MAX_LISTED]
+    head = f"{name}: {len(reasons) - len(bad)}/{len(reasons)} {bound.unit}s hold"
+    parts = [head] + [f"{bound.unit} {m['index'][0]}: {m['got']}" for m in listed[:2]]
+    return Comparison(
+        name,
+        not bad,
+        "; ".join(parts),
+        bound_ratio=float("inf") if bad else 0.0,
+        mismatches=len(bad),
+        total=len(reasons),
+        first_mismatches=listed,
+    )
+
+
+def check(name: str, got: Any, want: Any, bound: Bound | Exact | AtMost | TopK | Verified) -> Comparison:
     """The comparison a bound asks for: floats within a :class:`Bound`, discrete values :class:`Exact`, a measured
-    figure :class:`AtMost` its limit, top-k indices :class:`TopK` of their scores up to ties. Every output of every
-    challenge goes through here."""
+    figure :class:`AtMost` its limit, top-k indices :class:`TopK` of their scores up to ties, a recomputed property
+    :class:`Verified` row by row. Every output of every challenge goes through here."""
     if isinstance(bound, Exact):
         return compare_exact(name, got, want, bound)
     if isinstance(bound, AtMost):
         return compare_at_most(name, got, bound)
     if isinstance(bound, TopK):
         return compare_topk(name, got, want, bound)
+    if isinstance(bound, Verified):
+        return compare_verified(name, got, bound)
     return compare(name, got, want, bound)

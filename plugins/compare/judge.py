@@ -32,6 +32,7 @@ def judge(
         case,
         case_index,
         r.PASSED,
+        task=submission.challenge_task,
         runtime=submission.runtime,
         loaded=submission.describe(),
         traceback=outcome.traceback,

@@ -59,7 +59,8 @@ def model_ids(models: Iterable[str]) -> dict[str, str]:
 
 
 def graded_params(submissions: list[Submission], challenge: str) -> list[tuple[str, GradedCase]]:
-    """(test id, graded case) for every selected submission of ``challenge`` and every case of its table."""
+    """(test id, graded case) for every selected submission of ``challenge`` and every case of its table that belongs
+    to the contract variant the submission's task profile names (cases of other variants are not collected)."""
     reference = reference_module(challenge)
     if reference is None:  # no contract yet: no graded test either
         return []
@@ -69,6 +70,7 @@ def graded_params(submissions: list[Submission], challenge: str) -> list[tuple[s
         for sub in submissions
         if sub.challenge == challenge
         for index, case in enumerate(reference.CASES)
+        if sub.challenge_task.collects(case)
     ]
 
 

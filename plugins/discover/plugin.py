@@ -9,27 +9,50 @@ A test module takes part by naming its reference module (``REFERENCE = reference
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from plugins.config import grader_config
 from plugins.discover import shard
 from plugins.discover.ids import graded_params
-from plugins.discover.submissions import Submission, discover, known_names, select, submissions_root
+from plugins.discover.submissions import (
+    Submission,
+    discover,
+    known_names,
+    name_warnings,
+    select,
+    submissions_root,
+)
+from plugins.discover.tasks import ProfileFinder, repo_roots
 from plugins.report import inert, lifecycle
+from reference import tasks
 
 SUBMISSIONS_KEY = pytest.StashKey[list[Submission]]()
+NAME_WARNINGS_KEY = pytest.StashKey[list[str]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Discover submissions; a missing, empty or non-folder ``--submissions-dir`` and a ``--model`` that names no
-    model exactly are usage errors (exit 4), not "0 tests" or a skip."""
+    model exactly are usage errors (exit 4), not "0 tests" or a skip. Model folders whose names the grader refuses
+    or warns about (``names.py``) are named in a warning; from here on, a run that fails before it starts grading
+    leaves no earlier reports looking current (``lifecycle.StartGuard``)."""
+    if not hasattr(config, "workerinput") and not config.option.collectonly and not config.option.help:
+        config.pluginmanager.register(lifecycle.StartGuard(config), "kernelgrade-start-guard")
     cfg = grader_config(config)
     where = cfg.submissions_dir
     problem = "no such folder" if not where.exists() else "not a folder" if not where.is_dir() else None
-    found = [] if problem else discover(submissions_root(where))
+    try:
+        found = [] if problem else discover(submissions_root(where), _profiles(config, where))
+        warned = [] if problem else name_warnings(submissions_root(where))
+    except tasks.TaskError as exc:  # a model's or the repo's kernelgrade-task.toml that cannot be used
+        raise usage_error(config, str(exc)) from None
+    except OSError as exc:  # an unreadable folder of the roster
+        found, warned, problem = [], [], f"cannot be read ({exc.strerror}: {exc.filename!r})"
+    config.stash[NAME_WARNINGS_KEY] = warned
     if not found and not problem:
         problem = "no submissions in it (expected <model>/<challenge>/ folders, e.g. demo/flash_attention/)"
+        problem += "".join(f"; {w}" for w in warned)
     if problem and not config.option.help:
         raise usage_error(config, f"--submissions-dir={where}: {problem}")
     chosen, unknown = select(found, cfg.models)  # a model's name selects every sample of it too
@@ -41,6 +64,27 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     # --shard=I/N keeps this shard's pairs here, so the header, the node map and the tests all see the same share
     config.stash[SUBMISSIONS_KEY] = shard.keep(config, chosen if cfg.models else found, cfg.shard)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The folder-name warnings, before any test runs (they are in the reports too)."""
+    return [f"kernelgrade: warning: {inert.terminal(w)}" for w in config.stash.get(NAME_WARNINGS_KEY, [])]
+
+
+def pytest_grader_update_summary(summary: dict[str, Any], config: pytest.Config) -> None:
+    """The folder-name warnings lead the reports, with the run's own."""
+    summary["warnings"] = [*summary.get("warnings", []), *config.stash.get(NAME_WARNINGS_KEY, [])]
+
+
+def _profiles(config: pytest.Config, where: Path) -> ProfileFinder:
+    """Task profiles per model (plugins/discover/tasks.py): ``--task`` for all, else each model's or the repo's file.
+    An unusable profile is a usage error naming the option or the file."""
+    option = grader_config(config).task
+    try:
+        override = tasks.load(option) if option else None
+    except tasks.TaskError as exc:
+        raise usage_error(config, f"--task: {exc}") from None
+    return ProfileFinder([*repo_roots(submissions_root(where)), where], override)
 
 
 def usage_error(config: pytest.Config, message: str) -> Exception:
@@ -67,6 +111,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     reference = metafunc.module.REFERENCE
     challenge = reference.CHALLENGE.id
     params = []
+    # graded_params leaves out the cases of another contract variant than the model's task profile names
     for test_id, (sub, _, case) in graded_params(selected_submissions(metafunc.config), challenge):
         marks = [pytest.mark.submission(model=sub.model, challenge=challenge)]
         if case.is_speed:

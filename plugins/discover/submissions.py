@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from plugins.discover import names as folder_names
 from plugins.discover.entry_points import (
     ADAPTER,
     C_COMMENT,
@@ -30,6 +31,8 @@ from plugins.discover.entry_points import (
     resolve,
     resolve_cuda,
 )
+from plugins.discover.tasks import ProfileFinder, repo_roots
+from reference import tasks
 from reference.challenges import all_challenges, challenge_for_folder
 from reference.contract import Challenge
 
@@ -95,6 +98,19 @@ class Submission:
     # Code lines of the adapter (adapter.py, or adapter.cu for CUDA) when one is used, for the report's "interface"
     # column: non-blank lines that are neither comments nor docstrings. None for a native submission.
     adapter_lines: int | None = None
+    # What the model's task profile (plugins/discover/tasks.py) says about this challenge: the rules its prompt states
+    # and the contract variant the entry points were resolved for. None: the default profile's.
+    task: tasks.ChallengeTask | None = None
+
+    @property
+    def challenge_task(self) -> tasks.ChallengeTask:
+        """The task profile's view of this challenge (the default profile's when discovery set none)."""
+        return self.task or tasks.built_in().of(self.challenge)
+
+    @property
+    def syntax_errors(self) -> tuple[tuple[str, str], ...]:
+        """The (file, why) problems that are syntax errors: said once per challenge in the report, never per case."""
+        return tuple(p for p in self.problems if "syntax error" in p[1])
 
     @property
     def base_model(self) -> str:
@@ -198,24 +214,51 @@ def submissions_root(path: Path) -> Path:
 
 
 def _model_dirs(root: Path) -> list[Path]:
-    """Folders that hold at least one recognised challenge folder."""
+    """Folders that hold at least one recognised challenge folder, under a name the grader takes (``names.py``: the
+    others are named in a warning instead)."""
     if not root.is_dir():
         return []
-    return [
-        d
-        for d in sorted(root.iterdir())
-        if d.is_dir()
-        and not d.name.startswith((".", "_"))
-        and any(c.is_dir() and challenge_for_folder(c.name) for c in d.iterdir())
-    ]
+    found = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))]
+    return [d for d in found if folder_names.refusal(d.name) is None and _holds_challenge(d)]
 
 
-def discover(root: Path) -> list[Submission]:
+def name_warnings(root: Path) -> list[str]:
+    """One warning per model folder under ``root`` (one holding a challenge folder) that is not graded for its name,
+    or graded under a name that looks like another's (``names.py``); each names the folder escaped."""
+    found = []
+    try:
+        folders = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))]
+    except OSError:
+        return []
+    for folder in (d for d in folders if _holds_challenge(d)):
+        shown = folder_names.shown(folder.name)
+        if why := folder_names.refusal(folder.name):
+            found.append(f"model folder {shown} is not graded: {why}; rename it to grade it")
+        elif odd := folder_names.lookalike(folder.name):
+            found.append(
+                f"model folder {shown} is graded under its own name, which holds characters that look like '/' or "
+                f"'.' ({odd}): it is not the model or sample it may read as"
+            )
+    return found
+
+
+def _holds_challenge(folder: Path) -> bool:
+    try:
+        return any(c.is_dir() and challenge_for_folder(c.name) for c in folder.iterdir())
+    except OSError:  # an unreadable model folder holds nothing the grader can read
+        return False
+
+
+def discover(root: Path, profiles: ProfileFinder | None = None) -> list[Submission]:
     """Every (model, challenge) folder under ``root``, one unit per sample folder where it holds several (module
-    docstring), sorted by model, sample number, then challenge order."""
+    docstring), sorted by model, sample number, then challenge order. Each model's task profile comes from
+    ``profiles`` (default: a model folder's own ``kernelgrade-task.toml``, then ``root``'s or its repo's, then the
+    default profile); an unusable profile file raises :class:`reference.tasks.TaskError`."""
+    profiles = profiles or ProfileFinder(repo_roots(root))
     order = {c.id: i for i, c in enumerate(all_challenges())}
     found: dict[tuple[str, str], list[Submission]] = {}
     for model_dir in _model_dirs(root):
+        profile = profiles.for_model(model_dir)
         # Our id sorts before a scaffold alias, so if a model has both folders the one named by our id is graded.
         folders = sorted(
             model_dir.iterdir(), key=lambda f: (getattr(challenge_for_folder(f.name), "id", None) != f.name, f.name)
@@ -229,18 +272,21 @@ def discover(root: Path) -> list[Submission]:
                 units = [(sample_unit(model_dir.name, s.name), s) for s in samples]
             else:  # a model with one sample folder is just that model, graded from the sample folder
                 units = [(model_dir.name, samples[0] if samples else folder)]
-            found[model_dir.name, challenge.id] = [_submission(name, challenge, where) for name, where in units]
+            task = profile.of(challenge.id)
+            found[model_dir.name, challenge.id] = [_submission(name, challenge, where, task) for name, where in units]
     subs = [s for group in found.values() for s in group]
     return sorted(subs, key=lambda s: (s.base_model, sample_number(split_sample(s.model)[1]), order[s.challenge]))
 
 
-def _submission(model: str, challenge: Challenge, folder: Path) -> Submission:
-    """One graded unit: the entry points found in ``folder`` (a challenge folder, or one of its sample folders)."""
+def _submission(model: str, challenge: Challenge, folder: Path, task: tasks.ChallengeTask) -> Submission:
+    """One graded unit: the entry points of the task's contract variant found in ``folder`` (a challenge folder, or
+    one of its sample folders)."""
     names = (challenge.id, *challenge.folder_names)
+    entry_points = challenge.entry_points_of(task.contract)
     if challenge.runtime == "cuda":  # a CUDA source to build, found by its extern "C" definitions
-        res = resolve_cuda(folder, challenge.entry_points, names)
+        res = resolve_cuda(folder, entry_points, names)
     else:
-        res = resolve(folder, challenge.entry_points, names, challenge.aliases)
+        res = resolve(folder, entry_points, names, challenge.aliases)
     return Submission(
         model=model,
         challenge=challenge.id,
@@ -252,4 +298,5 @@ def _submission(model: str, challenge: Challenge, folder: Path) -> Submission:
         problems=tuple(res.problems.items()),
         no_code=no_code_message(folder, SOURCE_SUFFIX.get(challenge.runtime, ".py")) if res.no_code else "",
         adapter_lines=adapter_code_lines(folder, challenge.runtime) if res.via_adapter else None,
+        task=task,
     )

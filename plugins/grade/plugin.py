@@ -205,7 +205,14 @@ def _orphan_record(graded: Any, report: pytest.TestReport) -> r.CaseRecord:
     message = f"the pytest process running this case died or failed outside the sandbox: {last_line}"
     sub = graded.submission
     return r.CaseRecord.for_case(
-        sub.model, sub.challenge, graded.case, graded.case_index, r.CRASH, message=message, nodeid=report.nodeid
+        sub.model,
+        sub.challenge,
+        graded.case,
+        graded.case_index,
+        r.CRASH,
+        task=sub.challenge_task,
+        message=message,
+        nodeid=report.nodeid,
     )
 
 
@@ -231,6 +238,11 @@ def run_header(config: pytest.Config) -> dict[str, Any]:
                 "runtime": s.runtime,
                 "loaded": s.describe(),
                 "adapter_lines": s.adapter_lines,  # code lines of adapter.py / adapter.cu; None when native
+                # the task profile that grades it (reference/tasks): its name, where it came from, the contract variant
+                "task": s.challenge_task.profile,
+                "task_source": s.challenge_task.source,
+                "contract": s.challenge_task.contract,
+                "problems": [list(p) for p in s.problems],  # files not read (a syntax error): said once in the report
             }
             for s in selected_submissions(config)
         ],

@@ -2,15 +2,24 @@
 
 Records leave a pytest worker as plain dicts (``to_dict``) inside ``user_properties``: xdist serialises reports with
 execnet, which accepts builtins only.
+
+A record is the one gate between what a submission controls and every report: :meth:`CaseRecord.sanitise` (run when a
+record is made, read back, turned into a dict or explained) cuts every string to its field's limit (:data:`FIELD_CHARS`,
+else :data:`TEXT_CHARS`; :data:`NESTED_CHARS` inside checks, details and the other dicts) and makes it valid UTF-8
+(:func:`safe_text`), and turns every nested value into plain JSON values. A lone surrogate, which execnet cannot encode
+(one in an exception message stopped a whole ``-n`` run), or a message of megabytes never reaches xdist, the journal or
+a report writer.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from plugins.report import inert
-from reference.contract import Case
+from reference import tasks
+from reference.contract import BEYOND_CATEGORY, Case
 
 RECORD_PROPERTY = "kernelgrade_record"
 
@@ -31,6 +40,52 @@ SKIPPED = "skipped"  # not run by choice (speed with --no-speed); not scored
 # (one line in the report, not a list of failures), scored by the rubric's [no_code] setting.
 NO_CODE = "no_code"
 OUTCOMES = (PASSED, WRONG, ERROR, TIMEOUT, CRASH, OOM, LEFT_RUNNING, BUILD, SKIPPED, NO_CODE)
+
+# The longest text kept, in characters (longer text is cut, with a note saying so): a submission's exception type and
+# message (the sandbox cuts them when the child's answer arrives), its traceback and printed output (their ends kept),
+# and any other string of a record. A record then holds a few tens of KB at most, however long a submission's text.
+TYPE_CHARS = 200
+MESSAGE_CHARS = 2000
+TRACEBACK_CHARS = 8000
+OUTPUT_CHARS = 4000  # stdout and stderr; the sandbox keeps a tail of 2000 characters by default (Limits)
+TEXT_CHARS = 1000  # model (a folder name: 255 bytes at most), case id, category, guards, ...
+NESTED_CHARS = 2000  # a string inside checks, details, speed, ran_on or timing (keys: KEY_CHARS)
+KEY_CHARS = 200
+FIELD_CHARS = {"message": MESSAGE_CHARS, "traceback": TRACEBACK_CHARS, "stdout": OUTPUT_CHARS, "stderr": OUTPUT_CHARS}
+FIELD_CHARS |= {"loaded": MESSAGE_CHARS, "nodeid": MESSAGE_CHARS}
+_TAIL_FIELDS = ("traceback", "stdout", "stderr")  # their ends say the most: the last frame, the last lines printed
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def safe_text(value: object, limit: int, tail: bool = False) -> str:
+    """``value`` as text of at most ``limit`` characters, a note saying how long it was among them when it is cut (the
+    end kept when ``tail``), and valid UTF-8: lone surrogates (from undecodable bytes or an exception's own text)
+    become U+FFFD. Idempotent: safe text passes unchanged."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:  # the note counts against the limit, so text made safe once stays as it is
+        note = f"[... {len(text)} characters, cut to {limit} ...]"
+        keep = max(limit - len(note) - 1, 0)
+        text = f"{note}\n{text[len(text) - keep :]}" if tail else f"{text[:keep]} {note}"
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def plain(value: Any, limit: int = NESTED_CHARS) -> Any:
+    """``value`` as plain JSON values (dict with text keys, list, str, int, float, bool, None), each string made safe
+    (:func:`safe_text`); NumPy scalars and arrays become Python numbers and lists, anything else its text."""
+    if value is None or type(value) in (bool, int, float):
+        return value
+    for kind in (bool, int, float):  # a subclass (an enum, NumPy's float64) as the builtin itself
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, str):
+        return safe_text(value, limit)
+    if isinstance(value, dict):
+        return {safe_text(k, KEY_CHARS): plain(v, limit) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v, limit) for v in value]
+    if hasattr(value, "tolist"):  # a NumPy scalar or array (execnet cannot carry them)
+        return plain(value.tolist(), limit)
+    return safe_text(value, limit)
 
 
 @dataclass
@@ -54,13 +109,35 @@ class CaseRecord:
     stdout: str = ""
     stderr: str = ""
     nodeid: str = ""
-    # "task" (the task states the property) or "added" (ours; only ever a robustness case): see reference.contract.
+    # "task" (the task profile that graded it states every rule the case depends on) or "added" (it depends on a rule
+    # that profile does not state: "beyond the task", scored as a robustness case): see reference.contract.
     # Last and defaulted, so records written before the field existed still load.
     origin: str = "task"
     # Where and how long, from the grader's side (issue 9): the xdist worker and GPU that ran the case, and the case's
     # wall time split into the grader's own reference work ("truth_s") and the rest ("case_s" in all).
     ran_on: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
+    # Task profiles (reference/tasks): the rules the case depends on, those of them the profile that graded it does not
+    # state ("beyond the task": then ``category`` is the robustness category and ``table_category`` the case table's),
+    # and that profile's name.
+    rules: list[str] = field(default_factory=list)
+    beyond: list[str] = field(default_factory=list)
+    task: str = ""
+    table_category: str = ""
+
+    def __post_init__(self) -> None:
+        self.sanitise()
+
+    def sanitise(self) -> CaseRecord:
+        """Cut and clean every field in place (module docstring); returns the record."""
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, str):
+                limit = FIELD_CHARS.get(spec.name, TEXT_CHARS)
+                setattr(self, spec.name, safe_text(value, limit, tail=spec.name in _TAIL_FIELDS))
+            else:
+                setattr(self, spec.name, plain(value))
+        return self
 
     @property
     def passed(self) -> bool:
@@ -74,6 +151,7 @@ class CaseRecord:
 
     def explain(self) -> str:
         """A failure message for the test report: outcome, the trap, and what went wrong."""
+        self.sanitise()
         lines = [f"{self.outcome}: {self.model} on {self.challenge}/{self.case} (guards: {self.guards})"]
         failed_checks = [c["message"] for c in self.checks if not c["passed"]]
         lines += failed_checks or [self.message]  # the checks say more than the one-line summary
@@ -83,14 +161,32 @@ class CaseRecord:
         return inert.terminal("\n".join(line for line in lines if line))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values only, every string within its limit (what leaves a worker, and what the journal holds)."""
+        return asdict(self.sanitise())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaseRecord:
         return cls(**data)
 
     @classmethod
-    def for_case(cls, model: str, challenge: str, case: Case, index: int, outcome: str, **fields: Any) -> CaseRecord:
-        """A record with the case's own fields (id, position, category, trap, origin) filled in."""
-        fields.setdefault("origin", case.origin)
-        return cls(model, challenge, case.id, index, case.category, case.guards, outcome, **fields)
+    def for_case(
+        cls,
+        model: str,
+        challenge: str,
+        case: Case,
+        index: int,
+        outcome: str,
+        *,
+        task: tasks.ChallengeTask | None = None,
+        **fields: Any,
+    ) -> CaseRecord:
+        """A record with the case's own fields (id, position, category, trap, rules) filled in, as the task profile
+        ``task`` sees them (default: the default profile's): a case beyond that task is a robustness case."""
+        task = task or tasks.built_in().of(challenge)
+        beyond = list(task.beyond(case))
+        category = BEYOND_CATEGORY if beyond else case.category
+        fields.setdefault("origin", "added" if beyond else "task")
+        record = cls(model, challenge, case.id, index, category, case.guards, outcome, **fields)
+        record.rules, record.beyond, record.task = list(case.rules), beyond, task.profile
+        record.table_category = case.category if category != case.category else ""
+        return record

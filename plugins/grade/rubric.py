@@ -135,6 +135,8 @@ def score(model: str, challenge: str, records: Iterable[CaseRecord], rubric: Rub
             "category": r.category,
             "guards": r.guards,
             "origin": r.origin,
+            "beyond": r.beyond,  # rules the case depends on that the model's task profile does not state
+            "table_category": r.table_category,  # the case table's category when beyond the task ("" otherwise)
             "outcome": r.outcome,
             "message": r.message,
             "worst_ratio": r.worst_ratio,

@@ -22,6 +22,7 @@ from typing import Any
 from plugins.grade import records as r
 from plugins.grade import rubric as rubric_module
 from plugins.grade import samples as samples_module
+from reference import tasks
 from reference.challenges import reference_module
 
 COMPLETE, INTERRUPTED, INCOMPLETE, EMPTY = "complete", "interrupted", "incomplete", "empty"
@@ -70,10 +71,15 @@ def summarise(
                 grade.notes.append("build only: no GPU here, so no kernel ran; graded where a GPU is present")
             if no_code(mine):
                 mark_no_code(grade, mine, rubric)
-            notes, complete = coverage(model, challenge, mine, selection, status, measure_speed)
-            grade.notes += notes
+            contract = _entry(header, model, challenge).get("contract", "")
+            notes, complete = coverage(model, challenge, mine, selection, status, measure_speed, contract)
+            unread = [] if grade.letter == rubric_module.NO_CODE else unread_notes(header, model, challenge)
+            grade.notes += unread + notes
             models[model]["challenges"][challenge] = grade.to_dict() | {"complete": complete}
             letters[model][challenge] = grade.letter
+    for model in models:
+        models[model]["task"] = task_of(header, model)
+        models[model]["beyond_failed"] = beyond_failed(models[model]["challenges"])
     ranking = rubric_module.ranking(letters, rubric, len(order))
     for row in ranking:
         models[row["model"]].update(
@@ -95,6 +101,40 @@ def summarise(
         # per (model, challenge) graded from several samples: each sample's grade, mean, spread, pass@k
         "samples": samples_module.sample_groups(records, models, order, rubric),
     }
+
+
+def task_of(header: dict[str, Any], model: str) -> dict[str, str]:
+    """The task profile that graded a model (``name``, ``source``: "built in" or its file), from the run header; a
+    run written before task profiles existed was graded by our own prompts' rules."""
+    entry = next((s for s in header.get("submissions", []) if s["model"] == model and s.get("task")), None)
+    if entry is None:
+        return {"name": tasks.DEFAULT, "source": tasks.BUILT_IN_SOURCE}
+    return {"name": entry["task"], "source": entry.get("task_source", "")}
+
+
+def beyond_failed(challenges: dict[str, dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """``{challenge: {rule: [failed case ids]}}``: the rules beyond the task that a model's failed cases depend on."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for challenge, grade in challenges.items():
+        for failure in grade["failed"]:
+            for rule in failure.get("beyond", []):
+                out.setdefault(challenge, {}).setdefault(rule, []).append(failure["case"])
+    return out
+
+
+def unread_notes(header: dict[str, Any], model: str, challenge: str) -> list[str]:
+    """One note per file of the folder that could not be read (a syntax error, a FIFO, over the parse limit), said
+    once here rather than in every case's message (those say ``not provided: <entry point>``)."""
+    entry = _entry(header, model, challenge)
+    return [
+        f"not read: {file} {why}" if why.startswith("line ") else f"not read: {file}: {why}"
+        for file, why in entry.get("problems", [])
+    ]
+
+
+def _entry(header: dict[str, Any], model: str, challenge: str) -> dict[str, Any]:
+    """The run header's entry of one submission (empty for a run written before it had one)."""
+    return next((s for s in header.get("submissions", []) if (s["model"], s["challenge"]) == (model, challenge)), {})
 
 
 def build_only(challenge: str, records: list[r.CaseRecord]) -> bool:
@@ -131,22 +171,32 @@ def effective(selection: Selection, measure_speed: bool) -> Selection:
 
 
 def coverage(
-    model: str, challenge: str, mine: list[r.CaseRecord], selection: Selection, status: str, measure_speed: bool
+    model: str,
+    challenge: str,
+    mine: list[r.CaseRecord],
+    selection: Selection,
+    status: str,
+    measure_speed: bool,
+    contract: str = "",
 ) -> tuple[list[str], bool]:
-    """Notes on how much of the challenge's case table ran, and whether every selected case did."""
-    cases = reference_module(challenge).CASES
+    """Notes on how much of the challenge's case table ran, and whether every selected case did. Only the cases of
+    the submission's contract variant (``contract``, the default one when empty) count: the others are never
+    collected for it."""
+    module = reference_module(challenge)
+    contract = contract or module.CHALLENGE.default_contract
+    cases = {i: c for i, c in enumerate(module.CASES) if not c.contract or c.contract == contract}
     ran = {rec.case_index for rec in mine if rec.outcome != r.SKIPPED}
     skipped = {k[2] for k in selection.skipped if k[:2] == (model, challenge)}
     skipped |= {rec.case_index for rec in mine if rec.outcome == r.SKIPPED}
     if selection.known:
         selected = {k[2] for k in selection.selected if k[:2] == (model, challenge)} | ran
     else:  # the run died before it knew: assume the whole table (less speed under --no-speed) was meant to run
-        selected = {i for i, c in enumerate(cases) if measure_speed or not c.is_speed}
-        skipped |= {i for i, c in enumerate(cases) if c.is_speed and not measure_speed}
+        selected = {i for i, c in cases.items() if measure_speed or not c.is_speed}
+        skipped |= {i for i, c in cases.items() if c.is_speed and not measure_speed}
     notes = []
     if len(selected | skipped) < len(cases):
         notes.append(f"partial run: {len(ran)} of {len(cases)} cases")
-    if not measure_speed and any(c.is_speed for c in cases):
+    if not measure_speed and any(c.is_speed for c in cases.values()):
         notes.append("speed not measured (--no-speed)")
     missing = selected - ran - skipped
     if missing:

@@ -104,9 +104,8 @@ def bwrap_args(
     unshare = ["--unshare-all"] if userns else ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
     args = [bwrap, "--die-with-parent", "--new-session", *unshare, "--cap-drop", "ALL"]
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--remount-ro", "/proc"]
-    if gpu:  # the driver's device files; its libraries are under the read-only root
-        for device in sorted(glob.glob("/dev/nvidia*")) + sorted(glob.glob("/dev/dri/*")):
-            args += ["--dev-bind", device, device]
+    if gpu:  # what the driver needs (gpu_rung.py says which children get it)
+        args += gpu_bind_args()
     size = str(PRIVATE_TMP_BYTES)
     args += ["--size", size, "--tmpfs", "/dev/shm", "--size", size, "--tmpfs", "/tmp"]
     covered = [p for p in hidden if p.exists() and not _under(p, Path("/tmp")) and p != Path("/")]
@@ -123,6 +122,31 @@ def bwrap_args(
     for path in [*covered, Path("/dev")]:
         args += ["--remount-ro", str(path)]
     return [*args, "--"]
+
+
+# What CUDA (and NVML) read besides the device files: the driver's entries under /proc and the PCI devices in /sys.
+# They are under the read-only root already; binding them by name keeps them if the root ever narrows.
+GPU_SYSTEM_PATHS = (
+    "/proc/driver/nvidia",
+    "/sys/bus/pci",
+    "/sys/devices",
+    "/sys/module/nvidia",
+    "/sys/module/nvidia_uvm",
+)
+
+
+def gpu_bind_args() -> list[str]:
+    """bwrap arguments that give a GPU child the driver: every NVIDIA device file (``nvidiactl``, ``nvidia0``...,
+    ``nvidia-uvm``, ``nvidia-uvm-tools``, ``nvidia-modeset``, the ``nvidia-caps`` folder of MIG) and DRI node on a
+    ``--dev`` of its own, and :data:`GPU_SYSTEM_PATHS` read-only. The driver's libraries come through ``readable``
+    (``gpu_rung.driver_library_folders``)."""
+    args = []
+    for device in sorted(glob.glob("/dev/nvidia*")) + sorted(glob.glob("/dev/dri/*")):
+        args += ["--dev-bind", device, device]
+    for path in GPU_SYSTEM_PATHS:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    return args
 
 
 def _under(path: Path, folder: Path) -> bool:
@@ -147,6 +171,7 @@ def _bwrap_works(bwrap: str) -> bool:
     return done.returncode == 0
 
 
+@functools.cache
 def _nobody_can_run() -> bool:
     try:
         done = subprocess.run(
@@ -155,79 +180,6 @@ def _nobody_can_run() -> bool:
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return False
-    return done.returncode == 0
-
-
-# --- GPU children ---
-
-# cuInit and a device count through the driver API: what every CUDA program (torch included) does first.
-_CUDA_STARTS = (
-    "import ctypes, sys\nlib = ctypes.CDLL('libcuda.so.1')\ncount = ctypes.c_int()\n"
-    "sys.exit(lib.cuInit(0) or lib.cuDeviceGetCount(ctypes.byref(count)) or int(count.value == 0))"
-)
-
-
-@dataclass(frozen=True)
-class GpuMode:
-    """How GPU children are contained here: bwrap with or without a user namespace (None: no bwrap), in a cgroup or
-    not; ``warning`` says what was given up for CUDA to start."""
-
-    userns: bool | None
-    cgroup: bool
-    warning: str | None = None
-
-
-@functools.cache
-def gpu_mode(level: Containment, cgroup_parent: Path | None, repo: Path, gpu: str | None) -> GpuMode:
-    """The strongest containment in which CUDA starts on this machine, tried strongest first (cached per process).
-
-    Seen on the H200 (Firecracker, driver 580): cudaGetDeviceCount failed with error 304 inside the full sandbox, so a
-    GPU child must not simply assume the CPU children's containment.
-    """
-    if level.level != "namespaces":
-        return GpuMode(None, cgroup_parent is not None)
-    ladder = [(userns, cgroup) for userns in (True, False, None) for cgroup in (True, False)]
-    for userns, cgroup in ladder:
-        if cgroup and cgroup_parent is None:
-            continue
-        if _cuda_starts(level, userns, cgroup_parent if cgroup else None, repo, gpu):
-            lost = _given_up(userns, cgroup and cgroup_parent is not None, cgroup_parent is not None)
-            warning = (
-                f"CUDA does not start in the full sandbox here: GPU children run without {'; without '.join(lost)}"
-            )
-            return GpuMode(userns, cgroup, warning if lost else None)
-    return GpuMode(True, cgroup_parent is not None, "CUDA starts in no sandbox here (is a GPU usable at all?)")
-
-
-def _given_up(userns: bool | None, in_cgroup: bool, cgroups_here: bool) -> list[str]:
-    lost = []
-    if userns is False:
-        lost.append("a user namespace (they run as root with no capability)")
-    if userns is None:
-        lost.append("bwrap (they can see the grader, write its files and signal it)")
-    if cgroups_here and not in_cgroup:
-        lost.append("a cgroup (their processes are found through /proc)")
-    return lost
-
-
-def _cuda_starts(
-    level: Containment, userns: bool | None, cgroup_parent: Path | None, repo: Path, gpu: str | None
-) -> bool:
-    with tempfile.TemporaryDirectory() as work:
-        argv = [sys.executable, "-c", _CUDA_STARTS]
-        if userns is not None:
-            readable = interpreter_paths(repo)
-            argv = bwrap_args(level.bwrap, Path(work), [Path.home()], True, readable, userns) + argv
-        group = Cgroup.make(cgroup_parent, f"cuda-probe-{secrets.token_hex(4)}") if cgroup_parent else None
-        env = dict(os.environ) | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu else {})
-        try:
-            command = group.wrap(argv) if group else argv
-            done = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        finally:
-            if group is not None:
-                group.remove()
     return done.returncode == 0
 
 

@@ -1,7 +1,8 @@
 """Cases of CUDA challenges (``runtime="cuda"``): build, then run in the sandbox on the GPU, or skip without one.
 
-The grader's process builds the submission once (``build.py``, cached); a source that does not build gets the outcome
-``build`` on every case, with the compiler's first errors. The challenge's ``build`` case grades the build alone, so a
+The grader builds the submission once (``build.py``: nvcc contained like the submission's code, on the run's private
+copy of the folder, cached); a source that does not build gets the outcome ``build`` on every case, with the
+compiler's first errors. The challenge's ``build`` case grades the build alone, so a
 machine with nvcc and no GPU (CI) still gives every CUDA submission a verdict; its run cases are skipped "no GPU".
 Run cases load the built library in the sandbox child (``loaders/cuda.py``). Speed cases are timed inside the child on
 the device (CUDA events, L2 flushed, fixed trials), against torch's unfused softmax + topk and the read-once floor.
@@ -22,6 +23,7 @@ from plugins.compare.judge import judge
 from plugins.config import GraderConfig
 from plugins.discover.submissions import Submission
 from plugins.grade import records as r
+from plugins.isolate import runspace
 from plugins.isolate.build import BuildResult, build, nvcc_path
 from plugins.isolate.loaders.cuda import FAULT_PREFIX, TRIALS
 from plugins.isolate.sandbox import Program
@@ -47,9 +49,14 @@ def skip_reason(submission: Submission, case: Case, cfg: GraderConfig) -> str | 
 
 
 @functools.cache
-def built(folder: Path, source: str, exports: tuple[str, ...]) -> BuildResult:
-    """One build per source per process (the disk cache then shares it between processes and runs)."""
-    return build(folder, source, exports)
+def built(folder: Path, source: str, exports: tuple[str, ...], space: runspace.RunSpace) -> BuildResult:
+    """One build per submission per process (the disk cache then shares it between processes and runs), from the
+    run's private copy of ``folder``: the build never reads the original folder."""
+    entry = space.manifest().get(str(folder))
+    if not entry or not entry.get("copy"):
+        notes = "; ".join(entry["notes"]) if entry else "the folder was not copied before the run"
+        return BuildResult(False, None, f"no private copy of the folder to build from ({notes})", "", "", False)
+    return build(Path(entry["copy"]), source, exports, space=space)
 
 
 def run_cuda_case(
@@ -60,21 +67,27 @@ def run_cuda_case(
     def record(outcome: str, message: str) -> r.CaseRecord:
         details = {"runtime": submission.runtime, "loaded": submission.describe()}
         return r.CaseRecord.for_case(
-            submission.model, submission.challenge, case, index, outcome, message=message, **details
+            submission.model,
+            submission.challenge,
+            case,
+            index,
+            outcome,
+            task=submission.challenge_task,
+            message=message,
+            **details,
         )
 
-    if submission.missing:
-        return record(r.ERROR, missing_message(submission))
     sources = {file for _, file in submission.entries}
     if len(sources) != 1:
         return record(r.ERROR, f"entry points are defined in several .cu files ({', '.join(sorted(sources))}): "
                       "the grader builds one translation unit; add an adapter.cu that includes them")  # fmt: skip
-    result = built(submission.folder, sources.pop(), tuple(name for name, _ in submission.entries))
+    exports = tuple(name for name, _ in submission.entries)
+    result = built(submission.folder, sources.pop(), exports, runner.pool.space)
     if not result.ok:
         return record(r.BUILD, result.message)
     if case.params.get("build"):
         return record(r.PASSED, result.message)
-    inputs, expected = runner.truth(reference, case)
+    inputs, expected = runner.truth(reference, case, settings=submission.challenge_task.settings_tag)
     # The child's folder is the build's (the library and its log): it needs no source, only what was built.
     program = Program(
         reference.__name__, tuple((n, result.library.name) for n, _ in submission.entries), result.library.parent

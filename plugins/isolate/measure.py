@@ -189,10 +189,12 @@ class OutputTail:
             data, count = bytes(self._tails[name]), self._counts[name]
             self._tails[name].clear()
             self._counts[name] = 0
+        # Undecodable bytes (a lone surrogate's encoding among them) become U+FFFD: the text is always valid UTF-8.
         text = data.decode("utf-8", errors="replace")
         if count <= len(data) and len(text) <= self.keep_chars:
             return text
-        return f"[... {count - self.keep_chars} bytes cut ...]\n{text[-self.keep_chars :]}"
+        kept = text[-self.keep_chars :]
+        return f"[... {max(count - len(kept.encode()), 0)} bytes cut ...]\n{kept}"
 
     def close(self) -> None:
         self._done.set()

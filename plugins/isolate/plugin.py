@@ -12,6 +12,7 @@ submission into it (``runspace.py``); xdist workers attach to it. Every measurem
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import statistics
@@ -30,7 +31,7 @@ from plugins.config import GraderConfig, grader_config
 from plugins.discover.plugin import SUBMISSIONS_KEY
 from plugins.discover.submissions import Submission
 from plugins.grade import records as r
-from plugins.isolate import cuda_cases, fairness, runspace, sandbox_report, schedule
+from plugins.isolate import cuda_cases, fairness, runspace, sandbox_report, schedule, wire
 from plugins.isolate.measure import time_floor
 from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
 from plugins.isolate.truths import TruthStore
@@ -115,9 +116,13 @@ class CaseRunner:
         self.truth_seconds = 0.0  # this process's own reference work (drawing inputs, float64 truths), for the records
         self.wait_seconds = 0.0  # waits for a speed slot, the speed phase or another worker's truth, for the records
 
-    def truth(self, reference: ModuleType, case: Case, trial: int = 0) -> tuple[dict[str, np.ndarray], Expected]:
-        """Inputs and truth of a case; ``trial`` > 0 draws the fresh inputs of a speed case's later timed trials."""
-        key = (reference.CHALLENGE.id, case.id, trial)
+    def truth(
+        self, reference: ModuleType, case: Case, trial: int = 0, settings: str = ""
+    ) -> tuple[dict[str, np.ndarray], Expected]:
+        """Inputs and truth of a case; ``trial`` > 0 draws the fresh inputs of a speed case's later timed trials.
+        ``settings`` tells apart the truths of one case under task profiles that set the module's SETTINGS
+        differently (``ChallengeTask.settings_tag``; the inputs are the same)."""
+        key = (reference.CHALLENGE.id, case.id + (f"[{settings}]" if settings else ""), trial)
         found = self._truths.pop(key, None)
         if found is None:
             start, waited_before = time.perf_counter(), self.shared_truths.waited
@@ -153,18 +158,26 @@ class CaseRunner:
     def run(self, submission: Submission, case: Case) -> r.CaseRecord:
         reference = reference_module(submission.challenge)
         index = reference.CASES.index(case)
+        task = submission.challenge_task
         if submission.no_code:  # nothing to build or run: no sandbox is started
             return _unrunnable(submission, case, index, submission.no_code, r.NO_CODE)
+        # A case runs when the entry points it calls exist: a missing one fails only the cases that call it.
+        if absent := not_provided(submission, case):
+            return _unrunnable(submission, case, index, absent)
+        case = task.apply(case)  # the profile's settings, if the module has any, in the case's params
         if reference.CHALLENGE.runtime == "cuda":
             return cuda_cases.run_cuda_case(self, reference, submission, case, index, self.speed_lock)
-        if submission.missing:
-            return _unrunnable(submission, case, index, submission.missing_message())
-        inputs, expected = self.truth(reference, case)
+        inputs, expected = self.truth(reference, case, settings=task.settings_tag)
         sandbox = self.pool.get(Program(reference.__name__, submission.entries, submission.folder))
         if not case.is_speed:
-            return judge(submission, case, index, expected, sandbox.run(inputs, dict(case.params), {}))
+            caps = wire.case_caps(inputs, tuple(expected.values.values()))  # what an answer may hold, by the truth
+            return judge(submission, case, index, expected, sandbox.run(inputs, dict(case.params), {}, caps))
         baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None))
         return self._race(submission, case, index, reference, sandbox, baseline)
+
+    def _truth_of(self, submission: Submission) -> Callable[..., tuple[dict[str, np.ndarray], Expected]]:
+        """``truth`` under the submission's task settings (speed trials draw through it too)."""
+        return functools.partial(self.truth, settings=submission.challenge_task.settings_tag)
 
     def _race(
         self, submission: Submission, case: Case, index: int, reference: ModuleType, sandbox: Sandbox, baseline: Sandbox
@@ -177,8 +190,9 @@ class CaseRunner:
         params = dict(case.params)
         mine: list[Outcome] = []
         theirs: list[Outcome] = []
+        truth = self._truth_of(submission)
         for trial in range(self.cfg.speed_repeats):  # the trials' truths first: no slot is held while they compute
-            self.truth(reference, case, trial)
+            truth(reference, case, trial)
         with self.speed_lock() as cores, _pinned([sandbox, baseline], cores):
             for _ in range(self.cfg.speed_warmup):  # untimed: imports, caches and first-call costs of both
                 warm = self.draw(reference, case, WARMUP_TRIAL)
@@ -188,15 +202,16 @@ class CaseRunner:
             while trial < self.cfg.speed_repeats or (
                 timed < SHORT_CASE_SECONDS and trial < SHORT_CASE_TRIALS * self.cfg.speed_repeats
             ):
-                inputs, expected = self.truth(reference, case, trial)
-                outcome = sandbox.run(inputs, params, {})
+                inputs, expected = truth(reference, case, trial)
+                caps = wire.case_caps(inputs, tuple(expected.values.values()))
+                outcome = sandbox.run(inputs, params, {}, caps)
                 graded = judge(submission, case, index, expected, outcome)
                 if not graded.passed:
                     if trial:
                         graded.message = f"timed trial {trial + 1} (fresh inputs): {graded.message}"
                     return graded
                 mine.append(outcome)
-                theirs.append(baseline.run(inputs, params, {}))
+                theirs.append(baseline.run(inputs, params, {}, caps))
                 timed += sum(o.calls[0]["seconds"] for o in (mine[-1], theirs[-1]) if o.calls)
                 trial += 1
         for outcomes in (mine, theirs):
@@ -204,7 +219,7 @@ class CaseRunner:
             if outcomes[0].calls:
                 outcomes[0].calls[0].update(times=times, seconds=statistics.median(times))
         timed_baseline = theirs[0] if all(o.status == "ok" for o in theirs) else None
-        record = judge(submission, case, index, self.truth(reference, case)[1], mine[0], timed_baseline)
+        record = judge(submission, case, index, truth(reference, case)[1], mine[0], timed_baseline)
         return _below_floor(record, time_floor(reference, case, self.cfg.device))
 
 
@@ -243,6 +258,19 @@ def _own_entries(reference: ModuleType) -> tuple[tuple[str, str], ...]:
     return tuple((name, "") for name in reference.CHALLENGE.entry_points)
 
 
+def not_provided(submission: Submission, case: Case) -> str:
+    """``not provided: verify_and_accept`` when an entry point the case calls (``Case.calls``, else every entry point
+    of the submission's contract variant) was found in no file; "" when the case can run. The files that could not be
+    read (a syntax error) are said once per challenge in the report, not in every case's message."""
+    challenge = reference_module(submission.challenge).CHALLENGE
+    calls = case.calls or challenge.entry_points_of(submission.challenge_task.contract)
+    absent = [name for name in calls if name in submission.missing]
+    if not absent:
+        return ""
+    why = f" ({cuda_cases.missing_message(submission)})" if challenge.runtime == "cuda" else ""
+    return f"not provided: {', '.join(absent)}{why}"
+
+
 def _unrunnable(submission: Submission, case: Case, index: int, message: str, outcome: str = r.ERROR) -> r.CaseRecord:
     return r.CaseRecord.for_case(
         submission.model,
@@ -250,6 +278,7 @@ def _unrunnable(submission: Submission, case: Case, index: int, message: str, ou
         case,
         index,
         outcome,
+        task=submission.challenge_task,
         message=message,
         runtime=submission.runtime,
         loaded=submission.describe(),

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from plugins.grade.records import safe_text
 from plugins.isolate import containment
 
 RUN_PREFIX = "kernelgrade-run-"
@@ -37,6 +38,11 @@ MAX_FILE_BYTES = 64 * 2**20  # apparent size; larger data files stay behind: a s
 MAX_TOTAL_BYTES = 256 * 2**20  # allocated bytes per submission folder (sparse holes are free)
 MAX_ENTRIES = 20_000
 MAX_DEPTH = 32
+# Notes of what a copy left out: each cut to NOTE_CHARS and made valid UTF-8 (a file name may hold any byte), at most
+# MAX_NOTES of them and one line counting the rest: 20,000 FIFOs in a folder make one short list, not megabytes of
+# results.json and of every import failure's message.
+MAX_NOTES = 20
+NOTE_CHARS = 300
 _KINDS = {
     stat.S_IFIFO: "a FIFO",
     stat.S_IFSOCK: "a socket",
@@ -55,14 +61,29 @@ def copy_folder(source: Path, target: Path) -> list[str]:
     """Copy ``source`` to ``target`` (which must not exist) without following any link out of it; the notes say what
     was left out and why. Files are opened without following links and without blocking, and checked again after
     opening, so a FIFO or a link swapped in after the listing is still refused; sparse files keep their holes."""
-    notes: list[str] = []
+    notes = _Notes()
     root_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         target.mkdir(parents=True)
         _copy_dir(root_fd, target, Path(), notes, _Budget(), 0)
     finally:
         os.close(root_fd)
-    return notes
+    return notes.lines()
+
+
+class _Notes(list):
+    """A list of notes that keeps the first :data:`MAX_NOTES`, each made safe, and counts the rest."""
+
+    dropped = 0
+
+    def append(self, note: str) -> None:
+        if len(self) < MAX_NOTES:
+            super().append(safe_text(note, NOTE_CHARS))
+        else:
+            self.dropped += 1
+
+    def lines(self) -> list[str]:
+        return [*self, *([f"and {self.dropped} more notes like these"] if self.dropped else [])]
 
 
 def _copy_dir(dir_fd: int, target: Path, rel: Path, notes: list[str], budget: _Budget, depth: int) -> None:
@@ -206,12 +227,13 @@ class RunSpace:
         """Copy every folder once, before any submission code runs; the manifest maps original -> copy and notes."""
         manifest = {}
         for folder in sorted(set(folders)):
-            copy = self.root / "copies" / hashlib.sha256(str(folder).encode()).hexdigest()[:20]
+            # The path's own bytes: a folder name need not be valid UTF-8 (str holds such bytes as lone surrogates).
+            copy = self.root / "copies" / hashlib.sha256(os.fsencode(folder)).hexdigest()[:20]
             try:
                 notes = copy_folder(folder, copy)
             except OSError as exc:
                 shutil.rmtree(copy, ignore_errors=True)
-                notes = [f"the folder could not be copied: {exc}"]
+                notes = [safe_text(f"the folder could not be copied: {exc}", NOTE_CHARS)]
                 copy = None
             manifest[str(folder)] = {"copy": str(copy) if copy else None, "notes": notes}
         (self.root / "manifest.json").write_text(json.dumps(manifest, indent=1))

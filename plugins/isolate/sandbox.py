@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from plugins.isolate import containment, runspace, wire
+from plugins.grade.records import MESSAGE_CHARS, OUTPUT_CHARS, TRACEBACK_CHARS, TYPE_CHARS, safe_text
+from plugins.isolate import containment, gpu_rung, runspace, wire
 from plugins.isolate.containment import Cgroup
 from plugins.isolate.measure import OutputTail, TreeMemory, oom_kills
 from plugins.isolate.tenant import Tenant, fairly
@@ -55,6 +56,7 @@ _SECRET = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVAT
 _DEVICE_FAULT = re.compile(r"CUDA error|illegal memory access|unspecified launch failure|device-side assert", re.I)
 # Under bwrap the child's work folder is an empty tmpfs: the vetted copy of its folder is copied in before it starts.
 _COPY_IN = 'cp -a -- "$1/." "$2/" || exit 97; shift 2; exec "$@"'
+_CHILD_KINDS = ("exception", "oom", "contract")  # the kinds of error a child's answer may state (child.py)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ class Sandbox:
         self.program, self.limits, self.repo = program, limits, repo.resolve()
         self.space = space or runspace.default()
         self.containment = containment.probe()
+        # Only a child whose challenge runs on the GPU is handed it; every other one is contained as on a CPU run.
+        self.gpu = limits.device == "cuda" and gpu_rung.needs_gpu(program.driver, program.folder is not None)
         self.process: subprocess.Popen[bytes] | None = None
         self.import_failure: Outcome | None = None
         self.copy_notes: list[str] = []
@@ -118,9 +122,17 @@ class Sandbox:
         self._ended: Tenant | None = None  # the last child's watch, once it was killed (its verdict stays)
 
     @fairly
-    def run(self, inputs: dict[str, np.ndarray], params: dict[str, Any], measure: dict[str, Any]) -> Outcome:
+    def run(
+        self,
+        inputs: dict[str, np.ndarray],
+        params: dict[str, Any],
+        measure: dict[str, Any],
+        caps: wire.Caps | None = None,
+    ) -> Outcome:
         """Run one case; the timeout covers the whole request, scaled by the number of timed repeats. A case whose
-        params set ``timeout_s`` (a training run) gets that limit when it is longer than ``--call-timeout``."""
+        params set ``timeout_s`` (a training run) gets that limit when it is longer than ``--call-timeout``. The answer
+        is read under ``caps`` (``wire.case_caps``; from the inputs alone when None): one over them is refused unread,
+        the child killed, and the case ``wrong``."""
         per_call = max(self.limits.call_timeout_s, float(params.get("timeout_s", 0.0)))
         timeout = per_call * (1 + measure.get("warmup", 0) + measure.get("repeats", 0))
         if self.import_failure is not None:
@@ -137,11 +149,14 @@ class Sandbox:
         start = time.perf_counter()
         try:
             wire.send(self._request, {"params": params}, inputs, deadline)
-            header, arrays = wire.recv(self._response, deadline)
+            header, arrays = wire.recv(self._response, deadline, caps or wire.case_caps(inputs))
         except wire.Deadline:
             self._memory.stop()
             message = f"no answer within {timeout:.0f} s; all its processes killed"
             return self._finish(Outcome("timeout", message=message))
+        except wire.Refused as exc:
+            self._memory.stop()
+            return self._finish(_refused(exc))
         except wire.WireError:
             self._memory.stop()
             return self._finish(self._death(kills_before))
@@ -199,7 +214,7 @@ class Sandbox:
         finally:
             for fd in (request_r, response_w, out_w, err_w):
                 os.close(fd)
-        if self._cgroup is not None and self.containment.level == "uid":
+        if self._cgroup is not None and self._nobody:
             try:
                 self._cgroup.add(self.process.pid)
             except OSError:  # then the process group (and /proc) find the tree, as without cgroups
@@ -218,16 +233,18 @@ class Sandbox:
             "aliases": {k: list(v) for k, v in importlib.import_module(self.program.driver).CHALLENGE.aliases.items()},
             "entries_from_driver": self.program.folder is None,
             "workdir": str(workdir),
-            "device": self.limits.device,
+            "device": "cuda" if self.gpu else "cpu",
             "memory_bytes": self.limits.memory_bytes,
             "gpu_memory_fraction": self.limits.gpu_memory_fraction,
             "file_size_bytes": self.limits.file_size_bytes,
         }
         try:
             wire.send(self._request, config, None, deadline)
-            header, _ = wire.recv(self._response, deadline)
+            header, _ = wire.recv(self._response, deadline, wire.HANDSHAKE)
         except wire.Deadline:
             failure = Outcome("timeout", message=f"no answer within {self.limits.call_timeout_s:.0f} s")
+        except wire.Refused as exc:
+            failure = _refused(exc)
         except wire.WireError:
             failure = self._death(kills_before)
         else:
@@ -251,7 +268,7 @@ class Sandbox:
                 shutil.copytree(source, workdir, symlinks=True, dirs_exist_ok=True)
             except (OSError, shutil.Error) as exc:
                 self.copy_notes = [*self.copy_notes, f"could not be made: {exc}"]
-        if self.containment.level == "uid":  # the child runs as nobody and works in its own folder
+        if self._nobody:  # the child runs as nobody and works in its own folder
             for path in [self._scratch, *self._scratch.rglob("*")]:
                 os.chown(path, containment.NOBODY, containment.NOBODY, follow_symlinks=False)
 
@@ -263,27 +280,48 @@ class Sandbox:
         level, extra = self.containment, {}
         parent = self.space.cgroup_parent(level)
         userns, in_cgroup = (True, True) if level.level == "namespaces" else (None, True)
-        gpu = self.limits.device == "cuda"
-        if level.level == "namespaces" and gpu:  # as strong as lets CUDA start here (see containment.gpu_mode)
-            mode = containment.gpu_mode(level, parent, self.repo, self.limits.gpu)
+        readable: list[Path] = []
+        mode = self._gpu_mode()
+        if mode is not None:  # as strong as lets CUDA start here (gpu_rung.py); the driver's libraries stay readable
             userns, in_cgroup = mode.userns, mode.cgroup
+            readable = list(gpu_rung.driver_library_folders())
         self._bwrap = userns is not None
         if self._bwrap:
             # The home folder (keys, tokens, caches) is hidden too; the interpreter and built libraries come back.
             hidden = [self.space.root, Path(os.environ.get("TMPDIR", "/tmp")), Path.home()]
             built = [Path(f).parent for _, f in self.program.entries if os.path.isabs(f)]
-            readable = containment.interpreter_paths(self.repo) + built
+            readable += containment.interpreter_paths(self.repo) + built
             if source is not None:
                 argv = ["/bin/sh", "-c", _COPY_IN, "copy-in", str(source), str(workdir), *argv]
-            argv = containment.bwrap_args(level.bwrap, workdir, hidden, gpu, readable, userns, source=source) + argv
-        elif level.level == "uid":
+            box = containment.bwrap_args(level.bwrap, workdir, hidden, self.gpu, readable, userns, source=source)
+            argv = box + argv
+        elif self._nobody:
             extra = {"user": containment.NOBODY, "group": containment.NOBODY, "extra_groups": []}
         self._cgroup = Cgroup.make(parent, self._scratch.name) if parent and in_cgroup else None
         # As nobody, a wrapping shell may not write the root-owned cgroup.procs: the grader moves the child in itself
         # right after starting it (see _start), before it is sent the config, so before any submission code runs.
-        if self._cgroup is not None and level.level != "uid":
+        if self._cgroup is not None and not self._nobody:
             argv = self._cgroup.wrap(argv)
         return argv, extra
+
+    def _gpu_mode(self) -> gpu_rung.GpuMode | None:
+        """The rung of this GPU child (probed once per run, gpu_rung.py); None for every other child."""
+        if not self.gpu:
+            return None
+        level, record = self.containment, gpu_rung.record_path(self.space.root)
+        return gpu_rung.gpu_mode(level, self.space.cgroup_parent(level), self.repo, self.limits.gpu, record)
+
+    @property
+    def _nobody(self) -> bool:
+        """Whether the child runs as user nobody: at the uid level, or on that rung of GPU children."""
+        mode = self._gpu_mode()
+        return self.containment.level == "uid" or (mode is not None and mode.nobody)
+
+    @property
+    def rung(self) -> str:
+        """The current child's rung: a GPU child's (``gpu_rung.RUNGS``), else the containment level."""
+        mode = self._gpu_mode()
+        return mode.rung if mode is not None else self.containment.level
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "KERNELGRADE_")) and not _secret(k)}
@@ -295,12 +333,12 @@ class Sandbox:
         if not self._bwrap:
             private = self._scratch / "tmp"
             private.mkdir(exist_ok=True)
-            if self.containment.level == "uid":
+            if self._nobody:
                 os.chown(private, containment.NOBODY, containment.NOBODY)
         for name in PRIVATE_DIRS:
             env[name] = str(private)
-        # CPU runs hide every GPU; GPU runs see the one this worker was given.
-        env["CUDA_VISIBLE_DEVICES"] = self.limits.gpu if self.limits.device == "cuda" and self.limits.gpu else ""
+        # CPU children hide every GPU; GPU children (gpu_rung.needs_gpu) see the one this worker was given.
+        env["CUDA_VISIBLE_DEVICES"] = self.limits.gpu if self.gpu and self.limits.gpu else ""
         return env
 
     def _kill(self) -> None:
@@ -357,22 +395,33 @@ class Sandbox:
 
     @staticmethod
     def _outcome(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> Outcome:
-        calls = header.get("calls", [])
+        """The outcome a child's answer states. Its text is cut and made valid UTF-8 here, the first place it reaches
+        the grader (``records.safe_text``); nothing else of the header is kept (a child measures nothing)."""
         if header.get("status") == "ok":
-            return Outcome("ok", outputs=arrays, calls=calls)
-        kind = header.get("kind", "exception")
+            return Outcome("ok", outputs=arrays)
+        kind = header.get("kind") if header.get("kind") in _CHILD_KINDS else "exception"
         status = "oom" if kind == "oom" else "error"
-        message = f"{header.get('type', 'Error')}: {header.get('message', '')}"
-        return Outcome(status, calls=calls, kind=kind, message=message, traceback=header.get("traceback", ""))
+        error_type = safe_text(header.get("type", "Error"), TYPE_CHARS)
+        message = safe_text(f"{error_type}: {safe_text(header.get('message', ''), MESSAGE_CHARS)}", MESSAGE_CHARS)
+        traceback = safe_text(header.get("traceback", ""), TRACEBACK_CHARS, tail=True)
+        return Outcome(status, kind=kind, message=message, traceback=traceback)
 
     def _with_output(self, outcome: Outcome) -> Outcome:
-        """Attach what the child printed since the last request, truncated to its tail."""
+        """Attach what the child printed since the last request, truncated to its tail (and valid UTF-8)."""
         if self._output is not None:
             outcome.stdout, outcome.stderr = self._output.take("stdout"), self._output.take("stderr")
         elif self._last_output:  # the child was just killed: what it printed before
             outcome.stdout, outcome.stderr = self._last_output["stdout"], self._last_output["stderr"]
             self._last_output = {}
+        outcome.stdout = safe_text(outcome.stdout, OUTPUT_CHARS, tail=True)
+        outcome.stderr = safe_text(outcome.stderr, OUTPUT_CHARS, tail=True)
         return outcome
+
+
+def _refused(exc: wire.Refused) -> Outcome:
+    """A child's answer over the wire's caps or against its rules: the submission's failure (``wrong``)."""
+    message = f"the child's answer broke the wire's rules; it was not read and the child was killed: {exc}"
+    return Outcome("error", kind="contract", message=message)
 
 
 def _secret(name: str) -> bool:

@@ -6,7 +6,12 @@ Registered by ``plugins/isolate/plugin.py`` on the run's first process (the one 
     {"level": "namespaces" | "uid" | "process-group", "namespaces": bool, "separate_user": bool, "cgroup": bool,
      "memory_peak": bool, "warnings": [str, ...], "copy_notes": {"<model>/<challenge>": [str, ...]},
      "writable_space": str, "freezer": "cgroup.freeze" | "SIGSTOP",
-     "gpu": {"bwrap": bool, "user_namespace": bool, "cgroup": bool} (GPU runs only)}
+     "gpu": {"rung": str, "bwrap": bool, "user_namespace": bool, "nobody": bool, "cgroup": bool, "binds": [str, ...],
+             "tried": [str, ...]} | {"rung": null, "note": str} (GPU runs only)}
+
+``gpu`` is the rung GPU children had in this run (``gpu_rung.py``, probed once per run and kept in the run's folder):
+what bwrap bound for the driver, and why each stronger rung failed. On a GPU run where no GPU child ran (no CUDA or
+torch submission selected), it says so instead; every other child had the level above, as on a CPU run.
 
 ``writable_space`` says what caps a child's writes here (``diskcap.py``), ``freezer`` how the run's other children
 are stopped while a case is timed (``fairness.py``).
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugins.isolate import containment, diskcap
+from plugins.isolate import containment, diskcap, gpu_rung
 from plugins.isolate.runspace import RunSpace
 from plugins.report.inert import markdown
 
@@ -44,17 +49,24 @@ class SandboxReport:
         facts["freezer"] = "cgroup.freeze" if level.cgroup_base is not None else "SIGSTOP"
         if level.level != "namespaces":
             facts["warnings"].append(f"a child's writable space: {facts['writable_space']}")
-        if self.cfg.device == "cuda":  # GPU children may run with less (containment.gpu_mode)
-            mode = containment.gpu_mode(level, self.space.cgroup_parent(level), self.cfg.repo, self.cfg.gpu)
-            facts["gpu"] = {
-                "bwrap": mode.userns is not None,
-                "user_namespace": bool(mode.userns),
-                "cgroup": mode.cgroup,
-            }
-            facts["warnings"] += [mode.warning] if mode.warning else []
-            if mode.userns is None and level.level == "namespaces":
+        if self.cfg.device == "cuda":  # GPU children may run with less (gpu_rung.py)
+            facts["gpu"] = self.gpu_facts()
+            warning = facts["gpu"].pop("warning", None)
+            facts["warnings"] += [warning] if warning else []
+            if facts["gpu"].get("bwrap") is False and level.level == "namespaces":
                 facts["warnings"].append(f"a GPU child's writable space: {diskcap.describe(False)}")
         return facts
+
+    def gpu_facts(self) -> dict[str, Any]:
+        """The GPU children's rung as this run's first GPU child found it (never probed here: a run without GPU
+        children starts no CUDA for its report)."""
+        try:
+            mode = gpu_rung.GpuMode.from_json(gpu_rung.record_path(self.space.root).read_text())
+        except OSError:
+            mode = None
+        if mode is None:
+            return {"rung": None, "note": "no GPU child ran: every child was contained as on a CPU run"}
+        return mode.to_dict() | {"warning": mode.warning}
 
     def pytest_grader_update_summary(self, summary: dict[str, Any], config: Any) -> None:
         del config

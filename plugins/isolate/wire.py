@@ -1,33 +1,90 @@
 """Messages between the grader and a sandbox child: an 8-byte length, a JSON header, then raw array bytes.
 
-No pickle in either direction: the grader must never unpickle what untrusted code produced. Arrays are restricted to
-numeric dtypes and their sizes are checked against the header before anything is allocated. This module is loaded by
+No pickle in either direction: the grader must never unpickle what untrusted code produced. This module is loaded by
 the child by file path (it must not occupy a module name a submission might use), so it imports only NumPy and the
 standard library.
+
+The child's messages are read under :class:`Caps`: the header's length, the number of arrays, each array's name, dtype
+and shape, and their bytes all together are checked against the caps before any of the body is read or allocated.
+A message that breaks a rule raises :class:`Refused` with the stream left unread: the grader then kills the child (its
+pipe is out of step), so an announced 8 GiB costs neither a read nor an allocation. The caps:
+
+- a case's answer (:func:`case_caps`): from its inputs and its float64 truth (``Expected.values``), four times their
+  bytes plus 64 MiB, and four times their count plus 16 arrays; where the truth is not at hand (a warm-up call, a
+  program driven outside a grading run) from the inputs alone, the same way; a header of 1 MiB;
+- the child's answer to its config (:data:`HANDSHAKE`): a header of 1 MiB and no array;
+- the grader's own requests, read by the child (:data:`TRUSTED`): 64 MiB of header and 8 GiB of arrays.
+
+Every array: a name of 1 to 200 printable ASCII characters, unique in its message; a plain numeric dtype; at most 32
+whole dimensions >= 0, whose extent (empty dimensions counted as 1) is within the cap.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import struct
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-MAX_HEADER_BYTES = 64 * 2**20
-MAX_PAYLOAD_BYTES = 8 * 2**30
 _NUMERIC_KINDS = "biufc"  # bool, signed, unsigned, float, complex: no objects, strings or structured records
+MAX_NAME_CHARS = 200  # an array's name: printable ASCII (the drivers' names are short identifiers)
+MAX_DIMS = 32
+# What a child's answer may hold beyond its case's own data. The header carries a status, an error's type, message and
+# traceback (the child's own code cuts these to 4.5 KB) and one short line per array: 1 MiB is far over an honest one.
+CHILD_HEADER_BYTES = 2**20
+# A case's answer: its outputs are in practice at most the inputs' and the float64 truth's bytes together (measured for
+# every case of every Python challenge with the reference's or a demo's own code: 0.95 at most). Four times that, plus
+# 64 MiB for outputs the truth does not size (a token list of another length, figures the grader derives), is generous
+# for an honest answer and keeps a hostile announcement in the tens of MiB.
+CASE_BYTES_FACTOR = 4
+CASE_BYTES_SLACK = 64 * 2**20
+CASE_ARRAYS_FACTOR = 4
+CASE_ARRAYS_SLACK = 16
 
 
 class WireError(Exception):
     """The peer closed the pipe or sent something that is not a valid message."""
 
 
+class Refused(WireError):
+    """The peer's message breaks a rule or a cap: it is the peer's failure, and the rest of the stream is unread."""
+
+
 class Deadline(Exception):
     """The peer did not answer in time."""
+
+
+class Caps(NamedTuple):
+    """The most one message may hold, checked against its header before anything of the body is read. (A named
+    tuple: a dataclass needs its module in ``sys.modules``, and the child loads this one by path.)"""
+
+    header_bytes: int
+    payload_bytes: int  # all arrays together; one array never more
+    arrays: int
+
+
+# The grader's own requests (read by the child): the inputs of any case, the sandbox's config.
+TRUSTED = Caps(header_bytes=64 * 2**20, payload_bytes=8 * 2**30, arrays=100_000)
+# The child's answer to its config: "ready", or why the submission failed to import; no arrays.
+HANDSHAKE = Caps(header_bytes=CHILD_HEADER_BYTES, payload_bytes=0, arrays=0)
+
+
+def case_caps(inputs: dict[str, np.ndarray], truths: Any = ()) -> Caps:
+    """The caps of a child's answer to one case: its inputs' and truths' bytes and counts (module docstring);
+    ``truths`` are the truth's values (``Expected.values``: arrays, or None for figures the grader derives)."""
+    arrays = [a for a in (*inputs.values(), *truths) if isinstance(a, np.ndarray)]
+    data = sum(a.nbytes for a in arrays)
+    count = len(inputs) + len(truths)
+    return Caps(
+        header_bytes=CHILD_HEADER_BYTES,
+        payload_bytes=CASE_BYTES_FACTOR * data + CASE_BYTES_SLACK,
+        arrays=CASE_ARRAYS_FACTOR * count + CASE_ARRAYS_SLACK,
+    )
 
 
 def encode(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
@@ -89,27 +146,70 @@ def send(fd: int, header: dict[str, Any], arrays: dict[str, np.ndarray] | None =
             write_all(fd, memoryview(array.reshape(-1)).cast("B"), deadline)
 
 
-def recv(fd: int, deadline: float | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """One message as ``(header, arrays)``; raises WireError on anything malformed."""
+def recv(fd: int, deadline: float | None = None, caps: Caps = TRUSTED) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One message as ``(header, arrays)``. Raises :class:`Refused` for a message that is malformed or over ``caps``
+    (before its body is read), WireError when the pipe closes, Deadline when ``deadline`` passes."""
     (size,) = struct.unpack("<Q", read_exact(fd, 8, deadline))
-    if size > MAX_HEADER_BYTES:
-        raise WireError(f"header of {size} bytes")
-    try:
-        header = json.loads(read_exact(fd, size, deadline))
-        specs = [(str(n), np.dtype(d), tuple(int(s) for s in shape)) for n, d, shape in header.pop("arrays")]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise WireError(f"malformed header: {exc}") from exc
-    if any(
-        dtype.kind not in _NUMERIC_KINDS or dtype.hasobject or min(shape, default=0) < 0 for _, dtype, shape in specs
-    ):
-        raise WireError("non-numeric or malformed array in message")
-    sizes = [dtype.itemsize * int(np.prod(shape, dtype=np.int64)) for _, dtype, shape in specs]
-    if sum(sizes) > MAX_PAYLOAD_BYTES:
-        raise WireError(f"payload of {sum(sizes)} bytes")
+    if size > caps.header_bytes:
+        raise Refused(f"a header of {_size(size)}, over the cap of {_size(caps.header_bytes)}")
+    header, specs = _parse_header(read_exact(fd, size, deadline), caps)
     arrays = {}
     for name, dtype, shape in specs:
         arrays[name] = read_array(fd, dtype, shape, deadline)
     return header, arrays
+
+
+def _parse_header(data: bytes, caps: Caps) -> tuple[dict[str, Any], list[tuple[str, np.dtype, tuple[int, ...]]]]:
+    """The header and its array specs, every rule of the module docstring checked."""
+    try:
+        header = json.loads(data)
+        listed = header.pop("arrays")
+        count = len(listed)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise Refused(f"a malformed header ({type(exc).__name__})") from None
+    if not isinstance(header, dict) or not isinstance(listed, list):
+        raise Refused("a malformed header (not an object with a list of arrays)")
+    if count > caps.arrays:
+        raise Refused(f"{count} arrays, over the cap of {caps.arrays}")
+    specs = [_spec(entry) for entry in listed]
+    if len({name for name, _, _ in specs}) < count:
+        raise Refused("two arrays of the same name")
+    total = 0
+    for name, dtype, shape in specs:
+        # Empty dimensions aside too: NumPy refuses a shape whose other dimensions overflow, even when it holds nothing.
+        if dtype.itemsize * math.prod(max(d, 1) for d in shape) > caps.payload_bytes:
+            raise Refused(f"array {name}: a shape over the cap of {_size(caps.payload_bytes)}")
+        total += dtype.itemsize * math.prod(shape)
+        if total > caps.payload_bytes:
+            raise Refused(
+                f"arrays of {_size(total)} or more (up to {name}), over the cap of {_size(caps.payload_bytes)}"
+            )
+    return header, specs
+
+
+def _spec(entry: Any) -> tuple[str, np.dtype, tuple[int, ...]]:
+    """``(name, dtype, shape)`` of one array entry ``[name, dtype string, shape]``; :class:`Refused` if it breaks a
+    rule: a name of printable ASCII, a plain numeric dtype (no objects, strings, records or sub-arrays), whole
+    non-negative dimensions."""
+    try:
+        name, dtype_text, dims = entry
+    except (TypeError, ValueError):
+        raise Refused("a malformed array entry") from None
+    if not (isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS and name.isascii() and name.isprintable()):
+        raise Refused(f"an array name that is not 1 to {MAX_NAME_CHARS} printable ASCII characters")
+    try:
+        dtype = np.dtype(dtype_text) if isinstance(dtype_text, str) else None
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or dtype.kind not in _NUMERIC_KINDS or dtype.hasobject or dtype.shape or dtype.fields:
+        raise Refused(f"array {name}: not a plain numeric dtype")
+    if not isinstance(dims, list) or len(dims) > MAX_DIMS or not all(type(d) is int and d >= 0 for d in dims):
+        raise Refused(f"array {name}: a shape that is not up to {MAX_DIMS} whole numbers >= 0")
+    return name, dtype, tuple(dims)
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count} bytes"
 
 
 def read_array(fd: int, dtype: np.dtype, shape: tuple[int, ...], deadline: float | None = None) -> np.ndarray:

@@ -58,6 +58,8 @@ def summary_html(run: dict[str, Any]) -> str:
     parts.append(f'<div class="kg-picture">{pictures.heatmap_svg(run)}</div>')
     parts.append("<h3>Ranking</h3>")
     parts.append(table(*tables.ranking(run)))
+    parts.append("<h3>Task profiles</h3>")
+    parts.append(table(*tables.task_profiles(run)))
     parts.append(samples.html_section(run))  # several samples per model: mean, spread, pass@k (or nothing)
     parts.append(f'<h3>Speed</h3><div class="kg-picture">{pictures.speed_svg(run)}</div>')
     for challenge in tables.graded_challenges(run):
@@ -102,7 +104,7 @@ def case_cells(data: dict[str, Any]) -> tuple[str, ...]:
     return (
         record.model,
         record.case,
-        # A failed case carries its origin tag (the task's property, or ours: robustness only).
+        # A failed case carries its origin tag (the task's property, or beyond the task: robustness only).
         record.outcome if record.outcome in SHOWN_UNTAGGED else f"{record.outcome} [{tables.origin_tag(data)}]",
         f"{ratio:.3g}" if ratio is not None else "",
         f"{seconds * 1000:.1f}" if seconds is not None else "",

@@ -161,9 +161,9 @@ def describe_cases(entry: dict[str, Any]) -> str:
 
 
 def _how(case: dict[str, Any], failed: bool) -> str:
-    """Category, and for a failed case its outcome and a requirement the task never stated (origin ``added``)."""
+    """Category, and for a failed case its outcome and whether it is beyond the model's task (origin ``added``)."""
     parts = [case["category"], case["outcome"] if failed else ""]
-    parts.append("added by the grader" if failed and case.get("origin") == "added" else "")
+    parts.append("beyond the task" if failed and case.get("origin") == "added" else "")
     return ", ".join(p for p in parts if p)
 
 

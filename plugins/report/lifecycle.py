@@ -8,6 +8,10 @@
 - A usage error (a bad option, an unknown model, no submissions) moves the reports aside the same way and leaves a
   ``grades.md`` and ``results.json`` (``"status": "usage-error"``) that say so; a later usage error replaces them and
   keeps ``previous/`` as it was.
+- A run that stops before its session starts (an internal error or Ctrl-C while it discovers or copies the
+  submissions, before the reports are moved aside) moves them aside the same way, through :class:`StartGuard`, and
+  leaves a ``grades.md`` and ``results.json`` (``"status": "failed-to-start"``) that say why; the next run replaces
+  them and keeps ``previous/``, as after a usage error.
 - A run that is still alive (its pid, on this host, is a running pytest) keeps its folder: the new run stops with a
   usage error instead of moving files from under it.
 """
@@ -28,7 +32,8 @@ from plugins.report.files import atomic_write
 REPORT_FILES = ("grades.md", "results.json", "report.html", "cases.jsonl")
 REPORT_DIRS = ("badges",)
 PREVIOUS = "previous"
-RUNNING, USAGE_ERROR = "running", "usage-error"
+RUNNING, USAGE_ERROR, FAILED_TO_START = "running", "usage-error", "failed-to-start"
+STUBS = (USAGE_ERROR, FAILED_TO_START)  # statuses of stubs that stand for no run: replaced, never kept as previous/
 STUB_MARK = "<!-- kernelgrade: not a report -->"
 
 
@@ -89,8 +94,8 @@ def retire(folder: Path) -> str:
             if not note:
                 _remove(present)  # nothing was recorded: the stubs are all there was
                 return "the previous run was killed before any case finished; its stubs were removed"
-    elif status == USAGE_ERROR:
-        _remove(present)  # only the usage-error stubs: previous/ already holds the last real run
+    elif status in STUBS:
+        _remove(present)  # only the stubs: previous/ already holds the last real run
         return ""
     previous = folder / PREVIOUS
     shutil.rmtree(previous, ignore_errors=True)
@@ -131,17 +136,51 @@ def stamp_running(folder: Path, html: bool) -> dict[str, Any]:
 
 def stamp_usage_error(folder: Path, message: str) -> None:
     """Move the last reports aside and say why this invocation wrote none. Never raises (the usage error matters)."""
+    _stamp_stopped(folder, USAGE_ERROR, "the last invocation stopped on a usage error", message)
+
+
+def _stamp_stopped(folder: Path, status: str, headline: str, message: str) -> None:
+    """Move the last reports aside and leave stubs with ``status`` that say why no grades follow; never raises."""
     try:
         retire(folder)
-        state = {"schema_version": 1, "status": USAGE_ERROR, "created": now(), "message": message}
+        state = {"schema_version": 1, "status": status, "created": now(), "message": message}
         atomic_write(folder / "results.json", json.dumps(state, indent=1) + "\n")
         atomic_write(
             folder / "grades.md",
-            f"# kernelgrade: no grades — the last invocation stopped on a usage error\n\n{STUB_MARK}\n\n"
+            f"# kernelgrade: no grades — {headline}\n\n{STUB_MARK}\n\n"
             f"{state['created']}: {_fenced(message)}\n\nThe last run that graded is in `{PREVIOUS}/`.\n",
         )
     except (OSError, FolderBusy):
         pass
+
+
+class StartGuard:
+    """Registered on the controller (or the only process) as soon as discovery configures: if the run stops with an
+    internal error or an interrupt before its session starts (when the reports are moved aside and the "run in
+    progress" stubs written), it moves the last run's reports aside and says so (module docstring). Without it, such a
+    run left them in place, marked complete, as if they were its own. A usage error stamps the folder itself."""
+
+    def __init__(self, config: Any):
+        self.config = config
+        self.started = False
+
+    def pytest_sessionstart(self) -> None:
+        self.started = True
+
+    def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
+        lines = str(excrepr).strip().splitlines()
+        self._stopped(f"internal error before grading started: {lines[-1] if lines else excinfo.typename}")
+
+    def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
+        self._stopped(f"interrupted before grading started ({excinfo.typename})")
+
+    def _stopped(self, message: str) -> None:
+        if self.started:  # the session's own stubs and reports say what happened
+            return
+        from plugins.config import reports_dir
+
+        headline = "the last invocation stopped before it graded anything"
+        _stamp_stopped(reports_dir(self.config), FAILED_TO_START, headline, message[-2000:])
 
 
 def usage_error(config: Any, message: str) -> Exception:

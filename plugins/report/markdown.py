@@ -45,6 +45,13 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
         "",
         table(*tables.ranking(summary)),
         "",
+        "## Task profiles",
+        "",
+        "The rules each model was graded by (`reference/tasks/`): a case that depends on a rule its profile does not"
+        " state is beyond the task and costs robustness points only.",
+        "",
+        table(*tables.task_profiles(summary)),
+        "",
         "## Grade matrix",
         "",
         f"Letter (points out of 100); {tables.NOT_ATTEMPTED} means the model has no folder for the challenge;"
@@ -98,7 +105,9 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
         "",
     ]
     if traps := pictures.traps_markdown(summary, challenge["id"]):
-        lines += ["Traps (rows) by model: ✗ fell in (a case of it failed), ✓ avoided, · not reached.", "", traps, ""]
+        legend = "✗ fell in (a case of it failed), ✗ non-finite (NaN/Inf) (a case of it gave NaN or Inf where the"
+        legend += " truth is finite), ✓ avoided, · not reached."
+        lines += [f"Traps (rows) by model: {legend}", "", traps, ""]
     failures = tables.failed_cases(summary, challenge["id"])
     # One line per model whose folder holds no code, never a failure per case.
     no_code = tables.no_code_lines(summary, challenge["id"])
@@ -108,12 +117,17 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
             return lines
         return lines + [f"Every case passed for every model{' with code' if no_code else ''}.", ""]
     lines += [
-        "Failed cases (the trap each case guards against, the outcome, whether the task states the property or the"
-        " grader added it, and the worst error against its bound):",
+        "Failed cases (the trap each case guards against, the outcome, whether the model's task states the property"
+        " or it is beyond the task, and the worst error against its bound):",
         "",
     ]
     shown: dict[str, int] = {}
+    unrunnable = _not_provided(failures)
+    for model, why in unrunnable.items():
+        lines.append(f"- **{escape(model)}**: {why[1]} cases not run: {escape(why[0])}")
     for model, failure in failures:
+        if model in unrunnable:
+            continue
         shown[model] = shown.get(model, 0) + 1
         if shown[model] > MAX_FAILURES_LISTED:
             continue
@@ -127,6 +141,22 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
             lines.append(f"- **{escape(model)}**: {count - MAX_FAILURES_LISTED} more failed cases in results.json")
     lines.append("")
     return lines
+
+
+def _not_provided(failures: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[str, int]]:
+    """Models all of whose failed cases of the challenge failed because an entry point was missing (``not provided:
+    ...``, a file that did not parse): one line for them, ``not provided: a, b`` over all those cases, not one each."""
+    prefix = "not provided: "
+    tails: dict[str, dict[str, None]] = {}
+    counts: dict[str, int] = {}
+    others = set()
+    for model, failure in failures:
+        if failure["message"].startswith(prefix):
+            tails.setdefault(model, {})[failure["message"][len(prefix) :]] = None
+            counts[model] = counts.get(model, 0) + 1
+        else:
+            others.add(model)
+    return {m: (prefix + ", ".join(t), counts[m]) for m, t in tails.items() if m not in others and counts[m] > 1}
 
 
 def _no_code_legend(summary: dict[str, Any]) -> str:

@@ -12,8 +12,9 @@ Every text that can come from a submission (model names above all) goes through 
   issue's "spread 2%", drawn as the factor ``1 + spread / 2`` either side of the dot (only the median and the range are
   recorded, so the bar is centred on the dot; in log space it never reaches zero, however noisy the trials were).
 - Trap tables: the traps a challenge's cases guard against as rows, the models that attempted it as columns: "fell in"
-  (a case of the trap did not pass), "avoided" (every case of it that ran passed), "not reached" (none of its cases ran
-  for that model: deselected, skipped, no code submitted, or the run stopped first).
+  (a case of the trap did not pass), "non-finite (NaN/Inf)" (one did not pass because it returned NaN or infinity where
+  the truth is finite: named apart from an error over the bound), "avoided" (every case of it that ran passed), "not
+  reached" (none of its cases ran for that model: deselected, skipped, no code submitted, or the run stopped first).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ NEUTRAL = "#d9d9d9"  # any status that is not a letter: it must not read as good
 _LIGHT_TEXT = {"A", "F"}  # bands dark enough to need white text
 _LETTER = re.compile(r"[A-DF][+-]?")
 FELL, AVOIDED, NOT_REACHED = "fell in", "avoided", "not reached"
-TRAP_SYMBOLS = {FELL: "✗", AVOIDED: "✓", NOT_REACHED: "·"}
-TRAP_COLOURS = {FELL: "#f4a582", AVOIDED: "#b8e186", NOT_REACHED: "#eeeeee"}
+NONFINITE = "non-finite (NaN/Inf)"  # fell in, with NaN or infinity where the truth is finite
+TRAP_SYMBOLS = {FELL: "✗", NONFINITE: "✗", AVOIDED: "✓", NOT_REACHED: "·"}
+TRAP_COLOURS = {FELL: "#f4a582", NONFINITE: "#d6604d", AVOIDED: "#b8e186", NOT_REACHED: "#eeeeee"}
 CHAR_PX = 7.2  # average glyph width of 12 px sans-serif, to size label columns without measuring text
 MAX_LABEL = 40  # characters of a model name shown in a picture; the tables keep the full name
 FONT = 'font-family="DejaVu Sans, Arial, sans-serif" font-size="12"'
@@ -226,15 +228,23 @@ def trap_table(summary: dict[str, Any], challenge: str) -> tuple[list[str], list
     outcomes: dict[str, dict[str, list[str]]] = {}  # trap -> model -> outcomes
     for case in sorted(summary["cases"], key=lambda c: c["case_index"]):
         if case["challenge"] == challenge:
-            outcomes.setdefault(case["guards"], {}).setdefault(case["model"], []).append(case["outcome"])
+            outcome = NONFINITE if _nonfinite(case) else case["outcome"]
+            outcomes.setdefault(case["guards"], {}).setdefault(case["model"], []).append(outcome)
     traps = list(outcomes)
     states = [[trap_state(outcomes[trap].get(model, [])) for model in models] for trap in traps]
     return models, traps, states
 
 
+def _nonfinite(case: dict[str, Any]) -> bool:
+    """A failed case whose output held NaN or infinity where the truth is finite (the comparator's ``nonfinite``)."""
+    return case["outcome"] != PASSED and any(not c["passed"] and c.get("nonfinite") for c in case.get("checks", []))
+
+
 def trap_state(outcomes: list[str]) -> str:
-    """One model's state on one trap from the outcomes of the trap's cases."""
+    """One model's state on one trap from the outcomes of the trap's cases (NONFINITE for a non-finite failure)."""
     ran = [o for o in outcomes if o not in (SKIPPED, NO_CODE)]  # a folder with no code never met the trap
+    if NONFINITE in ran:
+        return NONFINITE
     if any(o != PASSED for o in ran):
         return FELL
     return AVOIDED if ran else NOT_REACHED

@@ -92,6 +92,8 @@ def terminal_notes(summary: dict[str, Any], config: pytest.Config) -> list[str]:
     notes = {n for m in summary["models"].values() for g in m["challenges"].values() for n in g["notes"]}
     if any(n.startswith("partial run") for n in notes):
         lines.append("partial run: some cases were deselected (-k/-m); grades cover only the cases that ran")
+    if legend := tables.task_legend(summary):
+        lines.append(inert.terminal(legend))
     speed = "" if summary["options"]["measure_speed"] else "; speed not measured (--no-speed)"
     lines.append(f"seed {summary['options']['seed']}{speed}")
     lines += [f"warning: {inert.terminal(w)}" for w in [*tables.warnings(summary), *config.stash.get(WARNINGS_KEY, [])]]

@@ -165,14 +165,46 @@ def head_to_head(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["W-L-T", *models], rows
 
 
-# The tag shown beside a failed case: is the property the task's, or one the grader added (robustness points only)?
+# The tag shown beside a failed case: is the property the task's, or beyond it (robustness points only)?
 ORIGIN_TAGS = {"task": "task", "added": "added: robustness only"}
 
 
 def origin_tag(failure: dict[str, Any]) -> str:
-    """The origin tag of a failed case or record (one written before origins existed is the task's)."""
+    """The origin tag of a failed case or record: ``task``, or ``beyond the task (tie-order): robustness only`` naming
+    the rules the model's task profile does not state (a record written before task profiles, ``added: ...``; one
+    written before origins existed is the task's)."""
+    if failure.get("beyond"):
+        return f"beyond the task ({', '.join(failure['beyond'])}): robustness only"
     origin = failure.get("origin", "task")
     return ORIGIN_TAGS.get(origin, origin)
+
+
+def task_profiles(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per model (ranking order): the task profile that graded it, where it came from, and the rules beyond that task
+    its failed cases depend on (``beam_search: tie-order (2 cases)``)."""
+    rows = []
+    for row in summary["ranking"]:
+        model = summary["models"][row["model"]]
+        task = model.get("task") or {"name": "kernelgrade", "source": "built in"}
+        beyond = [
+            f"{challenge}: {rule} ({len(cases)} case{'' if len(cases) == 1 else 's'})"
+            for challenge, rules in model.get("beyond_failed", {}).items()
+            for rule, cases in rules.items()
+        ]
+        rows.append([row["model"], task["name"], task["source"], "; ".join(beyond) or "none"])
+    return ["model", "task profile", "from", "failed cases beyond the task, by rule"], rows
+
+
+def task_legend(summary: dict[str, Any]) -> str:
+    """One line for the terminal: ``task profiles: kernelgrade (3 models); scaffold from repo/kernelgrade-task.toml:
+    kimi``; models named when few."""
+    groups: dict[str, list[str]] = {}
+    for row in summary["ranking"]:
+        task = summary["models"][row["model"]].get("task") or {"name": "kernelgrade", "source": "built in"}
+        shown = task["name"] if task["source"] == "built in" else f"{task['name']} from {task['source']}"
+        groups.setdefault(shown, []).append(row["model"])
+    parts = [f"{name}: {', '.join(m)}" if len(m) <= 4 else f"{name} ({len(m)} models)" for name, m in groups.items()]
+    return "task profiles: " + "; ".join(parts) if parts else ""
 
 
 def failed_cases(summary: dict[str, Any], challenge: str) -> list[tuple[str, dict[str, Any]]]:
