@@ -78,6 +78,7 @@ def hold_timer(space: runspace.RunSpace) -> subprocess.Popen[str]:
 def test_a_timer_in_another_worker_freezes_the_idle_children(space, mode):
     """While another process of the run holds a timer every registered child is frozen; at its end all are thawed."""
     children = [Child(space, f"child{i}", mode) for i in range(2)]
+    worker = None
     try:
         assert not any(c.frozen() for c in children)
         worker = hold_timer(space)
@@ -85,6 +86,9 @@ def test_a_timer_in_another_worker_freezes_the_idle_children(space, mode):
         worker.communicate("")  # the timer ends
         assert not any(c.frozen() for c in children)
     finally:
+        if worker is not None:
+            worker.kill()
+            worker.wait()
         for child in children:
             child.end()
 

@@ -37,6 +37,7 @@ from plugins.isolate.runspace import owner_alive, process_start
 
 _SWITCH = "KERNELGRADE_FREEZE"
 TIMER_PREFIX = "timer-"
+STOP_WAIT_S = 0.2  # the longest a freeze waits for its processes to stop (one inside a system call stops on leaving it)
 # After an answer, the tree's threads and processes are looked at twice, a glance apart; any seen runnable is watched
 # for a window, and it still runs if it used a share of the window on a CPU. The child's own threads sleep once it has
 # answered (BLAS and OpenMP pools have one thread). The share is low because a hog on a loaded machine gets little of a
@@ -170,6 +171,9 @@ def _freeze(entry: dict[str, Any]) -> dict[str, Any]:
         for pid in new:
             stopped[pid] = process_start(pid)
             _signal(pid, stopped[pid], signal.SIGSTOP)
+    deadline = time.monotonic() + STOP_WAIT_S  # SIGSTOP is delivered asynchronously: wait until each has stopped
+    while time.monotonic() < deadline and any(_state(p, str(p)) not in ("T", "t", "Z", "") for p in stopped):
+        time.sleep(0.001)
     return {"pids": [[pid, start] for pid, start in stopped.items()]}
 
 
