@@ -54,11 +54,11 @@ class _ImportOnly(Sandbox):
     """A grader sandbox that starts its child (which imports the submission) and stops there. It uses the sandbox's
     own start-up path unchanged, so the import runs exactly as before a graded case."""
 
-    def import_only(self, deadline: float) -> tuple[Outcome | None, str, str, Path]:
+    def import_only(self, deadline: float) -> tuple[Outcome | None, str, str, Path | None]:
         failure = self._start(deadline)
-        workdir = self._scratch / "work"
-        if failure is not None:
-            return failure, failure.stdout, failure.stderr, workdir
+        if failure is not None:  # the child is gone, and its work folder with it
+            return failure, failure.stdout, failure.stderr, None
+        workdir = self._tenant.view(self._scratch / "work")  # under bwrap a tmpfs, seen through the child's namespace
         stdout, stderr = self._output.take("stdout"), self._output.take("stderr")
         return None, stdout, stderr, workdir
 
@@ -82,7 +82,7 @@ def probe_import(
             started = time.perf_counter()
             failure, stdout, stderr, workdir = sandbox.import_only(time.monotonic() + timeout_s)
             seconds = time.perf_counter() - started
-            written = _changes(before, workdir) if workdir.is_dir() else []
+            written = _changes(before, workdir) if workdir is not None and workdir.is_dir() else []
             isolation = sandbox.containment.level
         finally:
             sandbox.close()

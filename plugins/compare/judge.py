@@ -20,7 +20,7 @@ from plugins.report.speed import speed_words
 from reference.challenges import reference_module
 from reference.contract import Case, Expected
 
-_STATUS_OUTCOME = {"timeout": r.TIMEOUT, "crash": r.CRASH, "oom": r.OOM}
+_STATUS_OUTCOME = {"timeout": r.TIMEOUT, "crash": r.CRASH, "oom": r.OOM, "left_running": r.LEFT_RUNNING}
 
 
 def judge(

@@ -30,6 +30,7 @@ ERROR = "error"  # raised an exception (the traceback is kept)
 TIMEOUT = "timeout"  # no answer within the wall-clock limit; the process group was killed
 CRASH = "crash"  # the process died: a signal such as SIGSEGV, or an exit during the call
 OOM = "oom"  # out of memory: MemoryError under the address-space limit, or killed by the kernel
+LEFT_RUNNING = "left_running"  # left threads or processes running after its answer; all its processes were killed
 # A compiled runtime's source did not build (nvcc failed or timed out); scores 0 like an error, but says the submission
 # never ran, and the compiler's first errors are the message.
 BUILD = "build"
@@ -38,7 +39,7 @@ SKIPPED = "skipped"  # not run by choice (speed with --no-speed); not scored
 # Every case gets this record, so case counts stay right; the summary turns the challenge into the status "no code"
 # (one line in the report, not a list of failures), scored by the rubric's [no_code] setting.
 NO_CODE = "no_code"
-OUTCOMES = (PASSED, WRONG, ERROR, TIMEOUT, CRASH, OOM, BUILD, SKIPPED, NO_CODE)
+OUTCOMES = (PASSED, WRONG, ERROR, TIMEOUT, CRASH, OOM, LEFT_RUNNING, BUILD, SKIPPED, NO_CODE)
 
 # The longest text kept, in characters (longer text is cut, with a note saying so): a submission's exception type and
 # message (the sandbox cuts them when the child's answer arrives), its traceback and printed output (their ends kept),

@@ -3,9 +3,10 @@
 Probed once per process (:func:`probe`), strongest first:
 
 - ``namespaces``: ``bwrap`` (the Debian package ``bubblewrap``) works here. The child then runs in its own user, PID,
-  mount, network, IPC and UTS namespaces with every capability dropped: the whole file system read-only except its own
-  scratch folder and a small private ``/tmp``; ``/proc`` its own namespace's, read-only (so it cannot reset the
-  kernel's peak-RSS mark); the run folder hidden; no network but loopback. It cannot see or signal the grader (its
+  mount, network, IPC and UTS namespaces with every capability dropped: the whole file system read-only except three
+  tmpfs mounts of its own, each with a size (its work folder, ``/tmp``, ``/dev/shm``; see ``diskcap.py``); ``/proc``
+  its own namespace's, read-only (so it cannot reset the kernel's peak-RSS mark); the run folder hidden; no network
+  but loopback. It cannot see or signal the grader (its
   parent is the namespace's init, which ignores it), and when the namespace's init dies every process in it dies.
 - ``uid``: no bwrap, but the grader runs as root and the unprivileged user ``nobody`` can run the interpreter: the
   child runs as ``nobody``, so it cannot signal the grader or write the grader's files.
@@ -35,6 +36,7 @@ from typing import Any
 
 NOBODY = 65534
 PRIVATE_TMP_BYTES = 512 * 2**20  # the child's /tmp and /dev/shm (tmpfs: memory, so capped)
+WORK_BYTES = 512 * 2**20  # the child's work folder (tmpfs): its folder's copy (at most 256 MiB) and what it writes
 _FORCED = "KERNELGRADE_CONTAINMENT"  # "namespaces" | "uid" | "process-group": the grader's own tests force a level
 
 
@@ -92,10 +94,13 @@ def bwrap_args(
     gpu: bool,
     readable: list[Path] | None = None,
     userns: bool = True,
+    *,
+    source: Path | None = None,
 ) -> list[str]:
     """The bwrap command line before the child's own: see the module docstring for what each part is for. Without
     ``userns`` (for a GPU driver that will not start in a user namespace; bwrap must then run as root) the child is
-    root without any capability, in the same other namespaces."""
+    root without any capability, in the same other namespaces. ``workdir`` is a tmpfs of :data:`WORK_BYTES`, empty:
+    ``source`` (the vetted copy of the child's folder) is bound read-only for the child's start to copy from."""
     unshare = ["--unshare-all"] if userns else ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
     args = [bwrap, "--die-with-parent", "--new-session", *unshare, "--cap-drop", "ALL"]
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--remount-ro", "/proc"]
@@ -103,14 +108,19 @@ def bwrap_args(
         args += gpu_bind_args()
     size = str(PRIVATE_TMP_BYTES)
     args += ["--size", size, "--tmpfs", "/dev/shm", "--size", size, "--tmpfs", "/tmp"]
-    for path in hidden:  # the run folder and the temp folder when it is not /tmp (locks, other sandboxes), home
-        if path.exists() and not _under(path, Path("/tmp")) and path != Path("/"):
-            args += ["--tmpfs", str(path)]
+    covered = [p for p in hidden if p.exists() and not _under(p, Path("/tmp")) and p != Path("/")]
+    for path in covered:  # the run folder and the temp folder when it is not /tmp (locks, other sandboxes), home
+        args += ["--tmpfs", str(path)]
     # The interpreter, the repo or a virtual environment may live under a hidden temp folder: bring them back.
-    for path in readable or []:
-        if any(_under(path, h) for h in [Path("/tmp"), *hidden]) and path.exists():
+    for path in readable or []:  # (never a hidden folder itself: a script run from /tmp puts /tmp on sys.path)
+        if any(_under(path, h) and path != h for h in [Path("/tmp"), *hidden]) and path.exists():
             args += ["--ro-bind", str(path), str(path)]
-    args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+    if source is not None:
+        args += ["--ro-bind", str(source), str(source)]
+    args += ["--size", str(WORK_BYTES), "--tmpfs", str(workdir), "--chdir", str(workdir)]
+    # Writable space is the three sized mounts only: the tmpfs mounts that hide folders, and /dev, have no size.
+    for path in [*covered, Path("/dev")]:
+        args += ["--remount-ro", str(path)]
     return [*args, "--"]
 
 
@@ -253,6 +263,18 @@ class Cgroup:
         deadline = time.monotonic() + 2.0
         while "populated 1" in _read(self.path / "cgroup.events") and time.monotonic() < deadline:
             time.sleep(0.005)
+
+    def freeze(self, frozen: bool) -> bool:
+        """Write ``cgroup.freeze`` (False where the kernel has no freezer here); when freezing, wait (briefly) until the
+        kernel reports every task of the group stopped."""
+        try:
+            (self.path / "cgroup.freeze").write_text("1" if frozen else "0")
+        except OSError:
+            return False
+        deadline = time.monotonic() + 0.2  # a task inside a system call stops when it leaves it
+        while frozen and "frozen 1" not in _read(self.path / "cgroup.events") and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return True
 
     def remove(self) -> None:
         self.kill()

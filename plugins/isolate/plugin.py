@@ -31,7 +31,7 @@ from plugins.config import GraderConfig, grader_config
 from plugins.discover.plugin import SUBMISSIONS_KEY
 from plugins.discover.submissions import Submission
 from plugins.grade import records as r
-from plugins.isolate import cuda_cases, runspace, sandbox_report, schedule, wire
+from plugins.isolate import cuda_cases, fairness, runspace, sandbox_report, schedule, wire
 from plugins.isolate.measure import time_floor
 from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
 from plugins.isolate.truths import TruthStore
@@ -76,6 +76,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_configure_node(node: Any) -> None:
     """xdist controller: workers use the controller's run folder (its copies, its lock)."""
     node.workerinput["kernelgrade_run"] = str(node.config.stash[RUN_SPACE_KEY].root)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: a worker that died while timing a case leaves its timer; the children it froze thaw now."""
+    if error is not None:
+        fairness.settle(node.config.stash[RUN_SPACE_KEY].root)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -135,14 +142,18 @@ class CaseRunner:
         return reference.make_inputs(case, np.random.default_rng(stream + ([trial] if trial else [])))
 
     @contextlib.contextmanager
-    def speed_lock(self) -> Iterator[None]:
+    def speed_lock(self) -> Iterator[set[int] | None]:
         """A speed slot of the run, across xdist workers (a lock no submission can reach): one per GPU on GPU runs,
-        ``schedule.cpu_speed_slots()`` on CPU runs. The wait for it is the grader's time, kept apart in the record."""
+        ``schedule.cpu_speed_slots()`` on CPU runs. The wait for it is the grader's time, kept apart in the record.
+        While it is held every other child of the run is frozen (``fairness.py``); yields the slot's own cores, where
+        the host has cores enough to give each CPU slot its own (else None)."""
         start = time.perf_counter()
         gpu = (self.cfg.gpu or "") if self.cfg.device == "cuda" else ""
-        with self.pool.space.speed_lock(gpu, schedule.cpu_speed_slots()):
+        slots = schedule.cpu_speed_slots()
+        with self.pool.space.speed_lock(gpu, slots) as slot:
             self.wait_seconds += time.perf_counter() - start
-            yield
+            with fairness.timing(self.pool.space.root):
+                yield fairness.slot_cores(slot, slots)
 
     def run(self, submission: Submission, case: Case) -> r.CaseRecord:
         reference = reference_module(submission.challenge)
@@ -181,7 +192,7 @@ class CaseRunner:
         truth = self._truth_of(submission)
         for trial in range(self.cfg.speed_repeats):  # the trials' truths first: no slot is held while they compute
             truth(reference, case, trial)
-        with self.speed_lock():
+        with self.speed_lock() as cores, _pinned([sandbox, baseline], cores):
             for _ in range(self.cfg.speed_warmup):  # untimed: imports, caches and first-call costs of both
                 warm = self.draw(reference, case, WARMUP_TRIAL)
                 send(sandbox, reference, case, warm)
@@ -222,6 +233,21 @@ def send(
     served = getattr(reference, "services", None)
     child = crossing(case, inputs) if crossing else inputs
     return sandbox.run(child, dict(case.params), {}, caps, services=served(case, inputs) if served else None)
+
+
+@contextlib.contextmanager
+def _pinned(sandboxes: list[Sandbox], cores: set[int] | None) -> Iterator[None]:
+    """The timed pair's children on their slot's own cores while it is timed (nothing to do without them)."""
+    if cores is None:
+        yield
+        return
+    try:
+        for sandbox in sandboxes:
+            sandbox.pin(cores)
+        yield
+    finally:
+        for sandbox in sandboxes:
+            sandbox.pin(None)
 
 
 def _below_floor(record: r.CaseRecord, floor: tuple[float, str] | None) -> r.CaseRecord:

@@ -6,7 +6,8 @@ into it at once (:func:`copy_folder`: regular files, folders and links that stay
 sockets, links that leave the folder and files over the size caps are left out with a note), so no submission can
 change another's source, or its own, before it is graded. The folder is mode 0711: a child that runs as another user
 can reach its own scratch folder by name but list nothing. The speed lock lives here, so neither a submission nor
-another run on the machine can hold it. The run's first process removes the folder at the end; a run killed before
+another run on the machine can hold it, and so does the registry of the run's live children that every worker freezes
+while it times a case (``fairness.py``). The run's first process removes the folder at the end; a run killed before
 that leaves it behind, and the next run's start removes every folder whose owner process is gone.
 """
 
@@ -250,11 +251,12 @@ class RunSpace:
         return path
 
     @contextlib.contextmanager
-    def speed_lock(self, device: str = "", slots: int = 1) -> Iterator[None]:
+    def speed_lock(self, device: str = "", slots: int = 1) -> Iterator[int | None]:
         """A speed slot of this run, shared by its xdist workers; no sandbox child can see the files. A GPU (``device``
         its id) has one slot: one timed case per GPU at a time. The CPUs have ``slots``, taken in the speed phase, when
         no correctness work runs beside them (see ``schedule.py``), each timed case a single-threaded pair of
-        processes: a host with many cores times several cases at once without one slowing another."""
+        processes: a host with many cores times several cases at once without one slowing another. Yields the index
+        of the CPU slot held (None for a GPU's), whose cores the timed pair is pinned to (``fairness.slot_cores``)."""
         names = [f"speed-gpu{device}.lock"] if device else [f"speed-cpu{i}.lock" for i in range(max(1, slots))]
         handles = [open(self.root / name, "a") for name in names]  # noqa: SIM115 (closed in the finally below)
         held = None
@@ -272,7 +274,7 @@ class RunSpace:
                     break
                 else:
                     time.sleep(0.02)
-            yield
+            yield None if device else handles.index(held)
         finally:
             if held is not None:
                 fcntl.flock(held, fcntl.LOCK_UN)
@@ -292,6 +294,22 @@ class RunSpace:
             level = containment.probe()
             if level.cgroup_base is not None:
                 containment.Cgroup(level.cgroup_base / self.root.name).remove()
+
+
+def child_source(space: RunSpace, folder: Path | None, scratch: Path) -> tuple[Path | None, list[str]]:
+    """The folder a sandbox child's copy is made from, and the notes of its vetting: the run's vetted copy of the
+    submission's folder, else one made now in ``scratch`` (a sandbox outside a grading run); None for the reference's
+    own entry points (no folder) or a folder that cannot be read."""
+    if folder is None:
+        return None, []
+    entry = space.manifest().get(str(folder)) or {}
+    if entry.get("copy"):
+        return Path(entry["copy"]), entry["notes"]
+    try:
+        notes = copy_folder(folder, scratch / "src")
+    except OSError as exc:  # the folder vanished or cannot be read: the import then fails, with this reason
+        return None, entry.get("notes") or [f"could not be made: {exc}"]
+    return scratch / "src", entry.get("notes") or notes
 
 
 def process_start(pid: int) -> str:

@@ -6,7 +6,10 @@ with capped BLAS threads, its stdout and stderr drained into bounded tails, and 
 folder (made from the run's vetted copy, ``runspace.py``) as its working directory. The grader times every request
 and samples the memory of the child's whole process tree while it runs (``measure.py``); the child reports no
 measurement. After a timeout, crash or kill every process of the child's tree is killed and the next case starts a
-new one; nothing of one submission's child is shared with another's.
+new one; nothing of one submission's child is shared with another's. Every request also follows the run's rules for
+the machine (``tenant.py``): the child is listed in the run's registry and frozen while another case is timed
+(``fairness.py``), its writable space is capped (``diskcap.py``), and a child that leaves threads or processes running
+after its answer fails the case (``left_running``) and is killed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import importlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -33,6 +37,7 @@ from plugins.isolate import containment, gpu_rung, runspace, wire
 from plugins.isolate.containment import Cgroup
 from plugins.isolate.exchange import Exchange, OverCap, Service, converse
 from plugins.isolate.measure import OutputTail, TreeMemory, oom_kills
+from plugins.isolate.tenant import Tenant, fairly
 
 CHILD = Path(__file__).resolve().parent / "child.py"
 # Single-threaded BLAS: many children share few cores, and one thread makes timings comparable.
@@ -50,6 +55,8 @@ PRIVATE_DIRS = ("HOME", "TMPDIR", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "TORCHIN
 _SECRET = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|^AWS_|^GH_|^GITHUB_", re.I)
 # A CUDA error in an exception leaves the child's context unusable: the next case gets a fresh process.
 _DEVICE_FAULT = re.compile(r"CUDA error|illegal memory access|unspecified launch failure|device-side assert", re.I)
+# Under bwrap the child's work folder is an empty tmpfs: the vetted copy of its folder is copied in before it starts.
+_COPY_IN = 'cp -a -- "$1/." "$2/" || exit 97; shift 2; exec "$@"'
 _CHILD_KINDS = ("exception", "oom", "contract")  # the kinds of error a child's answer may state (child.py)
 
 
@@ -113,7 +120,12 @@ class Sandbox:
         self._last_output: dict[str, str] = {}
         self._bwrap = False  # whether the current child runs under bwrap (GPU children may not, see _command)
         self.start_seconds = 0.0  # time spent starting children (spawn, imports, ready) over this sandbox's life
+        self.key = secrets.token_hex(8)  # this sandbox in the run's registry of children (fairness.py)
+        self.cores: set[int] | None = None  # the cores of the timed slot this sandbox is pinned to, if any
+        self._tenant: Tenant | None = None  # the watch over the current child (tenant.py)
+        self._ended: Tenant | None = None  # the last child's watch, once it was killed (its verdict stays)
 
+    @fairly
     def run(
         self,
         inputs: dict[str, np.ndarray],
@@ -174,11 +186,15 @@ class Sandbox:
             return self._finish(outcome)
         return self._with_output(outcome)
 
+    def pin(self, cores: set[int] | None) -> None:
+        """Keep the child's tree on ``cores`` (None: every core) from its next request on, restarts included."""
+        self.cores = cores
+        if self._tenant is not None:
+            self._tenant.pin(cores)
+
     def close(self) -> None:
         self._kill()
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
+        self._clean_scratch()
         if self._cgroup is not None:
             self._cgroup.remove()
             self._cgroup = None
@@ -190,7 +206,7 @@ class Sandbox:
         self.close()
         self._scratch = self.space.scratch()
         workdir = self._scratch / "work"
-        self._copy_folder(workdir)
+        source, self.copy_notes = runspace.child_source(self.space, self.program.folder, self._scratch)
         request_r, self._request = os.pipe()
         self._response, response_w = os.pipe()
         os.set_blocking(self._request, False)
@@ -198,7 +214,8 @@ class Sandbox:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         self._output = OutputTail({"stdout": out_r, "stderr": err_r}, self.limits.output_tail_chars)
-        argv, extra = self._command(workdir, request_r, response_w)
+        argv, extra = self._command(workdir, request_r, response_w, source)
+        self._copy_folder(workdir, source)
         try:
             self.process = subprocess.Popen(
                 argv,
@@ -220,6 +237,10 @@ class Sandbox:
             except OSError:  # then the process group (and /proc) find the tree, as without cgroups
                 self._cgroup.remove()
                 self._cgroup = None
+        pid, cgroup = self.process.pid, self._cgroup
+        trusted = self.program.folder is None  # the reference's own entry points
+        self._tenant = Tenant(self.space.root, self.key, pid, cgroup, self._bwrap, workdir, self._scratch, trusted)
+        self._tenant.pin(self.cores)
         kills_before = oom_kills()
         self._memory = TreeMemory(self.process.pid, self._cgroup, hwm_trusted=self._bwrap)
         config = {
@@ -255,24 +276,22 @@ class Sandbox:
         self.import_failure = self._finish(failure)
         return self.import_failure
 
-    def _copy_folder(self, workdir: Path) -> None:
-        """The child's working copy: from the run's vetted copy of the folder when there is one, else made here."""
-        if self.program.folder is None:
-            workdir.mkdir()
-            return
-        entry = self.space.manifest().get(str(self.program.folder))
-        source = Path(entry["copy"]) if entry and entry.get("copy") else self.program.folder
-        try:
-            notes = runspace.copy_folder(source, workdir)
-        except OSError as exc:  # the folder vanished or cannot be read: the import then fails, with this reason
-            workdir.mkdir(exist_ok=True)
-            notes = [f"could not be made: {exc}"]
-        self.copy_notes = entry["notes"] if entry and entry["notes"] else notes
+    def _copy_folder(self, workdir: Path, source: Path | None) -> None:
+        """The child's working copy. Under bwrap the child's start copies ``source`` into its own capped tmpfs (see
+        ``_command``), and ``workdir`` here is only the mount point; else it is copied here, on the host's disk."""
+        workdir.mkdir()
+        if source is not None and not self._bwrap:
+            try:
+                shutil.copytree(source, workdir, symlinks=True, dirs_exist_ok=True)
+            except (OSError, shutil.Error) as exc:
+                self.copy_notes = [*self.copy_notes, f"could not be made: {exc}"]
         if self._nobody:  # the child runs as nobody and works in its own folder
             for path in [self._scratch, *self._scratch.rglob("*")]:
                 os.chown(path, containment.NOBODY, containment.NOBODY, follow_symlinks=False)
 
-    def _command(self, workdir: Path, request_r: int, response_w: int) -> tuple[list[str], dict[str, Any]]:
+    def _command(
+        self, workdir: Path, request_r: int, response_w: int, source: Path | None = None
+    ) -> tuple[list[str], dict[str, Any]]:
         """The child's command line inside its containment, and the extra arguments of Popen."""
         argv = [sys.executable, "-B", str(CHILD), str(request_r), str(response_w)]
         level, extra = self.containment, {}
@@ -289,7 +308,10 @@ class Sandbox:
             hidden = [self.space.root, Path(os.environ.get("TMPDIR", "/tmp")), Path.home()]
             built = [Path(f).parent for _, f in self.program.entries if os.path.isabs(f)]
             readable += containment.interpreter_paths(self.repo) + built
-            argv = containment.bwrap_args(level.bwrap, workdir, hidden, self.gpu, readable, userns) + argv
+            if source is not None:
+                argv = ["/bin/sh", "-c", _COPY_IN, "copy-in", str(source), str(workdir), *argv]
+            box = containment.bwrap_args(level.bwrap, workdir, hidden, self.gpu, readable, userns, source=source)
+            argv = box + argv
         elif self._nobody:
             extra = {"user": containment.NOBODY, "group": containment.NOBODY, "extra_groups": []}
         self._cgroup = Cgroup.make(parent, self._scratch.name) if parent and in_cgroup else None
@@ -345,6 +367,10 @@ class Sandbox:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+        if self._tenant is not None:
+            self._tenant.close()
+            self._ended, self._tenant = self._tenant, None
+        self._clean_scratch()
         for fd in (self._request, self._response):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -353,6 +379,11 @@ class Sandbox:
             self._last_output = {name: self._output.take(name) for name in ("stdout", "stderr")}
             self._output.close()
             self._output = None
+
+    def _clean_scratch(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def _finish(self, outcome: Outcome) -> Outcome:
         """Kill the child after a fatal outcome; the next request starts a fresh one."""

@@ -5,12 +5,16 @@ Registered by ``plugins/isolate/plugin.py`` on the run's first process (the one 
 
     {"level": "namespaces" | "uid" | "process-group", "namespaces": bool, "separate_user": bool, "cgroup": bool,
      "memory_peak": bool, "warnings": [str, ...], "copy_notes": {"<model>/<challenge>": [str, ...]},
+     "writable_space": str, "freezer": "cgroup.freeze" | "SIGSTOP",
      "gpu": {"rung": str, "bwrap": bool, "user_namespace": bool, "nobody": bool, "cgroup": bool, "binds": [str, ...],
              "tried": [str, ...]} | {"rung": null, "note": str} (GPU runs only)}
 
 ``gpu`` is the rung GPU children had in this run (``gpu_rung.py``, probed once per run and kept in the run's folder):
 what bwrap bound for the driver, and why each stronger rung failed. On a GPU run where no GPU child ran (no CUDA or
 torch submission selected), it says so instead; every other child had the level above, as on a CPU run.
+
+``writable_space`` says what caps a child's writes here (``diskcap.py``), ``freezer`` how the run's other children
+are stopped while a case is timed (``fairness.py``).
 
 and a ``Sandbox`` section in ``grades.md`` when there is a warning or a note. A warning means the grades of this run
 rest on weaker containment than the README's threat model assumes (see ``containment.py``); a note names a file of a
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugins.isolate import containment, gpu_rung
+from plugins.isolate import containment, diskcap, gpu_rung
 from plugins.isolate.runspace import RunSpace
 from plugins.report.inert import markdown
 
@@ -41,10 +45,16 @@ class SandboxReport:
     def summary(self) -> dict[str, Any]:
         level = containment.probe()
         facts = level.to_dict() | {"copy_notes": self.notes}
+        facts["writable_space"] = diskcap.describe(level.level == "namespaces")
+        facts["freezer"] = "cgroup.freeze" if level.cgroup_base is not None else "SIGSTOP"
+        if level.level != "namespaces":
+            facts["warnings"].append(f"a child's writable space: {facts['writable_space']}")
         if self.cfg.device == "cuda":  # GPU children may run with less (gpu_rung.py)
             facts["gpu"] = self.gpu_facts()
             warning = facts["gpu"].pop("warning", None)
             facts["warnings"] += [warning] if warning else []
+            if facts["gpu"].get("bwrap") is False and level.level == "namespaces":
+                facts["warnings"].append(f"a GPU child's writable space: {diskcap.describe(False)}")
         return facts
 
     def gpu_facts(self) -> dict[str, Any]:
