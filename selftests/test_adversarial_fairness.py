@@ -65,17 +65,18 @@ def test_many_small_files_are_capped(hostile):
 
 
 def test_helpers_that_wait_out_the_look_cannot_slow_the_reference(tmp_path: Path):
-    """Slow code (about 4x the reference) whose helper processes sleep through the grader's look after each answer
-    and spin while the reference is timed: they get no CPU while the reference runs (the fixture prints what they
-    used), the reference's median in its pair stays within 2x of the control's pair in the same run, and the slow code
-    earns no full speed credit; the control passes."""
+    """Slow code (several times the reference's time) whose helper processes sleep through the grader's look after
+    each answer and spin while it waits for the next request: between two of its calls they get no CPU worth a tenth
+    of the reference's time (the fixture prints what they used), the reference's median in its pair stays within 2x
+    of the control's pair in the same run, and the slow code earns no full speed credit; the control passes."""
     submissions, _ = build_roster(tmp_path, ["hog-delayed"])
     run = run_grader(tmp_path, "-n", "2", "--speed-repeats", "2", f"--submissions-dir={submissions}", "-k", SPEED)
     timed = {m: r for (m, c, _), r in run.records().items() if c == "flash_attention" and r["speed"]}
     assert set(timed) == {"hog-delayed", "control"}, run.output[-3000:]
     speed = {m: r["speed"] for m, r in timed.items()}
     helpers = re.search(r"helpers' CPU since the last answer: ([0-9.]+) s", timed["hog-delayed"]["stdout"])
-    assert helpers and float(helpers.group(1)) < 0.1, timed["hog-delayed"]["stdout"]
+    reference = speed["hog-delayed"]["baseline_median_s"]
+    assert helpers and float(helpers.group(1)) < 0.1 * reference, (timed["hog-delayed"]["stdout"], speed)
     assert speed["hog-delayed"]["baseline_median_s"] < 2 * speed["control"]["baseline_median_s"], speed
     full_credit_below = load_rubric(REPO / "plugins" / "grade" / "rubric.toml").speed_bands[0][0]
     assert speed["hog-delayed"]["ratio"] >= full_credit_below, speed
