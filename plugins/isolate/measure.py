@@ -58,17 +58,23 @@ def _status_bytes(pid: int, field: str) -> int:
     return 0
 
 
-def private_tmpfs_bytes(pids: list[int]) -> int:
-    """Bytes used on each tmpfs the processes see at ``/tmp`` or ``/dev/shm`` that is not the grader's own (through
-    ``/proc/<pid>/root``, so a sandbox's private mounts), each file system counted once."""
-    own = {os.stat(path).st_dev for path in ("/", "/tmp", "/dev/shm") if os.path.exists(path)}
+def private_tmpfs_bytes(pids: list[int], folders: list[Path] = ()) -> int:
+    """Bytes used on each file system the processes see at ``/tmp``, ``/dev/shm``, one of ``folders`` or a folder
+    directly inside one, where their view is not the grader's (through ``/proc/<pid>/root``: a sandbox's private
+    tmpfs mounts, its work folder's included), each file system counted once."""
+    places = ["/tmp", "/dev/shm", *map(str, folders)]
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            places += [entry.path for entry in os.scandir(folder) if entry.is_dir(follow_symlinks=False)]
+    own = {os.stat(path).st_dev for path in ("/", *places) if os.path.exists(path)}
     used: dict[int, int] = {}
     for pid in pids:
-        for place in ("tmp", "dev/shm"):
+        for place in places:
+            inside = f"/proc/{pid}/root{place}"
             try:
-                device = os.stat(f"/proc/{pid}/root/{place}").st_dev
+                device = os.stat(inside).st_dev
                 if device not in own and device not in used:
-                    info = os.statvfs(f"/proc/{pid}/root/{place}")
+                    info = os.statvfs(inside)
                     used[device] = (info.f_blocks - info.f_bfree) * info.f_frsize
             except OSError:
                 continue
@@ -170,9 +176,10 @@ class TreeMemory:
         """The tree's memory now, in bytes: the cgroup's charge (``memory.current``, plus ``memory.swap.current``) where
         the memory controller is on, else each process's resident and swapped memory (``/proc``; private memory only
         for processes started since the request began, as the samples count them) plus what its private tmpfs mounts
-        hold (``/tmp`` and ``/dev/shm`` under bwrap, which the cgroup would have charged). Files under ``folders`` (the
-        child's writable copy) count too: memory kept in files is memory kept. Only differences between two readings
-        in one request mean anything. -1 when the folders hold too many entries to walk (a figure from it fails)."""
+        hold (``/tmp``, ``/dev/shm`` and the work folder under bwrap, which the cgroup would have charged). Files
+        under ``folders`` (the child's writable copy) count too: memory kept in files is memory kept. Only differences
+        between two readings in one request mean anything. -1 when the folders hold too many entries to walk (a figure
+        from it fails)."""
         files = folder_bytes(folders)
         if files is None:
             return -1
@@ -181,7 +188,7 @@ class TreeMemory:
             return sum(int(_read(str(self.cgroup.path / name)) or 0) for name in charged) + files
         pids = self.members()
         total = sum((_rss(p) if p in self._base else _private(p)) + _status_bytes(p, "VmSwap") for p in pids)
-        return total + private_tmpfs_bytes(pids) + files
+        return total + private_tmpfs_bytes(pids, folders) + files
 
     def _sample_until_stopped(self) -> None:
         while not self._stop.wait(INTERVAL_S):
