@@ -64,6 +64,9 @@ def test_many_small_files_are_capped(hostile):
     assert control_passes(hostile), outcomes(hostile, "control")
 
 
+# Slow and load-sensitive (30 to 130 s; its pair compares timings on a shared machine): python -m pytest
+# selftests/test_adversarial_fairness.py -m slow
+@pytest.mark.slow
 def test_helpers_that_wait_out_the_look_cannot_slow_the_reference(tmp_path: Path):
     """Slow code (several times the reference's time) whose helper processes sleep through the grader's look after
     each answer and spin while it waits for the next request: between two of its calls they get no CPU worth a tenth
