@@ -19,7 +19,7 @@ if ((${#missing[@]})); then
   fi
 fi
 python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-# The kernelgrade command (new, check, grade) and its pytest entry point: this checkout, installed editable. Offline
+# The kernelgrade command (new, check, grade): this checkout, installed editable (no pytest plugin is installed). Offline
 # with the setuptools already here, else through pip's build isolation; the two README commands do not need it.
 python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>/dev/null ||
   python -m pip install --quiet --disable-pip-version-check --no-deps -e . ||
