@@ -46,7 +46,6 @@ ORIGINS = ("task", "added")
 # A case beyond the task may cost a submission at most this category's points, never a core, edge or precision point:
 # the grader scores it in this category whatever its table says (see ``Case.rules``).
 BEYOND_CATEGORY = "robustness"
-ADDED_CATEGORY = BEYOND_CATEGORY  # the older name
 # A rule's name: lower-case words joined by hyphens (``tie-order``, ``float32-stays-float32``).
 RULE_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 

@@ -58,7 +58,7 @@ import numpy as np
 
 from reference import kv_cache_own, kv_feed, toy_lm
 from reference.contract import AtMost, Bound, Case, Challenge, Expected, Tolerance
-from reference.memory_growth import growth_per_token
+from reference.memory_growth import GROWTH_FACTOR, growth_per_token
 
 CHALLENGE = Challenge(
     id="kv_cache",
@@ -81,10 +81,7 @@ TOLERANCES = {
     ),
 }
 
-# Allowed growth per token, in K/V payloads: doubling preallocation holds at most 2x the tokens, and between the two
-# measured lengths (the later at least twice the earlier) it can add up to 3 payloads per token; 4 leaves room for a
-# second copy of small per-token state. A cache that grows with the square of the length exceeds it many times over.
-MEMORY_GROWTH_FACTOR = 4.0
+MEMORY_GROWTH_FACTOR = GROWTH_FACTOR  # allowed growth per token in K/V payloads, with its reason in memory_growth.py
 MODEL = {"V": 1000, "d": 64, "H": 4, "L": 2}  # toy_lm's defaults: d=64, 4 heads of 16, 2 layers
 FLOAT_OUTPUTS = ("prefill_logits", "step_logits")
 

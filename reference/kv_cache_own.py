@@ -44,7 +44,7 @@ import numpy as np
 
 from reference import kv_feed
 from reference.contract import AtMost, Case, Expected
-from reference.memory_growth import growth_per_token
+from reference.memory_growth import GROWTH_FACTOR, growth_per_token
 
 CONTRACT = "own-model"
 ENTRY_POINTS = ("build_model", "forward", "prefill", "decode_step")
@@ -59,10 +59,9 @@ FLOOR = {"float64": 1e-9, "float32": 1e-4, "float16": 2e-2, "bfloat16": 2e-2}
 # (a sum split differently by a batched kernel). The bound is max(floor, NOISE_FACTOR * noise); the noise counts at
 # most NOISE_CAP of the scale so that a model inconsistent with itself cannot loosen the bound to a bug's size.
 NOISE_FACTOR, NOISE_CAP = 8.0, 1e-3
-# Memory: decode growth per token against the bytes per token the prefill added. A cache that doubles its room adds at
-# most 3 payloads per token between the measured lengths (kv_cache.MEMORY_GROWTH_FACTOR) while its prefill added at
-# least one; one that grows with the square of the length exceeds it many times over.
-MEMORY_RATIO = 4.0
+# Memory: decode growth per token against the bytes per token the prefill added (at least one payload), held to the
+# same factor as the grader-model contract's (memory_growth.GROWTH_FACTOR, with its reason).
+MEMORY_RATIO = GROWTH_FACTOR
 BEFORE_PREFILL = "before prefill"
 CHECKS = {
     "decode_vs_forward": "prefill and decode logits against the model's forward of each sequence alone, in allowed "

@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+# Allowed growth per token, in K/V payloads (or in the prefill's own bytes per token, for a model of the submission's
+# own): a cache that doubles its room holds at most 2x the tokens, and between two measured lengths (the later at least
+# twice the earlier) it can add up to 3 payloads per token; 4 leaves room for a second copy of small per-token state. A
+# cache that grows with the square of the length exceeds it many times over.
+GROWTH_FACTOR = 4.0
+
 
 def growth_per_token(
     checkpoints: list[dict[str, Any]], labels: list[str], tokens: list[int]
@@ -17,7 +23,7 @@ def growth_per_token(
     """Bytes held per added token, from the grader's samples of the child's memory at ``checkpoints`` (``{"label",
     "bytes"}`` in order; the cache holds ``tokens[i]`` tokens at ``labels[i]``): the largest growth since the first
     checkpoint per token added since, over the checkpoints that hold at least twice the first one's tokens (a cache
-    that doubles its room then adds at most 3 payloads per token: ``kv_cache.MEMORY_GROWTH_FACTOR``). NaN ("not
+    that doubles its room then adds at most 3 payloads per token: ``GROWTH_FACTOR``). NaN ("not
     measured") when the checkpoints are not exactly ``labels`` (a request that skipped or added one fails the case) or
     a sample could not be read (bytes < 0). Returns the figure and details for the record; ``details["unmeasured"]``
     says why a figure is NaN."""

@@ -119,7 +119,10 @@ def test_an_oversized_service_call_fails_at_once(dflash_run):
     """A service call past the case's wire cap (or the exchange's per-call cap, whichever is lower) fails every case
     that makes it, named as over the cap (the child killed before the grader reads the call); the control beside it is
     untouched."""
-    for case, record in verdicts(dflash_run, "dflash-service-flood").items():
+    records = verdicts(dflash_run, "dflash-service-flood")
+    assert set(records) == {DFLASH_FORWARDS, DFLASH_CORE}, dflash_run.output[-3000:]
+    assert {r["outcome"] for r in verdicts(dflash_run, "control").values()} == {"passed"}
+    for case, record in records.items():
         message = record["message"]
         assert record["outcome"] in ("wrong", "error") and ("over the cap" in message or "the cap is" in message), (
             case,

@@ -273,7 +273,9 @@ def test_a_child_cannot_plant_in_the_cache(tmp_path, monkeypatch):
         outcome = sandbox.run(fwd_inputs(), dict(FWD_CASE.params), {})
     finally:
         sandbox.close()
-    assert outcome.status == "error" and "wrote" not in outcome.message, outcome.message
+    # The payload's own raise names what it tried (so the attack ran), never that it wrote
+    assert outcome.status == "error" and ("list " in outcome.message or "write " in outcome.message), outcome.message
+    assert "wrote" not in outcome.message, outcome.message
     again = build(DEMO, "softmax_topk.cu", EXPORTS)
     assert again.cached and again.library == control.library
 
@@ -332,4 +334,5 @@ def test_a_build_step_cannot_fork_without_end(tmp_path):
     finally:
         shutil.rmtree(work.scratch, ignore_errors=True)
     forked = int(ran.log.split("forked ")[1].split()[0])
-    assert 0 < forked < 100, ran.log  # 20 over what the step's user already runs (nothing, under a namespace)
+    cap = build_box._rlimits(BuildLimits(processes=20), where.uid)["RLIMIT_NPROC"]  # 20 over the user's own tasks
+    assert 0 < forked <= cap < 200, ran.log

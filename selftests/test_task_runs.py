@@ -121,5 +121,5 @@ def test_partial_interface_and_syntax_error_said_once(grade, tmp_path):
     notes = run.summary["models"]["broken"]["challenges"]["dflash_verify"]["notes"]
     assert sum("impl.py line 1: syntax error" in n for n in notes) == 1, notes
     text = (run.reports / "grades.md").read_text()
-    assert text.count("syntax error") <= 2  # the breakdown's notes and its loaded column, never once per case
+    assert 1 <= text.count("syntax error") <= 2  # the breakdown's notes and its loaded column, never once per case
     assert "**broken**: 2 cases not run: not provided: build_tree_mask, verify_and_accept" in text

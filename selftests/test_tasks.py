@@ -202,6 +202,7 @@ def test_cases_of_another_contract_variant_are_not_collected():
         sub = _submission("kv_cache", tasks.built_in(name).of("kv_cache"))
         collected = [g.case for _, g in graded_params([sub], "kv_cache")]
         assert all(c.contract in ("", keep) for c in collected)
+        assert any(c.contract == keep for c in collected), name
         assert bool(collected) == any(c.contract in ("", keep) for c in reference_module("kv_cache").CASES)
 
 

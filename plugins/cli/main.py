@@ -145,8 +145,10 @@ def pytest_command(pytest_args: list[str]) -> list[str]:
     fixed = []
     for arg in pytest_args:
         option, eq, value = arg.partition("=")
-        # --task takes a profile's name or a file: a name that is no file here is passed as it is
-        is_path = option in PATH_OPTIONS or (option == "--task" and os.path.exists(os.path.expanduser(value)))
+        # --task takes a profile's name or a file: a value that reads as a path (a .toml, a separator, or a file that
+        # exists) is made absolute, so a mistyped path is reported as a missing file, not as an unknown profile name
+        looks_like_path = value.endswith(".toml") or os.sep in value or os.path.exists(os.path.expanduser(value))
+        is_path = option in PATH_OPTIONS or (option == "--task" and looks_like_path)
         if eq and is_path and value and not os.path.isabs(os.path.expanduser(value)):
             arg = f"{option}={Path(value).expanduser().resolve()}"
         fixed.append(arg)

@@ -23,6 +23,21 @@ from reference.contract import Case, Expected
 _STATUS_OUTCOME = {"timeout": r.TIMEOUT, "crash": r.CRASH, "oom": r.OOM, "left_running": r.LEFT_RUNNING}
 
 
+def unrunnable(submission: Submission, case: Case, index: int, message: str, outcome: str = r.ERROR) -> r.CaseRecord:
+    """The record of a case that never reached a child (no code, an entry point not provided, a build that failed)."""
+    return r.CaseRecord.for_case(
+        submission.model,
+        submission.challenge,
+        case,
+        index,
+        outcome,
+        task=submission.challenge_task,
+        message=message,
+        runtime=submission.runtime,
+        loaded=submission.describe(),
+    )
+
+
 def judge(
     submission: Submission,
     case: Case,

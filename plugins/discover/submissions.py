@@ -140,15 +140,14 @@ class Submission:
 
     def problem_text(self, limit: int = 4) -> str:
         """``impl.py line 3: syntax error: invalid syntax, big.py over the parse limit…`` (the first ``limit``)."""
-        shown = [f"{file} {why}" if why.startswith("line ") else f"{file}: {why}" for file, why in self.problems]
+        shown = [problem_line(file, why) for file, why in self.problems]
         more = f" and {len(shown) - limit} more" if len(shown) > limit else ""
         return ", ".join(shown[:limit]) + more
 
-    def missing_message(self) -> str:
-        """Why the submission cannot run: the entry points no file defines, and the files that could not be read."""
-        if not self.problems:
-            return f"no Python file defines {', '.join(self.missing)}"
-        return f"{self.problem_text()}; no readable Python file defines {', '.join(self.missing)}"
+
+def problem_line(file: str, why: str) -> str:
+    """One file that could not be read: ``impl.py line 3: syntax error: ...`` or ``big.py: over the parse limit``."""
+    return f"{file} {why}" if why.startswith("line ") else f"{file}: {why}"
 
 
 SOURCE_SUFFIX = {"python": ".py", "cuda": ".cu"}  # per runtime, the files that count as code

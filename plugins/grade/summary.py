@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from plugins.discover.submissions import problem_line
 from plugins.grade import records as r
 from plugins.grade import rubric as rubric_module
 from plugins.grade import samples as samples_module
@@ -126,10 +127,7 @@ def unread_notes(header: dict[str, Any], model: str, challenge: str) -> list[str
     """One note per file of the folder that could not be read (a syntax error, a FIFO, over the parse limit), said
     once here rather than in every case's message (those say ``not provided: <entry point>``)."""
     entry = _entry(header, model, challenge)
-    return [
-        f"not read: {file} {why}" if why.startswith("line ") else f"not read: {file}: {why}"
-        for file, why in entry.get("problems", [])
-    ]
+    return [f"not read: {problem_line(file, why)}" for file, why in entry.get("problems", [])]
 
 
 def _entry(header: dict[str, Any], model: str, challenge: str) -> dict[str, Any]:

@@ -82,10 +82,6 @@ def _version(tool: str) -> str:
         return ""
 
 
-def nvcc_version(nvcc: str) -> str:
-    return _version(nvcc)
-
-
 @functools.cache
 def toolkit_bin(nvcc: str) -> Path:
     """The folder of the real nvcc binary (``nvcc`` on PATH may be a wrapper script): what ``nvcc --dryrun`` calls

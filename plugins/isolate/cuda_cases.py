@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from plugins.compare.judge import judge
+from plugins.compare.judge import judge, unrunnable
 from plugins.config import GraderConfig
 from plugins.discover.submissions import Submission
 from plugins.grade import records as r
@@ -65,17 +65,7 @@ def run_cuda_case(
     """Build, then judge one case: the build case on the build alone, run cases in the sandbox on the GPU."""
 
     def record(outcome: str, message: str) -> r.CaseRecord:
-        details = {"runtime": submission.runtime, "loaded": submission.describe()}
-        return r.CaseRecord.for_case(
-            submission.model,
-            submission.challenge,
-            case,
-            index,
-            outcome,
-            task=submission.challenge_task,
-            message=message,
-            **details,
-        )
+        return unrunnable(submission, case, index, message, outcome)
 
     sources = {file for _, file in submission.entries}
     if len(sources) != 1:

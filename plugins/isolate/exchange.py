@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from plugins.grade.records import MESSAGE_CHARS, safe_text
 from plugins.isolate import wire
 
 # What an honest driver needs stays far below each cap. Measured: beam search's 80 random calls take 1,859 model calls
@@ -85,10 +86,10 @@ class Exchange:
     def answer(self, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict]:
         """The reply to one service or checkpoint message."""
         if header["status"] == "checkpoint":
-            label = _text(header.get("label", ""))
+            label = safe_text(str(header.get("label", "")), MAX_LABEL_CHARS)
             self.checkpoints.append({"label": label, "bytes": int(self.sample())})
             return {"status": "answer"}, {}
-        name = _text(header.get("name", ""))
+        name = safe_text(str(header.get("name", "")), MAX_LABEL_CHARS)
         service = self.services.get(name)
         if service is None:
             return {"status": "refused", "message": f"no service named {name!r} in this case"}, {}
@@ -99,7 +100,7 @@ class Exchange:
             with one_blas_thread():
                 returned = service(arrays)
         except _REFUSED as exc:
-            return {"status": "refused", "message": _text(f"{name}: {exc}", 500)}, {}
+            return {"status": "refused", "message": safe_text(f"{name}: {exc}", MESSAGE_CHARS)}, {}
         self.exchanged += sum(a.nbytes for a in returned.values())
         return {"status": "answer"}, returned
 
@@ -141,11 +142,6 @@ def one_blas_thread() -> Iterator[None]:
     finally:
         for (_, set_threads), count in zip(controls, before, strict=True):
             set_threads(count)
-
-
-def _text(value: Any, chars: int = MAX_LABEL_CHARS) -> str:
-    """A string from the child, cut and made valid UTF-8 (lone surrogates and the like replaced)."""
-    return str(value)[:chars].encode("utf-8", "replace").decode("utf-8")
 
 
 def converse(

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from plugins.compare.comparator import Comparison
-from plugins.compare.judge import judge
+from plugins.compare.judge import judge, unrunnable
 from plugins.config import GraderConfig, grader_config
 from plugins.discover.plugin import SUBMISSIONS_KEY
 from plugins.discover.submissions import Submission
@@ -160,10 +160,10 @@ class CaseRunner:
         index = reference.CASES.index(case)
         task = submission.challenge_task
         if submission.no_code:  # nothing to build or run: no sandbox is started
-            return _unrunnable(submission, case, index, submission.no_code, r.NO_CODE)
+            return unrunnable(submission, case, index, submission.no_code, r.NO_CODE)
         # A case runs when the entry points it calls exist: a missing one fails only the cases that call it.
         if absent := not_provided(submission, case):
-            return _unrunnable(submission, case, index, absent)
+            return unrunnable(submission, case, index, absent)
         case = task.apply(case)  # the profile's settings, if the module has any, in the case's params
         if reference.CHALLENGE.runtime == "cuda":
             return cuda_cases.run_cuda_case(self, reference, submission, case, index, self.speed_lock)
@@ -281,20 +281,6 @@ def not_provided(submission: Submission, case: Case) -> str:
         return ""
     why = f" ({cuda_cases.missing_message(submission)})" if challenge.runtime == "cuda" else ""
     return f"not provided: {', '.join(absent)}{why}"
-
-
-def _unrunnable(submission: Submission, case: Case, index: int, message: str, outcome: str = r.ERROR) -> r.CaseRecord:
-    return r.CaseRecord.for_case(
-        submission.model,
-        submission.challenge,
-        case,
-        index,
-        outcome,
-        task=submission.challenge_task,
-        message=message,
-        runtime=submission.runtime,
-        loaded=submission.describe(),
-    )
 
 
 @pytest.fixture(scope="session")

@@ -110,6 +110,7 @@ class Sandbox:
         self.containment = containment.probe()
         # Only a child whose challenge runs on the GPU is handed it; every other one is contained as on a CPU run.
         self.gpu = limits.device == "cuda" and gpu_rung.needs_gpu(program.driver, program.folder is not None)
+        self._mode: gpu_rung.GpuMode | None = None  # a GPU child's rung, once looked up (_gpu_mode)
         self.process: subprocess.Popen[bytes] | None = None
         self.import_failure: Outcome | None = None
         self.copy_notes: list[str] = []
@@ -325,8 +326,10 @@ class Sandbox:
         """The rung of this GPU child (probed once per run, gpu_rung.py); None for every other child."""
         if not self.gpu:
             return None
-        level, record = self.containment, gpu_rung.record_path(self.space.root)
-        return gpu_rung.gpu_mode(level, self.space.cgroup_parent(level), self.repo, self.limits.gpu, record)
+        if self._mode is None:  # the run's probe, read once (a locked file read)
+            level, record = self.containment, gpu_rung.record_path(self.space.root)
+            self._mode = gpu_rung.gpu_mode(level, self.space.cgroup_parent(level), self.repo, self.limits.gpu, record)
+        return self._mode
 
     @property
     def _nobody(self) -> bool:
