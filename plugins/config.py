@@ -134,7 +134,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--task",
         metavar="NAME|PATH",
         help="task profile for every model: a built-in one (kernelgrade, scaffold) or a TOML file saying which rules "
-        "the models' prompts stated; cases depending on other rules are graded as beyond the task (robustness only). "
+        "the models' prompts stated; cases depending on other rules run as beyond the task (shown, not scored). "
         "Default: a model folder's kernelgrade-task.toml, else the submissions root's, else kernelgrade",
     )
     group.addoption(

@@ -43,9 +43,6 @@ CATEGORIES = ("core", "edge", "precision", "memory", "speed", "robustness")
 # Where a checked property comes from, as case records say it: "task" (the prompt the model was given states every rule
 # the case depends on) or "added" (the case depends on a rule that prompt never stated: "beyond the task").
 ORIGINS = ("task", "added")
-# A case beyond the task may cost a submission at most this category's points, never a core, edge or precision point:
-# the grader scores it in this category whatever its table says (see ``Case.rules``).
-BEYOND_CATEGORY = "robustness"
 # A rule's name: lower-case words joined by hyphens (``tie-order``, ``float32-stays-float32``).
 RULE_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
@@ -89,10 +86,10 @@ class Case:
 
     ``rules`` names the rules beyond the challenge's core maths that the case depends on (each defined in its module's
     ``RULES``): keeping float32 as float32, an order among equal scores, an acceptance rule. Under a task profile that
-    does not state all of them the case is "beyond the task": it still runs, is shown as such, and is scored as a
-    ``BEYOND_CATEGORY`` case. ``contract`` names the contract variant the case belongs to ("" = every variant) and
-    ``calls`` the entry points it calls (empty = every entry point of its variant), so that a missing entry point
-    fails only the cases that call it.
+    does not state all of them the case is "beyond the task": it still runs and is shown as such, but is not scored (a
+    rule the prompt did not state is no fault). ``contract`` names the contract variant the case belongs to ("" =
+    every variant) and ``calls`` the entry points it calls (empty = every entry point of its variant), so that a
+    missing entry point fails only the cases that call it.
     """
 
     id: str

@@ -35,9 +35,10 @@ semantics above, or ``stop-at-first-rejection``, the weaker rule of other prompt
 random trees and every small tree; and the grader's speculative loop (``reference/dflash_trees.py``) calling the
 submission's ``verify_and_accept`` cycle after cycle must yield exactly the target's greedy sequence (golden, under
 no rule) and, under ``longest-path``, accept the longest path every cycle. Forwards per verification (1 for full
-credit) are checked on the speed case with its timing. The target is served: the grader runs it in its own process
-and counts every call (``toy_lm.ServedModel``); the speed case sends one verification per request, so the count of a
-request is the forwards of that verification.
+credit) are checked on the speed case with its timing. There the target is served: the grader runs it in its own
+process and counts every call (``toy_lm.ServedModel``); the speed case sends one verification per request, so the
+count of a request is the forwards of that verification. Every other case hands the child a copy of the model (its
+calls decide nothing, and a served call costs a wire round trip: ten times a forward).
 """
 
 from __future__ import annotations
@@ -139,13 +140,14 @@ CASES = (
         kind="verify",
         random=24,
     ),
-    # Every tree shape of up to 4 nodes with every match/mismatch labelling, and every labelling with decoys of up to
-    # 3 nodes (627 trees, one verification each, all in one request): a verifier that reads a wrong row, parent or
+    # Every tree shape of up to 5 nodes with every match/mismatch labelling, and every labelling with decoys of up to
+    # 3 nodes (4467 trees, one verification each, all in one request): a verifier that reads a wrong row, parent or
     # sibling fails some of them whatever the seed (selftests/test_dflash_family.py: 10 seeds). Longest-path asks more
     # than the stop rule's walk only beside a rejected or shorter first branch (a wrong root before a right one, a
     # repeated root with the path below the repeat), which trees of 2 and 3 nodes hold (243 trees). Each verification
-    # is a forward in the sandbox: all 4467 trees of up to 5 nodes cost a correct verifier 6.1 s, its other cases 0.9 s.
-    case("core", "every tree of up to 4 nodes, every labelling", "small-trees-4", (STOP,), kind="verify", small=[4, 3]),
+    # is a forward of the child's own copy of the model (about 0.4 ms; a served one cost 1.4 ms): demo-tiled verifies
+    # the 4467 trees in 2.5 s, the grader drafts them and computes their truth in 2.3 s once per seed.
+    case("core", "every tree of up to 5 nodes, every labelling", "small-trees-5", (STOP,), kind="verify", small=[5, 3]),
     case(
         "core",
         "every tree of up to 3 nodes, longest path",
@@ -347,6 +349,11 @@ def _as_lists(result: tuple[np.ndarray, int]) -> tuple[list[int], int]:
     return [int(t) for t in result[0]], int(result[1])
 
 
+def _local(inputs: dict[str, np.ndarray]) -> toy_lm.ToyLM | toy_lm.ScriptedLM:
+    """The case's model as a copy in the child (every case but the forward-count one: see ``child_inputs``)."""
+    return toy_lm.model_from_inputs(inputs)
+
+
 def _checked(run: Any, result: Any, n_nodes: int) -> tuple[list[int], int]:
     """A submission's (accepted_tokens, new_token) as ints, or a ContractError."""
     accepted, new = run.unpack(result, 2, "(accepted_tokens, new_token)")
@@ -368,21 +375,16 @@ def _allowed(run: Any, mask: Any, size: int) -> np.ndarray:
 
 
 def child_inputs(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """What crosses to the sandbox child: everything but the target's weights (it is served, see ``services``)."""
-    del case
-    return toy_lm.child_inputs(inputs)
+    """What crosses to the sandbox child: on the forward-count case everything but the target's weights (it is served,
+    see ``services``); elsewhere the weights too, for a model of the child's own (no figure depends on its calls, and
+    its outputs are judged against the grader's truth, so a submission that changed that copy only hurts itself)."""
+    return toy_lm.child_inputs(inputs) if case.params.get("speed") else inputs
 
 
 def services(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The models the grader serves a request (run and counted in its own process): the target for verifications, and
-    for the speculative loop the drafter too (the same weights, its calls counted apart)."""
-    if case.params["kind"] == "mask":
-        return {}
-    model = toy_lm.model_from_inputs(inputs)
-    served = {"target": toy_lm.serve(model)}
-    if case.params["kind"] == "loop":
-        served["drafter"] = toy_lm.serve(model)
-    return served
+    """The model the grader serves the forward-count case (run and counted in its own process): a served call costs a
+    round trip of the wire (about 1 ms), ten times a forward of the toy model, so no other case is served."""
+    return {"target": toy_lm.serve(toy_lm.model_from_inputs(inputs))} if case.params.get("speed") else {}
 
 
 def measured_figures(
@@ -400,7 +402,8 @@ def measured_figures(
 
 def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
     """Runs in the sandbox child: masks, verifications, or the speculative loop over the submission's verifier. The
-    target (and the loop's drafter) are the grader's served models; nothing computed here is a figure."""
+    target is the grader's served model on the forward-count case, elsewhere a copy here (the loop's drafter is a
+    second copy); nothing computed here is a figure."""
     if params["kind"] == "mask":
         masks = []
         for p, parents in zip(
@@ -408,13 +411,13 @@ def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> di
         ):
             masks.append(_allowed(run, run.call("build_tree_mask", int(p), parents), int(p) + parents.size))
         return {"mask": _masks_padded(masks)}
-    target = toy_lm.ServedModel.of_inputs(run, "target", inputs)
+    target = toy_lm.ServedModel.of_inputs(run, "target", inputs) if params.get("speed") else _local(inputs)
 
     def verify(prompt: np.ndarray, tokens: np.ndarray, parents: np.ndarray) -> tuple[list[int], int]:
         return _checked(run, run.call("verify_and_accept", prompt, tokens, parents, target, 0), tokens.size)
 
     if params["kind"] == "loop":
-        drafter = toy_lm.ServedModel.of_inputs(run, "drafter", inputs)
+        drafter = _local(inputs)
         generated, accepted = [], []
         for prompt, (seed, n_new, max_nodes, share) in zip(
             _split(inputs["prompt_tokens"], inputs["prompt_lengths"]), inputs["loop_settings"], strict=True

@@ -69,7 +69,7 @@ def shaped_case(
     return Case(case_id, category, guards, params, rules)
 
 
-# Rules beyond attention's maths that cases depend on; no prompt of ours states either (both cost robustness only).
+# Rules beyond attention's maths that cases depend on; no prompt of ours states either (so neither is ever scored).
 RULES = {
     "float32-stays-float32": "float32 inputs give float32 outputs (the task allows float32 inputs, never says the "
     "outputs keep that dtype)",

@@ -99,7 +99,7 @@ def shaped_case(
 
 
 # Rules beyond layer norm's maths that cases depend on. Our prompt states eps-argument; no prompt of ours states the
-# other two (robustness only). A prompt that names no entry point may leave eps to the submission: a hard-coded eps is
+# other two (never scored). A prompt that names no entry point may leave eps to the submission: a hard-coded eps is
 # then no fault, and only the cases whose eps is not PyTorch's default (1e-5) depend on the rule.
 RULES = {
     "eps-argument": "eps is an argument of the forward and used as given (cases with an eps other than 1e-5, "

@@ -8,6 +8,7 @@ without ``-n 2``) and shared by the tests that read it.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -63,6 +64,27 @@ def run_grader(
         command, cwd=REPO if as_user else workdir, capture_output=True, text=True, timeout=timeout, check=False
     )
     return GradingRun(done.returncode, done.stdout + done.stderr, reports)
+
+
+SCAFFOLD_SUFFIX = "-scaffold"  # the same fixture again, graded under the scaffold task profile
+
+
+def under_both_profiles(root: Path, fixture: str) -> Path:
+    """A submissions folder holding ``fixture`` twice: as itself (our prompts, kernelgrade) and as
+    ``<fixture>-scaffold``, whose kernelgrade-task.toml says it was written to the public prompts."""
+    subs = root / "subs"
+    shutil.copytree(FIXTURES / fixture, subs / fixture)
+    shutil.copytree(FIXTURES / fixture, subs / f"{fixture}{SCAFFOLD_SUFFIX}")
+    (subs / f"{fixture}{SCAFFOLD_SUFFIX}" / "kernelgrade-task.toml").write_text('task = "scaffold"\n')
+    return subs
+
+
+def full_marks_beyond_notes_only(grade: dict[str, Any], rule: str) -> set[str]:
+    """Assert a challenge grade is full marks (A+, 100 points) whose only failures are cases beyond the task that
+    depend on ``rule``; returns those cases."""
+    assert (grade["letter"], grade["points"]) == ("A+", 100.0), grade
+    assert grade["failed"] and all(rule in f["beyond"] for f in grade["failed"]), grade["failed"]
+    return {f["case"] for f in grade["failed"]}
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, GradingRun, run_grader
+from conftest import SCAFFOLD_SUFFIX, GradingRun, full_marks_beyond_notes_only, run_grader, under_both_profiles
 from plugins.compare.comparator import check
 from reference import beam_search as bs
 from reference import toy_lm
@@ -241,11 +241,15 @@ def test_correct_demo_passes_on_other_seeds(tmp_path, seed):
 
 @pytest.mark.grading_run
 def test_a_search_with_the_other_tie_rule_fails_only_tie_order_cases(tmp_path):
-    """The fixture breaks every tie the other way: it passes every case but the one under tie-order (scores, the
-    grader's rescoring and the pool checks all hold; only the order and choice among equal scores differ)."""
+    """The fixture breaks every tie the other way: under our prompts it fails the one case under tie-order and passes
+    every other (scores, the grader's rescoring and the pool checks all hold; only the order and choice among equal
+    scores differ). Written to the public prompts (no tie rule), the same code gets full marks, the case a note."""
     model = "beam-ties-reversed"
-    run = run_grader(tmp_path, f"--submissions-dir={FIXTURES}", "--no-speed", "--model", model, "--seed", SEED,
-                     tests=TESTS)  # fmt: skip
+    subs = under_both_profiles(tmp_path, model)
+    run = run_grader(tmp_path, f"--submissions-dir={subs}", "--no-speed", "--seed", SEED, tests=TESTS)
     assert "INTERNALERROR" not in run.output, run.output[-3000:]
     assert set(failed(run, model)) == {c.id for c in bs.CASES if "tie-order" in c.rules} == {"ties-lexicographic"}
-    assert "tokens" in failed(run, model)["ties-lexicographic"] and len(run.records()) == len(bs.CASES)
+    assert "tokens" in failed(run, model)["ties-lexicographic"] and len(run.records()) == 2 * len(bs.CASES)
+    assert run.letters()[model]["beam_search"] != "A+"
+    scaffold = run.summary["models"][model + SCAFFOLD_SUFFIX]["challenges"]["beam_search"]
+    assert full_marks_beyond_notes_only(scaffold, "tie-order") == {"ties-lexicographic"}

@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, REPO, GradingRun, run_grader
+from conftest import (
+    REPO,
+    SCAFFOLD_SUFFIX,
+    GradingRun,
+    full_marks_beyond_notes_only,
+    run_grader,
+    under_both_profiles,
+)
 from plugins.compare.comparator import check
 from reference import dflash_verify as dv
 from reference import toy_lm
@@ -68,7 +75,7 @@ OWN_INDEX = {
 }
 SIBLING_REEMIT = {"first-root-siblings"}
 ROOT_CONTINUES = {"repeated-siblings"}  # its second root right after the first, with the longer path below it
-SMALL = {"small-trees-4", "small-trees-3-longest"}  # every small tree: each bug fails them at every seed
+SMALL = {"small-trees-5", "small-trees-3-longest"}  # every small tree: each bug fails them at every seed
 BUG_DEMOS = ("demo-dflash-own-index", "demo-dflash-sibling-reemit", "demo-dflash-root-continues")
 
 
@@ -196,27 +203,29 @@ def test_small_trees_give_every_demo_the_same_verdict_at_10_seeds(tmp_path):
     verdicts = []
     for seed in range(1, 11):
         (tmp_path / str(seed)).mkdir()
-        run = run_grader(tmp_path / str(seed), "--no-speed", "--seed", str(seed), "-k", "small-trees-4", tests=TESTS)
+        run = run_grader(tmp_path / str(seed), "--no-speed", "--seed", str(seed), "-k", "small-trees-5", tests=TESTS)
         assert "INTERNALERROR" not in run.output, run.output[-3000:]
         verdicts.append({(m, case): r["outcome"] for (m, _, case), r in run.records().items()})
-    want = {(m, "small-trees-4"): "wrong" for m in BUG_DEMOS} | {("demo-tiled", "small-trees-4"): "passed"}
+    want = {(m, "small-trees-5"): "wrong" for m in BUG_DEMOS} | {("demo-tiled", "small-trees-5"): "passed"}
     assert all(v == want for v in verdicts), [v for v in verdicts if v != want]
 
 
 @pytest.mark.grading_run
 def test_a_verifier_that_stops_at_the_first_rejection_fails_only_longest_path_cases(tmp_path):
     """The fixture follows "on a rejection, stop processing further tree nodes" and is right: under our profile it
-    fails the cases whose rule is longest-path and none other (golden, stop-rule, mask and loop cases all pass)."""
+    fails the cases whose rule is longest-path and none other (golden, stop-rule, mask and loop cases all pass).
+    Written to the public prompts (whose rule it follows), the same code gets full marks, those cases notes."""
     model = "dflash-stop-at-rejection"
-    run = run_grader(tmp_path, f"--submissions-dir={FIXTURES}", "--no-speed", "--model", model, tests=TESTS)
+    run = run_grader(tmp_path, f"--submissions-dir={under_both_profiles(tmp_path, model)}", "--no-speed", tests=TESTS)
     assert "INTERNALERROR" not in run.output, run.output[-3000:]
-    outcomes = {case: r["outcome"] for (_, _, case), r in run.records().items()}
+    outcomes = {case: r["outcome"] for (m, _, case), r in run.records().items() if m == model}
     longest = {c.id for c in dv.CASES if dv.LONGEST in c.rules}
-    assert {case for case, outcome in outcomes.items() if outcome != "passed"} <= longest
-    assert {"later-sibling", "first-root-siblings", "small-trees-3-longest", "loop-share0.9-longest"} <= {
-        case for case, outcome in outcomes.items() if outcome == "wrong"
-    }
+    wrong = {case for case, outcome in outcomes.items() if outcome != "passed"}
+    assert wrong <= longest
+    assert {"later-sibling", "first-root-siblings", "small-trees-3-longest", "loop-share0.9-longest"} <= wrong
     assert len(outcomes) == len(dv.CASES) - 1  # every case but the speed one ran
+    scaffold = run.summary["models"][model + SCAFFOLD_SUFFIX]["challenges"]["dflash_verify"]
+    assert full_marks_beyond_notes_only(scaffold, dv.LONGEST) == wrong
 
 
 PER_PATH = '''

@@ -1,4 +1,4 @@
-"""Requirements tagged by origin: a rule the task never stated costs robustness points only, and reports say so."""
+"""Requirements tagged by origin: a rule the task never stated is shown, never scored, and reports say so."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_rule_names_are_validated(rules):
 
 def test_each_reference_tags_exactly_its_added_properties():
     """Across all eight contracts, the cases beyond our own prompts (the default profile) are these and only these,
-    all in robustness: a rule our prompts never state costs robustness points only."""
+    all robustness cases in their tables (none of them is ever scored under our own prompts)."""
     default = tasks.built_in()
     found = {}
     for challenge in all_challenges():
@@ -67,9 +67,11 @@ def test_case_record_carries_the_origin():
     record = CaseRecord.for_case("m", "flash_attention", case, 0, PASSED)
     assert record.origin == "added" and record.to_dict()["origin"] == "added"
     assert (record.beyond, record.task, record.category) == (["float32-stays-float32"], "kernelgrade", "robustness")
-    new_fields = {"origin", "rules", "beyond", "task", "table_category"}
+    new_fields = {"origin", "rules", "beyond", "task"}
     old = {k: v for k, v in record.to_dict().items() if k not in new_fields}
     assert CaseRecord.from_dict(old).origin == "task"
+    dropped = record.to_dict() | {"table_category": "core"}  # a field of an older version, no longer written
+    assert CaseRecord.from_dict(dropped) == record
 
 
 @pytest.mark.grading_run
@@ -90,9 +92,9 @@ def test_float64_outputs_lose_only_the_added_dtype_cases(roster):
 @pytest.mark.grading_run
 def test_reports_show_the_origin_beside_failed_cases(roster):
     """grades.md and report.html tag each failed case: a task case as the task's, one beyond the task (a rule the
-    default profile does not state) with its rule, as robustness only."""
+    default profile does not state) with its rule, as not scored."""
     text = (roster.reports / "grades.md").read_text()
-    beyond = "wrong [beyond the task (float32-stays-float32): robustness only]"
+    beyond = "wrong [beyond the task (float32-stays-float32): not scored]"
     assert f"**demo-f64-out** `{F32_KEEP}` (float32 stays float32 (never stated by the task)): {beyond}" in text
     assert "**demo-buggy** `b1-h2-n300-d64-t97-causal` (uneven final tile): wrong [task]" in text
     pytest.importorskip("pytest_html")

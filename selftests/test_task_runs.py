@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GradingRun
+from conftest import GradingRun, full_marks_beyond_notes_only
 
 TASK_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks"
 # Layer norm: a core case at eps 1e-5, the large and tiny eps edge cases and the offset precision case (eps 1e-12):
@@ -35,16 +35,17 @@ def _ln(run: GradingRun, model: str) -> dict:
 @pytest.mark.grading_run
 def test_the_same_submission_under_our_task_and_the_public_one(grade, tmp_path):
     """A layer norm with its own eps: under scaffold (its prompt never passes eps) the eps cases are beyond the task,
-    robustness only, and every core, edge and precision case that remains passes; under kernelgrade they fail as edge
-    and precision cases. The repo's kernelgrade-task.toml picks scaffold, a model folder's own file kernelgrade."""
+    shown and not scored, and it gets full marks; under kernelgrade they fail as edge and precision cases. The repo's
+    kernelgrade-task.toml picks scaffold, a model folder's own file kernelgrade."""
     repo = _repo(tmp_path, "public", "ours")
     (repo / "kernelgrade-task.toml").write_text('task = "scaffold"\n')
     (repo / "submissions" / "ours" / "kernelgrade-task.toml").write_text('task = "kernelgrade"\n')
     run = grade(f"--submissions-dir={repo}", "--no-speed", *LN_CASES, tests=LN_TESTS)
     public, ours = _ln(run, "public"), _ln(run, "ours")
     assert {f["case"] for f in public["failed"]} == {f["case"] for f in ours["failed"]} == EPS_CASES
-    assert all(f["beyond"] == ["eps-argument"] and f["category"] == "robustness" for f in public["failed"])
-    assert set(public["categories"]) == {"core", "robustness"} and public["categories"]["core"]["passed"] == 1
+    assert all(f["beyond"] == ["eps-argument"] for f in public["failed"])
+    assert full_marks_beyond_notes_only(public, "eps-argument") == EPS_CASES
+    assert set(public["categories"]) == {"core"} and public["categories"]["core"]["passed"] == 1
     assert {f["category"] for f in ours["failed"]} == {"edge", "precision"} and not any(
         f["beyond"] for f in ours["failed"]
     )
@@ -60,7 +61,7 @@ def test_the_same_submission_under_our_task_and_the_public_one(grade, tmp_path):
     assert re.search(
         r"\| public +\| scaffold +\| [^|]*kernelgrade-task.toml +\| layer_norm_bwd: eps-argument \(3", text
     )
-    assert "wrong [beyond the task (eps-argument): robustness only]" in text
+    assert "wrong [beyond the task (eps-argument): not scored]" in text
     assert "task profiles: scaffold from" in run.output
     if (run.reports / "report.html").exists():  # pytest-html installed
         page = (run.reports / "report.html").read_text()

@@ -16,7 +16,8 @@ from plugins.discover.ids import graded_params
 from plugins.discover.submissions import Submission
 from plugins.discover.tasks import ProfileFinder
 from plugins.grade import summary as summary_module
-from plugins.grade.records import PASSED, CaseRecord
+from plugins.grade.records import PASSED, WRONG, CaseRecord
+from plugins.grade.rubric import load_rubric, score
 from plugins.isolate.plugin import not_provided
 from plugins.report import pictures
 from reference import dflash_verify as dflash
@@ -178,22 +179,24 @@ def test_settings_are_checked_and_reach_the_case(monkeypatch, tmp_path):
 # --- what a profile does to cases ---------------------------------------------------------------------------------
 
 
-def test_a_case_beyond_the_task_is_scored_as_robustness():
-    """Under scaffold, a core case that depends on a rule scaffold never states is a robustness case, tagged
-    "added" with the rule; under kernelgrade it stays core."""
+def test_a_case_beyond_the_task_is_tagged_and_not_scored():
+    """Under scaffold, a core case that depends on a rule scaffold never states keeps its category but is tagged
+    "added" with the rule, and failing it costs nothing; under kernelgrade it is a core case of the task."""
     case = next(c for c in topk.CASES if c.id == "r4096-v1000-k1")
     ours = CaseRecord.for_case("m", "softmax_topk", case, 4, PASSED, task=tasks.built_in().of("softmax_topk"))
     theirs = CaseRecord.for_case(
         "m", "softmax_topk", case, 4, PASSED, task=tasks.built_in("scaffold").of("softmax_topk")
     )
     assert (ours.category, ours.origin, ours.beyond) == ("core", "task", [])
-    assert (theirs.category, theirs.origin, theirs.beyond, theirs.table_category) == (
-        "robustness",
-        "added",
-        ["any-vocab-size"],
-        "core",
-    )
+    assert (theirs.category, theirs.origin, theirs.beyond) == ("core", "added", ["any-vocab-size"])
     assert theirs.task == "scaffold"
+    rubric = load_rubric(Path(__file__).resolve().parent.parent / "plugins" / "grade" / "rubric.toml")
+    for record in (ours, theirs):
+        record.outcome = WRONG
+    mine, public = score("m", "softmax_topk", [ours], rubric), score("m", "softmax_topk", [theirs], rubric)
+    assert mine.categories["core"]["passed"] == 0 and mine.core_failed
+    assert not public.categories and not public.core_failed  # nothing scored: no category, no core gate
+    assert [f["beyond"] for f in public.failed] == [["any-vocab-size"]]  # still listed, as a note
 
 
 def test_cases_of_another_contract_variant_are_not_collected():

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, REPO, run_grader
+from conftest import FIXTURES, REPO, full_marks_beyond_notes_only, run_grader
 from plugins.discover.submissions import discover
 from plugins.isolate.sandbox import THREAD_VARS
 from plugins.ternary import missing_framework
@@ -250,13 +250,11 @@ def test_a_scale_floor_fails_only_the_cases_of_its_rule(fixtures_run):
 
 @pytest.mark.grading_run
 def test_a_scale_floor_is_beyond_the_public_prompts(fixtures_run):
-    """Under the scaffold profile (public prompts that state no floor) the same quantizer fails only the tagged case,
-    shown as beyond the task and scored as robustness; every core, edge and precision case passes."""
+    """Under the scaffold profile (public prompts that state no floor) the same quantizer gets full marks: the tagged
+    case still runs and fails, shown as beyond the task and not scored."""
     grade = fixtures_run.summary["models"][FLOOR_SCAFFOLD]["challenges"][tt.CHALLENGE.id]
     assert fixtures_run.summary["models"][FLOOR_SCAFFOLD]["task"]["name"] == "scaffold"
-    assert [(f["case"], f["beyond"], f["category"]) for f in grade["failed"]] == [
-        ("q-32x256-g128-tiny", ["scale-floor-none"], "robustness")
-    ]
+    assert full_marks_beyond_notes_only(grade, "scale-floor-none") == {"q-32x256-g128-tiny"}
     mine = fixtures_run.summary["models"][FLOOR_FIXTURE.name]["challenges"][tt.CHALLENGE.id]
     assert [(f["category"], f["beyond"]) for f in mine["failed"]] == [("precision", [])]
     assert grade["points"] > mine["points"]

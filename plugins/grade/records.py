@@ -19,7 +19,7 @@ from typing import Any
 
 from plugins.report import inert
 from reference import tasks
-from reference.contract import BEYOND_CATEGORY, Case
+from reference.contract import Case
 
 RECORD_PROPERTY = "kernelgrade_record"
 
@@ -110,7 +110,7 @@ class CaseRecord:
     stderr: str = ""
     nodeid: str = ""
     # "task" (the task profile that graded it states every rule the case depends on) or "added" (it depends on a rule
-    # that profile does not state: "beyond the task", scored as a robustness case): see reference.contract.
+    # that profile does not state: "beyond the task", shown but not scored): see reference.contract.
     # Last and defaulted, so records written before the field existed still load.
     origin: str = "task"
     # Where and how long, from the grader's side (issue 9): the xdist worker and GPU that ran the case, and the case's
@@ -118,12 +118,10 @@ class CaseRecord:
     ran_on: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
     # Task profiles (reference/tasks): the rules the case depends on, those of them the profile that graded it does not
-    # state ("beyond the task": then ``category`` is the robustness category and ``table_category`` the case table's),
-    # and that profile's name.
+    # state ("beyond the task": the case is shown, never scored), and that profile's name.
     rules: list[str] = field(default_factory=list)
     beyond: list[str] = field(default_factory=list)
     task: str = ""
-    table_category: str = ""
 
     def __post_init__(self) -> None:
         self.sanitise()
@@ -166,7 +164,9 @@ class CaseRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaseRecord:
-        return cls(**data)
+        """A record read back; fields an older version wrote and this one dropped (``table_category``) are ignored."""
+        known = {spec.name for spec in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
     def for_case(
@@ -181,12 +181,10 @@ class CaseRecord:
         **fields: Any,
     ) -> CaseRecord:
         """A record with the case's own fields (id, position, category, trap, rules) filled in, as the task profile
-        ``task`` sees them (default: the default profile's): a case beyond that task is a robustness case."""
+        ``task`` sees them (default: the default profile's): a case beyond that task names the rules it lacks."""
         task = task or tasks.built_in().of(challenge)
         beyond = list(task.beyond(case))
-        category = BEYOND_CATEGORY if beyond else case.category
         fields.setdefault("origin", "added" if beyond else "task")
-        record = cls(model, challenge, case.id, index, category, case.guards, outcome, **fields)
+        record = cls(model, challenge, case.id, index, case.category, case.guards, outcome, **fields)
         record.rules, record.beyond, record.task = list(case.rules), beyond, task.profile
-        record.table_category = case.category if category != case.category else ""
         return record

@@ -3,7 +3,8 @@
 How a grade is made (weights and thresholds come from ``rubric.toml``):
 
 1. Each scored case earns a credit in [0, 1]: 1 if it passed, 0 otherwise; a passed speed case earns the fraction of
-   the speed band its time ratio falls in. Skipped cases are not scored.
+   the speed band its time ratio falls in. Skipped cases are not scored, nor are cases beyond the model's task (they
+   depend on a rule its task profile does not state): those are listed, as notes, and cost nothing.
 2. A category's score is its mean credit. Points = 100 * sum(weight * score) / sum(weight), over the categories that
    had at least one scored case.
 3. The letter is the best one whose threshold the points reach, capped by the core gate when a core case failed.
@@ -115,7 +116,8 @@ def case_credit(record: CaseRecord, rubric: Rubric) -> float:
 
 def score(model: str, challenge: str, records: Iterable[CaseRecord], rubric: Rubric) -> ChallengeGrade:
     """Points and per-category breakdown for one (model, challenge) from its case records (letter left empty)."""
-    scored = [r for r in records if r.outcome != SKIPPED]
+    ran = [r for r in records if r.outcome != SKIPPED]
+    scored = [r for r in ran if not r.beyond]  # a rule the model's prompt did not state is no fault, nor any credit
     categories: dict[str, dict[str, Any]] = {}
     for name in CATEGORIES:
         mine = [r for r in scored if r.category == name]
@@ -135,17 +137,16 @@ def score(model: str, challenge: str, records: Iterable[CaseRecord], rubric: Rub
             "category": r.category,
             "guards": r.guards,
             "origin": r.origin,
-            "beyond": r.beyond,  # rules the case depends on that the model's task profile does not state
-            "table_category": r.table_category,  # the case table's category when beyond the task ("" otherwise)
+            "beyond": r.beyond,  # rules the case depends on that the model's task profile does not state: not scored
             "outcome": r.outcome,
             "message": r.message,
             "worst_ratio": r.worst_ratio,
         }
-        for r in scored
+        for r in ran
         if r.outcome != PASSED
     ]
     outcomes: dict[str, int] = {}
-    for r in scored:
+    for r in ran:
         outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
     speed = [r.speed["ratio"] for r in scored if r.speed]
     first = next((r for r in scored if r.loaded), None)  # a dead worker's crash record knows no loading details

@@ -104,7 +104,7 @@ def case_cells(data: dict[str, Any]) -> tuple[str, ...]:
     return (
         record.model,
         record.case,
-        # A failed case carries its origin tag (the task's property, or beyond the task: robustness only).
+        # A failed case carries its origin tag (the task's property, or beyond the task: not scored).
         record.outcome if record.outcome in SHOWN_UNTAGGED else f"{record.outcome} [{tables.origin_tag(data)}]",
         f"{ratio:.3g}" if ratio is not None else "",
         f"{seconds * 1000:.1f}" if seconds is not None else "",

@@ -48,7 +48,7 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
         "## Task profiles",
         "",
         "The rules each model was graded by (`reference/tasks/`): a case that depends on a rule its profile does not"
-        " state is beyond the task and costs robustness points only.",
+        " state is beyond the task: it runs and is listed, but is not scored.",
         "",
         table(*tables.task_profiles(summary)),
         "",

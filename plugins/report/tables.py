@@ -165,16 +165,16 @@ def head_to_head(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["W-L-T", *models], rows
 
 
-# The tag shown beside a failed case: is the property the task's, or beyond it (robustness points only)?
-ORIGIN_TAGS = {"task": "task", "added": "added: robustness only"}
+# The tag shown beside a failed case: is the property the task's, or beyond it (shown, not scored)?
+ORIGIN_TAGS = {"task": "task", "added": "added: not scored"}
 
 
 def origin_tag(failure: dict[str, Any]) -> str:
-    """The origin tag of a failed case or record: ``task``, or ``beyond the task (tie-order): robustness only`` naming
-    the rules the model's task profile does not state (a record written before task profiles, ``added: ...``; one
-    written before origins existed is the task's)."""
+    """The origin tag of a failed case or record: ``task``, or ``beyond the task (tie-order): not scored`` naming the
+    rules the model's task profile does not state (a record written before task profiles, ``added: ...``; one written
+    before origins existed is the task's)."""
     if failure.get("beyond"):
-        return f"beyond the task ({', '.join(failure['beyond'])}): robustness only"
+        return f"beyond the task ({', '.join(failure['beyond'])}): not scored"
     origin = failure.get("origin", "task")
     return ORIGIN_TAGS.get(origin, origin)
 
