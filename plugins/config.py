@@ -55,6 +55,8 @@ class GraderConfig:
     # --task=NAME|PATH: the task profile (reference/tasks) for every model of the run, a built-in name or an absolute
     # path; None: each model's own kernelgrade-task.toml, the repo's, else the default (plugins/discover/tasks.py).
     task: str | None = None
+    speed_max_trials: int = 20  # --speed-max-trials (never under speed_repeats): the cap of paired trials per case
+    time_failed: bool = False  # --time-failed: time speed cases of submissions that failed a correctness case too
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -115,8 +117,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--speed-repeats",
         default="5",
         metavar="N",
-        help="timed calls per speed case (default: 5; a case whose timed calls add up to under half a second gets up "
-        "to four times as many)",
+        help="least paired trials per speed case (default: 5); more follow until the ratio's 95%% interval is within "
+        "10%% of it, up to --speed-max-trials",
+    )
+    group.addoption(
+        "--speed-max-trials",
+        metavar="N",
+        help="most paired trials per speed case (default: four times --speed-repeats; never fewer than it)",
+    )
+    group.addoption(
+        "--time-failed",
+        action="store_true",
+        help="time the speed case of a submission that failed a correctness case of the same challenge (default: not "
+        "timed, recorded as not_timed, no credit)",
     )
     group.addoption(
         "--train-data",
@@ -178,9 +191,11 @@ def pytest_configure(config: pytest.Config) -> None:
         measure_speed=not option.no_speed,
         speed_repeats=checked["speed_repeats"],
         speed_warmup=1,
+        speed_max_trials=max(checked["speed_repeats"], checked["speed_max_trials"] or 4 * checked["speed_repeats"]),
         train_data=Path(option.train_data).expanduser().resolve() if option.train_data else None,
         shard=checked["shard"],
         task=_task_option(option.task),
+        time_failed=bool(option.time_failed),
     )
     if device == "cuda" and not worker:
         config.stash[GPU_POOL_KEY] = {gpu: 0 for gpu in visible_gpus()}
@@ -194,6 +209,7 @@ _NUMBERS: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool], str]] = {
     "memory_limit_mb": (int, lambda v: v > 0, "a whole number of MiB > 0"),
     "seed": (int, lambda v: v >= 0, "a whole number >= 0"),
     "speed_repeats": (int, lambda v: v >= 1, "a whole number >= 1"),
+    "speed_max_trials": (int, lambda v: v >= 1, "a whole number >= 1"),
     "gpu_memory_fraction": (float, lambda v: math.isfinite(v) and 0 < v <= 1, "a number in (0, 1]"),
     "shard": (shard.parse, shard.in_range, shard.WORDS),
 }

@@ -9,12 +9,12 @@ The speed figure is recorded only for outputs that passed: a wrong answer is nev
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 from plugins.compare.comparator import Comparison, check, compare_budget
 from plugins.discover.submissions import Submission
 from plugins.grade import records as r
+from plugins.isolate import paired
 from plugins.isolate.sandbox import Outcome
 from plugins.report.speed import speed_words
 from reference.challenges import reference_module
@@ -111,18 +111,9 @@ def _summary(failed: list[Comparison]) -> str:
 
 
 def speed_figures(measured: dict[str, Any], baseline: Outcome) -> dict[str, Any] | None:
-    """Median and spread of the submission's timed calls against the reference baseline's median on the same input."""
+    """The submission's timed calls against the reference baseline's, trial by trial on the same inputs: the median
+    per-trial ratio with its bootstrap interval (``paired.figures``)."""
     base = next((c for c in baseline.calls if c.get("measured")), None)
     if baseline.status != "ok" or base is None or not measured.get("times"):
         return None
-    times, base_times = measured["times"], base["times"]
-    median, base_median = statistics.median(times), statistics.median(base_times)
-    return {
-        "median_s": median,
-        "spread_s": max(times) - min(times),
-        "baseline_median_s": base_median,
-        "ratio": median / base_median,  # under 1: faster than the grader's fast implementation
-        "repeats": len(times),
-        "times_s": list(times),  # each trial's, in the order they ran (the reference's trial i ran right after)
-        "baseline_times_s": list(base_times),
-    }
+    return paired.figures(measured["times"], base["times"])

@@ -35,11 +35,14 @@ LEFT_RUNNING = "left_running"  # left threads or processes running after its ans
 # never ran, and the compiler's first errors are the message.
 BUILD = "build"
 SKIPPED = "skipped"  # not run by choice (speed with --no-speed); not scored
+# A speed case of a submission that failed a correctness case of the same challenge in this run: not timed, scores 0
+# (its message names the failed cases; --time-failed times it anyway).
+NOT_TIMED = "not_timed"
 # The folder holds no source file of the challenge's language (a prompt, notes, data): nothing ran, no sandbox started.
 # Every case gets this record, so case counts stay right; the summary turns the challenge into the status "no code"
 # (one line in the report, not a list of failures), scored by the rubric's [no_code] setting.
 NO_CODE = "no_code"
-OUTCOMES = (PASSED, WRONG, ERROR, TIMEOUT, CRASH, OOM, LEFT_RUNNING, BUILD, SKIPPED, NO_CODE)
+OUTCOMES = (PASSED, WRONG, ERROR, TIMEOUT, CRASH, OOM, LEFT_RUNNING, BUILD, SKIPPED, NO_CODE, NOT_TIMED)
 
 # The longest text kept, in characters (longer text is cut, with a note saying so): a submission's exception type and
 # message (the sandbox cuts them when the child's answer arrives), its traceback and printed output (their ends kept),

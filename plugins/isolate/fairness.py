@@ -254,6 +254,16 @@ def slot_cores(slot: int | None, slots: int) -> set[int] | None:
     return set(cpus[slot * share : (slot + 1) * share])
 
 
+def spare_cores(slots: int) -> set[int] | None:
+    """The cores that no CPU slot of ``slots`` has (:func:`slot_cores`), for a GPU slot's timed pair; None when the
+    CPU slots are not pinned or leave no core over."""
+    cpus = sorted(os.sched_getaffinity(0))
+    share = len(cpus) // max(slots, 1)
+    if slots < 2 or share < 1 or slots * share >= len(cpus):
+        return None
+    return set(cpus[slots * share :])
+
+
 # --- small helpers ---
 
 

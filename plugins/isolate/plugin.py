@@ -27,14 +27,15 @@ import pytest
 
 from plugins.compare.comparator import Comparison
 from plugins.compare.judge import judge, unrunnable
-from plugins.config import GraderConfig, grader_config
+from plugins.config import GraderConfig, grader_config, visible_gpus
 from plugins.discover.plugin import SUBMISSIONS_KEY
 from plugins.discover.submissions import Submission
 from plugins.grade import records as r
-from plugins.isolate import cuda_cases, fairness, runspace, sandbox_report, schedule, wire
+from plugins.isolate import cuda_cases, fairness, paired, runspace, sandbox_report, schedule, verdicts, wire
 from plugins.isolate.measure import time_floor
 from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
 from plugins.isolate.truths import TruthStore
+from plugins.report.speed import speed_words
 from reference.challenges import reference_module
 from reference.contract import Case, Expected
 
@@ -48,12 +49,6 @@ RUN_SPACE_KEY = pytest.StashKey[runspace.RunSpace]()
 # trials). Older ones are read back from the run's shared store when needed; keeping all held gigabytes per worker.
 KEEP_TRUTHS = 48
 WARMUP_TRIAL = 1_000_000  # the rng stream of a speed case's untimed warm-up call (timed trials are 0, 1, ...)
-# A speed case whose timed trials (submission and reference together) add up to less than this gets more trials, up to
-# SHORT_CASE_TRIALS times --speed-repeats: on the H200 host, cases of a few milliseconds moved by 20 to 50% between
-# runs and copies with five trials each, while cases of tens of milliseconds agreed within a few percent. The cap keeps
-# the speed phase bounded: on a GPU run it times one case at a time per GPU.
-SHORT_CASE_SECONDS = 0.5
-SHORT_CASE_TRIALS = 4
 
 
 @pytest.hookimpl(trylast=True)
@@ -115,6 +110,8 @@ class CaseRunner:
         self.shared_truths = TruthStore(pool.space.root / "truths")  # computed once per run, whichever worker is first
         self.truth_seconds = 0.0  # this process's own reference work (drawing inputs, float64 truths), for the records
         self.wait_seconds = 0.0  # waits for a speed slot, the speed phase or another worker's truth, for the records
+        # What the current case's time went to beyond the totals above (warm-up, trials, a build), for its record.
+        self.parts: dict[str, Any] = {}
 
     def truth(
         self, reference: ModuleType, case: Case, trial: int = 0, settings: str = ""
@@ -142,18 +139,33 @@ class CaseRunner:
         return reference.make_inputs(case, np.random.default_rng(stream + ([trial] if trial else [])))
 
     @contextlib.contextmanager
-    def speed_lock(self) -> Iterator[set[int] | None]:
-        """A speed slot of the run, across xdist workers (a lock no submission can reach): one per GPU on GPU runs,
-        ``schedule.cpu_speed_slots()`` on CPU runs. The wait for it is the grader's time, kept apart in the record.
-        While it is held every other child of the run is frozen (``fairness.py``); yields the slot's own cores, where
-        the host has cores enough to give each CPU slot its own (else None)."""
+    def speed_lock(self, gpu: bool = True) -> Iterator[set[int] | None]:
+        """A speed slot of the run, across xdist workers (a lock no submission can reach): on GPU runs a timed pair
+        that uses the GPU (``gpu``) holds its GPU's one slot; every other pair holds one of the CPU slots
+        (``schedule.cpu_speed_slots``: one per pair of cores left beside the GPUs), so NumPy cases are timed beside a
+        GPU case and beside each other. The wait for it is the grader's time, kept apart in the record. While it is
+        held every other child of the run that is not answering a request is frozen (``fairness.py``); yields the
+        cores the pair is pinned to (a CPU slot's own pair; a GPU slot the cores no CPU slot has), or None where the
+        host has too few cores to give each slot its own."""
         start = time.perf_counter()
-        gpu = (self.cfg.gpu or "") if self.cfg.device == "cuda" else ""
-        slots = schedule.cpu_speed_slots()
-        with self.pool.space.speed_lock(gpu, slots) as slot:
+        device = (self.cfg.gpu or "") if gpu and self.cfg.device == "cuda" else ""
+        slots = schedule.cpu_speed_slots(len(visible_gpus()) if self.cfg.device == "cuda" else 0)
+        with self.pool.space.speed_lock(device, slots) as slot:
             self.wait_seconds += time.perf_counter() - start
             with fairness.timing(self.pool.space.root):
-                yield fairness.slot_cores(slot, slots)
+                yield fairness.slot_cores(slot, slots) if slot is not None else fairness.spare_cores(slots)
+
+    def not_timed(self, submission: Submission, case: Case, index: int) -> r.CaseRecord | None:
+        """The record of a speed case not timed because its submission failed a correctness case of this run
+        (``verdicts.py``); None when it is to be timed (none failed, or ``--time-failed``: the failed cases are then
+        named in the record's details)."""
+        wrong = verdicts.wrong_in(self.pool.space.root, submission.model, submission.challenge)
+        if not wrong:
+            return None
+        if self.cfg.time_failed:
+            self.parts["timed_although_wrong_in"] = ", ".join(wrong)
+            return None
+        return unrunnable(submission, case, index, verdicts.not_timed_message(wrong), r.NOT_TIMED)
 
     def run(self, submission: Submission, case: Case) -> r.CaseRecord:
         reference = reference_module(submission.challenge)
@@ -172,6 +184,8 @@ class CaseRunner:
         if not case.is_speed:
             caps = wire.case_caps(inputs, tuple(expected.values.values()))  # what an answer may hold, by the truth
             return judge(submission, case, index, expected, send(sandbox, reference, case, inputs, caps))
+        if refused := self.not_timed(submission, case, index):
+            return refused
         baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None))
         return self._race(submission, case, index, reference, sandbox, baseline)
 
@@ -182,44 +196,70 @@ class CaseRunner:
     def _race(
         self, submission: Submission, case: Case, index: int, reference: ModuleType, sandbox: Sandbox, baseline: Sandbox
     ) -> r.CaseRecord:
-        """Time the submission and the reference baseline in alternation, one request each per trial, so that both see
-        the same machine load. Every trial draws fresh inputs (memoised answers gain nothing) and every trial's answer
-        is judged; a median under what the case's arithmetic allows (``measure.time_floor``) is wrong. A short case
-        goes on past ``--speed-repeats`` trials until both sides' timed calls add up to ``SHORT_CASE_SECONDS`` (at most
-        ``SHORT_CASE_TRIALS`` times as many trials): its median then rests on enough calls to be stable."""
+        """Time the submission and the reference baseline in paired trials: each trial draws fresh inputs (memoised
+        answers gain nothing), sends them to both, one right after the other (which one first alternates), and judges
+        the submission's answer; a median under what the case's arithmetic allows (``measure.time_floor``) is wrong.
+        Trials go on past ``--speed-repeats`` until the per-trial ratios' interval is narrow (``paired.TrialPlan``)."""
         mine: list[Outcome] = []
         theirs: list[Outcome] = []
         truth = self._truth_of(submission)
         for trial in range(self.cfg.speed_repeats):  # the trials' truths first: no slot is held while they compute
             truth(reference, case, trial)
-        with self.speed_lock() as cores, _pinned([sandbox, baseline], cores):
-            for _ in range(self.cfg.speed_warmup):  # untimed: imports, caches and first-call costs of both
+        plan = paired.TrialPlan(self.cfg.speed_repeats, self.cfg.speed_max_trials)
+        stopped: str | None = None
+        with self.speed_lock(sandbox.gpu or baseline.gpu) as cores, _pinned([sandbox, baseline], cores):
+            began = time.perf_counter()
+            for _ in range(self.cfg.speed_warmup):  # untimed: imports, caches, compiles and first-call costs of both
                 warm = self.draw(reference, case, WARMUP_TRIAL)
                 send(sandbox, reference, case, warm)
                 send(baseline, reference, case, warm)
-            timed, trial = 0.0, 0
-            while trial < self.cfg.speed_repeats or (
-                timed < SHORT_CASE_SECONDS and trial < SHORT_CASE_TRIALS * self.cfg.speed_repeats
-            ):
-                inputs, expected = truth(reference, case, trial)
+            self.parts["warmup_s"] = time.perf_counter() - began
+            began = time.perf_counter()
+            while stopped is None:
+                inputs, expected = truth(reference, case, len(mine))
                 caps = wire.case_caps(inputs, tuple(expected.values.values()))
-                outcome = send(sandbox, reference, case, inputs, caps)
-                graded = judge(submission, case, index, expected, outcome)
+                pair = _paired_trial(sandbox, baseline, reference, case, inputs, caps, first_mine=len(mine) % 2 == 0)
+                graded = judge(submission, case, index, expected, pair[0])
                 if not graded.passed:
-                    if trial:
-                        graded.message = f"timed trial {trial + 1} (fresh inputs): {graded.message}"
+                    if mine:
+                        graded.message = f"timed trial {len(mine) + 1} (fresh inputs): {graded.message}"
                     return graded
-                mine.append(outcome)
-                theirs.append(send(baseline, reference, case, inputs, caps))
-                timed += sum(o.calls[0]["seconds"] for o in (mine[-1], theirs[-1]) if o.calls)
-                trial += 1
+                mine.append(pair[0])
+                theirs.append(pair[1])
+                stopped = plan.stop(_times(mine), _times(theirs))
+            self.parts["trials_s"] = time.perf_counter() - began
+        self.parts["timed_s"] = sum(_times(mine) + _times(theirs))
         for outcomes in (mine, theirs):
-            times = [o.calls[0]["seconds"] if o.calls else float("nan") for o in outcomes]
             if outcomes[0].calls:
-                outcomes[0].calls[0].update(times=times, seconds=statistics.median(times))
+                outcomes[0].calls[0].update(times=_times(outcomes), seconds=statistics.median(_times(outcomes)))
         timed_baseline = theirs[0] if all(o.status == "ok" for o in theirs) else None
         record = judge(submission, case, index, truth(reference, case)[1], mine[0], timed_baseline)
+        if record.speed:
+            record.speed["stopped"] = stopped
+            record.message = speed_words(record.speed)
         return _below_floor(record, time_floor(reference, case, self.cfg.device))
+
+
+def _paired_trial(
+    sandbox: Sandbox,
+    baseline: Sandbox,
+    reference: ModuleType,
+    case: Case,
+    inputs: dict[str, np.ndarray],
+    caps: wire.Caps,
+    first_mine: bool,
+) -> tuple[Outcome, Outcome]:
+    """One paired trial on the same inputs: (the submission's outcome, the reference's), sent in the order asked."""
+    if first_mine:
+        mine = send(sandbox, reference, case, inputs, caps)
+        return mine, send(baseline, reference, case, inputs, caps)
+    theirs = send(baseline, reference, case, inputs, caps)
+    return send(sandbox, reference, case, inputs, caps), theirs
+
+
+def _times(outcomes: list[Outcome]) -> list[float]:
+    """Each outcome's measured call time (NaN for one without a call: a failed baseline request)."""
+    return [float(o.calls[0]["seconds"]) if o.calls else float("nan") for o in outcomes]
 
 
 def send(
@@ -288,6 +328,18 @@ def case_runner(pytestconfig: pytest.Config, sandbox_pool: SandboxPool) -> CaseR
     return CaseRunner(grader_config(pytestconfig), sandbox_pool)
 
 
+def _run_noted(runner: CaseRunner, submission: Submission, case: Case) -> r.CaseRecord:
+    """Run a case; a correctness case's verdict is noted for the speed phase (``verdicts.py``), as running first, so
+    that a worker that dies during it leaves a failure behind."""
+    if case.is_speed:
+        return runner.run(submission, case)
+    root, index = runner.pool.space.root, reference_module(submission.challenge).CASES.index(case)
+    verdicts.started(root, submission.model, submission.challenge, index, case.id)
+    record = runner.run(submission, case)
+    verdicts.ended(root, record)
+    return record
+
+
 @pytest.fixture
 def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callable[[Submission, Case], r.CaseRecord]:
     """Run one case of one submission; the record travels on the report. Speed cases skip under ``--no-speed``."""
@@ -304,7 +356,8 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
         starts_before = case_runner.pool.start_seconds
         late = schedule.wait_for_speed_phase(request.config) if case.is_speed else ""
         case_runner.wait_seconds += time.perf_counter() - start
-        record = case_runner.run(submission, case)
+        case_runner.parts = {}
+        record = _run_noted(case_runner, submission, case)
         record.nodeid = request.node.nodeid
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         record.ran_on = {"host": socket.gethostname(), "worker": worker, "gpu": case_runner.cfg.gpu}
@@ -314,7 +367,7 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
             "wait_s": round(case_runner.wait_seconds - wait_before, 6),
             "start_s": round(case_runner.pool.start_seconds - starts_before, 6),  # starting sandbox children
             "began_at": round(began_at, 3),
-        }
+        } | {k: round(v, 6) if isinstance(v, float) else v for k, v in case_runner.parts.items()}
         if late:
             record.ran_on["speed_phase"] = late
         # What the submission printed shows beside the test in pytest's output and in report.html (escaped there).

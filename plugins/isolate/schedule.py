@@ -23,8 +23,10 @@ xdist):
   the idle worker whose held last item is expected to end first.
 - **A speed phase.** Speed cases are held back until every correctness unit has been handed out, and a worker starts a
   speed case only once every correctness case of the run has finished (a file the controller writes into the run's
-  private folder). Speed cases then hold a speed slot: one per GPU on GPU runs; on CPU runs one per four cores
-  (:func:`cpu_speed_slots`), so a timed pair of processes never shares its core with other work.
+  private folder). Speed cases then hold a speed slot by what they time: a pair that uses the GPU holds its GPU's one
+  slot; a NumPy pair holds one of the CPU slots, one per pair of cores (:func:`cpu_speed_slots`), pinned to them: CPU
+  and GPU cases are timed at the same time, and a timed pair never shares its cores with another. A submission that
+  failed a correctness case of the run is not timed at all (``verdicts.py``).
 - **Threads.** Each worker's own BLAS and OpenMP pools get ``cores // workers`` threads (children are single-threaded
   already, see ``sandbox.THREAD_VARS``).
 
@@ -163,11 +165,12 @@ def case_costs(cases: list[Any]) -> dict[tuple, float]:
     return costs
 
 
-def cpu_speed_slots() -> int:
-    """Timed CPU cases that may run at once in the speed phase: one per four cores (one on a small machine). A timed
-    case keeps one core busy (the child and its reference alternate, each single-threaded); the spare cores leave room
-    for the workers' own judging and for memory traffic, so that cases side by side do not slow each other."""
-    return max(1, host_cores() // 4)
+def cpu_speed_slots(reserved: int = 0) -> int:
+    """Timed CPU cases that may run at once in the speed phase: one per pair of cores left after ``reserved`` (a core
+    per GPU slot, whose timed child waits on its device), at least one. A timed pair (the submission's child and the
+    reference, single-threaded, one answering while the other is frozen) is pinned to its slot's two cores: one for
+    the pair, one for its worker's judging between calls, so that pairs side by side do not share a core."""
+    return max(1, (host_cores() - reserved) // 2)
 
 
 def wait_for_speed_phase(config: pytest.Config) -> str:

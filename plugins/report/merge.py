@@ -47,7 +47,16 @@ MERGE_NOTE = (
 )
 # Options that change grades: shards that differ in one are not one run. (The rubric is compared by content.)
 # speed_warmup is not among them: the grader fixes it, and shards of one commit cannot differ in it.
-MUST_MATCH = ("seed", "measure_speed", "speed_repeats", "models", "train_data", "task")
+MUST_MATCH = (
+    "seed",
+    "measure_speed",
+    "speed_repeats",
+    "speed_max_trials",
+    "time_failed",
+    "models",
+    "train_data",
+    "task",
+)
 # Options that can change an outcome at the margin (a timeout, an oom): said, not refused.
 SHOULD_MATCH = ("call_timeout_s", "memory_limit_mb", "gpu_memory_fraction", "device")
 FINISHED = (summary_module.COMPLETE, summary_module.EMPTY)

@@ -1,10 +1,11 @@
 """Speed in words, and each model's time against the fastest peer (``speed_section.py`` adds it to ``grades.md``).
 
-A speed case's record message says what its figures mean ("3.1× slower than the reference, spread 2%": the ratio of
-the submission's median time to the grader's fast implementation's, and the spread of the submission's timed trials
-as a share of its median). The section adds, per speed case, each model's median time relative to the fastest model
-that passed it, so a ranking never rests on the reference alone. Timings are never pass/fail; these are words only.
-"""
+A speed case's record message says what its figures mean ("3.1× slower than the reference (95% interval 2.90–3.30×),
+spread 2%": the median of the per-trial ratios of the submission's time to the grader's fast implementation's, each
+trial timing both on the same fresh inputs, with its bootstrap interval (``plugins/isolate/paired.py``), and the spread
+of the submission's timed trials as a share of its median). The section adds, per speed case, each model's ratio
+relative to the fastest model that passed it, so a ranking never rests on the reference alone. Timings are never
+pass/fail; these are words only."""
 
 from __future__ import annotations
 
@@ -23,15 +24,27 @@ def ratio_words(ratio: float, against: str = "the reference") -> str:
 
 
 def speed_words(speed: dict[str, Any]) -> str:
-    """The sentence of a timed case: ratio in words, the spread of the trials, the two medians."""
+    """The sentence of a timed case: ratio in words with its interval, the spread of the trials, the two medians, the
+    trial count and what ended the trials."""
     median, spread = float(speed["median_s"]), float(speed.get("spread_s") or 0.0)
     share = 100.0 * spread / median if median > 0 else 0.0
     repeats = speed.get("repeats")
     trials = f", {repeats} trials" if repeats else ""
+    stopped = f"; {speed['stopped']}" if speed.get("stopped") else ""
     return (
-        f"{ratio_words(float(speed['ratio']))}, spread {share:.0f}% "
-        f"(median {_seconds(median)} against the reference's {_seconds(float(speed['baseline_median_s']))}{trials})"
+        f"{ratio_words(float(speed['ratio']))}{interval_words(speed)}, spread {share:.0f}% "
+        f"(median {_seconds(median)} against the reference's {_seconds(float(speed['baseline_median_s']))}{trials}"
+        f"{stopped})"
     )
+
+
+def interval_words(speed: dict[str, Any]) -> str:
+    """`` (95% interval 2.90–3.30×)`` for a paired figure; empty for a record that has none (older runs)."""
+    low, high = speed.get("ratio_low"), speed.get("ratio_high")
+    if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or low != low or high != high:
+        return ""
+    confidence = float(speed.get("confidence") or 0.95)
+    return f" ({confidence:.0%} interval {low:.2f}–{high:.2f}×)"
 
 
 def _seconds(value: float) -> str:
@@ -41,7 +54,8 @@ def _seconds(value: float) -> str:
 def peer_rows(summary: dict[str, Any]) -> dict[tuple[str, str], list[list[str]]]:
     """Per (challenge, speed case) that at least one model passed with a timing: one row per model that ran it.
 
-    Columns: model, median, against the reference (words), against the fastest peer (``1.00×`` is the fastest).
+    Columns: model, median, against the reference (words, with the interval), against the fastest peer: the ratio of
+    the two credited ratios (``1.00×`` is the fastest).
     A model whose speed case did not pass has no time: its outcome stands in the time columns."""
     cases: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for record in summary.get("cases", []):
@@ -52,17 +66,17 @@ def peer_rows(summary: dict[str, Any]) -> dict[tuple[str, str], list[list[str]]]
         timed = [r for r in records if _timed(r)]
         if not timed:
             continue
-        fastest = min(float(r["speed"]["median_s"]) for r in timed)
+        fastest = min(_ratio(r) for r in timed)
         rows = []
-        for record in sorted(records, key=lambda r: (not _timed(r), _median(r), r["model"])):
+        for record in sorted(records, key=lambda r: (not _timed(r), _ratio(r), r["model"])):
             if _timed(record):
-                median = float(record["speed"]["median_s"])
+                ratio = _ratio(record)
                 rows.append(
                     [
                         record["model"],
-                        _seconds(median),
-                        ratio_words(float(record["speed"]["ratio"])),
-                        "1.00× (fastest)" if median == fastest else f"{median / fastest:.2f}×",
+                        _seconds(float(record["speed"]["median_s"])),
+                        ratio_words(ratio) + interval_words(record["speed"]),
+                        "1.00× (fastest)" if ratio == fastest else f"{ratio / fastest:.2f}×",
                     ]
                 )
             else:
@@ -77,8 +91,10 @@ def _timed(record: dict[str, Any]) -> bool:
     return record.get("outcome") == "passed" and isinstance(speed, dict) and bool(speed.get("median_s"))
 
 
-def _median(record: dict[str, Any]) -> float:
-    return float(record["speed"]["median_s"]) if _timed(record) else float("inf")
+def _ratio(record: dict[str, Any]) -> float:
+    """The credited ratio: peers are compared through it, each against the reference timed in its own trials (the
+    reference's own median moves with the load each pair saw; a ratio of medians across pairs would not)."""
+    return float(record["speed"]["ratio"]) if _timed(record) else float("inf")
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -92,7 +108,9 @@ def render(summary: dict[str, Any]) -> str:
     if not parts:
         return ""
     intro = (
-        "Median time of the timed requests (each on fresh inputs), against the grader's fast implementation and "
-        "against the fastest model that passed the same case in this run. Speed credit uses the reference ratio."
+        "Median time of the timed requests (each on fresh inputs); against the grader's fast implementation as the "
+        "median of per-trial ratios (each trial times both on the same inputs) with its bootstrap interval; against "
+        "the fastest model that passed the same case in this run as the ratio of those ratios. Speed credit uses the "
+        "reference ratio."
     )
     return "\n".join([intro, "", *parts]).rstrip()

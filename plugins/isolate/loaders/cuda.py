@@ -14,7 +14,7 @@ Every buffer sits between two guard regions of random bytes, compared after the 
 :data:`GUARD_BYTES` is reported as a broken contract (outcome ``wrong``). A non-zero return raises (outcome
 ``error``). A CUDA fault (an illegal address, a launch failure) leaves the context unusable, so the process reports it
 on stderr and exits with :data:`CUDA_FAULT_EXIT`: the grader records a ``crash`` and starts the next case in a fresh
-process with a healthy context. ``<name>:timed`` times the last call again on the device (:func:`time_launch`).
+process with a healthy context. ``<name>:timed`` times the last call again on the device (:func:`time_launches`).
 
 Loaded by ``child.py`` by path after the limits are set; device buffers come from torch (its caching allocator and
 the memory cap the child sets).
@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -164,16 +165,7 @@ class DeviceFunction:
         source = max((b.view for b in buffers.values() if b.role == "in"), key=lambda v: v.numel())
         target = self.torch.empty_like(source)
         launches["copy"] = lambda: target.copy_(source)
-        flush = self.torch.empty(FLUSH_BYTES, dtype=self.torch.uint8, device="cuda")
-        times = {}
-        for label, launch in launches.items():
-            try:
-                times[label] = time_launch(self.torch, launch, flush)
-            except Exception:  # noqa: BLE001 - a baseline that fails to run is left out of the figures, not fatal
-                if label == "submission":
-                    raise
-                self._settle()
-        return times
+        return time_launches(self.torch, launches, self._settle)
 
     def _roles(self) -> list[str]:
         return [_PARAM_TYPES[kind][1] for kind, _ in self.params if _PARAM_TYPES[kind][1] != "stream"]
@@ -218,22 +210,51 @@ class DeviceFunction:
             os._exit(CUDA_FAULT_EXIT)
 
 
-def time_launch(torch: Any, launch: Callable[[], Any], flush: Any) -> list[float]:
-    """Kernel-style timing: warm-up, then a fixed number of trials, each after writing ``flush`` (so no input is left
-    in L2) and synchronising; CUDA events around the launch, with the device synchronised before the end event so
-    that work on any stream is counted."""
-    for _ in range(WARMUP):
-        launch()
-    torch.cuda.synchronize()
+def flush_bytes(torch: Any) -> int:
+    """Bytes written between trials so that no input is left in L2: twice the device's L2 where torch says its size
+    (a 50 MB L2 gets 100 MB, written in a fraction of the time of the old fixed 256 MB), else :data:`FLUSH_BYTES`."""
+    size = getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), "L2_cache_size", 0)
+    return 2 * int(size) if size else FLUSH_BYTES
+
+
+def time_launches(torch: Any, launches: dict[str, Callable[[], Any]], settle: Callable[[], None]) -> dict[str, Any]:
+    """Kernel-style timing in paired trials: each launch warmed up (a Triton kernel compiles at its first), then
+    :data:`TRIALS` trials, each timing every launch once in an order that rotates from trial to trial (trial i of
+    every launch saw the same state of the device), each launch after writing the flush buffer and synchronising;
+    CUDA events around it, the device synchronised before the end event so that work on any stream is counted. A
+    baseline that fails is left out (``settle`` then checks the device); the submission's failure is raised. Also
+    ``wall_*``: this child's own account of where its wall time went (warm-up, flushes, trials), for the record."""
+    clock, started = _wall(), time.perf_counter()
+    for label, launch in list(launches.items()):
+        try:
+            for _ in range(WARMUP):
+                launch()
+            torch.cuda.synchronize()
+        except Exception:  # noqa: BLE001 - a baseline that fails to run is left out of the figures, not fatal
+            if label == "submission":
+                raise
+            settle()
+            del launches[label]
+    clock["warmup"] = time.perf_counter() - started
+    flush = torch.empty(flush_bytes(torch), dtype=torch.uint8, device="cuda")
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
+    labels = list(launches)
+    times: dict[str, list[float]] = {label: [] for label in labels}
     for trial in range(TRIALS):
-        flush.fill_(trial & 0xFF)
-        torch.cuda.synchronize()
-        start.record()
-        launch()
-        torch.cuda.synchronize()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return times
+        for label in labels[trial % len(labels) :] + labels[: trial % len(labels)]:
+            began = time.perf_counter()
+            flush.fill_(trial & 0xFF)
+            torch.cuda.synchronize()
+            clock["flush"] += time.perf_counter() - began
+            start.record()
+            launches[label]()
+            torch.cuda.synchronize()
+            end.record()
+            end.synchronize()
+            times[label].append(start.elapsed_time(end) / 1e3)
+    clock["trials"] = time.perf_counter() - started - clock["warmup"]
+    return times | {f"wall_{name}": [seconds] for name, seconds in clock.items()}
+
+
+def _wall() -> dict[str, float]:
+    return {"warmup": 0.0, "flush": 0.0, "trials": 0.0}

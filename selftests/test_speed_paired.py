@@ -1,0 +1,204 @@
+"""Speed cases, issue 19: paired statistics on synthetic times, the stopping rule's trial counts, the device's paired
+trials (on a stand-in for torch), the verdicts that keep a wrong submission untimed, and the slots by resource.
+
+No timing is asserted: every figure here is computed from times made up for the test, or counted."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from plugins.grade.records import NOT_TIMED, OUTCOMES, CaseRecord
+from plugins.isolate import fairness, paired, schedule, verdicts
+from plugins.isolate.loaders import cuda as cuda_loader
+from plugins.report.speed import interval_words, peer_rows, speed_words
+
+
+def test_the_credited_ratio_is_the_median_of_per_trial_ratios():
+    """The figure is the median of per-trial ratios, not the ratio of the medians: load that slowed both sides of a
+    trial cancels in its ratio (every trial exactly 2x: 2.0 with a zero-width interval), and where the two figures
+    differ the paired one is credited (ratios 0.5, 5, 3: 3.0, where the medians' ratio is 2.5)."""
+    steady = paired.paired([2.0, 2.2, 8.0, 8.8, 10.0], [1.0, 1.1, 4.0, 4.4, 5.0])
+    assert (steady.ratio, steady.low, steady.high, steady.trials) == pytest.approx((2.0, 2.0, 2.0, 5))
+    crossed = paired.paired([1.0, 5.0, 6.0], [2.0, 1.0, 2.0])
+    assert crossed.ratio == pytest.approx(3.0)
+    assert statistics.median([1.0, 5.0, 6.0]) / statistics.median([2.0, 1.0, 2.0]) == pytest.approx(2.5)
+
+
+def test_the_bootstrap_interval_is_deterministic_and_holds_the_median():
+    """The same times give the same interval every time (a fixed seed); it holds the median and widens with noise."""
+    ratios = [1.9, 2.0, 2.1, 2.05, 1.95, 2.3, 1.7]
+    first, second = paired.bootstrap_interval(ratios), paired.bootstrap_interval(ratios)
+    assert first == second and first[0] <= statistics.median(ratios) <= first[1]
+    noisy = paired.bootstrap_interval([1.0, 3.0, 2.0, 0.5, 4.0, 2.0, 1.5])
+    assert noisy[1] - noisy[0] > first[1] - first[0]
+    assert paired.bootstrap_interval([2.5]) == (2.5, 2.5) and all(map(math.isnan, paired.bootstrap_interval([])))
+
+
+def test_unusable_trials_are_left_out_of_the_ratios():
+    """A trial whose reference request failed (NaN) or timed nothing (0) gives no ratio."""
+    assert paired.trial_ratios([1.0, 2.0, 3.0, 4.0], [0.5, math.nan, 0.0, 2.0]) == [2.0, 2.0]
+    assert math.isnan(paired.paired([1.0], [math.nan]).ratio)
+
+
+def run_plan(plan: paired.TrialPlan, pairs: list[tuple[float, float]]) -> tuple[int, str]:
+    """Feed trials to the plan as _race does; returns how many it took and why it stopped."""
+    mine: list[float] = []
+    theirs: list[float] = []
+    for a, b in pairs:
+        mine.append(a)
+        theirs.append(b)
+        if reason := plan.stop(mine, theirs):
+            return len(mine), reason
+    raise AssertionError("the plan never stopped")
+
+
+def test_steady_trials_stop_at_the_least():
+    """Ratios that agree within a few percent stop at --speed-repeats, saying the interval was narrow."""
+    steady = [(0.02 * (1 + 0.01 * (i % 3)), 0.01) for i in range(50)]
+    count, reason = run_plan(paired.TrialPlan(least=5, most=20), steady)
+    assert count == 5 and reason == "interval within ±10% after 5 trials"
+
+
+def test_noisy_trials_go_on_to_the_cap():
+    """Ratios spread over a factor of three never get a ±10% interval: the trials stop at the cap and say so."""
+    noisy = [(0.01 * (1 + 2 * (i % 2)), 0.01) for i in range(50)]
+    count, reason = run_plan(paired.TrialPlan(least=5, most=12), noisy)
+    assert count == 12 and reason.startswith("trial cap of 12 reached (interval ±")
+
+
+def test_noisy_slow_trials_stop_at_the_time_budget():
+    """Seconds-long noisy trials stop once both sides' timed calls add up to the budget, past the least only."""
+    slow = [(3.0 * (1 + (i % 2)), 2.0) for i in range(50)]  # 5 s and 8 s trials by turns: 26 s after four
+    count, reason = run_plan(paired.TrialPlan(least=2, most=40, budget_s=20.0), slow)
+    assert count == 4 and reason.startswith("time budget of 20 s reached after 4 trials")
+    assert run_plan(paired.TrialPlan(least=4, most=40, budget_s=1.0), slow)[0] == 4  # never fewer than the least
+
+
+def test_a_trial_that_settles_late_stops_when_it_settles():
+    """Noise in the first trials, then agreement: the trials end once the interval has narrowed, before the cap."""
+    trials = [(0.03, 0.01), (0.01, 0.01)] + [(0.02, 0.01)] * 40
+    count, reason = run_plan(paired.TrialPlan(least=2, most=40), trials)
+    assert 2 < count < 40 and reason == f"interval within ±10% after {count} trials"
+
+
+def test_figures_keep_the_raw_times_and_the_interval():
+    """The record's figures: both sides' raw times in trial order, both medians, the paired ratio and interval."""
+    mine, theirs = [0.3, 0.1, 0.2], [0.1, 0.1, 0.1]
+    figures = paired.figures(mine, theirs)
+    assert figures["times_s"] == mine and figures["baseline_times_s"] == theirs and figures["repeats"] == 3
+    assert figures["ratio"] == pytest.approx(2.0) and figures["median_s"] == pytest.approx(0.2)
+    assert figures["ratio_low"] <= figures["ratio"] <= figures["ratio_high"] and figures["paired"] is True
+
+
+def test_speed_words_show_the_interval_and_why_the_trials_ended():
+    """The record message and the peer table carry the interval; records without one (older runs) read as before."""
+    speed = paired.figures([0.3, 0.1, 0.2], [0.1, 0.1, 0.1]) | {"stopped": "trial cap of 3 reached (interval ±50%)"}
+    words = speed_words(speed)
+    assert words.startswith("2.0× slower than the reference (95% interval ") and "trial cap of 3 reached" in words
+    old = {"median_s": 1.0, "spread_s": 0.0, "baseline_median_s": 0.5, "ratio": 2.0}
+    assert interval_words(old) == "" and speed_words(old).startswith("2.0× slower than the reference, spread 0%")
+
+
+def test_peers_are_compared_through_their_paired_ratios():
+    """Two submissions whose reference medians differ (timed under different load) are put apart by their credited
+    ratios, not by their raw medians: 4.0 against 2.0 is 2.00×, though their medians are equal."""
+
+    def case(model: str, mine: list[float], theirs: list[float]) -> dict:
+        speed = paired.figures(mine, theirs)
+        return {"model": model, "challenge": "c", "case": "s", "category": "speed", "outcome": "passed", "speed": speed}
+
+    summary = {"cases": [case("a", [4.0] * 3, [1.0] * 3), case("b", [4.0] * 3, [2.0] * 3)]}
+    rows = peer_rows(summary)[("c", "s")]
+    assert [row[0] for row in rows] == ["b", "a"] and rows[0][3] == "1.00× (fastest)" and rows[1][3] == "2.00×"
+
+
+class _FakeTorch:
+    """Enough of torch for ``time_launches``: events that report how many launches ran between them, in ms."""
+
+    def __init__(self) -> None:
+        self.launched: list[str] = []
+        self.cuda = self
+
+    def synchronize(self) -> None: ...
+
+    def current_device(self) -> int:
+        return 0
+
+    def get_device_properties(self, device: int) -> object:
+        return type("Properties", (), {"L2_cache_size": 50 * 2**20})()
+
+    def empty(self, size: int, dtype: object, device: str) -> object:
+        assert size == 100 * 2**20  # twice the L2
+        return type("Buffer", (), {"fill_": lambda self, value: None})()
+
+    uint8 = "uint8"
+
+    def Event(self, enable_timing: bool) -> object:  # noqa: N802 - torch's name
+        fake = self
+
+        class Event:
+            def record(self) -> None:
+                self.at = len(fake.launched)
+
+            def synchronize(self) -> None: ...
+
+            def elapsed_time(self, end: Event) -> float:
+                return float(end.at - self.at)
+
+        return Event()
+
+
+def test_device_trials_alternate_every_launch_and_drop_a_failing_baseline():
+    """Each trial times every launch once, in an order that rotates; a baseline that fails at warm-up is left out,
+    the submission's failure is raised; the child's account of its wall time comes with the times."""
+    torch = _FakeTorch()
+
+    def launch(label: str):
+        return lambda: torch.launched.append(label)
+
+    def broken() -> None:
+        raise RuntimeError("no triton")
+
+    launches = {"submission": launch("submission"), "torch": launch("torch"), "triton": broken, "copy": launch("copy")}
+    times = cuda_loader.time_launches(torch, launches, lambda: None)
+    timed = torch.launched[3 * cuda_loader.WARMUP :]
+    assert timed[:6] == ["submission", "torch", "copy", "torch", "copy", "submission"]
+    assert all(len(times[label]) == cuda_loader.TRIALS for label in ("submission", "torch", "copy"))
+    assert "triton" not in times and {"wall_warmup", "wall_flush", "wall_trials"} <= set(times)
+    with pytest.raises(RuntimeError):
+        cuda_loader.time_launches(torch, {"submission": broken, "torch": launch("torch")}, lambda: None)
+
+
+def record(case: str, index: int, outcome: str, beyond: list[str] | None = None) -> CaseRecord:
+    made = CaseRecord("m<b>", "kv_cache", case, index, "core", "trap", outcome)
+    made.beyond = beyond or []
+    return made
+
+
+def test_verdicts_name_the_failed_correctness_cases_in_case_order(tmp_path: Path):
+    """Failed and never-ended cases are named, in case-table order; passed, skipped and beyond-the-task ones are not;
+    another submission's verdicts stay apart."""
+    for index, case, outcome, beyond in [(3, "d", "wrong", None), (0, "a", "passed", None), (1, "b", "skipped", None),
+                                         (2, "c", "crash", None), (4, "e", "wrong", ["tie-order"])]:  # fmt: skip
+        verdicts.started(tmp_path, "m<b>", "kv_cache", index, case)
+        verdicts.ended(tmp_path, record(case, index, outcome, beyond))
+    verdicts.started(tmp_path, "m<b>", "kv_cache", 5, "f")  # its worker died during it
+    assert verdicts.wrong_in(tmp_path, "m<b>", "kv_cache") == ["c", "d", "f"]
+    assert verdicts.wrong_in(tmp_path, "m<b>", "flash_attention") == []
+    assert verdicts.not_timed_message(list("abcdefg")) == "not timed: wrong in a, b, c, d, e and 2 more"
+    assert NOT_TIMED in OUTCOMES
+
+
+def test_cpu_slots_are_pairs_of_cores_beside_the_gpus(monkeypatch):
+    """One CPU slot per pair of cores left after a core per GPU; the GPU slot's pair gets the cores left over."""
+    monkeypatch.setattr(schedule, "host_cores", lambda: 16)
+    assert schedule.cpu_speed_slots() == 8 and schedule.cpu_speed_slots(1) == 7
+    monkeypatch.setattr(schedule, "host_cores", lambda: 2)
+    assert schedule.cpu_speed_slots() == 1 and schedule.cpu_speed_slots(1) == 1
+    monkeypatch.setattr(fairness.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert fairness.slot_cores(6, 7) == {12, 13} and fairness.spare_cores(7) == {14, 15}
+    assert fairness.spare_cores(8) is None and fairness.spare_cores(1) is None
