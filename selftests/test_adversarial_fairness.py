@@ -81,7 +81,8 @@ def test_helpers_that_wait_out_the_look_cannot_slow_the_reference(tmp_path: Path
     of the reference's time (the fixture prints what they used), the reference's median in its pair stays within 2x
     of the control's pair in the same run, and the slow code earns no full speed credit; the control passes."""
     submissions, _ = build_roster(tmp_path, ["hog-delayed"])
-    run = run_grader(tmp_path, "-n", "2", "--speed-repeats", "2", f"--submissions-dir={submissions}", "-k", SPEED)
+    fixed = ("--speed-repeats", "2", "--speed-max-trials", "2")
+    run = run_grader(tmp_path, "-n", "2", *fixed, f"--submissions-dir={submissions}", "-k", SPEED)
     timed = {m: r for (m, c, _), r in run.records().items() if c == "flash_attention" and r["speed"]}
     assert set(timed) == {"hog-delayed", "control"}, run.output[-3000:]
     speed = {m: r["speed"] for m, r in timed.items()}

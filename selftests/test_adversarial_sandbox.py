@@ -188,7 +188,9 @@ def test_timing_attacks(tmp_path):
     submissions, _ = build_roster(tmp_path, ["memoiser", "speed-lock-grabber"])
     # The forward's speed case only, two timed trials: it is at the task's scale (seconds per request).
     selected = "(causal-speed and not bwd) or n256-d64-t64-causal"
-    run = run_grader(tmp_path, f"--submissions-dir={submissions}", "--speed-repeats", "2", "-k", selected)
+    run = run_grader(
+        tmp_path, f"--submissions-dir={submissions}", "--speed-repeats", "2", "--speed-max-trials", "2", "-k", selected
+    )
     speed = {m: r["speed"] for (m, c, case), r in run.records().items() if c == "flash_attention" and r["speed"]}
     assert set(speed) == {"memoiser", "speed-lock-grabber", "control"}, run.output[-2000:]
     assert speed["memoiser"]["ratio"] > 0.5 * speed["control"]["ratio"], speed

@@ -58,7 +58,7 @@ def dflash_run(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
     root = tmp_path_factory.mktemp("dflash-verdicts")
     submissions = roster(root, DFLASH_ATTACKS, "dflash_verify")
     selected = f"{DFLASH_FORWARDS} or {DFLASH_CORE}"
-    args = (f"--submissions-dir={submissions}", "--speed-repeats", "2", "-k", selected)
+    args = (f"--submissions-dir={submissions}", "--speed-repeats", "2", "--speed-max-trials", "2", "-k", selected)
     run = run_grader(root, *args, tests="tests/test_dflash")
     assert "INTERNALERROR" not in run.output, run.output[-3000:]
     return run

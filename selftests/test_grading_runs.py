@@ -195,31 +195,21 @@ def test_foreign_tree_graded_in_place(grade, tmp_path):
 def test_speed_case_records_timings(grade):
     """A speed case records median, spread and the ratio to the reference, and says them in words in its message; no
     threshold is asserted on them. Two repeats: the case is at the task's scale (seconds per request)."""
-    run = grade("--model", "demo-tiled", "-k", "speed and not bwd", "--speed-repeats", "2")
+    run = grade("--model", "demo-tiled", "-k", "speed and not bwd", "--speed-repeats", "2", "--speed-max-trials", "2")
     speed_case = next(c.id for c in reference_module("flash_attention").CASES if c.is_speed)
     record = run.records()[("demo-tiled", "flash_attention", speed_case)]
     speed = record["speed"]
     assert speed["median_s"] > 0 and speed["baseline_median_s"] > 0 and speed["repeats"] == 2
-    assert speed["ratio"] == pytest.approx(speed["median_s"] / speed["baseline_median_s"])
+    ratios = [a / b for a, b in zip(speed["times_s"], speed["baseline_times_s"], strict=True)]
+    assert speed["ratio"] == pytest.approx(statistics.median(ratios))  # the median of per-trial ratios
     # every trial's time on both sides, so the figures can be checked and other estimators tried on a recorded run
     assert len(speed["times_s"]) == len(speed["baseline_times_s"]) == 2
     assert statistics.median(speed["times_s"]) == speed["median_s"]
     assert statistics.median(speed["baseline_times_s"]) == speed["baseline_median_s"]
-    words = r"(\d+\.\d× (slower|faster) than|as fast as) the reference, spread \d+% \(median .*"
+    interval = r" \(95% interval [0-9.]+–[0-9.]+×\)"
+    words = rf"(\d+\.\d× (slower|faster) than|as fast as) the reference{interval}, spread \d+% \(median .*"
     assert re.fullmatch(words, record["message"]), record["message"]
     assert "## Speed against peers" in (run.reports / "grades.md").read_text()
-
-
-def test_a_short_speed_case_gets_more_trials(grade):
-    """A speed case whose timed calls add up to less than half a second goes on past --speed-repeats, up to four times
-    as many trials: the KV cache's speed case at 256 prompt tokens takes tens of milliseconds per call here."""
-    run = grade("--model", "demo-tiled", "-k", "speed and p256", "--speed-repeats", "2", tests="tests/test_kvcache")
-    speed = run.records()[("demo-tiled", "kv_cache", "b2-p256-s2-h4-d64-l2-speed")]["speed"]
-    per_trial = speed["median_s"] + speed["baseline_median_s"]
-    if 2 * per_trial >= 0.5:
-        pytest.skip(f"a trial took {per_trial:.2f} s on this machine: two trials are not a short case here")
-    assert 2 < speed["repeats"] <= 8, speed
-    assert speed["repeats"] == 8 or speed["repeats"] * per_trial > 0.25, speed  # it stopped at about half a second
 
 
 @pytest.fixture

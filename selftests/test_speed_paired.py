@@ -6,11 +6,13 @@ No timing is asserted: every figure here is computed from times made up for the 
 from __future__ import annotations
 
 import math
+import shutil
 import statistics
 from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from plugins.grade.records import NOT_TIMED, OUTCOMES, CaseRecord
 from plugins.isolate import fairness, paired, schedule, verdicts
 from plugins.isolate.loaders import cuda as cuda_loader
@@ -202,3 +204,49 @@ def test_cpu_slots_are_pairs_of_cores_beside_the_gpus(monkeypatch):
     monkeypatch.setattr(fairness.os, "sched_getaffinity", lambda pid: set(range(16)))
     assert fairness.slot_cores(6, 7) == {12, 13} and fairness.spare_cores(7) == {14, 15}
     assert fairness.spare_cores(8) is None and fairness.spare_cores(1) is None
+
+
+KV_TESTS = "tests/test_kvcache"
+KV_CORE = "b1-p16-s8-h4-d64-l2"  # one sequence: the submission below raises on it
+KV_SPEED = "b2-p256-s2-h4-d64-l2-speed"  # two sequences, tens of milliseconds per call here
+KV_ARGS = ("-k", f"{KV_CORE} or {KV_SPEED}", "--speed-repeats", "2", "--speed-max-trials", "4")
+WRONG_ONCE = """
+_prefill = prefill
+
+
+def prefill(weights, prompts, lengths):  # wrong on a batch of one sequence only; right on the speed case's two
+    if len(lengths) == 1:
+        raise ValueError("one sequence")
+    return _prefill(weights, prompts, lengths)
+"""
+
+
+@pytest.mark.grading_run
+def test_a_submission_wrong_in_correctness_is_not_timed_unless_asked(grade, tmp_path):
+    """A copy of demo-tiled that fails one core case is not timed on its (right) speed case and earns nothing there;
+    demo-tiled beside it is timed in 2 to 4 paired trials, whose recorded figures follow from its raw times;
+    --time-failed times the wrong one too, naming the failed case."""
+    for model in ("demo-tiled", "wrong-once"):
+        shutil.copytree(REPO / "submissions" / "demo-tiled" / "kv_cache", tmp_path / "subs" / model / "kv_cache")
+    with open(tmp_path / "subs" / "wrong-once" / "kv_cache" / "kv_cache.py", "a") as source:
+        source.write(WRONG_ONCE)
+    run = grade(f"--submissions-dir={tmp_path / 'subs'}", *KV_ARGS, tests=KV_TESTS)
+    records = run.records()
+    assert records[("wrong-once", "kv_cache", KV_CORE)]["outcome"] == "error", run.output[-3000:]
+    untimed = records[("wrong-once", "kv_cache", KV_SPEED)]
+    assert (untimed["outcome"], untimed["message"], untimed["speed"]) == (NOT_TIMED, f"not timed: wrong in {KV_CORE}",
+                                                                          None)  # fmt: skip
+    assert "warmup_s" not in untimed["timing"] and untimed["timing"]["truth_s"] == 0  # nothing ran for it
+    assert run.summary["models"]["wrong-once"]["challenges"]["kv_cache"]["categories"]["speed"]["score"] == 0
+    speed = records[("demo-tiled", "kv_cache", KV_SPEED)]["speed"]
+    assert 2 <= speed["repeats"] <= 4 and len(speed["times_s"]) == len(speed["baseline_times_s"]) == speed["repeats"]
+    figure = paired.paired(speed["times_s"], speed["baseline_times_s"])
+    assert (speed["ratio"], speed["ratio_low"], speed["ratio_high"]) == pytest.approx((figure.ratio, figure.low,
+                                                                                       figure.high))  # fmt: skip
+    assert speed["stopped"] == paired.TrialPlan(2, 4).stop(speed["times_s"], speed["baseline_times_s"])
+    assert {"warmup_s", "trials_s", "timed_s"} <= set(records[("demo-tiled", "kv_cache", KV_SPEED)]["timing"])
+    again = grade(f"--submissions-dir={tmp_path / 'subs'}", "--model", "wrong-once", "--time-failed", *KV_ARGS,
+                  tests=KV_TESTS).records()  # fmt: skip
+    timed = again[("wrong-once", "kv_cache", KV_SPEED)]
+    assert timed["outcome"] == "passed" and timed["speed"]["repeats"] >= 2, timed["message"]
+    assert timed["timing"]["timed_although_wrong_in"] == KV_CORE

@@ -179,13 +179,13 @@ class CaseRunner:
         case = task.apply(case)  # the profile's settings, if the module has any, in the case's params
         if reference.CHALLENGE.runtime == "cuda":
             return cuda_cases.run_cuda_case(self, reference, submission, case, index, self.speed_lock)
+        if case.is_speed and (refused := self.not_timed(submission, case, index)):
+            return refused  # before any truth is computed or child started for it
         inputs, expected = self.truth(reference, case, settings=task.settings_tag)
         sandbox = self.pool.get(Program(reference.__name__, submission.entries, submission.folder))
         if not case.is_speed:
             caps = wire.case_caps(inputs, tuple(expected.values.values()))  # what an answer may hold, by the truth
             return judge(submission, case, index, expected, send(sandbox, reference, case, inputs, caps))
-        if refused := self.not_timed(submission, case, index):
-            return refused
         baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None))
         return self._race(submission, case, index, reference, sandbox, baseline)
 

@@ -39,10 +39,14 @@ def speed_words(speed: dict[str, Any]) -> str:
 
 
 def interval_words(speed: dict[str, Any]) -> str:
-    """`` (95% interval 2.90–3.30×)`` for a paired figure; empty for a record that has none (older runs)."""
-    low, high = speed.get("ratio_low"), speed.get("ratio_high")
-    if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or low != low or high != high:
+    """`` (95% interval 2.90–3.30×)`` for a paired figure, in the sense of its words: for a faster submission the
+    interval of how many times faster; empty for a record that has none (older runs)."""
+    ratio, low, high = speed.get("ratio"), speed.get("ratio_low"), speed.get("ratio_high")
+    numbers = (ratio, low, high)
+    if not all(isinstance(x, (int, float)) and x == x and x > 0 for x in numbers):  # x == x: not NaN
         return ""
+    if float(ratio) <= 1 / SAME_WITHIN:
+        low, high = 1 / float(high), 1 / float(low)
     confidence = float(speed.get("confidence") or 0.95)
     return f" ({confidence:.0%} interval {low:.2f}–{high:.2f}×)"
 
