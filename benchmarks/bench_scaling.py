@@ -19,8 +19,11 @@ Printed, never asserted (timings are not pass/fail tests):
 
 1. per worker count: wall time, parallel efficiency ``T(1) / (N * T(N))``, and the worst per-case slowdown against
    ``-n 1`` (median of the cases too: a case's time under load over its time alone);
-2. ``--speed-runs``: the speed ratios (submission over reference) of a run with one worker, one with the most workers,
-   and a second run with the most workers: the median relative difference of ratios over the speed cases;
+2. ``--speed-agreement`` (also ``--speed-runs``): the credited speed ratio (the median of per-trial ratios) of every
+   speed case in a run with one worker, one with the most workers and a second with the most workers, as a table,
+   then the median and largest relative difference over the cases between the first and each other run and between
+   the last two (``--speed-bundled``: the repository's own roster; ``--agreement-of A.json B.json ...``: the same
+   table from kept results.json files, no run);
 3. per number of copies of the whole roster: wall time, time per model and its growth;
 4. the split of one run: collection (discovery and test collection), the grader's reference work, the submissions'
    time (sandbox start, calls, judging) and report writing.
@@ -331,29 +334,51 @@ def split(run: dict[str, Any], submissions: Path) -> dict[str, float]:
 SPEED_PEERS = ("demo-slow",)  # flash forward speed at another ratio than the correct model's
 
 
-def speed_agreement(copies: int, low: int, high: int) -> dict[str, Any]:
+def speed_agreement(copies: int, low: int, high: int, bundled: bool) -> dict[str, Any]:
+    """Three speed runs of one roster (``-n low``, ``-n high``, ``-n high`` again) and how their credited ratios agree
+    (:func:`agreement`). The roster: ``copies`` of the correct model and the slow demo, or with ``bundled`` the
+    repository's own submissions folder as it is."""
     with tempfile.TemporaryDirectory() as folder:
-        build_roster(Path(folder), copies, buggy=False)
-        for model in SPEED_PEERS:
-            shutil.copytree(REPO / "submissions" / model, Path(folder) / model, symlinks=True)
-        runs = [grade(Path(folder), n, speed=True) for n in (low, high, high)]
-    ratios = [speed_ratios(r["summary"]) for r in runs]
-    print(f"\n2. speed ratios (submission / reference) over {len(ratios[0])} speed cases")
-    out: dict[str, Any] = {}
-    for (a, b), label in (((0, 1), f"-n {low} vs -n {high}"), ((1, 2), f"-n {high} vs -n {high} again")):
+        roster = REPO / "submissions" if bundled else Path(folder)
+        if not bundled:
+            build_roster(roster, copies, buggy=False)
+            for model in SPEED_PEERS:
+                shutil.copytree(REPO / "submissions" / model, roster / model, symlinks=True)
+        runs = [grade(roster, n, speed=True) for n in (low, high, high)]
+    labels = [f"-n {low}", f"-n {high}", f"-n {high} again"]
+    walls = ", ".join(f"{r['wall_s']:.0f} s" for r in runs)
+    print(f"\n2. speed agreement (walls: {walls})")
+    return agreement([speed_ratios(r["summary"]) for r in runs], labels)
+
+
+def agreement(ratios: list[dict[tuple[str, str, str], float]], labels: list[str]) -> dict[str, Any]:
+    """The credited ratio of every speed case in each run (a table, one row per case timed in the first run), then,
+    for the first run against each other and for the last two, the median and the largest relative difference
+    ``|b / a - 1|`` over the cases timed in both. Printed, never asserted."""
+    keys = sorted(ratios[0])
+    width = max([len("/".join(k)) for k in keys] + [4])
+    print(f"   {'case':{width}s} " + " ".join(f"{label:>14s}" for label in labels))
+    for key in keys:
+        row = " ".join(f"{r[key]:14.3f}" if key in r else f"{'—':>14s}" for r in ratios)
+        print(f"   {'/'.join(key):{width}s} {row}")
+    pairs = [(0, b) for b in range(1, len(ratios))] + ([(len(ratios) - 2, len(ratios) - 1)] if len(ratios) > 2 else [])
+    out: dict[str, Any] = {"ratios": {"/".join(k): [r.get(k) for r in ratios] for k in keys}, "pairs": {}}
+    print(f"\n   {'runs':40s} {'cases':>6s} {'median diff':>12s} {'largest diff':>13s}")
+    for a, b in pairs:
         diffs = [abs(ratios[b][k] / ratios[a][k] - 1) for k in ratios[a].keys() & ratios[b].keys()]
-        out[label] = statistics.median(diffs) if diffs else None
-        if diffs:
-            print(f"   {label}: median relative difference {out[label]:.1%}, largest {max(diffs):.1%}")
-    print(
-        f"   {'case':70s} {'-n ' + str(low):>8} {'-n ' + str(high):>8} {'again':>8}   walls: "
-        + ", ".join(f"{r['wall_s']:.0f} s" for r in runs)
-    )
-    for key in sorted(ratios[0]):
-        row = " ".join(f"{r.get(key, float('nan')):8.3f}" for r in ratios)
-        print(f"   {'/'.join(key):70s} {row}")
-    out["ratios"] = {"/".join(k): [r.get(k) for r in ratios] for k in sorted(ratios[0])}
+        label = f"{labels[a]} vs {labels[b]}"
+        median, largest = (statistics.median(diffs), max(diffs)) if diffs else (None, None)
+        out["pairs"][label] = {"cases": len(diffs), "median": median, "largest": largest}
+        text = f"{median:12.1%} {largest:13.1%}" if diffs else f"{'—':>12s} {'—':>13s}"
+        print(f"   {label:40s} {len(diffs):6d} {text}")
     return out
+
+
+def agreement_of_files(paths: list[str]) -> dict[str, Any]:
+    """:func:`agreement` of kept runs' results.json files (``--keep-results``, or runs made on another machine)."""
+    summaries = [json.loads(Path(p).read_text()) for p in paths]
+    print(f"\nspeed agreement of {len(paths)} kept runs")
+    return agreement([speed_ratios(s) for s in summaries], [Path(p).name for p in paths])
 
 
 def growth(workers: int, copies: list[int]) -> list[dict[str, Any]]:
@@ -379,7 +404,15 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=8, help="copies of the correct model in the scaling roster")
     parser.add_argument("--no-buggy", action="store_true", help="leave the buggy demos out of the scaling roster")
     parser.add_argument("--growth", default="", help="model counts for the growth table, e.g. 1,2,4,8,16")
-    parser.add_argument("--speed-runs", action="store_true", help="compare speed ratios between worker counts")
+    parser.add_argument(
+        "--speed-agreement",
+        "--speed-runs",
+        dest="speed_runs",
+        action="store_true",
+        help="three speed runs (-n low, -n high, -n high again): how every speed case's credited ratio agrees",
+    )
+    parser.add_argument("--speed-bundled", action="store_true", help="the speed runs grade ./submissions as it is")
+    parser.add_argument("--agreement-of", nargs="+", metavar="RESULTS", help="speed agreement of kept results.json")
     parser.add_argument("--speed-copies", type=int, default=1, help="copies of the correct model in the speed roster")
     parser.add_argument("--speed-workers", default="", help="the two worker counts compared, e.g. 1,16")
     parser.add_argument("--cold", action="store_true", help="no run starts from the first run's case times")
@@ -397,6 +430,9 @@ def main() -> None:
         RUNS.first_results = Path(args.warm_from).read_text()
     workers = [int(n) for n in args.workers.split(",") if n]
     figures: dict[str, Any] = {"cores": cores}
+    if args.agreement_of:  # no run: the table of runs already made
+        figures["speed"] = agreement_of_files(args.agreement_of)
+        return
 
     def save() -> None:  # after every part: a run cut short by a time limit keeps what it measured
         if args.out:
@@ -412,7 +448,7 @@ def main() -> None:
         save()
     if args.speed_runs:
         low, high = (int(n) for n in (args.speed_workers or f"{workers[0]},{workers[-1]}").split(","))
-        figures["speed"] = speed_agreement(args.speed_copies, low, high)
+        figures["speed"] = speed_agreement(args.speed_copies, low, high, args.speed_bundled)
         save()
     if args.growth:
         figures["growth"] = growth(workers[-1], [int(k) for k in args.growth.split(",")])

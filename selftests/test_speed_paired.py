@@ -5,9 +5,11 @@ No timing is asserted: every figure here is computed from times made up for the 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import shutil
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -250,3 +252,19 @@ def test_a_submission_wrong_in_correctness_is_not_timed_unless_asked(grade, tmp_
     timed = again[("wrong-once", "kv_cache", KV_SPEED)]
     assert timed["outcome"] == "passed" and timed["speed"]["repeats"] >= 2, timed["message"]
     assert timed["timing"]["timed_although_wrong_in"] == KV_CORE
+
+
+def test_the_speed_agreement_report_compares_every_case_between_runs(capsys, monkeypatch):
+    """bench_scaling's agreement table: per pair of runs, the median and largest relative difference of the credited
+    ratios over the cases timed in both (printed; a case missing from a run is shown as a dash)."""
+    spec = importlib.util.spec_from_file_location("bench_scaling", REPO / "benchmarks" / "bench_scaling.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_scaling", bench)  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    a, b, c = ("m", "kv", "a"), ("m", "kv", "b"), ("m", "kv", "c")
+    runs = [{a: 1.0, b: 2.0, c: 4.0}, {a: 1.1, b: 2.0, c: 3.0}, {a: 1.0, b: 2.2}]
+    out = bench.agreement(runs, ["-n 1", "-n 16", "-n 16 again"])
+    assert out["pairs"]["-n 1 vs -n 16"] == pytest.approx({"cases": 3, "median": 0.1, "largest": 0.25})
+    assert out["pairs"]["-n 16 vs -n 16 again"]["cases"] == 2
+    assert out["pairs"]["-n 16 vs -n 16 again"]["largest"] == pytest.approx(0.1)  # b: 2.2 / 2.0; a: 1 - 1 / 1.1
+    assert "—" in capsys.readouterr().out
