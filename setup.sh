@@ -3,6 +3,8 @@
 #   bash setup.sh             what grading needs: requirements.txt, and bubblewrap (the sandbox; without it the grader
 #                             falls back to weaker isolation and says so in every report)
 #   bash setup.sh selftests   the same, plus Chromium (a self-test renders report.html in a real headless browser)
+#   bash setup.sh slurm       the same as plain, plus a single-node Slurm on this machine (apt's slurm-wlm and munge,
+#                             as root): the self-test selftests/test_slurm.py submits the sharded example to it
 # System packages are installed only where apt-get is usable (root, Debian-like); elsewhere they are named, not forced.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,3 +26,6 @@ python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>/dev/null ||
   python -m pip install --quiet --disable-pip-version-check --no-deps -e . ||
   echo "setup.sh: the kernelgrade command was not installed; python -m plugins.cli.main is the same" >&2
+if [[ ${1:-} == slurm ]]; then
+  bash docs/examples/slurm_single_node.sh
+fi
