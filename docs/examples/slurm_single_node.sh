@@ -39,7 +39,10 @@ fi
 chown munge:munge /run/munge
 # Restart only the daemons this script starts (by the pid files they write), never others of the same name.
 for pidfile in /run/slurmd.pid /run/slurmctld.pid; do
-  [[ -s $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  pid=$(cat "$pidfile" 2>/dev/null || true)
+  if [[ -n $pid ]] && kill "$pid" 2>/dev/null; then
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done  # its port is free once it is gone
+  fi
 done
 [[ -S /run/munge/munge.socket.2 ]] && munge -n >/dev/null 2>&1 || su -s /bin/sh munge -c munged
 slurmctld -i  # -i: ignore state left by an earlier configuration
