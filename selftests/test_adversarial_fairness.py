@@ -38,15 +38,9 @@ def control_passes(run: GradingRun) -> bool:
     return bool(control) and set(control.values()) == {"passed"}
 
 
-# hog-setsid failed once in three whole self-test runs on the 2-core machine (passed alone, 3 of 3), a verdict that
-# still moves with load: kept out of the default run until that is found (python -m pytest
-# selftests/test_adversarial_fairness.py -m slow runs it).
-FLAKY_UNDER_LOAD = {"hog-setsid"}
-
-
-@pytest.mark.parametrize(
-    "model", [pytest.param(m, marks=pytest.mark.slow) if m in FLAKY_UNDER_LOAD else m for m in LEFT_RUNNING]
-)
+# hog-setsid once passed under load: the grader looked at the tree it read first, where the escape had not yet forked
+# its spinner (fairness.leftovers now reads the tree at every look; test_fairness.py holds that race still).
+@pytest.mark.parametrize("model", LEFT_RUNNING)
 def test_what_runs_after_the_answer_costs_its_own_case(hostile, model):
     """A spinning thread, a setsid grandchild and a forked process per core, each still running after the answer:
     every case of the attack is "left_running" (its processes killed); the control passes every case beside it."""

@@ -152,3 +152,32 @@ def test_pinning_moves_every_thread_of_the_tree():
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_spinner_born_after_the_first_look_is_still_found():
+    """The setsid escape (fork, setsid, fork, exit) may not have forked its spinner yet when the grader first looks:
+    the tree then holds a process that sleeps. Each look reads the tree again, so the spinner that appears by the
+    second look is counted (the first version looked at the first tree's tasks only and found nothing)."""
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nprint(flush=True)\ntime.sleep(30)"], stdout=subprocess.PIPE
+    )
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 30: pass"]
+    )
+    try:
+        sleeper.stdout.readline()  # its interpreter started (under load that takes a while) ...
+        deadline = time.monotonic() + 10
+        while fairness._state(sleeper.pid, str(sleeper.pid)) != "S" and time.monotonic() < deadline:
+            time.sleep(0.01)  # ... and is asleep
+        trees = iter([[sleeper.pid]])  # the first look sees the sleeper only; every later look the spinner too
+
+        def tree() -> list[int]:
+            return next(trees, [sleeper.pid, spinner.pid])
+
+        found = fairness.leftovers(tree, None, set())
+        assert any(f"[{spinner.pid}/" in name for name in found), found
+        assert fairness.leftovers(lambda: [sleeper.pid], None, set()) == []  # a sleeper alone is nothing left running
+    finally:
+        for process in (sleeper, spinner):
+            process.kill()
+            process.wait()

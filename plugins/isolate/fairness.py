@@ -27,7 +27,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -211,24 +211,40 @@ def roles(tree: Iterable[int], root: int, bwrap: bool) -> tuple[int | None, set[
     return main, wrappers
 
 
-def leftovers(tree: Iterable[int], main: int | None, wrappers: set[int]) -> list[str]:
-    """Threads and processes of a child's tree that still run after its answer, named ``comm[pid/tid]``; the child's
-    main thread and the sandbox's own wrapper processes (bwrap, its init) are not looked at. Two looks
-    :data:`LEFTOVER_GLANCE_S` apart find the tasks that are runnable or used a CPU (a thread that waited for the GIL
-    while the main thread sent the answer runs a moment later); those are watched for :data:`LEFTOVER_WINDOW_S`, and
-    count when they used :data:`LEFTOVER_CPU_SHARE` of it, so that a task that was only finishing is not counted."""
-    tasks = [(pid, tid) for pid in tree if pid not in wrappers for tid in _names(Path(f"/proc/{pid}/task"))]
-    tasks = [task for task in tasks if task != (main, str(main))]
-    if not tasks:  # the interpreter alone, with one thread (a NumPy child): nothing else can run
+def leftovers(tree: Callable[[], Iterable[int]], main: int | None, wrappers: set[int]) -> list[str]:
+    """Threads and processes of a child's tree (``tree()``: its processes now) that still run after its answer, named
+    ``comm[pid/tid]``; the child's main thread and the sandbox's own wrapper processes (bwrap, its init) are not looked
+    at. Two looks :data:`LEFTOVER_GLANCE_S` apart find the tasks that are runnable or used a CPU (a thread that waited
+    for the GIL while the main thread sent the answer runs a moment later); those are watched for
+    :data:`LEFTOVER_WINDOW_S`, and count when they used :data:`LEFTOVER_CPU_SHARE` of it, so that a task that was only
+    finishing is not counted. Each look reads the tree again: a process forked just before the answer may still be on
+    its way to a new session (fork, setsid, fork, exit), and the grandchild that spins exists only at a later look."""
+
+    def look() -> dict[tuple[int, str], tuple[str, int]]:
+        tasks = [(pid, tid) for pid in tree() if pid not in wrappers for tid in _names(Path(f"/proc/{pid}/task"))]
+        return {task: (_state(*task), _cpu_ns(*task)) for task in tasks if task != (main, str(main))}
+
+    first = look()
+    if not first:  # the interpreter alone, with one thread (a NumPy child): nothing else can run
         return []
-    first = {task: (_state(*task), _cpu_ns(*task)) for task in tasks}
     time.sleep(LEFTOVER_GLANCE_S)
-    second = {task: (_state(*task), _cpu_ns(*task)) for task in tasks}
-    runnable = [t for t in tasks if {first[t][0], second[t][0]} & {"R", "D"} or second[t][1] > first[t][1]]
-    if not runnable:
+    second = look()
+    # Runnable at either look, or used CPU between them (a task new at the second look used CPU to get there).
+    runnable = {
+        task
+        for task, (state, ns) in second.items()
+        if state in ("R", "D") or first.get(task, ("", 0))[0] in ("R", "D") or ns > first.get(task, ("", 0))[1]
+    }
+    if not runnable and second.keys() <= first.keys():
         return []
     time.sleep(LEFTOVER_WINDOW_S)
-    used = {task: _cpu_ns(*task) - second[task][1] for task in runnable}
+    third = look()
+    # CPU used in the window by the tasks found runnable, and by every task that appeared since the second look.
+    used = {
+        task: ns - second[task][1] if task in second else ns
+        for task, (_, ns) in third.items()
+        if task in runnable or task not in second
+    }
     if sum(used.values()) < LEFTOVER_CPU_SHARE * LEFTOVER_WINDOW_S * 1e9:
         return []
     return [f"{_comm(pid, tid)}[{pid}/{tid}]" for (pid, tid), ns in used.items() if ns > 0]

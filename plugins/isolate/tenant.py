@@ -95,7 +95,7 @@ class Tenant:
         if status in ("ok", "error") and not self.trusted:  # the child lives: it answered
             tree = self.tree()
             main, wrappers = fairness.roles(tree, self.pid, self.bwrap)
-            running = fairness.leftovers(tree, main, wrappers)
+            running = fairness.leftovers(self.tree, main, wrappers)
             if running:
                 names = ", ".join(running[:5]) + (f" and {len(running) - 5} more" if len(running) > 5 else "")
                 return LEFT_RUNNING, f"left processes running after its answer: {names}; all its processes killed"
