@@ -23,6 +23,7 @@ import pytest
 
 from conftest import REPO
 from plugins.discover.entry_points import resolve_cuda
+from plugins.isolate import build as build_module
 from plugins.isolate import build_box, build_cache, containment, runspace
 from plugins.isolate.build import BuildResult, build, nvcc_path, unsafe_name
 from plugins.isolate.build_box import BuildLimits
@@ -336,3 +337,12 @@ def test_a_build_step_cannot_fork_without_end(tmp_path):
     forked = int(ran.log.split("forked ")[1].split()[0])
     cap = build_box._rlimits(BuildLimits(processes=20), where.uid)["RLIMIT_NPROC"]  # 20 over the user's own tasks
     assert 0 < forked <= cap < 200, ran.log
+
+
+def test_exports_not_checked_are_said(tmp_path, monkeypatch):
+    """Where nm is missing (or fails), the build still passes but says that the exports went unchecked, naming them:
+    otherwise a missing extern "C" shows only later, in the loader's words."""
+    which = shutil.which
+    monkeypatch.setattr(build_module.shutil, "which", lambda name, *a, **k: None if name == "nm" else which(name))
+    result = built(DEMO, "softmax_topk.cu", tmp_path)
+    assert result.ok and f"exports not checked ({', '.join(EXPORTS)})" in result.message, result.message

@@ -240,6 +240,8 @@ def _result(
         )
         return BuildResult(False, None, message, entry.log, key, cached)
     how = "cached build" if cached else f"built in {seconds:.1f} s ({where.describe()})"
+    if exports and entry.symbols is None:  # said here: the child's load then fails with the loader's words only
+        note = "; ".join(n for n in (note, f"exports not checked ({', '.join(exports)}): nm is missing or failed") if n)
     message = f"{how}: nvcc -arch={gpu_arch()} {' '.join(NVCC_FLAGS)} {source}" + (f"; {note}" if note else "")
     return BuildResult(True, entry.library, message, entry.log, key, cached)
 

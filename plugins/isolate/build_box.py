@@ -92,7 +92,6 @@ class Ran:
     log: str
     stopped: str
     seconds: float
-    output_bytes: int
 
 
 @functools.cache
@@ -174,7 +173,7 @@ def run(argv: list[str], work: Work, where: Box, limits: BuildLimits, space: run
         if group is not None:
             group.remove()
     stopped = stopped or ("time" if code is None else "")
-    return Ran(code, _cut(head, tail, total), stopped, time.monotonic() - start, total)
+    return Ran(code, _cut(head, tail, total), stopped, time.monotonic() - start)
 
 
 def _bwrap_args(bwrap: str, work: Work, limits: BuildLimits, tools: tuple[Path, ...]) -> list[str]:

@@ -43,7 +43,6 @@ class Entry:
 
     folder: Path
     ok: bool
-    exit: int | None
     log: str
     symbols: tuple[str, ...] | None
 
@@ -149,7 +148,7 @@ class Cache:
                 raise ValueError(f"{name} changed since it was built")
         log = _read_regular(folder / LOG, MAX_RECORD_BYTES * 8).decode(errors="replace")
         symbols = None if record["symbols"] is None else tuple(record["symbols"])
-        return Entry(folder, bool(record["ok"]), record["exit"], log, symbols)
+        return Entry(folder, bool(record["ok"]), log, symbols)
 
     def _mac(self, record: dict) -> str:
         return hmac.new(self._secret, json.dumps(record, sort_keys=True).encode(), hashlib.sha256).hexdigest()
