@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, REPO, GradingRun, run_grader
+from plugins.base import inert
+from plugins.base.records import PASSED, CaseRecord
 from plugins.config import RUBRIC_FILE
 from plugins.grade import rubric
 from plugins.grade import summary as summary_module
-from plugins.grade.records import PASSED, CaseRecord
 from plugins.report import html as html_report
-from plugins.report import inert, markdown
+from plugins.report import markdown
 from reference import flash_attention
 from reference.challenges import reference_module
 
@@ -247,8 +248,8 @@ BAD_OPTIONS = [
 
 
 @pytest.mark.parametrize(("option", "says"), BAD_OPTIONS, ids=[o.split("}")[-1] for o, _ in BAD_OPTIONS])
-def test_bad_option_is_a_usage_error_and_retires_old_reports(tmp_path, option, says):
-    """Exit 4 with one clear line; the last run's reports move to previous/ and grades.md says why there are none."""
+def test_bad_option_is_a_usage_error_and_leaves_reports_alone(tmp_path, option, says):
+    """Exit 4 with one clear line; a usage error is no run: the reports folder keeps the last run that graded."""
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("not a folder\n")
     reports = tmp_path / "reports"
@@ -258,9 +259,9 @@ def test_bad_option_is_a_usage_error_and_retires_old_reports(tmp_path, option, s
     run = run_grader(tmp_path, option.format(tmp=tmp_path), *NO_COLOR)
     errors = [line for line in run.output.splitlines() if line.startswith("ERROR")]
     assert run.returncode == 4 and len(errors) == 1 and says in errors[0], run.output[-2000:]
-    assert "usage error" in (reports / "grades.md").read_text()
-    assert json.loads((reports / "results.json").read_text())["status"] == "usage-error"
-    assert "A+ for everyone" in (reports / "previous" / "grades.md").read_text()
+    assert sorted(p.name for p in reports.iterdir()) == ["grades.md", "results.json"]
+    assert "A+ for everyone" in (reports / "grades.md").read_text()
+    assert json.loads((reports / "results.json").read_text())["status"] == "complete"
 
 
 def test_no_speed_run_is_complete_and_says_so(tmp_path):

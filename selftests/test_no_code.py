@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from plugins.base.records import NO_CODE, OUTCOMES, CaseRecord
 from plugins.config import RUBRIC_FILE
 from plugins.discover.submissions import discover
 from plugins.grade import rubric as rb
 from plugins.grade import summary as sm
-from plugins.grade.records import NO_CODE, OUTCOMES, CaseRecord
 from reference import flash_attention
 
 RUBRIC = rb.load_rubric(RUBRIC_FILE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugins.grade.records import PASSED, CaseRecord
+from plugins.base.records import PASSED, CaseRecord
 from reference import flash_attention as fwd
 from reference import flash_attention_bwd as bwd
 from reference import tasks

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from plugins.base import records as r
 from plugins.compare.comparator import Comparison
 from plugins.compare.judge import judge, unrunnable
 from plugins.config import GraderConfig, grader_config
 from plugins.discover.plugin import SUBMISSIONS_KEY
 from plugins.discover.submissions import Submission
-from plugins.grade import records as r
 from plugins.isolate import cuda_cases, fairness, runspace, sandbox_report, schedule, wire
 from plugins.isolate.measure import time_floor
 from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
@@ -43,7 +43,7 @@ from reference.contract import Case, Expected
 pytest_grader_report_sections = cuda_cases.pytest_grader_report_sections
 
 
-RUN_SPACE_KEY = pytest.StashKey[runspace.RunSpace]()
+RUN_SPACE_KEY = runspace.RUN_SPACE_KEY
 # Inputs and truths kept in a worker's memory: two challenges' worth (at most 19 cases each, plus a speed case's
 # trials). Older ones are read back from the run's shared store when needed; keeping all held gigabytes per worker.
 KEEP_TRUTHS = 48

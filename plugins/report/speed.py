@@ -10,32 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SAME_WITHIN = 1.05  # ratios closer to 1 than this read "as fast as": 5% is under a loaded machine's noise
-
-
-def ratio_words(ratio: float, against: str = "the reference") -> str:
-    """``3.1× slower than the reference``, ``1.3× faster than ...``, or ``as fast as ...`` within 5%."""
-    if ratio >= SAME_WITHIN:
-        return f"{ratio:.1f}× slower than {against}"
-    if ratio <= 1 / SAME_WITHIN:
-        return f"{1 / ratio:.1f}× faster than {against}"
-    return f"as fast as {against}"
-
-
-def speed_words(speed: dict[str, Any]) -> str:
-    """The sentence of a timed case: ratio in words, the spread of the trials, the two medians."""
-    median, spread = float(speed["median_s"]), float(speed.get("spread_s") or 0.0)
-    share = 100.0 * spread / median if median > 0 else 0.0
-    repeats = speed.get("repeats")
-    trials = f", {repeats} trials" if repeats else ""
-    return (
-        f"{ratio_words(float(speed['ratio']))}, spread {share:.0f}% "
-        f"(median {_seconds(median)} against the reference's {_seconds(float(speed['baseline_median_s']))}{trials})"
-    )
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.2f} s" if value >= 1 else f"{value * 1e3:.1f} ms"
+from plugins.base.wording import markdown_table, ratio_words, seconds_words
 
 
 def peer_rows(summary: dict[str, Any]) -> dict[tuple[str, str], list[list[str]]]:
@@ -60,7 +35,7 @@ def peer_rows(summary: dict[str, Any]) -> dict[tuple[str, str], list[list[str]]]
                 rows.append(
                     [
                         record["model"],
-                        _seconds(median),
+                        seconds_words(median),
                         ratio_words(float(record["speed"]["ratio"])),
                         "1.00× (fastest)" if median == fastest else f"{median / fastest:.2f}×",
                     ]
@@ -83,7 +58,6 @@ def _median(record: dict[str, Any]) -> float:
 
 def render(summary: dict[str, Any]) -> str:
     """The section body: one table per speed case, or an empty string when no speed case was timed."""
-    from plugins.report.markdown import table as markdown_table  # late: markdown imports tables, which imports this
 
     parts = []
     for (challenge, case), rows in peer_rows(summary).items():
