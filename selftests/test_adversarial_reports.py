@@ -208,7 +208,7 @@ def test_interrupted_run_is_reported_as_interrupted(tmp_path, action):
 
 def test_killed_run_leaves_no_current_looking_report_and_is_recovered(tmp_path):
     """SIGKILL of the grader: grades.md says "run in progress", not the last run's grades; recover builds reports
-    marked incomplete with every case that ran; the next run moves them to previous/."""
+    marked incomplete with every case that ran; a usage error leaves them; the next run moves them to previous/."""
     roster = tmp_path / "subs"
     _copy_tiled(roster, "a-first", "b-victim")
     args = (f"--submissions-dir={roster}", "--no-speed", "-k", "not bwd and (n40- or n1-)")
@@ -225,8 +225,10 @@ def test_killed_run_leaves_no_current_looking_report_and_is_recovered(tmp_path):
     assert recovered["status"] == "incomplete" and recovered["selection"]["ran"] == 3
     assert {(c["model"], c["case"]) for c in recovered["cases"]} >= {("a-first", "b1-h2-n1-d64-t64-causal")}
     assert "b-victim" not in recovered["models"] or not recovered["models"]["b-victim"]["complete"]
-    again = run_grader(tmp_path, "--model=nobody", *NO_COLOR)  # a usage error: the killed run is recovered first
-    assert again.returncode == 4
+    again = run_grader(tmp_path, "--model=nobody", *NO_COLOR)  # a usage error is no run: the folder stays as it is
+    assert again.returncode == 4 and json.loads((run.reports / "results.json").read_text())["status"] == "running"
+    rerun = run_grader(tmp_path, *args, *NO_COLOR)  # the next run recovers the killed one first
+    assert rerun.summary["status"] == "complete"
     assert json.loads((run.reports / "previous" / "results.json").read_text())["status"] == "incomplete"
 
 
