@@ -49,7 +49,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from plugins.config import host_cores  # noqa: E402 (the repository root goes on the path first)
+from plugins.base.host import host_cores  # noqa: E402 (the repository root goes on the path first)
 from plugins.report import files  # noqa: E402
 
 SEED = "20261130"

@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from plugins.config import visible_gpus  # noqa: E402
+from plugins.base.host import visible_gpus  # noqa: E402
 from plugins.isolate import containment, runspace  # noqa: E402
 from plugins.isolate.sandbox import Limits, Program, Sandbox  # noqa: E402
 

@@ -7,6 +7,7 @@ them. All hooks run on the xdist controller (or the only process without ``-n``)
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ def pytest_grader_score(model: str, challenge: str, records: list[Any], rubric: 
 
     :param model: the model's folder name.
     :param challenge: the challenge id.
-    :param records: the :class:`plugins.grade.records.CaseRecord` of every case run, in case-table order.
+    :param records: the :class:`plugins.base.records.CaseRecord` of every case run, in case-table order.
     :param rubric: the loaded :class:`plugins.grade.rubric.Rubric`.
     :returns: a :class:`plugins.grade.rubric.ChallengeGrade` whose ``letter`` may be left empty.
 
@@ -76,4 +77,21 @@ def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config
 
         def pytest_grader_report_sections(summary, config):
             return [("Notes", "Graded on the nightly machine.")]
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_grader_prepare_reports(folder: Path, config: pytest.Config) -> str | None:
+    """Make the reports folder ready for a run that starts grading, before its ``cases.jsonl`` journal opens there.
+
+    Called once, on the controller, when the session starts. The report plugin (``plugins/report/plugin.py``) moves the
+    previous run's reports aside and writes the "run in progress" stubs; the grade stage needs nothing of the report
+    stage but this call.
+
+    :param folder: the reports folder (it exists).
+    :param config: the pytest config.
+    :returns: a line for the terminal saying what happened to the previous run's reports ("" when nothing); raise
+        ``pytest.UsageError`` when the folder must not be used (another live run writes to it).
+
+    Stops at first non-None result.
     """

@@ -1,6 +1,6 @@
 """The ternary-training challenge's additions to the grader: ``--train-data``, MLX skips and the report sections.
 
-- ``--train-data PATH`` (declared in ``plugins/config.py``) is checked here and handed to the grader-side half of the
+- ``--train-data PATH`` (declared in ``plugins/config/``) is checked here and handed to the grader-side half of the
   challenge (:mod:`reference.ternary_grading`) in every process that draws inputs, xdist workers included.
 - A submission whose Python files import ``mlx`` is skipped, with the reason, where MLX is not installed (it is an
   optional extra: ``pip install -r requirements-mlx.txt``); a skip is shown as a skip, never scored as a pass.
@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
+from plugins.base.wording import escape
+from plugins.base.wording import markdown_table as table
 from plugins.config import grader_config
 from plugins.discover.entry_points import python_files
 from plugins.discover.submissions import Submission
-from plugins.report.markdown import escape, table
 from reference import qwen3_tiny, ternary_grading
 from reference import ternary_training as tt
 

@@ -1,56 +1,49 @@
-"""Every challenge the grader knows, with the folder names submissions use for it.
+"""Every challenge the grader knows, found in ``reference/``: a contract module there that defines ``CHALLENGE``.
 
-The folder names include the public challenge scaffold's (``backwards``, ``fuse``, ``kv``) so that a clone of a
-model-comparison repo can be graded in place. A challenge with no reference module yet is still listed: its folders are
-discovered and reported as "no contract yet" instead of being silently ignored.
+Adding ``reference/<id>.py`` with a module-level ``CHALLENGE = Challenge(...)`` adds the challenge: no list to edit,
+no count to change. Modules are found by reading their source (``ast``), so helper modules (models, corpora, kernels)
+are never imported to find out that they are not contracts. The folder names each contract accepts include the public
+challenge scaffold's (``backwards``, ``fuse``, ``kv``), so a clone of a model-comparison repo is graded in place.
+Reports list challenges in the order of their ids.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
-import importlib.util
+from pathlib import Path
 from types import ModuleType
 
 from reference.contract import Challenge
 
-# Every challenge id, in report order; its contract is reference/<id>.py once the grader grades it.
-_IDS = (
-    "layer_norm_bwd",
-    "softmax_topk",
-    "kv_cache",
-    "beam_search",
-    "flash_attention",
-    "flash_attention_bwd",
-    "dflash_verify",
-    "ternary_training",
-)
-
-_PLACEHOLDERS = (
-    Challenge("layer_norm_bwd", "Layer-norm backward", ("layer_norm_bwd", "backwards")),
-    Challenge("softmax_topk", "Fused softmax + top-k (CUDA)", ("softmax_topk", "fuse")),
-    Challenge("kv_cache", "KV cache", ("kv_cache", "kv")),
-    Challenge("beam_search", "Batched beam search", ("beam_search",)),
-    Challenge("dflash_verify", "DFlash tree verification", ("dflash_verify",)),
-    Challenge("ternary_training", "Ternary training", ("ternary_training",)),
-)
+_HERE = Path(__file__).resolve().parent
 
 
-def reference_module(challenge_id: str) -> ModuleType | None:
-    """The contract module of a challenge, or None when the grader has none for it yet."""
-    if challenge_id not in _IDS:
+def _defines_challenge(path: Path) -> bool:
+    """Whether the module assigns ``CHALLENGE`` at its top level (read, not run)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    targets = [t for n in tree.body if isinstance(n, ast.Assign) for t in n.targets]
+    targets += [n.target for n in tree.body if isinstance(n, ast.AnnAssign)]
+    return any(isinstance(t, ast.Name) and t.id == "CHALLENGE" for t in targets)
+
+
+@functools.cache
+def challenge_ids() -> tuple[str, ...]:
+    """Every challenge id, in report order (sorted): the contract modules of ``reference/``."""
+    return tuple(sorted(p.stem for p in _HERE.glob("*.py") if not p.stem.startswith("_") and _defines_challenge(p)))
+
+
+def reference_module(challenge_id: str) -> ModuleType:
+    """The contract module of a challenge; KeyError for an id that is none."""
+    if challenge_id not in challenge_ids():
         raise KeyError(challenge_id)
-    name = f"reference.{challenge_id}"
-    return importlib.import_module(name) if importlib.util.find_spec(name) else None
+    return importlib.import_module(f"reference.{challenge_id}")
 
 
 def all_challenges() -> tuple[Challenge, ...]:
-    """All eight challenges in report order; graded ones carry their entry points."""
-    by_id = {c.id: c for c in _PLACEHOLDERS}
-    for cid in _IDS:
-        module = reference_module(cid)
-        if module is not None:
-            by_id[cid] = module.CHALLENGE
-    return tuple(by_id[cid] for cid in _IDS)
+    """Every challenge, in report order."""
+    return tuple(reference_module(cid).CHALLENGE for cid in challenge_ids())
 
 
 def challenge_for_folder(folder_name: str) -> Challenge | None:

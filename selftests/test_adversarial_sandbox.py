@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, GradingRun, run_grader
-from plugins.config import gpu_count
+from plugins.base.host import gpu_count
 from reference import softmax_topk as topk
 from reference.challenges import reference_module
 

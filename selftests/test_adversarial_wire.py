@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES, REPO, GradingRun, run_grader
-from plugins.grade.records import MESSAGE_CHARS, OUTPUT_CHARS, TRACEBACK_CHARS
+from plugins.base.records import MESSAGE_CHARS, OUTPUT_CHARS, TRACEBACK_CHARS
 
 pytestmark = pytest.mark.grading_run
 

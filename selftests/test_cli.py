@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from plugins.base.records import NO_CODE
 from plugins.cli import scaffold
 from plugins.cli.check import check_folder, find
 from plugins.cli.main import main, pytest_command
-from plugins.grade.records import NO_CODE
 from reference import tasks
 from reference.challenges import all_challenges
 

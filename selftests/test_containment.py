@@ -17,7 +17,7 @@ import pytest
 from test_sandbox import CASE, LIMITS, make, program, run_once, running_with
 
 from conftest import REPO
-from plugins.grade import records as r
+from plugins.base import records as r
 from plugins.isolate import containment, runspace
 from plugins.isolate.plugin import _below_floor
 from plugins.isolate.sandbox import Limits, Sandbox

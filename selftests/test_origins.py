@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugins.grade.records import PASSED, CaseRecord
+from plugins.base.records import PASSED, CaseRecord
 from reference import flash_attention as fwd
 from reference import flash_attention_bwd as bwd
 from reference import tasks
@@ -30,7 +30,7 @@ def test_rule_names_are_validated(rules):
 
 
 def test_each_reference_tags_exactly_its_added_properties():
-    """Across all eight contracts, the cases beyond our own prompts (the default profile) are these and only these,
+    """Across all contracts, the cases beyond our own prompts (the default profile) are these and only these,
     all robustness cases in their tables (none of them is ever scored under our own prompts)."""
     default = tasks.built_in()
     found = {}

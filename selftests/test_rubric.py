@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from plugins.base.records import CaseRecord
 from plugins.config import RUBRIC_FILE
 from plugins.grade import rubric as rb
-from plugins.grade.records import CaseRecord
 
 RUBRIC = rb.load_rubric(RUBRIC_FILE)
 

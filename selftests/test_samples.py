@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from plugins.base.records import NO_CODE, PASSED, WRONG, CaseRecord
 from plugins.config import RUBRIC_FILE
 from plugins.discover.submissions import discover, known_names, select, split_sample
 from plugins.grade import rubric as rb
 from plugins.grade import summary as sm
-from plugins.grade.records import NO_CODE, PASSED, WRONG, CaseRecord
 from plugins.grade.samples import pass_at_k
 from plugins.report import samples as report_samples
 from reference import flash_attention

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, REPO
-from plugins.config import gpu_count
+from plugins.base.host import gpu_count
 from plugins.isolate import wire
 from plugins.isolate.sandbox import Limits, Program, Sandbox, SandboxPool
 from reference import flash_attention as fwd

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, ROSTER_SEED, GradingRun, run_grader
+from plugins.config import checks
 from plugins.discover import shard
 from plugins.discover.submissions import discover
-from plugins.report.journal import replay
+from plugins.grade.journal import replay
 
 pytestmark = pytest.mark.grading_run
 
@@ -203,13 +204,13 @@ def test_bad_shard_is_a_usage_error(tmp_path):
 
 
 def test_shard_values_out_of_shape_or_range():
-    """Only I/N with 1 <= I <= N is a shard (counting from 1); plugins/config.py turns the rest into exit 4."""
-    assert [shard.parse(t) for t in ("1/3", "3/3", " 2 / 3 ")] == [(1, 3), (3, 3), (2, 3)]
-    assert all(shard.in_range(shard.parse(t)) for t in ("1/1", "1/3", "3/3"))
-    assert not any(shard.in_range(shard.parse(t)) for t in ("0/3", "4/3", "1/0", "0/0", "1/10001"))
+    """Only I/N with 1 <= I <= N is a shard (counting from 1); plugins/config/checks.py turns the rest into exit 4."""
+    assert [checks.parse_shard(t) for t in ("1/3", "3/3", " 2 / 3 ")] == [(1, 3), (3, 3), (2, 3)]
+    assert all(checks.shard_in_range(checks.parse_shard(t)) for t in ("1/1", "1/3", "3/3"))
+    assert not any(checks.shard_in_range(checks.parse_shard(t)) for t in ("0/3", "4/3", "1/0", "0/0", "1/10001"))
     for text in ("3", "a/b", "1/3/5", "-1/3", "", "1.5/3"):
         with pytest.raises(ValueError):
-            shard.parse(text)
+            checks.parse_shard(text)
 
 
 def test_assignment_is_deterministic_and_balanced():

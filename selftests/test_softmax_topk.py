@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, REPO
+from plugins.base.host import gpu_count
 from plugins.compare.comparator import check, compare_topk
-from plugins.config import gpu_count
 from plugins.discover.entry_points import resolve_cuda
 from plugins.isolate.build import build, nvcc_path
 from reference import softmax_topk as topk

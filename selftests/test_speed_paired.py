@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from plugins.grade.records import NOT_TIMED, OUTCOMES, CaseRecord
-from plugins.isolate import fairness, paired, schedule, verdicts
+from plugins.base.records import NOT_TIMED, OUTCOMES, CaseRecord
+from plugins.base.wording import interval_words, speed_words
+from plugins.compare import paired
+from plugins.isolate import fairness, schedule, verdicts
 from plugins.isolate.loaders import cuda as cuda_loader
-from plugins.report.speed import interval_words, peer_rows, speed_words
+from plugins.report.speed import peer_rows
 
 
 def test_the_credited_ratio_is_the_median_of_per_trial_ratios():

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from plugins.base import wording
+from plugins.base.records import CaseRecord
 from plugins.config import RUBRIC_FILE
 from plugins.grade import rubric as rb
-from plugins.grade.records import CaseRecord
 from plugins.report import speed as sp
 from plugins.report.speed_section import pytest_grader_report_sections
 from reference import flash_attention, flash_attention_bwd
@@ -40,15 +41,15 @@ def credit(ratio: float) -> float:
 )
 def test_ratio_in_words(ratio, words):
     """A ratio reads as slower, faster, or as fast as (within 5%) the reference."""
-    assert sp.ratio_words(ratio) == words
+    assert wording.ratio_words(ratio) == words
 
 
 def test_speed_sentence_has_ratio_spread_and_medians():
     """The record message: ratio in words, spread as a share of the median, both medians and the trial count."""
-    sentence = sp.speed_words(timed(3.1, median=3.1, spread=0.062))
+    sentence = wording.speed_words(timed(3.1, median=3.1, spread=0.062))
     want = "3.1× slower than the reference, spread 2% (median 3.10 s against the reference's 1.00 s, 5 trials)"
     assert sentence == want
-    assert "(median 12.0 ms against the reference's 24.0 ms" in sp.speed_words(timed(0.5, median=0.012))
+    assert "(median 12.0 ms against the reference's 24.0 ms" in wording.speed_words(timed(0.5, median=0.012))
 
 
 def test_an_order_of_magnitude_costs_most_of_the_speed_points():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from plugins.base.records import PASSED, WRONG, CaseRecord
 from plugins.cli import scaffold
 from plugins.cli.check import check_folder, find
 from plugins.cli.main import pytest_command
@@ -16,7 +17,6 @@ from plugins.discover.ids import graded_params
 from plugins.discover.submissions import Submission
 from plugins.discover.tasks import ProfileFinder
 from plugins.grade import summary as summary_module
-from plugins.grade.records import PASSED, WRONG, CaseRecord
 from plugins.grade.rubric import load_rubric, score
 from plugins.isolate.plugin import not_provided
 from plugins.report import pictures

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, REPO
+from plugins.base import records
 from plugins.discover import names
-from plugins.grade import records
 from plugins.isolate import runspace, wire
 from plugins.isolate.sandbox import Limits, Program, Sandbox
 from reference import flash_attention as fwd

@@ -65,9 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def new(model: str, submissions_dir: Path | None) -> int:
+    from plugins.base.inert import terminal
     from plugins.cli.scaffold import ScaffoldError, create
     from plugins.discover.submissions import submissions_root
-    from plugins.report.inert import terminal
     from reference.tasks import FILE_NAME as TASK_FILE
 
     root = submissions_root(submissions_dir.expanduser()) if submissions_dir else REPO / "submissions"
@@ -100,9 +100,9 @@ def new(model: str, submissions_dir: Path | None) -> int:
 
 
 def check(path: Path, as_json: bool, run_import: bool, timeout_s: float) -> int:
+    from plugins.base.inert import terminal
     from plugins.cli.check import CheckError, check_folder, find
     from plugins.cli.render import folder_text, summary_text
-    from plugins.report.inert import terminal
 
     try:
         submissions = find(path)

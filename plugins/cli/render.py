@@ -1,13 +1,13 @@
 """``kernelgrade check`` as terminal text. Every string that came from a submission (model and file names, function
-names and signatures, printed output, messages) goes through ``plugins/report/inert.py`` ``terminal()``, so no
+names and signatures, printed output, messages) goes through ``plugins/base/inert.py`` ``terminal()``, so no
 escape sequence a submission wrote runs in the reader's terminal."""
 
 from __future__ import annotations
 
+from plugins.base.inert import terminal
 from plugins.cli import shown_path
 from plugins.cli.check import FolderCheck
 from plugins.cli.probe import ImportReport
-from plugins.report.inert import terminal
 
 MAX_OUTPUT_LINES = 12  # of what an import printed; the JSON output has the whole tail
 MAX_LINE_CHARS = 160  # per line shown of it (a flood is one long line)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from plugins.base import records as r
+from plugins.base.records import Outcome
+from plugins.base.wording import speed_words
+from plugins.compare import paired
 from plugins.compare.comparator import Comparison, check, compare_budget
 from plugins.discover.submissions import Submission
-from plugins.grade import records as r
-from plugins.isolate import paired
-from plugins.isolate.sandbox import Outcome
-from plugins.report.speed import speed_words
 from reference.challenges import reference_module
 from reference.contract import Case, Expected
 

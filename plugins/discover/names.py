@@ -8,7 +8,7 @@ A model's name is its folder's name, used everywhere: records, node ids, reports
 - graded under its own name, with a warning: a name holding characters that look like ``/`` or like ``.`` sequences
   (``demo∕sample-2`` reads as a sample of ``demo``; ``‥`` as ``..``), shown with those characters escaped;
 - graded as any other: control characters that are not line breaks, leading dashes, spaces, markup and long names
-  (up to the file system's 255 bytes). Every report shows them inert (``plugins/report/inert.py``).
+  (up to the file system's 255 bytes). Every report shows them inert (``plugins/base/inert.py``).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from plugins.base import inert
 from plugins.config import grader_config
 from plugins.discover import shard
 from plugins.discover.ids import graded_params
@@ -25,7 +26,6 @@ from plugins.discover.submissions import (
     submissions_root,
 )
 from plugins.discover.tasks import ProfileFinder, repo_roots
-from plugins.report import inert, lifecycle
 from reference import tasks
 
 SUBMISSIONS_KEY = pytest.StashKey[list[Submission]]()
@@ -35,10 +35,7 @@ NAME_WARNINGS_KEY = pytest.StashKey[list[str]]()
 def pytest_configure(config: pytest.Config) -> None:
     """Discover submissions; a missing, empty or non-folder ``--submissions-dir`` and a ``--model`` that names no
     model exactly are usage errors (exit 4), not "0 tests" or a skip. Model folders whose names the grader refuses
-    or warns about (``names.py``) are named in a warning; from here on, a run that fails before it starts grading
-    leaves no earlier reports looking current (``lifecycle.StartGuard``)."""
-    if not hasattr(config, "workerinput") and not config.option.collectonly and not config.option.help:
-        config.pluginmanager.register(lifecycle.StartGuard(config), "kernelgrade-start-guard")
+    or warns about (``names.py``) are named in a warning."""
     cfg = grader_config(config)
     where = cfg.submissions_dir
     problem = "no such folder" if not where.exists() else "not a folder" if not where.is_dir() else None
@@ -88,8 +85,8 @@ def _profiles(config: pytest.Config, where: Path) -> ProfileFinder:
 
 
 def usage_error(config: pytest.Config, message: str) -> Exception:
-    """Exit 4 with one line (model names made inert for the terminal); the old reports stop looking current."""
-    return lifecycle.usage_error(config, inert.terminal(message).replace("\n", "\\n"))
+    """Exit 4 with one line (model names made inert for the terminal); the reports folder is left as it is."""
+    return pytest.UsageError(inert.terminal(message).replace("\n", "\\n"))
 
 
 def selected_submissions(config: pytest.Config) -> list[Submission]:

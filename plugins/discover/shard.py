@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,9 +26,8 @@ from typing import Any
 
 import pytest
 
-_SHAPE = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
-MAX_SHARDS = 10_000  # far beyond any roster; a typo such as 1/30000000 must not build a plan that large
-WORDS = f"I/N, whole numbers with 1 <= I <= N <= {MAX_SHARDS} (shards count from 1: 1/3, 2/3, 3/3)"
+from reference.challenges import reference_module
+
 ASSIGNMENT = "balanced by case count: heaviest pair first, to the least-loaded shard"
 
 
@@ -46,23 +44,8 @@ class Plan:
 PLAN_KEY = pytest.StashKey[Plan]()
 
 
-def parse(text: str) -> tuple[int, int]:
-    """``"2/3"`` -> ``(2, 3)``; raises ValueError for any other shape (the range is the caller's rule)."""
-    match = _SHAPE.fullmatch(text)
-    if not match:
-        raise ValueError(f"not of the form {WORDS}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def in_range(shard: tuple[int, int]) -> bool:
-    index, count = shard
-    return 1 <= index <= count <= MAX_SHARDS
-
-
 def weight(challenge: str) -> int:
     """A pair's expected work: its challenge's case count (1 for a challenge with no contract here)."""
-    from reference.challenges import reference_module  # late: the config module imports this one
-
     try:
         module = reference_module(challenge)
     except KeyError:

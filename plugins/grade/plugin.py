@@ -2,7 +2,7 @@
 
 Only the xdist controller (or the single process without ``-n``) aggregates, from ``pytest_runtest_logreport``, so the
 summary is the same with and without ``-n``. Each record is appended to ``cases.jsonl`` the moment it arrives
-(:mod:`plugins.report.journal`), so a run killed by any means leaves its cases for :mod:`plugins.report.recover`. A
+(:mod:`plugins.grade.journal`), so a run killed by any means leaves its cases for :mod:`plugins.report.recover`. A
 graded test whose report carries no record (its worker died) is scored as a crash of the model it graded, found through
 the node id map of :mod:`plugins.discover.ids` (never by parsing the id). The summary is a plain dict
 (:mod:`plugins.grade.summary`); ``plugins/report`` writes it out.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import os
 import platform
 import signal
 from typing import Any
@@ -20,15 +19,15 @@ from typing import Any
 import pytest
 
 from plugins import hookspecs
-from plugins.config import grader_config, host_cores, run_quietly
+from plugins.base import records as r
+from plugins.base.host import host_cores, run_quietly
+from plugins.config import grader_config
 from plugins.discover import shard
 from plugins.discover.ids import NodeMap
 from plugins.discover.plugin import selected_submissions
-from plugins.grade import records as r
 from plugins.grade import rubric as rubric_module
 from plugins.grade import summary as summary_module
-from plugins.report import lifecycle
-from plugins.report.journal import FILE_NAME, Journal
+from plugins.grade.journal import FILE_NAME, Journal
 from reference.challenges import all_challenges
 
 SUMMARY_KEY = pytest.StashKey[dict[str, Any]]()
@@ -72,16 +71,13 @@ class RecordCollector:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Move the last run's reports aside, stamp "run in progress", open the journal with the run's header."""
+        """Have the report stage make the folder ready (``pytest_grader_prepare_reports``), then open the journal with
+        the run's header."""
         if self.config.option.collectonly:
             return
         folder = grader_config(self.config).reports_dir
         folder.mkdir(parents=True, exist_ok=True)
-        try:
-            self.retired = lifecycle.retire(folder)
-        except lifecycle.FolderBusy as exc:
-            raise pytest.UsageError(str(exc)) from None
-        lifecycle.stamp_running(folder, html=_html_in(self.config, folder))
+        self.retired = self.config.hook.pytest_grader_prepare_reports(folder=folder, config=self.config) or ""
         self.journal = Journal(folder / FILE_NAME)
         self.header = run_header(self.config)
         self.journal.header(self.header)
@@ -187,15 +183,7 @@ class RecordCollector:
     def end(self, status: str) -> None:
         """Called by the report plugin once the reports are written."""
         if self.journal:
-            self.journal.end(status, ended=lifecycle.now())
-
-
-def _html_in(config: pytest.Config, folder: Any) -> bool:
-    """Whether pytest-html will write ``report.html`` into the reports folder (then a stub may stand in for it)."""
-    path = getattr(config.option, "htmlpath", None)
-    return (
-        bool(path) and config.pluginmanager.hasplugin("html") and os.path.abspath(path) == str(folder / "report.html")
-    )
+            self.journal.end(status, ended=now())
 
 
 def _orphan_record(graded: Any, report: pytest.TestReport) -> r.CaseRecord:
@@ -221,7 +209,7 @@ def run_header(config: pytest.Config) -> dict[str, Any]:
     cfg = grader_config(config)
     return {
         "schema_version": SCHEMA_VERSION,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "created": now(),
         "machine": machine_info(cfg.device),
         "commit": git_commit(cfg.repo),
         "options": cfg.to_dict()
@@ -256,7 +244,12 @@ def _load_rubric(config: pytest.Config) -> rubric_module.Rubric:
         return rubric_module.load_rubric(path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         message = f"--rubric={path}: not a readable rubric ({exc.__class__.__name__}: {exc})"
-        raise lifecycle.usage_error(config, message) from None
+        raise pytest.UsageError(message) from None
+
+
+def now() -> str:
+    """The time in UTC, to the second, as every record of a run writes it."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def machine_info(device: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plugins.grade.records import PASSED, SKIPPED, CaseRecord
+from plugins.base.records import PASSED, SKIPPED, CaseRecord
 from reference.contract import CATEGORIES
 
 # A CUDA challenge graded where there is no GPU: its kernels compiled, none ran. Not a letter: it is shown in place of

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Any
 
+from plugins.base import records as r
 from plugins.discover.submissions import sample_number, split_sample
-from plugins.grade import records as r
 from plugins.grade import rubric as rubric_module
 
 PASS_CATEGORIES = ("core", "edge")  # a failed case of these makes a sample fail; the rest only cost points

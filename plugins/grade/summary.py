@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from plugins.base import records as r
 from plugins.discover.submissions import problem_line
-from plugins.grade import records as r
 from plugins.grade import rubric as rubric_module
 from plugins.grade import samples as samples_module
 from reference import tasks

@@ -20,15 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from plugins.base import records as r
+from plugins.base.wording import markdown_table as table
+from plugins.compare import paired
 from plugins.compare.judge import judge, unrunnable
 from plugins.config import GraderConfig
 from plugins.discover.submissions import Submission
-from plugins.grade import records as r
-from plugins.isolate import paired, runspace
+from plugins.isolate import runspace
 from plugins.isolate.build import BuildResult, build, nvcc_path
 from plugins.isolate.loaders.cuda import FAULT_PREFIX, TRIALS
 from plugins.isolate.sandbox import Program
-from plugins.report.markdown import table
 from reference.challenges import all_challenges, reference_module
 from reference.contract import Case
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from plugins.grade.records import MESSAGE_CHARS, safe_text
+from plugins.base.records import MESSAGE_CHARS, safe_text
 from plugins.isolate import wire
 
 # What an honest driver needs stays far below each cap. Measured: beam search's 80 random calls take 1,859 model calls

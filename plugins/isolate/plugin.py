@@ -25,17 +25,19 @@ from typing import Any
 import numpy as np
 import pytest
 
+from plugins.base import records as r
+from plugins.base.host import visible_gpus
+from plugins.base.wording import speed_words
+from plugins.compare import paired
 from plugins.compare.comparator import Comparison
 from plugins.compare.judge import judge, unrunnable
-from plugins.config import GraderConfig, grader_config, visible_gpus
+from plugins.config import GraderConfig, grader_config
 from plugins.discover.plugin import SUBMISSIONS_KEY
 from plugins.discover.submissions import Submission
-from plugins.grade import records as r
-from plugins.isolate import cuda_cases, fairness, paired, runspace, sandbox_report, schedule, verdicts, wire
+from plugins.isolate import cuda_cases, fairness, runspace, sandbox_report, schedule, verdicts, wire
 from plugins.isolate.measure import time_floor
 from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
 from plugins.isolate.truths import TruthStore
-from plugins.report.speed import speed_words
 from reference.challenges import reference_module
 from reference.contract import Case, Expected
 
@@ -44,7 +46,7 @@ from reference.contract import Case, Expected
 pytest_grader_report_sections = cuda_cases.pytest_grader_report_sections
 
 
-RUN_SPACE_KEY = pytest.StashKey[runspace.RunSpace]()
+RUN_SPACE_KEY = runspace.RUN_SPACE_KEY
 # Inputs and truths kept in a worker's memory: two challenges' worth (at most 19 cases each, plus a speed case's
 # trials). Older ones are read back from the run's shared store when needed; keeping all held gigabytes per worker.
 KEEP_TRUTHS = 48

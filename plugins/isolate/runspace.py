@@ -28,7 +28,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugins.grade.records import safe_text
+import pytest
+
+from plugins.base.records import safe_text
 from plugins.isolate import containment
 
 RUN_PREFIX = "kernelgrade-run-"
@@ -352,3 +354,7 @@ def default() -> RunSpace:
         _DEFAULT.append(RunSpace.create())
         atexit.register(_DEFAULT[0].remove)
     return _DEFAULT[0]
+
+
+# The run's space in ``config.stash``: set by the isolate plugin, read by the schedule (its speed-phase barrier).
+RUN_SPACE_KEY = pytest.StashKey[RunSpace]()

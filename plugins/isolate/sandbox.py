@@ -26,13 +26,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from plugins.grade.records import MESSAGE_CHARS, OUTPUT_CHARS, TRACEBACK_CHARS, TYPE_CHARS, safe_text
+from plugins.base.records import MESSAGE_CHARS, OUTPUT_CHARS, TRACEBACK_CHARS, TYPE_CHARS, Outcome, safe_text
 from plugins.isolate import containment, gpu_rung, runspace, wire
 from plugins.isolate.containment import Cgroup
 from plugins.isolate.exchange import Exchange, OverCap, Service, converse
@@ -62,7 +62,7 @@ _CHILD_KINDS = ("exception", "oom", "contract")  # the kinds of error a child's 
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits for every child (from the command line, see plugins/config.py)."""
+    """Resource limits for every child (from the command line, see plugins/config/)."""
 
     call_timeout_s: float
     memory_bytes: int
@@ -71,25 +71,6 @@ class Limits:
     gpu_memory_fraction: float = 0.5  # of the GPU's memory, per child, on GPU runs (through torch)
     file_size_bytes: int = 256 * 2**20
     output_tail_chars: int = 2000
-
-
-@dataclass
-class Outcome:
-    """What one request produced: ``status`` is ok, error, timeout, crash or oom."""
-
-    status: str
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
-    # The grader's own measurements of the request: [{"measured": True, "seconds": wall time from request sent to
-    # answer received, "peak_bytes": peak memory growth of the child's process tree, less the inputs' bytes}]
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    kind: str = ""  # for errors: exception, oom, contract
-    message: str = ""
-    traceback: str = ""
-    stdout: str = ""
-    stderr: str = ""
-    # The grader's own record of the request's messages (exchange.py): calls per service, memory at each checkpoint.
-    service_calls: dict[str, int] = field(default_factory=dict)
-    checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

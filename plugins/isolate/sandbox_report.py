@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from plugins.base.inert import markdown
 from plugins.isolate import containment, diskcap, gpu_rung
 from plugins.isolate.runspace import RunSpace
-from plugins.report.inert import markdown
 
 
 class SandboxReport:

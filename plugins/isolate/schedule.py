@@ -45,7 +45,9 @@ from typing import Any
 
 import pytest
 
-from plugins.config import grader_config, host_cores
+from plugins.base.host import host_cores
+from plugins.config import grader_config
+from plugins.isolate.runspace import RUN_SPACE_KEY
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 BARRIER_NAME = "correctness.done"
@@ -80,8 +82,6 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """Tell each worker where the end of the correctness phase will be announced (only under our scheduler)."""
-    from plugins.isolate.plugin import RUN_SPACE_KEY
-
     if _ours(node.config):
         node.workerinput[BARRIER_KEY] = str(node.config.stash[RUN_SPACE_KEY].root / BARRIER_NAME)
 
@@ -90,8 +90,6 @@ def pytest_configure_node(node: Any) -> None:
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if not _ours(config):
         return None
-    from plugins.isolate.plugin import RUN_SPACE_KEY
-
     collector = config.pluginmanager.get_plugin("kernelgrade-records")
     # The last run's case times (its results.json, moved to previous/ when this run started) say which units are long.
     previous = earlier_cases(grader_config(config).reports_dir / "previous" / "results.json")

@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-from plugins.grade import records as r
+from plugins.base import records as r
 
 FOLDER = "verdicts"
 RUNNING = "running"

@@ -1,6 +1,6 @@
 """Badges written offline: an SVG per model with its overall letter, and a shields.io endpoint JSON beside it.
 
-File names come from :func:`plugins.report.inert.file_stem`: unique per model name and short enough for any file
+File names come from :func:`plugins.base.inert.file_stem`: unique per model name and short enough for any file
 system, so ``has space`` and ``has_space`` get two files and a 255-byte name does not stop the other reports.
 """
 
@@ -10,7 +10,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from plugins.report import inert
+from plugins.base import inert
 
 COLOURS = {"A": "#4c1", "B": "#97ca00", "C": "#dfb317", "D": "#fe7d37", "F": "#e05d44"}
 _CHAR_PX = 7  # average width of an 11px Verdana character, close enough for short labels

@@ -1,25 +1,57 @@
 """Pytest side of ``--baseline`` and ``--judge-grades``: sections of ``grades.md`` and lines after the grade matrix.
 
-Both files are read and checked when the run starts (``plugins/config.py``); here, once the summary exists, they are
-compared with it (:mod:`plugins.report.compare_runs`, :mod:`plugins.report.judge_grades`) through the
-``pytest_grader_report_sections`` hook, and the same comparison is printed in the terminal summary.
+Both files are read and checked when the run is configured, before the run moves its reports folder aside (the baseline
+may be the results.json it replaces); one that cannot be read as documented is a usage error (exit 4, one line). Once
+the summary exists, they are compared with it (:mod:`plugins.report.compare_runs`, :mod:`plugins.report.judge_grades`)
+through the ``pytest_grader_report_sections`` hook, and the same comparison is printed in the terminal summary.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from plugins.config import COMPARISON_INPUTS_KEY, grader_config
+from plugins.base import inert
+from plugins.config import grader_config
 from plugins.grade.plugin import SUMMARY_KEY
 from plugins.grade.rubric import load_rubric
-from plugins.report import compare_runs, inert, judge_grades
+from plugins.report import compare_runs, judge_grades
 
+COMPARISON_INPUTS_KEY = pytest.StashKey[dict[str, Any]]()  # "baseline", "judge": (path as given, what it holds)
 TERMINAL_KEY = pytest.StashKey[list[tuple[str, list[str]]]]()
 BASELINE_TITLE = "Against the baseline"
 JUDGE_TITLE = "Judge against execution"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        config.stash[COMPARISON_INPUTS_KEY] = checked_comparison_inputs(config)
+
+
+def checked_comparison_inputs(config: pytest.Config) -> dict[str, Any]:
+    """``--baseline`` and ``--judge-grades`` as read from their files; raises ``pytest.UsageError`` for one that cannot
+    be read as documented."""
+    option, inputs = config.option, {}
+    if option.baseline:
+        try:
+            inputs["baseline"] = (option.baseline, compare_runs.load_baseline(Path(option.baseline).expanduser()))
+        except compare_runs.BaselineError as exc:
+            raise pytest.UsageError(inert.one_line(f"--baseline={option.baseline}: {exc}")) from None
+    if option.judge_grades:
+        try:
+            rubric = load_rubric(grader_config(config).rubric)
+        except (OSError, ValueError, KeyError, TypeError):
+            return inputs  # the grade plugin reports the unreadable rubric as the usage error
+        try:
+            rows = judge_grades.read_judge_file(Path(option.judge_grades).expanduser(), rubric)
+        except judge_grades.JudgeFileError as exc:
+            # the file's own text (a model name) is in the message: shown, never sent to the terminal as is
+            raise pytest.UsageError(inert.one_line(f"--judge-grades={option.judge_grades}: {exc}")) from None
+        inputs["judge"] = (option.judge_grades, rows)
+    return inputs
 
 
 def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config) -> list[tuple[str, str]] | None:

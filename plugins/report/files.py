@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from plugins.grade.journal import json_safe
 from plugins.report import badges as badge_files
 from plugins.report import markdown, pictures
-from plugins.report.journal import json_safe
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -12,11 +12,12 @@ from html import escape
 from typing import Any
 
 import pytest
-from tabulate import tabulate
 
+from plugins.base import inert
+from plugins.base.records import NO_CODE, PASSED, RECORD_PROPERTY, SKIPPED, CaseRecord
+from plugins.base.wording import html_table as table
 from plugins.grade.plugin import SUMMARY_KEY
-from plugins.grade.records import NO_CODE, PASSED, RECORD_PROPERTY, SKIPPED, CaseRecord
-from plugins.report import inert, pictures, samples, tables
+from plugins.report import pictures, samples, tables
 
 COLUMNS = ("model", "case", "outcome", "error / bound", "time (ms)")
 SHOWN_UNTAGGED = (PASSED, SKIPPED, NO_CODE)  # not a failed check of any property: no origin tag beside them
@@ -70,11 +71,6 @@ def summary_html(run: dict[str, Any]) -> str:
     parts.append(f"<p>Seed {escape(str(run['options']['seed']))}; full details in grades.md and results.json.</p>")
     parts.append("</div>")
     return "".join(parts)
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    """An HTML table (tabulate escapes every cell; ``inert.visible`` first shows control characters)."""
-    return tabulate([[inert.visible(c) for c in row] for row in rows], headers=headers, tablefmt="html")
 
 
 @pytest.hookimpl(optionalhook=True)

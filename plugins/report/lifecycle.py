@@ -5,20 +5,19 @@
   pytest-html will write it, ``report.html`` say "run in progress". They are replaced when the run ends.
 - If the run before was killed (its ``results.json`` still says ``running``), its ``cases.jsonl`` is first turned into
   reports marked incomplete (:mod:`plugins.report.recover`); those move to ``previous/``.
-- A usage error (a bad option, an unknown model, no submissions) moves the reports aside the same way and leaves a
-  ``grades.md`` and ``results.json`` (``"status": "usage-error"``) that say so; a later usage error replaces them and
-  keeps ``previous/`` as it was.
+- A usage error (a bad option, an unknown model, no submissions) is no run: it leaves the folder as it is, the last
+  run that graded included. (Stubs that say ``"status": "usage-error"``, left by earlier versions, are replaced like
+  the failed-to-start ones.)
 - A run that stops before its session starts (an internal error or Ctrl-C while it discovers or copies the
   submissions, before the reports are moved aside) moves them aside the same way, through :class:`StartGuard`, and
   leaves a ``grades.md`` and ``results.json`` (``"status": "failed-to-start"``) that say why; the next run replaces
-  them and keeps ``previous/``, as after a usage error.
+  them and keeps ``previous/``.
 - A run that is still alive (its pid, on this host, is a running pytest) keeps its folder: the new run stops with a
   usage error instead of moving files from under it.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -27,34 +26,20 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from plugins.base import inert
+from plugins.config import reports_dir
+from plugins.report import recover
 from plugins.report.files import atomic_write
+from plugins.report.state import FAILED_TO_START, RUNNING, STUBS, now, read_state
 
 REPORT_FILES = ("grades.md", "results.json", "report.html", "cases.jsonl")
 REPORT_DIRS = ("badges",)
 PREVIOUS = "previous"
-RUNNING, USAGE_ERROR, FAILED_TO_START = "running", "usage-error", "failed-to-start"
-STUBS = (USAGE_ERROR, FAILED_TO_START)  # statuses of stubs that stand for no run: replaced, never kept as previous/
 STUB_MARK = "<!-- kernelgrade: not a report -->"
 
 
 class FolderBusy(Exception):
     """Another grading run that is still alive writes to this reports folder."""
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-def read_state(folder: Path) -> dict[str, Any] | None:
-    """The folder's ``results.json`` as a dict; ``{"status": "unreadable"}`` if it is not JSON; None if absent."""
-    path = folder / "results.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except ValueError:
-        return {"status": "unreadable"}
-    return data if isinstance(data, dict) else {"status": "unreadable"}
 
 
 def _alive(state: dict[str, Any]) -> bool:
@@ -84,8 +69,6 @@ def retire(folder: Path) -> str:
         return ""
     note = ""
     if status == RUNNING:
-        from plugins.report import recover  # late: recover imports the writers, which import this module's neighbours
-
         try:
             note = recover.recover(folder, reason="the grading process died before it wrote its reports")
         except Exception as exc:  # a damaged journal must not stop every later run
@@ -134,11 +117,6 @@ def stamp_running(folder: Path, html: bool) -> dict[str, Any]:
     return state
 
 
-def stamp_usage_error(folder: Path, message: str) -> None:
-    """Move the last reports aside and say why this invocation wrote none. Never raises (the usage error matters)."""
-    _stamp_stopped(folder, USAGE_ERROR, "the last invocation stopped on a usage error", message)
-
-
 def _stamp_stopped(folder: Path, status: str, headline: str, message: str) -> None:
     """Move the last reports aside and leave stubs with ``status`` that say why no grades follow; never raises."""
     try:
@@ -158,7 +136,7 @@ class StartGuard:
     """Registered on the controller (or the only process) as soon as discovery configures: if the run stops with an
     internal error or an interrupt before its session starts (when the reports are moved aside and the "run in
     progress" stubs written), it moves the last run's reports aside and says so (module docstring). Without it, such a
-    run left them in place, marked complete, as if they were its own. A usage error stamps the folder itself."""
+    run left them in place, marked complete, as if they were its own. A usage error leaves the folder as it is."""
 
     def __init__(self, config: Any):
         self.config = config
@@ -177,33 +155,18 @@ class StartGuard:
     def _stopped(self, message: str) -> None:
         if self.started:  # the session's own stubs and reports say what happened
             return
-        from plugins.config import reports_dir
-
         headline = "the last invocation stopped before it graded anything"
         _stamp_stopped(reports_dir(self.config), FAILED_TO_START, headline, message[-2000:])
 
 
-def usage_error(config: Any, message: str) -> Exception:
-    """A ``pytest.UsageError`` (exit 4, one line) after moving the reports aside (on the controller only)."""
-    import pytest
-
-    from plugins.config import reports_dir
-
-    if not hasattr(config, "workerinput") and not getattr(config.option, "help", False):
-        stamp_usage_error(reports_dir(config), message)
-    return pytest.UsageError(message)
-
-
 def _fenced(text: str) -> str:
     """Text from the command line (it may hold a submission's folder name) as an inert Markdown code block."""
-    from plugins.report import inert
 
     fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
     return f"\n\n{fence}text\n{inert.visible(text)}\n{fence}"
 
 
 def _html_page(title: str, markdown_text: str) -> str:
-    from plugins.report import inert
 
     body = inert.html(markdown_text.replace(STUB_MARK, "")).replace("\n\n", "</p><p>")
     head = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"

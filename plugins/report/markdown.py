@@ -4,28 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tabulate import tabulate
-
-from plugins.report import inert, pictures, tables
+from plugins.base.wording import escape
+from plugins.base.wording import markdown_table as table
+from plugins.report import pictures, tables
 
 MAX_FAILURES_LISTED = 12  # per model and challenge; results.json and report.html keep them all
 _TITLE_NOTE = {"complete": "", "empty": " (no case ran)"}  # anything else: the run did not finish
 MAX_MESSAGE_CHARS = 320  # per failure line; the full message is in results.json
-
-
-def escape(text: Any) -> str:
-    """Cell- and line-safe text: model output and folder names must not break tables or inject markup."""
-    return inert.markdown(text)
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A Markdown (pipe) table with every cell and header escaped: the one table writer of grades.md sections."""
-    return tabulate(
-        [[escape(c) for c in row] for row in rows],
-        headers=[escape(h) for h in headers],
-        tablefmt="pipe",
-        disable_numparse=True,
-    )
 
 
 def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> str:

@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugins.config import run_quietly
+from plugins.base import inert
+from plugins.base.host import run_quietly
+from plugins.base.records import CaseRecord
 from plugins.grade import summary as summary_module
-from plugins.grade.records import CaseRecord
-from plugins.report import inert, lifecycle, recover
-from plugins.report.journal import FILE_NAME, Replay, replay, write_run
+from plugins.grade.journal import FILE_NAME, Replay, replay, write_run
+from plugins.report import lifecycle, recover
 from plugins.report.markdown import table
 
 REPO = Path(__file__).resolve().parents[2]

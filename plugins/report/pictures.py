@@ -2,7 +2,7 @@
 
 The pictures are plain SVG strings and HTML/Markdown tables made here (no plotting library, no script, nothing fetched),
 so ``report.html`` stays one self-contained file and ``heatmap.svg`` / ``speed.svg`` open anywhere beside ``grades.md``.
-Every text that can come from a submission (model names above all) goes through :mod:`plugins.report.inert`; the rest
+Every text that can come from a submission (model names above all) goes through :mod:`plugins.base.inert`; the rest
 (challenge ids, case ids, traps) is escaped the same way, so no string can open an element.
 
 - Heatmap: models (ranked) by challenges, the letter in each cell, coloured by its letter band; a status that is no
@@ -23,8 +23,9 @@ import math
 import re
 from typing import Any
 
-from plugins.grade.records import NO_CODE, PASSED, SKIPPED
-from plugins.report import inert, tables
+from plugins.base import inert
+from plugins.base.records import NO_CODE, PASSED, SKIPPED
+from plugins.report import tables
 
 # Letter bands, a diverging green-to-red scale (ColorBrewer RdYlGn), readable with black text except at the ends.
 BAND_COLOURS = {"A": "#1a9850", "B": "#91cf60", "C": "#d9ef8b", "D": "#fdae61", "F": "#d73027"}

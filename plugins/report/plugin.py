@@ -4,23 +4,28 @@ Everything here runs on the xdist controller only (or the single process), from 
 reports are identical with and without ``-n``. ``report.html`` is written by pytest-html when it is installed: unless
 ``--html`` is given, it goes to ``<reports-dir>/report.html`` as one self-contained file.
 
-The reports folder's life cycle (the previous run's reports moved to ``previous/``, "run in progress" stubs, the
-``cases.jsonl`` journal and recovery after a kill) is in :mod:`plugins.report.lifecycle`,
-:mod:`plugins.report.journal` and :mod:`plugins.report.recover`; every string from a submission goes through
-:mod:`plugins.report.inert` before it is shown.
+The reports folder's life cycle (the previous run's reports moved to ``previous/``, "run in progress" stubs, recovery
+after a kill) is in :mod:`plugins.report.lifecycle` and :mod:`plugins.report.recover`, driven from here: the grade stage
+asks for the folder through ``pytest_grader_prepare_reports`` before it opens its ``cases.jsonl`` journal
+(:mod:`plugins.grade.journal`), and a run that stops before its session starts is caught by
+:class:`plugins.report.lifecycle.StartGuard`, registered here before discovery configures. Every string from a
+submission goes through :mod:`plugins.base.inert` before it is shown.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from plugins.base import inert
 from plugins.config import grader_config, reports_dir
+from plugins.grade import journal
 from plugins.grade.plugin import SUMMARY_KEY
-from plugins.report import files, inert, journal, tables
+from plugins.report import files, lifecycle, tables
 
 WRITTEN_KEY = pytest.StashKey[list[Path]]()
 WARNINGS_KEY = pytest.StashKey[list[str]]()
@@ -29,12 +34,35 @@ WARNINGS_KEY = pytest.StashKey[list[str]]()
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Point pytest-html at the reports folder (before pytest-html's own configure reads the option); not for
-    ``--collect-only``, which grades nothing and must not replace the last run's report."""
+    ``--collect-only``, which grades nothing and must not replace the last run's report. On the controller, from here on
+    (tryfirst: before discovery configures), a run that fails before it starts grading leaves no earlier reports
+    looking current (:class:`lifecycle.StartGuard`)."""
     if config.option.collectonly:
         return
+    if not hasattr(config, "workerinput") and not config.option.help:
+        config.pluginmanager.register(lifecycle.StartGuard(config), "kernelgrade-start-guard")
     if config.pluginmanager.hasplugin("html") and getattr(config.option, "htmlpath", None) is None:
         config.option.htmlpath = str(reports_dir(config) / "report.html")
         config.option.self_contained_html = True
+
+
+def pytest_grader_prepare_reports(folder: Path, config: pytest.Config) -> str:
+    """Move the last run's reports aside and stamp "run in progress" (:mod:`plugins.report.lifecycle`); a folder that
+    another live run writes to is a usage error."""
+    try:
+        retired = lifecycle.retire(folder)
+    except lifecycle.FolderBusy as exc:
+        raise pytest.UsageError(str(exc)) from None
+    lifecycle.stamp_running(folder, html=_html_in(config, folder))
+    return retired
+
+
+def _html_in(config: pytest.Config, folder: Path) -> bool:
+    """Whether pytest-html will write ``report.html`` into the reports folder (then a stub may stand in for it)."""
+    path = getattr(config.option, "htmlpath", None)
+    return (
+        bool(path) and config.pluginmanager.hasplugin("html") and os.path.abspath(path) == str(folder / "report.html")
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

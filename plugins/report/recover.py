@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from plugins import GRADER_PLUGINS
+from plugins.base import inert
+from plugins.base.records import CaseRecord
 from plugins.grade import rubric as rubric_module
 from plugins.grade import summary as summary_module
-from plugins.grade.records import CaseRecord
-from plugins.report import files, inert, lifecycle
-from plugins.report.journal import FILE_NAME, replay
+from plugins.grade.journal import FILE_NAME, replay
+from plugins.report import files, state
 
 OFFLINE_NOTE = "recovered offline from cases.jsonl: scored with the rubric file and the default scoring hooks"
 # Section plugins of GRADER_PLUGINS that need the live run (--baseline, --judge-grades); the sandbox's copy notes
@@ -143,8 +144,8 @@ def main(argv: list[str]) -> int:
     if not (folder / FILE_NAME).is_file():
         print(f"{folder}: no {FILE_NAME} to recover from", file=sys.stderr)
         return 1
-    status = (lifecycle.read_state(folder) or {}).get("status")
-    if status not in (lifecycle.RUNNING, None):
+    status = (state.read_state(folder) or {}).get("status")
+    if status not in (state.RUNNING, None):
         print(f"{folder}: its reports are of a run that ended ({status}); nothing to recover", file=sys.stderr)
         return 1
     done = recover(folder)

@@ -4,7 +4,7 @@ called by :mod:`plugins.report.html`) and the terminal, after the grade matrix; 
 
 Registered in ``conftest.py`` after ``plugins.report.plugin`` (so its terminal lines follow the grade matrix) and
 before ``plugins.report.html``, which imports it: a plugin module must not be imported before pytest registers it.
-Every model name goes through :mod:`plugins.report.inert` in the format it is shown in.
+Every model name goes through :mod:`plugins.base.inert` in the format it is shown in.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from plugins.base import inert
+from plugins.base.wording import html_table
+from plugins.base.wording import markdown_table as table
 from plugins.grade.plugin import SUMMARY_KEY
-from plugins.report import inert, tables
-from plugins.report.markdown import table
+from plugins.report import tables
 
 TITLE = "Samples and pass@k"
 INTRO = (
@@ -88,8 +90,6 @@ def render(summary: dict[str, Any]) -> str:
 def html_section(summary: dict[str, Any]) -> str:
     """The same section for ``report.html`` (tabulate's html format escapes every cell; ``inert.visible`` first shows
     control characters), or an empty string."""
-    from plugins.report.html import table as html_table  # late: plugins.report.html imports this module
-
     if not summary.get("samples"):
         return ""
     intro = inert.html(INTRO.replace("`", ""))

@@ -6,8 +6,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from plugins.base import inert, wording
 from plugins.grade.rubric import BUILT_ONLY, NO_CODE
-from plugins.report import inert, speed
 from reference.contract import CATEGORIES
 
 NOT_ATTEMPTED = "—"
@@ -134,7 +134,7 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
             elif cat is None:
                 cells.append("not run")
             elif name == "speed" and grade["speed_ratio"] is not None:
-                cells.append(speed.ratio_words(grade["speed_ratio"], "ref"))  # the slowest speed case, in words
+                cells.append(wording.ratio_words(grade["speed_ratio"], "ref"))  # the slowest speed case, in words
             else:
                 cells.append(f"{cat['passed']}/{cat['cases']}")
         cells += [interface(summary, row["model"], challenge), grade["loaded"], "; ".join(grade["notes"])]

@@ -21,7 +21,7 @@ or, to use a built-in profile by name (what ``kernelgrade new`` writes into a mo
     task = "kernelgrade"
 
 Built in: ``kernelgrade`` (our prompts, ``docs/challenges/<id>.md``; the default) and ``scaffold`` (the widely used
-public prompts of the same eight challenges). Every error is a :class:`TaskError` with a one-line message: a profile
+public prompts of the same challenges). Every error is a :class:`TaskError` with a one-line message: a profile
 is checked strictly (unknown challenge, rule, key or value), since a typo would silently demote or promote cases.
 """
 

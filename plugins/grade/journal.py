@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from plugins.grade.records import CaseRecord
+from plugins.base.records import CaseRecord
 from plugins.grade.summary import Key, Selection
 
 FILE_NAME = "cases.jsonl"

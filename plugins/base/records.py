@@ -1,4 +1,5 @@
-"""The typed record of one case of one submission: what ran, how it ended, and the figures that explain the grade.
+"""The typed record of one case of one submission: what ran, how it ended, and the figures that explain the grade;
+and the :class:`Outcome` of one request to a sandbox child, which the comparator turns into a record.
 
 Records leave a pytest worker as plain dicts (``to_dict``) inside ``user_properties``: xdist serialises reports with
 execnet, which accepts builtins only.
@@ -17,7 +18,9 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from plugins.report import inert
+import numpy as np
+
+from plugins.base import inert
 from reference import tasks
 from reference.contract import Case
 
@@ -191,3 +194,22 @@ class CaseRecord:
         record = cls(model, challenge, case.id, index, case.category, case.guards, outcome, **fields)
         record.rules, record.beyond, record.task = list(case.rules), beyond, task.profile
         return record
+
+
+@dataclass
+class Outcome:
+    """What one request produced: ``status`` is ok, error, timeout, crash or oom."""
+
+    status: str
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    # The grader's own measurements of the request: [{"measured": True, "seconds": wall time from request sent to
+    # answer received, "peak_bytes": peak memory growth of the child's process tree, less the inputs' bytes}]
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    kind: str = ""  # for errors: exception, oom, contract
+    message: str = ""
+    traceback: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    # The grader's own record of the request's messages (exchange.py): calls per service, memory at each checkpoint.
+    service_calls: dict[str, int] = field(default_factory=dict)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
