@@ -165,9 +165,10 @@ def failed_cases(run: GradingRun, model: str) -> set[str]:
 
 @pytest.mark.grading_run
 def test_demo_letters(roster):
-    """Correct: A+; one-pass variance: B+ (precision 1/3, edge 6/7); no mean term: F (dx wrong everywhere)."""
+    """Correct: A+; one-pass variance: B (precision 1/3, edge 6/7; the robustness cases it passes depend on rules our
+    prompts never state, so they are not scored); no mean term: F (dx wrong everywhere)."""
     letters = {m: c["layer_norm_bwd"] for m, c in roster.letters().items() if "layer_norm_bwd" in c}
-    assert letters == {"demo-tiled": "A+", "demo-ln-onepass": "B+", "demo-ln-no-mean-term": "F"}
+    assert letters == {"demo-tiled": "A+", "demo-ln-onepass": "B", "demo-ln-no-mean-term": "F"}
 
 
 @pytest.mark.grading_run

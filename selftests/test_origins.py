@@ -77,12 +77,13 @@ def test_case_record_carries_the_origin():
 @pytest.mark.grading_run
 def test_float64_outputs_lose_only_the_added_dtype_cases(roster):
     """demo-f64-out (float64 back for float32 inputs) keeps every core, edge and precision point: it fails exactly the
-    two robustness cases that ask float32 to stay float32, each tagged "added", and stays A+."""
+    two robustness cases that ask float32 to stay float32, each tagged "added" and not scored, and stays A+."""
     grades = roster.summary["models"]["demo-f64-out"]["challenges"]
     failed = {(ch, f["case"], f["origin"]) for ch, g in grades.items() for f in g["failed"]}
     assert failed == {("flash_attention", F32_KEEP, "added"), ("flash_attention_bwd", F32_KEEP, "added")}
     for grade in grades.values():
-        assert grade["letter"] == "A+" and grade["categories"]["robustness"]["passed"] == 1
+        assert grade["letter"] == "A+" and grade["points"] == 100.0
+        assert all(c["passed"] == c["cases"] for c in grade["categories"].values())  # what is scored all passed
         kept = [grade["categories"][c] for c in ("core", "edge", "precision")]
         assert all(c["passed"] == c["cases"] for c in kept)
     record = roster.records()[("demo-f64-out", "flash_attention", F32_KEEP)]

@@ -138,8 +138,9 @@ def test_summary_of_three_samples_and_a_single_one():
     assert group["pass_at_k"] == {"pass@1": 1 / 3, "pass@2": 2 / 3, "pass@3": 1.0}
     points = [s["points"] for s in group["samples"]]
     assert points[2] == 0.0 and group["mean_points"] == pytest.approx(sum(points) / 3, abs=0.01)
-    # rubric.toml weights of the categories run (core 40, edge 25, robustness 5; the rest drop out): 65/70, 45/70
-    assert points[:2] == [92.86, 64.29] and group["sd_points"] == pytest.approx(statistics.stdev(points), abs=0.01)
+    # rubric.toml weights of the categories scored (core 40, edge 25; the rest drop out, and case 15 depends on a rule
+    # our prompts never state, float32-stays-float32, so it is not scored): 65/65, 40/65
+    assert points[:2] == [100.0, 61.54] and group["sd_points"] == pytest.approx(statistics.stdev(points), abs=0.01)
     assert (group["min_points"], group["max_points"]) == (min(points), max(points))
     text = report_samples.render(summary)
     assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
