@@ -55,6 +55,11 @@ class GraderConfig:
     # --task=NAME|PATH: the task profile (reference/tasks) for every model of the run, a built-in name or an absolute
     # path; None: each model's own kernelgrade-task.toml, the repo's, else the default (plugins/discover/tasks.py).
     task: str | None = None
+    # The reports' history and fail-fast (issue 21): numbered runs kept, CI exit on regression, and whether a
+    # submission's remaining cases of a challenge fail at once after two timeouts in a row.
+    keep_runs: int = 20
+    fail_on_regression: bool = False
+    fail_fast: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -139,9 +144,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--baseline",
-        metavar="PATH",
-        help="a results.json of an earlier run: reports add grade deltas, newly failing and passing cases, and speed "
-        "changes beyond the noise",
+        metavar="last|N|PATH",
+        help="an earlier run to compare with: last (the newest finished run of --reports-dir), N (run N of its "
+        "history/) or a results.json; reports add grade deltas, newly failing and passing cases, and speed changes "
+        "beyond the noise",
+    )
+    group.addoption(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 if a grade dropped by more than one letter step or a case newly fails against --baseline "
+        "(default baseline: last), else 0, whatever the submissions' own failures (for CI)",
+    )
+    group.addoption(
+        "--keep-runs",
+        default="20",
+        metavar="N",
+        help="numbered runs kept in <reports-dir>/history/, oldest deleted first (default: 20)",
+    )
+    group.addoption(
+        "--no-fail-fast",
+        action="store_true",
+        help="run every case of a submission that timed out twice in a row (default: its remaining cases of that "
+        "challenge fail at once as not run)",
     )
     group.addoption(
         "--judge-grades",
@@ -181,6 +205,9 @@ def pytest_configure(config: pytest.Config) -> None:
         train_data=Path(option.train_data).expanduser().resolve() if option.train_data else None,
         shard=checked["shard"],
         task=_task_option(option.task),
+        keep_runs=checked["keep_runs"],
+        fail_on_regression=option.fail_on_regression,
+        fail_fast=not option.no_fail_fast,
     )
     if device == "cuda" and not worker:
         config.stash[GPU_POOL_KEY] = {gpu: 0 for gpu in visible_gpus()}
@@ -196,6 +223,7 @@ _NUMBERS: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool], str]] = {
     "speed_repeats": (int, lambda v: v >= 1, "a whole number >= 1"),
     "gpu_memory_fraction": (float, lambda v: math.isfinite(v) and 0 < v <= 1, "a number in (0, 1]"),
     "shard": (shard.parse, shard.in_range, shard.WORDS),
+    "keep_runs": (int, lambda v: v >= 1, "a whole number >= 1"),
 }
 
 
@@ -226,11 +254,12 @@ def checked_comparison_inputs(config: pytest.Config) -> dict[str, Any]:
     from plugins.report import compare_runs, inert, judge_grades
 
     option, inputs = config.option, {}
-    if option.baseline:
+    wanted = option.baseline or ("last" if option.fail_on_regression else None)
+    if wanted:
         try:
-            inputs["baseline"] = (option.baseline, compare_runs.load_baseline(Path(option.baseline).expanduser()))
+            inputs["baseline"] = compare_runs.baseline_input(wanted, reports_dir(config), given=bool(option.baseline))
         except compare_runs.BaselineError as exc:
-            raise _usage_error(config, inert.one_line(f"--baseline={option.baseline}: {exc}")) from None
+            raise _usage_error(config, inert.one_line(f"--baseline={wanted}: {exc}")) from None
     if option.judge_grades:
         try:
             rubric = load_rubric(Path(option.rubric or RUBRIC_FILE).expanduser())

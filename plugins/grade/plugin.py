@@ -1,11 +1,12 @@
 """Pytest side of grading: gather case records on the controller, journal them, and build the run's summary.
 
 Only the xdist controller (or the single process without ``-n``) aggregates, from ``pytest_runtest_logreport``, so the
-summary is the same with and without ``-n``. Each record is appended to ``cases.jsonl`` the moment it arrives
-(:mod:`plugins.report.journal`), so a run killed by any means leaves its cases for :mod:`plugins.report.recover`. A
-graded test whose report carries no record (its worker died) is scored as a crash of the model it graded, found through
-the node id map of :mod:`plugins.discover.ids` (never by parsing the id). The summary is a plain dict
-(:mod:`plugins.grade.summary`); ``plugins/report`` writes it out.
+summary is the same with and without ``-n``. The reports folder is touched only once collection has selected a graded
+case (:mod:`plugins.report.lifecycle`): a run that selects nothing (``-k flsh``) leaves it as it was. Each record is
+appended to ``cases.jsonl`` the moment it arrives (:mod:`plugins.report.journal`), so a run killed by any means
+leaves its cases for :mod:`plugins.report.recover`. A graded test whose report carries no record (its worker died) is
+scored as a crash of the model it graded, found through the node id map of :mod:`plugins.discover.ids` (never by
+parsing the id). The summary is a plain dict (:mod:`plugins.grade.summary`); ``plugins/report`` writes it out.
 """
 
 from __future__ import annotations
@@ -72,20 +73,29 @@ class RecordCollector:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Move the last run's reports aside, stamp "run in progress", open the journal with the run's header."""
+        """Check that no live run owns the reports folder and make the run's header; nothing is written yet."""
         if self.config.option.collectonly:
             return
-        folder = grader_config(self.config).reports_dir
-        folder.mkdir(parents=True, exist_ok=True)
         try:
-            self.retired = lifecycle.retire(folder)
+            lifecycle.check_free(grader_config(self.config).reports_dir)
         except lifecycle.FolderBusy as exc:
             raise pytest.UsageError(str(exc)) from None
-        lifecycle.stamp_running(folder, html=_html_in(self.config, folder))
-        self.journal = Journal(folder / FILE_NAME)
         self.header = run_header(self.config)
-        self.journal.header(self.header)
         self._terminate_as_interrupt()
+
+    def begin(self) -> None:
+        """The run grades: move the last run's reports to history/, stamp "run in progress" with this run's number,
+        and open the journal with the run's header. Called once, when collection selected a graded case."""
+        if self.journal is not None or not self.header:
+            return
+        cfg = grader_config(self.config)
+        folder = cfg.reports_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        self.retired = lifecycle.retire(folder, cfg.keep_runs)
+        self.header["run"] = lifecycle.next_run_number(folder)
+        lifecycle.stamp_running(folder, html=_html_in(self.config, folder), number=self.header["run"])
+        self.journal = Journal(folder / FILE_NAME)
+        self.journal.header(self.header)
 
     @property
     def nodes(self) -> NodeMap:
@@ -115,7 +125,7 @@ class RecordCollector:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        if not hasattr(self.config, "workerinput") and session.items:
+        if not self.config.pluginmanager.hasplugin("dsession"):  # under xdist the workers collect (below)
             self._selected([item.nodeid for item in session.items])
 
     @pytest.hookimpl(optionalhook=True)
@@ -128,6 +138,8 @@ class RecordCollector:
         keys = [(g.submission.model, g.submission.challenge, g.case_index) for g in graded]
         self.selection.selected |= set(keys)
         self.selection.known = True
+        if keys or grader_config(self.config).shard is not None:  # an empty shard still reports (sessionfinish)
+            self.begin()
         if self.journal:
             self.journal.selected(keys)
 
@@ -155,7 +167,9 @@ class RecordCollector:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.journal is None:  # --collect-only, or the session never started
+        if self.journal is None and grader_config(self.config).shard is not None:
+            self.begin()  # a shard whose share is empty still reports: the merge reads every shard's folder
+        if self.journal is None:  # --collect-only, the session never started, or no graded case was selected
             return
         records = list(self.records.values())
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED

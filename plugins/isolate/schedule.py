@@ -91,8 +91,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from plugins.isolate.plugin import RUN_SPACE_KEY
 
     collector = config.pluginmanager.get_plugin("kernelgrade-records")
-    # The last run's case times (its results.json, moved to previous/ when this run started) say which units are long.
-    previous = earlier_cases(grader_config(config).reports_dir / "previous" / "results.json")
+    # The last finished run's case times say which units are long (made before this run moves that run to history/).
+    from plugins.report.lifecycle import run_results  # late: the report package is not needed by workers
+
+    last = run_results(grader_config(config).reports_dir, "last")
+    previous = earlier_cases(last) if last else []
     known = case_costs(previous)
 
     def classify(nodeid: str) -> tuple[str, str, bool, float | None]:

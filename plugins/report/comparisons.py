@@ -1,8 +1,13 @@
-"""Pytest side of ``--baseline`` and ``--judge-grades``: sections of ``grades.md`` and lines after the grade matrix.
+"""Pytest side of ``--baseline``, ``--fail-on-regression`` and ``--judge-grades``: sections of ``grades.md``, lines
+after the grade matrix, and the exit status.
 
 Both files are read and checked when the run starts (``plugins/config.py``); here, once the summary exists, they are
 compared with it (:mod:`plugins.report.compare_runs`, :mod:`plugins.report.judge_grades`) through the
 ``pytest_grader_report_sections`` hook, and the same comparison is printed in the terminal summary.
+
+Under ``--fail-on-regression`` the exit status says whether the run regressed against the baseline (1) or not (0),
+instead of whether any submission failed a case (most rosters always have one). A run that did not finish (or that
+pytest ended with a status other than 0 or 1: interrupted, internal error) keeps pytest's status.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from plugins.grade.rubric import load_rubric
 from plugins.report import compare_runs, inert, judge_grades
 
 TERMINAL_KEY = pytest.StashKey[list[tuple[str, list[str]]]]()
+REGRESSIONS_KEY = pytest.StashKey[list[str]]()
 BASELINE_TITLE = "Against the baseline"
 JUDGE_TITLE = "Judge against execution"
 
@@ -30,6 +36,15 @@ def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config
         comparison = compare_runs.compare(baseline, summary, label)
         sections.append((BASELINE_TITLE, compare_runs.markdown_section(comparison)))
         terminal.append(("kernelgrade: against the baseline", compare_runs.terminal_lines(comparison)))
+        if grader_config(config).fail_on_regression:
+            ladder = judge_grades.ladder(load_rubric(grader_config(config).rubric))
+            found = compare_runs.regressions(comparison, ladder)
+            config.stash[REGRESSIONS_KEY] = found
+            lines = [f"regression: {line}" for line in found] or ["no regression against the baseline"]
+            terminal.append(("kernelgrade: --fail-on-regression", lines))
+    elif grader_config(config).fail_on_regression:
+        config.stash[REGRESSIONS_KEY] = []
+        terminal.append(("kernelgrade: --fail-on-regression", ["no earlier run in the reports folder: no baseline"]))
     if "judge" in inputs:
         label, rows = inputs["judge"]
         result = judge_grades.disagreements(summary, rows, load_rubric(grader_config(config).rubric))
@@ -37,6 +52,17 @@ def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config
         terminal.append(("kernelgrade: judge against execution", judge_grades.terminal_lines(result, label)))
     config.stash[TERMINAL_KEY] = terminal
     return sections or None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under ``--fail-on-regression``: 1 if the run regressed against the baseline, else 0 (module docstring)."""
+    config = session.config
+    summary = config.stash.get(SUMMARY_KEY, None)
+    found = config.stash.get(REGRESSIONS_KEY, None)
+    if summary is None or found is None or session.exitstatus not in (0, 1) or summary["status"] != "complete":
+        return
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED if found else pytest.ExitCode.OK
 
 
 # tryfirst wrapper registered after plugins.report.plugin (the order of plugins.GRADER_PLUGINS): the outermost one,

@@ -17,7 +17,7 @@ not loaded here, which the reports say; neither are the sections that need the l
 ``--baseline``, ``--judge-grades``). ``results.json["shards"]`` and the section "Shards" of ``grades.md`` say which
 host ran each shard, on what machine, how long it took and how it ended: timing across shards is comparable only on
 identical machines. A shard that did not finish (killed, interrupted) makes the merged reports incomplete, naming it.
-Earlier reports in ``OUT_DIR`` move to ``previous/``, as a run's do.
+Earlier reports in ``OUT_DIR`` move to ``history/NNNN/``, as a run's do.
 
 Exit status: 0 merged, 1 refused (the shards do not belong together, or ``OUT_DIR`` is in use), 2 usage error.
 """

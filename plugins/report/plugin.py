@@ -4,7 +4,7 @@ Everything here runs on the xdist controller only (or the single process), from 
 reports are identical with and without ``-n``. ``report.html`` is written by pytest-html when it is installed: unless
 ``--html`` is given, it goes to ``<reports-dir>/report.html`` as one self-contained file.
 
-The reports folder's life cycle (the previous run's reports moved to ``previous/``, "run in progress" stubs, the
+The reports folder's life cycle (the previous run's reports moved to ``history/NNNN/``, "run in progress" stubs, the
 ``cases.jsonl`` journal and recovery after a kill) is in :mod:`plugins.report.lifecycle`,
 :mod:`plugins.report.journal` and :mod:`plugins.report.recover`; every string from a submission goes through
 :mod:`plugins.report.inert` before it is shown.
@@ -12,6 +12,7 @@ The reports folder's life cycle (the previous run's reports moved to ``previous/
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,46 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("html") and getattr(config.option, "htmlpath", None) is None:
         config.option.htmlpath = str(reports_dir(config) / "report.html")
         config.option.self_contained_html = True
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(KeepHtml(config), "kernelgrade-keep-html")
+
+
+class KeepHtml:
+    """pytest-html writes its page at session end whatever happened: in a run that graded nothing (no graded case
+    selected), the page it wrote over the last real run's ``report.html`` is undone, so that run's reports stay whole
+    (:mod:`plugins.report.lifecycle`)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Iterator[None]:
+        held = self._hold() if not _graded(self.config) else None
+        try:
+            return (yield)
+        finally:
+            if held is not None:
+                page, copy = held
+                if copy.exists():
+                    copy.replace(page)
+                else:
+                    page.unlink(missing_ok=True)
+
+    def _hold(self) -> tuple[Path, Path] | None:
+        """Move the folder's report.html aside, when pytest-html writes there; (its path, where it went)."""
+        page = reports_dir(self.config) / "report.html"
+        if str(getattr(self.config.option, "htmlpath", "") or "") != str(page):
+            return None
+        copy = page.with_name(f".report.html.{os.getpid()}.kept")
+        if page.exists():
+            page.replace(copy)
+        return page, copy
+
+
+def _graded(config: pytest.Config) -> bool:
+    """Whether this run began grading (and so owns the reports folder)."""
+    collector = config.pluginmanager.get_plugin("kernelgrade-records")
+    return collector is not None and collector.journal is not None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -71,6 +112,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     yield
     summary = config.stash.get(SUMMARY_KEY, None)
     if summary is None:
+        if not config.option.collectonly and config.pluginmanager.get_plugin("kernelgrade-records") is not None:
+            folder = grader_config(config).reports_dir
+            terminalreporter.write_sep("=", "kernelgrade: no graded case selected")
+            terminalreporter.write_line(f"nothing graded; the reports in {folder} were left as they were")
         return
     terminalreporter.write_sep("=", "kernelgrade: grade matrix")
     headers, rows = tables.grade_matrix(summary)
