@@ -111,8 +111,11 @@ def _grades(summary: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 def _order(summary: dict[str, Any], baseline: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Models in this run's ranking order then the baseline's; challenges in this run's table order."""
-    models = [row["model"] for row in summary.get("ranking", [])] + list(summary["models"])
-    models += [row["model"] for row in baseline.get("ranking", [])] + list(baseline["models"])
+    models = [u for row in summary.get("ranking", []) for u in row.get("units", [row["model"]])] + list(
+        summary["models"]
+    )
+    models += [u for row in baseline.get("ranking", []) for u in row.get("units", [row["model"]])]
+    models += list(baseline["models"])
     challenges = [c["id"] for c in summary.get("challenges", [])] + [c["id"] for c in baseline.get("challenges", [])]
     return list(dict.fromkeys(models)), list(dict.fromkeys(challenges))
 

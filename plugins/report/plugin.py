@@ -135,8 +135,11 @@ def terminal_notes(summary: dict[str, Any], config: pytest.Config) -> list[str]:
     if summary["status"] != "complete":
         lines.append(f"{summary['status'].upper()}: {inert.terminal(summary['status_detail'])}")
     notes = {n for m in summary["models"].values() for g in m["challenges"].values() for n in g["notes"]}
+    if deselected := tables.deselected_line(summary):
+        lines.append(inert.terminal(deselected))
     if any(n.startswith("partial run") for n in notes):
         lines.append("partial run: some cases were deselected (-k/-m); grades cover only the cases that ran")
+    lines.append(inert.terminal(tables.ranking_rule(summary)))
     if legend := tables.task_legend(summary):
         lines.append(inert.terminal(legend))
     speed = "" if summary["options"]["measure_speed"] else "; speed not measured (--no-speed)"
