@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import FIXTURES, REPO
 from plugins.cli import scaffold
 from plugins.cli.check import check_folder, find
 from plugins.cli.main import main, pytest_command
@@ -266,3 +266,23 @@ def test_the_package_installs_no_pytest_plugin():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert "pytest11" not in project.get("entry-points", {})
     assert not (REPO / "plugins" / "kernelgrade_pytest.py").exists()
+
+
+def test_check_makes_one_tiny_call_of_each_entry_point_and_says_when_it_hangs(capsys):
+    """An import that goes through is not enough: bad-timeout's flash_attention_fwd never returns, so check makes
+    one tiny call under --call-limit, says it hangs and is not ready (before: "ready", from the import alone); the
+    correct demo answers its one call."""
+    hanging = FIXTURES / "bad-timeout" / "flash_attention"
+    assert main(["check", str(hanging), "--json", "--call-limit", "2"]) == 1
+    (folder,) = json.loads(capsys.readouterr().out)["folders"]
+    calls = folder["import"]["calls"]
+    assert folder["import"]["status"] == "ok" and not folder["ok"]
+    assert [(c["entries"], c["status"]) for c in calls] == [(["flash_attention_fwd"], "timeout")]
+    assert main(["check", str(hanging), "--call-limit", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "HANGS: no answer within 2 s" in out and "not ready: a tiny call of flash_attention_fwd hangs" in out
+    assert main(["check", str(REPO / "submissions" / "demo-tiled" / "flash_attention_bwd"), "--json"]) == 0
+    (folder,) = json.loads(capsys.readouterr().out)["folders"]
+    assert [(c["entries"], c["status"]) for c in folder["import"]["calls"]] == [
+        (["flash_attention_fwd", "flash_attention_bwd"], "ok")  # one case calls both: one call, not two
+    ]

@@ -28,6 +28,7 @@ PATH_OPTIONS = ("--submissions-dir", "--reports-dir", "--rubric", "--train-data"
 
 
 def _parser() -> argparse.ArgumentParser:
+    from plugins.cli.tinycall import TINY_CALL_LIMIT_S
     from plugins.config import DEFAULT_CALL_TIMEOUT_S  # here, not on top: it loads pytest, which `grade` runs apart
 
     parser = argparse.ArgumentParser(prog="kernelgrade", description=__doc__.split("\n", 1)[0])
@@ -48,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"limit on one import (default: {DEFAULT_CALL_TIMEOUT_S:g}, the grading run's --call-timeout)",
     )
+    check.add_argument(
+        "--call-limit",
+        type=float,
+        default=TINY_CALL_LIMIT_S,
+        metavar="SECONDS",
+        help=f"limit on the one tiny call of each entry point made after the import (default: {TINY_CALL_LIMIT_S:g})",
+    )
     commands.add_parser(
         "grade", help="python -m pytest from the checkout with the arguments that follow", add_help=False
     )
@@ -61,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "new":
         return new(args.model, Path(args.submissions_dir) if args.submissions_dir else None)
-    return check(Path(args.path), as_json=args.json, run_import=not args.no_import, timeout_s=args.timeout)
+    limits = (args.timeout, args.call_limit)
+    return check(Path(args.path), as_json=args.json, run_import=not args.no_import, limits=limits)
 
 
 def new(model: str, submissions_dir: Path | None) -> int:
@@ -99,7 +108,8 @@ def new(model: str, submissions_dir: Path | None) -> int:
     return 0
 
 
-def check(path: Path, as_json: bool, run_import: bool, timeout_s: float) -> int:
+def check(path: Path, as_json: bool, run_import: bool, limits: tuple[float, float]) -> int:
+    """Check every folder under ``path``; ``limits``: (seconds for one import, seconds for one tiny call)."""
     from plugins.cli.check import CheckError, check_folder, find
     from plugins.cli.render import folder_text, summary_text
     from plugins.report.inert import terminal
@@ -111,7 +121,7 @@ def check(path: Path, as_json: bool, run_import: bool, timeout_s: float) -> int:
         return 2
     results = []
     for sub in submissions:
-        result = check_folder(sub, run_import=run_import, timeout_s=timeout_s)
+        result = check_folder(sub, run_import=run_import, timeout_s=limits[0], call_limit_s=limits[1])
         results.append(result)
         if not as_json:
             print(folder_text(result) + "\n", flush=True)
