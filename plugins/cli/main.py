@@ -23,6 +23,8 @@ from pathlib import Path
 
 from plugins.cli import REPO, shown_path
 
+# The --help text: the module docstring's first line is reST (``kernelgrade``), which a terminal shows as is.
+DESCRIPTION = "kernelgrade: scaffold a model's prompts, check a submission against the contracts, grade."
 # Options of the grading run that take a path: made absolute before pytest runs from the checkout.
 PATH_OPTIONS = ("--submissions-dir", "--reports-dir", "--rubric", "--train-data", "--baseline", "--judge-grades")
 
@@ -31,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     from plugins.cli.tinycall import TINY_CALL_LIMIT_S
     from plugins.config import DEFAULT_CALL_TIMEOUT_S  # here, not on top: it loads pytest, which `grade` runs apart
 
-    parser = argparse.ArgumentParser(prog="kernelgrade", description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="kernelgrade", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     new = commands.add_parser("new", help="create submissions/MODEL/<challenge>/PROMPT.md for every challenge")
     new.add_argument("model", metavar="MODEL", help="the model's folder name")
@@ -150,19 +152,36 @@ def grade(pytest_args: list[str]) -> int:
 
 
 def pytest_command(pytest_args: list[str]) -> list[str]:
-    """``python -m pytest ARGS`` to run from the checkout: a path option given as ``--option=PATH`` with a relative
-    PATH is made absolute against the caller's folder, since pytest then runs from another one."""
-    fixed = []
-    for arg in pytest_args:
+    """``python -m pytest ARGS`` to run from the checkout: a path option, given as ``--option=PATH`` or as
+    ``--option PATH``, becomes ``--option=ABSOLUTE-PATH`` (made absolute against the caller's folder, since pytest
+    then runs from another one; joined with ``=``, since pytest itself takes a path after a space for a test path
+    when it chooses its root folder, before it knows the grader's options). ``--baseline=last`` or a run number
+    stays as it is."""
+    fixed, args = [], list(pytest_args)
+    while args:
+        arg = args.pop(0)
         option, eq, value = arg.partition("=")
-        # --task takes a profile's name or a file: a value that reads as a path (a .toml, a separator, or a file that
-        # exists) is made absolute, so a mistyped path is reported as a missing file, not as an unknown profile name
-        looks_like_path = value.endswith(".toml") or os.sep in value or os.path.exists(os.path.expanduser(value))
-        is_path = option in PATH_OPTIONS or (option == "--task" and looks_like_path)
-        if eq and is_path and value and not os.path.isabs(os.path.expanduser(value)):
-            arg = f"{option}={Path(value).expanduser().resolve()}"
+        if not eq and _takes_path(arg, args[0] if args else "") and args:
+            option, eq, value = arg, "=", args.pop(0)
+        if eq and _takes_path(option, value) and value:
+            arg = f"{option}={_absolute(value)}"
         fixed.append(arg)
     return [sys.executable, "-m", "pytest", *fixed]
+
+
+def _takes_path(option: str, value: str) -> bool:
+    """Whether ``option`` with ``value`` names a path: the options of :data:`PATH_OPTIONS` (``--baseline`` unless
+    ``last`` or a run number), and ``--task`` when the value reads as a path (a .toml, a separator, or a file that
+    exists), so a mistyped path is reported as a missing file, not as an unknown profile name."""
+    if option == "--baseline" and (value == "last" or value.isdigit()):
+        return False
+    if option == "--task":
+        return value.endswith(".toml") or os.sep in value or os.path.exists(os.path.expanduser(value))
+    return option in PATH_OPTIONS
+
+
+def _absolute(value: str) -> str:
+    return value if os.path.isabs(os.path.expanduser(value)) else str(Path(value).expanduser().resolve())
 
 
 def run() -> int:
