@@ -184,6 +184,7 @@ def merge(out: Path, folders: list[Path]) -> dict[str, Any]:
         lifecycle.retire(out)
     except lifecycle.FolderBusy as exc:
         raise Refused(str(exc)) from None
+    header["run"] = summary["run"] = lifecycle.next_run_number(out)  # a run of OUT_DIR's history, not a shard's number
     title = f"kernelgrade report (merged from {len(shards)} shards)"
     for problem in recover.write_offline(out, summary, title, badges=True, extra=[shards_section(header)]):
         print(f"warning: {problem}", file=sys.stderr)
