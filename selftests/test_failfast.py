@@ -32,22 +32,24 @@ def test_tally_counts_timeouts_in_a_row_per_submission(tmp_path):
 
 
 @pytest.mark.grading_run
-@pytest.mark.parametrize("fail_fast", [True, False], ids=["fail-fast", "no-fail-fast"])
-def test_a_hanging_submission_runs_two_cases_then_fails_the_rest_at_once(tmp_path, fail_fast):
+@pytest.mark.parametrize(
+    ("fail_fast", "workers"), [(True, 0), (False, 0), (True, 2)], ids=["fail-fast", "no-fail-fast", "fail-fast-n2"]
+)
+def test_a_hanging_submission_runs_two_cases_then_fails_the_rest_at_once(tmp_path, fail_fast, workers):
     """bad-timeout hangs on every call: by default two cases reach the child and time out, the other four are
     recorded as "not run: the submission timed out twice"; --no-fail-fast runs all six to their timeout. A
-    control model beside it is untouched."""
+    control model beside it is untouched. Under -n 2 the count is shared by the workers (the run's private space)."""
     subs = tmp_path / "subs"
     shutil.copytree(FIXTURES / "bad-timeout", subs / "bad-timeout")
     shutil.copytree(
         FIXTURES.parents[2] / "submissions" / "demo-tiled" / "flash_attention", subs / "ok" / "flash_attention"
     )
-    extra = () if fail_fast else ("--no-fail-fast",)
+    extra = (() if fail_fast else ("--no-fail-fast",)) + (("-n", str(workers)) if workers else ())
     run = run_grader(tmp_path, f"--submissions-dir={subs}", *SELECT, *extra, *NO_COLOR)
     records = [r for (m, _, _), r in run.records().items() if m == "bad-timeout"]
     assert len(records) == 6 and {r["outcome"] for r in records} == {TIMEOUT}, run.output[-3000:]
     skipped = [r for r in records if r["message"] == failfast.MESSAGE]
     assert len(skipped) == (4 if fail_fast else 0)
-    ran = sorted(records, key=lambda r: r["case_index"])[:2]
-    assert all(r["message"] != failfast.MESSAGE for r in ran)  # the first two in case order reached the child
+    if not workers:  # one process runs the cases in case order: the first two reached the child
+        assert all(r["message"] != failfast.MESSAGE for r in sorted(records, key=lambda r: r["case_index"])[:2])
     assert {r["outcome"] for (m, _, _), r in run.records().items() if m == "ok"} == {PASSED}
