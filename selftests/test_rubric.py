@@ -95,14 +95,13 @@ def test_ranking_counts_not_attempted_challenges_as_zero():
 
 
 def test_the_oddity_of_main_two_of_eight_no_longer_outranks_eight_of_eight():
-    """demo-f64-out (A+ on 2 of 8 challenges) ranked above demo-tiled (A+ on all 8): now the full roster is first."""
+    """demo-f64-out (A+ on 2 of 8 challenges) ranked above demo-tiled (8 of 8, one of them an A once speed counts) on
+    the mean alone; ranked by score the full roster comes first, and the mean stays beside it."""
     run = [f"c{i}" for i in range(8)]
-    letters = {"demo-f64-out": {"c0": "A+", "c1": "A+"}, "demo-tiled": dict.fromkeys(run, "A+")}
+    letters = {"demo-f64-out": {"c0": "A+", "c1": "A+"}, "demo-tiled": dict.fromkeys(run, "A+") | {"c7": "A"}}
     rows = rb.ranking(letters, RUBRIC, run)
-    assert [(r["model"], r["score"], r["mean_grade_points"]) for r in rows] == [
-        ("demo-tiled", 4.3, 4.3),
-        ("demo-f64-out", 1.07, 4.3),
-    ]
+    assert [r["model"] for r in rows] == ["demo-tiled", "demo-f64-out"]
+    assert [(r["score"], r["mean_grade_points"]) for r in rows] == [(4.26, 4.26), (1.07, 4.3)]
 
 
 def test_samples_are_one_ranked_row_with_a_spread():
@@ -127,3 +126,12 @@ def test_overall_letter_from_mean():
     assert rb.overall_letter(4.3, RUBRIC) == "A+"
     assert rb.overall_letter(3.5, RUBRIC) == "B+"
     assert rb.overall_letter(0.5, RUBRIC) == "F"
+
+
+def test_a_challenge_only_built_here_is_not_held_against_a_model():
+    """On a machine without a GPU a CUDA kernel is only built: when another model's failed build puts that challenge
+    in the run (an F), the built model's score leaves it out instead of counting 0 (the full roster's demo-tiled)."""
+    letters = {"tiled": {"x": "A+", "cuda": rb.BUILT_ONLY}, "nobuild": {"cuda": "F"}}
+    rows = {r["model"]: r for r in rb.ranking(letters, RUBRIC, ["x", "cuda"])}
+    assert rows["tiled"]["score"] == 4.3 and rows["tiled"]["coverage"] == "2 of 2" and rows["tiled"]["built_only"] == 1
+    assert rows["nobuild"]["score"] == 0.0 and rows["nobuild"]["rank"] == 2

@@ -207,7 +207,8 @@ def ranking(
     :param challenges: the challenges this run graded (at least one unit has counted points on each), in order.
 
     A model graded from several samples of a challenge counts the mean of its samples' grade points there, and its
-    row gives the ``spread``: the score with every such challenge at its worst sample and at its best."""
+    row gives the ``spread``: the score with every such challenge at its worst sample and at its best. A challenge the
+    model's code was only built for here (CUDA on a machine without a GPU) is left out of its score, not counted 0."""
     groups: dict[str, list[str]] = {}
     for unit in letters:
         groups.setdefault(split_sample(unit)[0], []).append(unit)
@@ -224,18 +225,19 @@ def _ranking_row(
 ) -> dict[str, Any]:
     """The ranking figures of one model from the letters of its units (module docstring, step 5)."""
     counted: dict[str, list[float]] = {}  # challenge -> grade points of each unit graded on it (samples: several)
-    attempted = no_code = 0
+    attempted = no_code = built = 0
     for challenge in challenges:
         mine = [letters[u][challenge] for u in units if challenge in letters[u]]
         if not mine:
             continue
+        built += all(g == BUILT_ONLY for g in mine)  # could not run here (no GPU): not held against the model
         no_code += all(g == NO_CODE for g in mine)
         # Under "not attempted" a folder without code is no attempt, like a missing folder.
         attempted += not (all(g == NO_CODE for g in mine) and rubric.no_code == "not attempted")
         points = [p for p in (counted_points(g, rubric) for g in mine) if p is not None]
         if points:
             counted[challenge] = points
-    n = len(challenges)
+    n = len(challenges) - built  # the run's challenges this model could be graded on here
     mean = sum(statistics.fmean(p) for p in counted.values()) / len(counted) if counted else None
     score = sum(statistics.fmean(p) for p in counted.values()) / n if counted and n else None
     sampled = any(len(p) > 1 for p in counted.values())
@@ -246,8 +248,9 @@ def _ranking_row(
         "score": None if score is None else round(score, 2),
         "mean_grade_points": None if mean is None else round(mean, 2),
         "attempted": attempted,
-        "coverage": f"{attempted} of {n}",
-        "run_challenges": n,
+        "coverage": f"{attempted} of {len(challenges)}",
+        "run_challenges": len(challenges),
+        "built_only": built,  # challenges only built here (CUDA, no GPU): left out of this model's score
         "samples": max((len(p) for p in counted.values()), default=0) if sampled else 0,
         "spread": [
             round(sum(min(p) for p in counted.values()) / n, 2),
