@@ -81,17 +81,31 @@ def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config
 
 
 @pytest.hookspec(firstresult=True)
-def pytest_grader_prepare_reports(folder: Path, config: pytest.Config) -> str | None:
+def pytest_grader_prepare_reports(folder: Path, config: pytest.Config, header: dict[str, Any]) -> str | None:
     """Make the reports folder ready for a run that starts grading, before its ``cases.jsonl`` journal opens there.
 
-    Called once, on the controller, when the session starts. The report plugin (``plugins/report/plugin.py``) moves the
-    previous run's reports aside and writes the "run in progress" stubs; the grade stage needs nothing of the report
-    stage but this call.
+    Called once, on the controller, when collection has selected a graded case (a run that selects nothing never
+    touches the folder). The report plugin (``plugins/report/plugin.py``) moves the last run's reports to its numbered
+    history, sets ``header["run"]`` to this run's number and writes the "run in progress" stubs; the grade stage needs
+    nothing of the report stage but this call.
 
     :param folder: the reports folder (it exists).
     :param config: the pytest config.
+    :param header: the run's header (``results.json``'s top fields), to which the run's number is added.
     :returns: a line for the terminal saying what happened to the previous run's reports ("" when nothing); raise
         ``pytest.UsageError`` when the folder must not be used (another live run writes to it).
+
+    Stops at first non-None result.
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_grader_last_results(config: pytest.Config) -> Path | None:
+    """The ``results.json`` of the reports folder's newest finished run, whose case times order this run's work
+    (``plugins/isolate/schedule.py``): the report plugin knows where runs are kept; the isolate stage asks it here.
+
+    :param config: the pytest config.
+    :returns: the file, or None when the folder holds no finished run.
 
     Stops at first non-None result.
     """

@@ -26,7 +26,7 @@ from plugins.config import RUBRIC_FILE
 from plugins.grade import rubric
 from plugins.grade import summary as summary_module
 from plugins.report import html as html_report
-from plugins.report import markdown
+from plugins.report import lifecycle, markdown
 from reference import flash_attention
 from reference.challenges import reference_module
 
@@ -208,7 +208,8 @@ def test_interrupted_run_is_reported_as_interrupted(tmp_path, action):
 
 def test_killed_run_leaves_no_current_looking_report_and_is_recovered(tmp_path):
     """SIGKILL of the grader: grades.md says "run in progress", not the last run's grades; recover builds reports
-    marked incomplete with every case that ran; a usage error leaves them; the next run moves them to previous/."""
+    marked incomplete with every case that ran; the next run that grades moves them to history/ (a usage error
+    leaves them)."""
     roster = tmp_path / "subs"
     _copy_tiled(roster, "a-first", "b-victim")
     args = (f"--submissions-dir={roster}", "--no-speed", "-k", "not bwd and (n40- or n1-)")
@@ -225,11 +226,12 @@ def test_killed_run_leaves_no_current_looking_report_and_is_recovered(tmp_path):
     assert recovered["status"] == "incomplete" and recovered["selection"]["ran"] == 3
     assert {(c["model"], c["case"]) for c in recovered["cases"]} >= {("a-first", "b1-h2-n1-d64-t64-causal")}
     assert "b-victim" not in recovered["models"] or not recovered["models"]["b-victim"]["complete"]
-    again = run_grader(tmp_path, "--model=nobody", *NO_COLOR)  # a usage error is no run: the folder stays as it is
-    assert again.returncode == 4 and json.loads((run.reports / "results.json").read_text())["status"] == "running"
-    rerun = run_grader(tmp_path, *args, *NO_COLOR)  # the next run recovers the killed one first
-    assert rerun.summary["status"] == "complete"
-    assert json.loads((run.reports / "previous" / "results.json").read_text())["status"] == "incomplete"
+    typo = run_grader(tmp_path, "--model=nobody", *NO_COLOR)  # a usage error: the folder is left as it is
+    assert typo.returncode == 4 and json.loads((run.reports / "results.json").read_text())["status"] == "running"
+    again = run_grader(tmp_path, *args, "--model=a-first", *NO_COLOR)  # the killed run is recovered, then kept
+    assert again.summary["status"] == "complete", again.output[-2000:]
+    kept = lifecycle.run_folders(run.reports)
+    assert [json.loads((f / "results.json").read_text())["status"] for f in kept.values()] == ["complete", "incomplete"]
 
 
 BAD_OPTIONS = [
@@ -250,8 +252,8 @@ BAD_OPTIONS = [
 
 
 @pytest.mark.parametrize(("option", "says"), BAD_OPTIONS, ids=[o.split("}")[-1] for o, _ in BAD_OPTIONS])
-def test_bad_option_is_a_usage_error_and_leaves_reports_alone(tmp_path, option, says):
-    """Exit 4 with one clear line; a usage error is no run: the reports folder keeps the last run that graded."""
+def test_bad_option_is_a_usage_error_and_leaves_old_reports(tmp_path, option, says):
+    """Exit 4 with one clear line; the last run's reports stay exactly as they were (a typo erases nothing)."""
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("not a folder\n")
     reports = tmp_path / "reports"
@@ -261,9 +263,8 @@ def test_bad_option_is_a_usage_error_and_leaves_reports_alone(tmp_path, option, 
     run = run_grader(tmp_path, option.format(tmp=tmp_path), *NO_COLOR)
     errors = [line for line in run.output.splitlines() if line.startswith("ERROR")]
     assert run.returncode == 4 and len(errors) == 1 and says in errors[0], run.output[-2000:]
+    assert (reports / "grades.md").read_text() == "# kernelgrade: grades\n\nA+ for everyone\n"
     assert sorted(p.name for p in reports.iterdir()) == ["grades.md", "results.json"]
-    assert "A+ for everyone" in (reports / "grades.md").read_text()
-    assert json.loads((reports / "results.json").read_text())["status"] == "complete"
 
 
 def test_no_speed_run_is_complete_and_says_so(tmp_path):

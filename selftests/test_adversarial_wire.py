@@ -127,7 +127,7 @@ def test_odd_folder_names_are_graded_or_refused_with_a_warning(wire_run):
 
 def test_failure_before_the_session_leaves_no_report_looking_current(tmp_path):
     """A run that dies while it configures (here a plugin that raises where the copies are made) moves the last
-    run's reports to previous/ and says it graded nothing; the next run keeps that previous/."""
+    run's reports to history/ and says it graded nothing; the next run replaces that stub and keeps the history."""
     submissions = tmp_path / "submissions"
     shutil.copytree(TILED, submissions / "control" / "flash_attention")
     args = (f"--submissions-dir={submissions}", "--no-speed", "-k", f"not bwd and {N1}")
@@ -142,7 +142,7 @@ def test_failure_before_the_session_leaves_no_report_looking_current(tmp_path):
     assert state["status"] == "failed-to-start" and "injected failure" in state["message"]
     assert "no grades" in (failed.reports / "grades.md").read_text()
     assert not (failed.reports / "report.html").exists() and not (failed.reports / "badges").exists()
-    assert json.loads((failed.reports / "previous" / "results.json").read_text())["status"] == "complete"
+    assert json.loads((failed.reports / "history" / "0001" / "results.json").read_text())["status"] == "complete"
     again = run_grader(tmp_path, *args)
-    assert again.summary["status"] == "complete"
-    assert json.loads((again.reports / "previous" / "results.json").read_text())["status"] == "complete"
+    assert again.summary["status"] == "complete" and again.summary["run"] == 2
+    assert sorted(p.name for p in (again.reports / "history").iterdir()) == ["0001"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import FIXTURES, REPO
 from plugins.base.records import NO_CODE
 from plugins.cli import scaffold
 from plugins.cli.check import check_folder, find
@@ -266,3 +266,74 @@ def test_the_package_installs_no_pytest_plugin():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert "pytest11" not in project.get("entry-points", {})
     assert not (REPO / "plugins" / "kernelgrade_pytest.py").exists()
+
+
+def test_check_makes_one_tiny_call_of_each_entry_point_and_says_when_it_hangs(capsys):
+    """An import that goes through is not enough: bad-timeout's flash_attention_fwd never returns, so check makes
+    one tiny call under --call-limit, says it hangs and is not ready (before: "ready", from the import alone); the
+    correct demo answers its one call."""
+    hanging = FIXTURES / "bad-timeout" / "flash_attention"
+    assert main(["check", str(hanging), "--json", "--call-limit", "2"]) == 1
+    (folder,) = json.loads(capsys.readouterr().out)["folders"]
+    calls = folder["import"]["calls"]
+    assert folder["import"]["status"] == "ok" and not folder["ok"]
+    assert [(c["entries"], c["status"]) for c in calls] == [(["flash_attention_fwd"], "timeout")]
+    assert main(["check", str(hanging), "--call-limit", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "HANGS: no answer within 2 s" in out and "not ready: a tiny call of flash_attention_fwd hangs" in out
+    assert main(["check", str(REPO / "submissions" / "demo-tiled" / "flash_attention_bwd"), "--json"]) == 0
+    (folder,) = json.loads(capsys.readouterr().out)["folders"]
+    assert [(c["entries"], c["status"]) for c in folder["import"]["calls"]] == [
+        (["flash_attention_fwd", "flash_attention_bwd"], "ok")  # one case calls both: one call, not two
+    ]
+
+
+def test_grade_joins_space_separated_path_options(tmp_path, monkeypatch):
+    """`kernelgrade grade --submissions-dir subs` works like `--submissions-dir=subs`: pytest itself would take a path
+    after a space for a test path (and, outside the checkout, stop with "unrecognized arguments"); --baseline's run
+    selectors are no paths."""
+    monkeypatch.chdir(tmp_path)
+    argv = pytest_command(
+        ["--submissions-dir", "subs", "--reports-dir", "/abs/r", "--baseline", "last", "--baseline=3", "--model", "m"]
+    )
+    assert argv[3:] == [f"--submissions-dir={tmp_path / 'subs'}", "--reports-dir=/abs/r", "--baseline", "last"] + [
+        "--baseline=3",
+        "--model",
+        "m",
+    ]
+    assert pytest_command(["--baseline", "old.json"])[3:] == [f"--baseline={tmp_path / 'old.json'}"]
+
+
+def test_help_shows_no_rest_markup(capsys):
+    """`kernelgrade --help` is terminal text: no ``double backticks`` from the module docstring."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "kernelgrade: scaffold a model's prompts" in out and "``" not in out
+
+
+def test_model_typo_suggests_the_close_names(tmp_path):
+    """`--model demo-tild` is a usage error that asks "did you mean demo-tiled?" before listing every model."""
+    from conftest import run_grader
+
+    run = run_grader(tmp_path, "--model=demo-tild", "-p", "no:cacheprovider")
+    (error,) = [line for line in run.output.splitlines() if line.startswith("ERROR")]
+    assert run.returncode == 4 and "no such model" in error, run.output[-2000:]
+    assert "did you mean demo-tiled? known models: " in error
+
+
+def test_flash_attention_is_selected_exactly_by_the_submission_marker():
+    """-k flash is a substring match (it picks dflash_verify and flash_attention_bwd too); the documented selector
+    -m "submission(challenge='flash_attention')" picks that one challenge's cases only."""
+    collect = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "--model=demo-tiled"]
+
+    def files(*args: str) -> set[str]:
+        done = subprocess.run([*collect, *args], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+        return {line.split("::")[0] for line in done.stdout.splitlines() if "::" in line}
+
+    assert files("-k", "flash") == {
+        "tests/test_dflash/test_dflash_verify.py",
+        "tests/test_flash/test_flash_attention.py",
+        "tests/test_flash/test_flash_attention_bwd.py",
+    }
+    assert files("-m", "submission(challenge='flash_attention')") == {"tests/test_flash/test_flash_attention.py"}

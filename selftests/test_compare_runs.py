@@ -282,6 +282,6 @@ def test_real_run_against_a_doctored_baseline_and_a_judge(tmp_path):
     assert cells(judged, "demo-tiled")[5].startswith(explained)
     assert "- line 4: demo-nobody on flash_attention: model not graded in this run" in judged
     assert "- line 5: demo-tiled on warp_drive: unknown challenge" in judged
-    assert (run.reports / "previous" / "results.json").is_file()  # the baseline was moved aside: it was read at start
+    assert (run.reports / "history" / "0001" / "results.json").is_file()  # the baseline moved aside: read at start
     out = run.output
     assert out.index("grade matrix") < out.index("against the baseline") < out.index("judge against execution")

@@ -84,12 +84,41 @@ def test_head_to_head_counts_only_shared_challenges():
     assert table["a"]["b"] == [1, 0, 1] and table["b"]["a"] == [0, 1, 1]
 
 
-def test_ranking_by_mean_grade_points_with_coverage():
-    """Not-attempted challenges are not Fs: the mean is over attempted ones, coverage says how many."""
+def test_ranking_counts_not_attempted_challenges_as_zero():
+    """Ranked on the run's challenges with a challenge not attempted counting 0 (score = mean x coverage): one A+ of
+    two does not rank above an A and a B (before, "narrow" ranked first on its mean alone); the mean stays beside."""
     letters = {"wide": {"x": "A", "y": "B"}, "narrow": {"x": "A+"}, "weak": {"x": "F", "y": "F"}}
-    rows = rb.ranking(letters, RUBRIC, 8)
-    assert [r["model"] for r in rows] == ["narrow", "wide", "weak"]
-    assert rows[0]["coverage"] == "1 of 8" and rows[1]["mean_grade_points"] == 3.5
+    rows = rb.ranking(letters, RUBRIC, ["x", "y"])
+    assert [r["model"] for r in rows] == ["wide", "narrow", "weak"]
+    assert [r["score"] for r in rows] == [3.5, 2.15, 0.0] and [r["rank"] for r in rows] == [1, 2, 3]
+    assert rows[1]["coverage"] == "1 of 2" and rows[1]["mean_grade_points"] == 4.3
+
+
+def test_the_oddity_of_main_two_of_eight_no_longer_outranks_eight_of_eight():
+    """demo-f64-out (A+ on 2 of 8 challenges) ranked above demo-tiled (8 of 8, one of them an A once speed counts) on
+    the mean alone; ranked by score the full roster comes first, and the mean stays beside it."""
+    run = [f"c{i}" for i in range(8)]
+    letters = {"demo-f64-out": {"c0": "A+", "c1": "A+"}, "demo-tiled": dict.fromkeys(run, "A+") | {"c7": "A"}}
+    rows = rb.ranking(letters, RUBRIC, run)
+    assert [r["model"] for r in rows] == ["demo-tiled", "demo-f64-out"]
+    assert [(r["score"], r["mean_grade_points"]) for r in rows] == [(4.26, 4.26), (1.07, 4.3)]
+
+
+def test_samples_are_one_ranked_row_with_a_spread():
+    """A model with sample folders is one row: each challenge at the mean of its samples, the score's range from its
+    worst samples to its best (before: three ranked rows, m, m/sample-1 and m/sample-2)."""
+    letters = {"m": {"x": "A"}, "m/sample-1": {"y": "A+"}, "m/sample-2": {"y": "F"}, "other": {"x": "B+", "y": "B+"}}
+    rows = rb.ranking(letters, RUBRIC, ["x", "y"])
+    assert [r["model"] for r in rows] == ["other", "m"]
+    (m,) = [r for r in rows if r["model"] == "m"]
+    assert m["units"] == ["m", "m/sample-1", "m/sample-2"] and m["coverage"] == "2 of 2" and m["samples"] == 2
+    assert m["score"] == round((4.0 + 4.3 / 2) / 2, 2) and m["spread"] == [2.0, round((4.0 + 4.3) / 2, 2)]
+
+
+def test_run_challenges_leave_out_what_nobody_was_graded_on():
+    """A challenge deselected for everyone, or only built here (no GPU), is no challenge of the run's ranking."""
+    letters = {"a": {"x": "A", "cuda": rb.BUILT_ONLY}, "b": {"x": "F"}}
+    assert rb.run_challenges(letters, ["x", "y", "cuda"], RUBRIC) == ["x"]
 
 
 def test_overall_letter_from_mean():
@@ -97,3 +126,12 @@ def test_overall_letter_from_mean():
     assert rb.overall_letter(4.3, RUBRIC) == "A+"
     assert rb.overall_letter(3.5, RUBRIC) == "B+"
     assert rb.overall_letter(0.5, RUBRIC) == "F"
+
+
+def test_a_challenge_only_built_here_is_not_held_against_a_model():
+    """On a machine without a GPU a CUDA kernel is only built: when another model's failed build puts that challenge
+    in the run (an F), the built model's score leaves it out instead of counting 0 (the full roster's demo-tiled)."""
+    letters = {"tiled": {"x": "A+", "cuda": rb.BUILT_ONLY}, "nobuild": {"cuda": "F"}}
+    rows = {r["model"]: r for r in rb.ranking(letters, RUBRIC, ["x", "cuda"])}
+    assert rows["tiled"]["score"] == 4.3 and rows["tiled"]["coverage"] == "2 of 2" and rows["tiled"]["built_only"] == 1
+    assert rows["nobuild"]["score"] == 0.0 and rows["nobuild"]["rank"] == 2

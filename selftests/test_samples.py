@@ -171,7 +171,9 @@ def test_grading_run_of_the_demo_samples(grade):
     figures = r"\| 2 +\| 1 +\| 80\.77 +\| 27\.20 +\| 61\.5–100\.0 +\| 0\.50 +\| 1\.00 +\|"
     assert re.search(r"\| demo-samples +\| flash_attention +" + figures, section)
     assert re.search(r"\| demo-samples +\| flash_attention +\| sample-2 +\| D \(61\.5\) +\| fail +\| 1 +\|", section)
-    assert "To rank models, use the mean or pass@k below" in section
+    assert "the ranking has one row per model, which counts the mean of its samples" in section
+    ranked = text.split("## Ranking\n", 1)[1].split("\n## ", 1)[0]  # one row for the model, never one per sample
+    assert re.search(r"\| 1 +\| demo-samples +\|", ranked) and "sample-" not in ranked
     assert "Samples and pass@k" in (run.reports / "report.html").read_text()
     terminal = run.output.split("kernelgrade: grade matrix", 1)[1]
     assert "samples and pass@k" in terminal and re.search(r"demo-samples +flash_attention +2 +1 +80\.77", terminal)

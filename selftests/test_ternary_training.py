@@ -324,3 +324,19 @@ def test_train_data_grades_a_users_text_file(tmp_path):
     )
     assert "unknown" in (run.reports / "grades.md").read_text()
     assert json.loads((run.reports / "results.json").read_text())["options"]["train_data"] == str(text)
+
+
+def test_a_training_that_failed_at_once_shows_zero_steps():
+    """A training that raised before its first batch took 0 steps, and the report says "0 / N" (before: "—", as if
+    the grader did not know): the grader's own count of batch calls is kept for failed requests too."""
+    from plugins.compare.judge import judge
+    from plugins.discover.submissions import Submission
+    from plugins.isolate.sandbox import Outcome
+    from plugins.ternary import _steps
+
+    index, case = next((i, c) for i, c in enumerate(tt.CASES) if c.params.get("layer") == 4)
+    submission = Submission("m", "ternary_training", REPO, (), (), False, ())
+    outcome = Outcome("error", kind="exception", message="RuntimeError: no", service_calls={})
+    record = judge(submission, case, index, None, outcome)  # a failed request is never compared with a truth
+    assert record.outcome == "error" and record.details["steps"] == 0
+    assert _steps(record.details) == f"0 / {case.params['budget']['max_steps']}"

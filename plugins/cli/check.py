@@ -5,7 +5,9 @@ folder. Folders are found and their entry points resolved by the grader's own di
 the answer is the one a grading run would give. Per folder it reports each entry point (found natively and where,
 through ``adapter.py``, or missing), near-miss names with their signatures (read from the source), for CUDA the
 ``extern "C"`` functions against the contract's declaration, what importing the files did inside the grader's sandbox
-(``probe.py``), and an adapter skeleton for what is missing (``skeleton.py``).
+(``probe.py``), what one tiny call of each entry point did in that child under a short limit (``tinycall.py``: a
+function that hangs shows here, not as a whole challenge of timeouts), and an adapter skeleton for what is missing
+(``skeleton.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plugins.cli import nearmiss, probe, signatures, skeleton
+from plugins.cli import nearmiss, probe, signatures, skeleton, tinycall
 from plugins.config import DEFAULT_CALL_TIMEOUT_S
 from plugins.discover.entry_points import defined_names
 from plugins.discover.submissions import SAMPLE_FOLDER, Submission, discover, submissions_root
@@ -62,9 +64,9 @@ class FolderCheck:
 
     @property
     def ok(self) -> bool:
-        """Every entry point found, and (when it was tried) the import went through."""
+        """Every entry point found, and (when they were tried) the import went through and every tiny call answered."""
         found = all(e.status != "missing" for e in self.entries) and not self.no_code
-        return found and (self.imported is None or self.imported.status == "ok")
+        return found and (self.imported is None or (self.imported.status == "ok" and not self.imported.hung_or_failed))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -138,7 +140,12 @@ def _children(path: Path) -> list[Path]:
         return []
 
 
-def check_folder(sub: Submission, run_import: bool = True, timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> FolderCheck:
+def check_folder(
+    sub: Submission,
+    run_import: bool = True,
+    timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+    call_limit_s: float = tinycall.TINY_CALL_LIMIT_S,
+) -> FolderCheck:
     challenge = reference_module(sub.challenge).CHALLENGE
     found = dict(sub.entries)
     others = dict(sub.alternatives)
@@ -160,7 +167,8 @@ def check_folder(sub: Submission, run_import: bool = True, timeout_s: float = DE
     if challenge.runtime == "cuda":
         _check_cuda(result, challenge)
     else:
-        _check_python(result, challenge, run_import, timeout_s, sub.via_adapter)
+        limits = (timeout_s, call_limit_s)
+        _check_python(result, challenge, run_import, limits, sub.via_adapter, sub.challenge_task.contract)
     return result
 
 
@@ -169,7 +177,16 @@ def _other_spellings(challenge: Any, entry: str) -> set[str]:
     return {n for e in challenge.entry_points if e != entry for n in (e, *challenge.aliases.get(e, ()))}
 
 
-def _check_python(result: FolderCheck, challenge: Any, run_import: bool, timeout_s: float, via_adapter: bool) -> None:
+def _check_python(
+    result: FolderCheck,
+    challenge: Any,
+    run_import: bool,
+    limits: tuple[float, float],
+    via_adapter: bool,
+    contract: str,
+) -> None:
+    """Near misses and a skeleton for missing entry points; the import (``limits[0]``) and, when every entry point is
+    there, one tiny call of each (``limits[1]`` each)."""
     definitions = nearmiss.python_definitions(result.folder)
     missing = [e.name for e in result.entries if e.status == "missing"]
     for entry in missing:
@@ -198,7 +215,12 @@ def _check_python(result: FolderCheck, challenge: Any, run_import: bool, timeout
     if not to_import:
         result.import_note = "not imported: no file defines an entry point or a near miss"
         return
-    result.imported = probe.probe_import(f"reference.{challenge.id}", to_import, result.folder, timeout_s)
+    reference = reference_module(challenge.id)
+    found = [e.name for e in result.entries if e.status != "missing"]
+    # a case calls the entry points it names, or all of them: with one missing, its calls would only fail on that
+    then = None if missing else (lambda sandbox: tinycall.call_each(sandbox, reference, found, contract))
+    timeout_s, call_limit_s = limits
+    result.imported = probe.probe_import(reference.__name__, to_import, result.folder, timeout_s, then, call_limit_s)
 
 
 def _check_cuda(result: FolderCheck, challenge: Any) -> None:

@@ -23,14 +23,17 @@ from pathlib import Path
 
 from plugins.cli import REPO, shown_path
 
+# The --help text: the module docstring's first line is reST (``kernelgrade``), which a terminal shows as is.
+DESCRIPTION = "kernelgrade: scaffold a model's prompts, check a submission against the contracts, grade."
 # Options of the grading run that take a path: made absolute before pytest runs from the checkout.
 PATH_OPTIONS = ("--submissions-dir", "--reports-dir", "--rubric", "--train-data", "--baseline", "--judge-grades")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from plugins.cli.tinycall import TINY_CALL_LIMIT_S
     from plugins.config import DEFAULT_CALL_TIMEOUT_S  # here, not on top: it loads pytest, which `grade` runs apart
 
-    parser = argparse.ArgumentParser(prog="kernelgrade", description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="kernelgrade", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     new = commands.add_parser("new", help="create submissions/MODEL/<challenge>/PROMPT.md for every challenge")
     new.add_argument("model", metavar="MODEL", help="the model's folder name")
@@ -48,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"limit on one import (default: {DEFAULT_CALL_TIMEOUT_S:g}, the grading run's --call-timeout)",
     )
+    check.add_argument(
+        "--call-limit",
+        type=float,
+        default=TINY_CALL_LIMIT_S,
+        metavar="SECONDS",
+        help=f"limit on the one tiny call of each entry point made after the import (default: {TINY_CALL_LIMIT_S:g})",
+    )
     commands.add_parser(
         "grade", help="python -m pytest from the checkout with the arguments that follow", add_help=False
     )
@@ -61,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "new":
         return new(args.model, Path(args.submissions_dir) if args.submissions_dir else None)
-    return check(Path(args.path), as_json=args.json, run_import=not args.no_import, timeout_s=args.timeout)
+    limits = (args.timeout, args.call_limit)
+    return check(Path(args.path), as_json=args.json, run_import=not args.no_import, limits=limits)
 
 
 def new(model: str, submissions_dir: Path | None) -> int:
@@ -99,7 +110,8 @@ def new(model: str, submissions_dir: Path | None) -> int:
     return 0
 
 
-def check(path: Path, as_json: bool, run_import: bool, timeout_s: float) -> int:
+def check(path: Path, as_json: bool, run_import: bool, limits: tuple[float, float]) -> int:
+    """Check every folder under ``path``; ``limits``: (seconds for one import, seconds for one tiny call)."""
     from plugins.base.inert import terminal
     from plugins.cli.check import CheckError, check_folder, find
     from plugins.cli.render import folder_text, summary_text
@@ -111,7 +123,7 @@ def check(path: Path, as_json: bool, run_import: bool, timeout_s: float) -> int:
         return 2
     results = []
     for sub in submissions:
-        result = check_folder(sub, run_import=run_import, timeout_s=timeout_s)
+        result = check_folder(sub, run_import=run_import, timeout_s=limits[0], call_limit_s=limits[1])
         results.append(result)
         if not as_json:
             print(folder_text(result) + "\n", flush=True)
@@ -140,19 +152,36 @@ def grade(pytest_args: list[str]) -> int:
 
 
 def pytest_command(pytest_args: list[str]) -> list[str]:
-    """``python -m pytest ARGS`` to run from the checkout: a path option given as ``--option=PATH`` with a relative
-    PATH is made absolute against the caller's folder, since pytest then runs from another one."""
-    fixed = []
-    for arg in pytest_args:
+    """``python -m pytest ARGS`` to run from the checkout: a path option, given as ``--option=PATH`` or as
+    ``--option PATH``, becomes ``--option=ABSOLUTE-PATH`` (made absolute against the caller's folder, since pytest
+    then runs from another one; joined with ``=``, since pytest itself takes a path after a space for a test path
+    when it chooses its root folder, before it knows the grader's options). ``--baseline=last`` or a run number
+    stays as it is."""
+    fixed, args = [], list(pytest_args)
+    while args:
+        arg = args.pop(0)
         option, eq, value = arg.partition("=")
-        # --task takes a profile's name or a file: a value that reads as a path (a .toml, a separator, or a file that
-        # exists) is made absolute, so a mistyped path is reported as a missing file, not as an unknown profile name
-        looks_like_path = value.endswith(".toml") or os.sep in value or os.path.exists(os.path.expanduser(value))
-        is_path = option in PATH_OPTIONS or (option == "--task" and looks_like_path)
-        if eq and is_path and value and not os.path.isabs(os.path.expanduser(value)):
-            arg = f"{option}={Path(value).expanduser().resolve()}"
+        if not eq and _takes_path(arg, args[0] if args else "") and args:
+            option, eq, value = arg, "=", args.pop(0)
+        if eq and _takes_path(option, value) and value:
+            arg = f"{option}={_absolute(value)}"
         fixed.append(arg)
     return [sys.executable, "-m", "pytest", *fixed]
+
+
+def _takes_path(option: str, value: str) -> bool:
+    """Whether ``option`` with ``value`` names a path: the options of :data:`PATH_OPTIONS` (``--baseline`` unless
+    ``last`` or a run number), and ``--task`` when the value reads as a path (a .toml, a separator, or a file that
+    exists), so a mistyped path is reported as a missing file, not as an unknown profile name."""
+    if option == "--baseline" and (value == "last" or value.isdigit()):
+        return False
+    if option == "--task":
+        return value.endswith(".toml") or os.sep in value or os.path.exists(os.path.expanduser(value))
+    return option in PATH_OPTIONS
+
+
+def _absolute(value: str) -> str:
+    return value if os.path.isabs(os.path.expanduser(value)) else str(Path(value).expanduser().resolve())
 
 
 def run() -> int:

@@ -15,7 +15,8 @@ import os
 import stat
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,13 @@ class ImportReport:
     stderr: str = ""
     written: list[str] = field(default_factory=list)  # "impl.py (changed)", "out.txt (new, 12 bytes)", "x (removed)"
     isolation: str = ""
+    calls: list[dict[str, Any]] = field(default_factory=list)  # the tiny calls after the import (tinycall.TinyCall)
+
+    @property
+    def hung_or_failed(self) -> list[dict[str, Any]]:
+        """Tiny calls that hung (timeout), crashed or ran out of memory: the folder is not ready. A call that raised or
+        whose answer was refused is only shown: the grading run fails that case, and the rest still run."""
+        return [c for c in self.calls if c["status"] in ("timeout", "crash", "oom")]  # tinycall.STOPPED
 
     @property
     def clean(self) -> bool:
@@ -64,11 +72,19 @@ class _ImportOnly(Sandbox):
 
 
 def probe_import(
-    driver: str, entries: dict[str, str], folder: Path, timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+    driver: str,
+    entries: dict[str, str],
+    folder: Path,
+    timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+    then: Callable[[Sandbox], list[Any]] | None = None,
+    call_limit_s: float | None = None,
 ) -> ImportReport:
     """Import ``entries`` (name -> file of ``folder``; the name must be defined at the file's top level) in a sandbox
-    child loading ``driver``, the challenge's reference module."""
+    child loading ``driver``, the challenge's reference module; ``timeout_s`` bounds the import. When it went through,
+    ``then(sandbox)`` runs on the same child (the tiny calls of :mod:`plugins.cli.tinycall`, each held to
+    ``call_limit_s``) and its list lands in the report's ``calls``."""
     limits = Limits(call_timeout_s=timeout_s, memory_bytes=DEFAULT_MEMORY_BYTES, device="cpu")
+    call_limits = replace(limits, call_timeout_s=call_limit_s or timeout_s)
     files = sorted(set(entries.values()))
     with tempfile.TemporaryDirectory(prefix="kernelgrade-check-") as tmp:
         before = Path(tmp) / "before"
@@ -77,18 +93,19 @@ def probe_import(
         except OSError as exc:  # as in a grading run, where the copy failing fails the import
             return ImportReport(files, "error", 0.0, 0.0, f"the folder could not be copied: {exc}")
         start_seconds = _time_start(driver, limits)
-        sandbox = _ImportOnly(Program(driver, tuple(sorted(entries.items())), folder), limits, REPO)
+        sandbox = _ImportOnly(Program(driver, tuple(sorted(entries.items())), folder), call_limits, REPO)
         try:
             started = time.perf_counter()
             failure, stdout, stderr, workdir = sandbox.import_only(time.monotonic() + timeout_s)
             seconds = time.perf_counter() - started
             written = _changes(before, workdir) if workdir is not None and workdir.is_dir() else []
             isolation = sandbox.containment.level
+            calls = [c.to_json() for c in then(sandbox)] if then is not None and failure is None else []
         finally:
             sandbox.close()
     status = "ok" if failure is None else failure.status
     message = failure.message if failure is not None else ""
-    return ImportReport(files, status, seconds, start_seconds, message, stdout, stderr, written, isolation)
+    return ImportReport(files, status, seconds, start_seconds, message, stdout, stderr, written, isolation, calls)
 
 
 _START_TIMES: dict[str, float] = {}

@@ -58,6 +58,9 @@ def _why_not(result: FolderCheck) -> str:
     reasons = [f"{', '.join(missing)} not found"] if missing else []
     if result.imported is not None and result.imported.status != "ok":
         reasons.append(f"the import failed ({result.imported.status})")
+    for call in result.imported.hung_or_failed if result.imported else []:
+        what = "hangs" if call["status"] == "timeout" else f"failed ({call['status']})"
+        reasons.append(f"a tiny call of {', '.join(call['entries'])} {what}")
     return "; ".join(reasons)
 
 
@@ -80,8 +83,22 @@ def import_text(report: ImportReport) -> str:
         parts.append("    changed its folder at import: " + terminal(", ".join(report.written)))
     if report.clean:
         parts.append("    no side effects: printed nothing, wrote nothing in its folder")
+    parts += [tiny_call_text(call) for call in report.calls]
     parts.append(f"    (isolation: {report.isolation})")
     return "\n".join(parts)
+
+
+def tiny_call_text(call: dict) -> str:
+    """``tiny call of flash_attention_fwd (case b2-h3-n128-d32-t32-causal): answered in 0.04 s``, or why not."""
+    head = f"    tiny call of {', '.join(call['entries'])}" + (f" (case {call['case']})" if call["case"] else "")
+    if call["status"] == "ok":
+        return f"{head}: answered in {call['seconds']:.2f} s (not judged: the grading run does that)"
+    if call["status"] == "not tried":
+        return f"{head}: not tried: {terminal(call['message'])}"
+    if call["status"] == "timeout":
+        return f"{head}: HANGS: {terminal(call['message'])}"
+    verdict = "FAILED" if call["status"] in ("crash", "oom") else "answered with an error"
+    return f"{head}: {verdict} ({call['status']}) after {call['seconds']:.2f} s: {_cut(terminal(call['message']))}"
 
 
 def _cut(line: str) -> str:

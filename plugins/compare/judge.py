@@ -67,6 +67,8 @@ def judge(
         # A broken contract (wrong output type, modified inputs) is a wrong answer, not a crash of the submission.
         record.outcome = r.WRONG if outcome.kind == "contract" else _STATUS_OUTCOME.get(outcome.status, r.ERROR)
         record.message = outcome.message
+        # the grader's own counts hold for a request that failed too: a training that raised at once took 0 steps
+        record.details = measured_figures(submission.challenge, case, outcome)[1]
         return record
     outputs = outcome.outputs
     if expected.derive is not None:  # figures the grader computes itself from what the submission returned

@@ -56,6 +56,11 @@ class GraderConfig:
     task: str | None = None
     speed_max_trials: int = 20  # --speed-max-trials (never under speed_repeats): the cap of paired trials per case
     time_failed: bool = False  # --time-failed: time speed cases of submissions that failed a correctness case too
+    # The reports' history and fail-fast (issue 21): numbered runs kept, CI exit on regression, and whether a
+    # submission's remaining cases of a challenge fail at once after two timeouts in a row.
+    keep_runs: int = 20
+    fail_on_regression: bool = False
+    fail_fast: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -93,6 +98,9 @@ def pytest_configure(config: pytest.Config) -> None:
         shard=checked["shard"],
         task=checks.task_option(option.task),
         time_failed=bool(option.time_failed),
+        keep_runs=checked["keep_runs"],
+        fail_on_regression=option.fail_on_regression,
+        fail_fast=not option.no_fail_fast,
     )
     if device == "cuda" and not worker:
         gpus.open_pool(config)

@@ -41,6 +41,7 @@ _NUMBERS: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool], str]] = {
     "seed": (int, lambda v: v >= 0, "a whole number >= 0"),
     "speed_repeats": (int, lambda v: v >= 1, "a whole number >= 1"),
     "speed_max_trials": (int, lambda v: v >= 1, "a whole number >= 1"),
+    "keep_runs": (int, lambda v: v >= 1, "a whole number >= 1"),
     "gpu_memory_fraction": (float, lambda v: math.isfinite(v) and 0 < v <= 1, "a number in (0, 1]"),
     "shard": (parse_shard, shard_in_range, SHARD_WORDS),
 }

@@ -103,9 +103,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--baseline",
-        metavar="PATH",
-        help="a results.json of an earlier run: reports add grade deltas, newly failing and passing cases, and speed "
-        "changes beyond the noise",
+        metavar="last|N|PATH",
+        help="an earlier run to compare with: last (the newest finished run of --reports-dir), N (run N of its "
+        "history/) or a results.json; reports add grade deltas, newly failing and passing cases, and speed changes "
+        "beyond the noise",
+    )
+    group.addoption(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 if a grade dropped by more than one letter step or a case newly fails against --baseline "
+        "(default baseline: last), else 0, whatever the submissions' own failures (for CI)",
+    )
+    group.addoption(
+        "--keep-runs",
+        default="20",
+        metavar="N",
+        help="numbered runs kept in <reports-dir>/history/, oldest deleted first (default: 20)",
+    )
+    group.addoption(
+        "--no-fail-fast",
+        action="store_true",
+        help="run every case of a submission that timed out twice in a row (default: its remaining cases of that "
+        "challenge fail at once as not run)",
     )
     group.addoption(
         "--judge-grades",

@@ -8,6 +8,7 @@ A test module takes part by naming its reference module (``REFERENCE = reference
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +56,16 @@ def pytest_configure(config: pytest.Config) -> None:
     chosen, unknown = select(found, cfg.models)  # a model's name selects every sample of it too
     known = known_names(found)
     if unknown:
-        raise usage_error(
-            config,
-            f"--model {', '.join(unknown)}: no such model in {where}; known models: {', '.join(known) or 'none'}",
-        )
+        raise usage_error(config, f"--model {', '.join(unknown)}: no such model in {where}; {_suggest(unknown, known)}")
     # --shard=I/N keeps this shard's pairs here, so the header, the node map and the tests all see the same share
     config.stash[SUBMISSIONS_KEY] = shard.keep(config, chosen if cfg.models else found, cfg.shard)
+
+
+def _suggest(unknown: list[str], known: list[str]) -> str:
+    """``did you mean demo-tiled?`` for each unknown name close to a known one (difflib), then every known name."""
+    close = [m for name in unknown for m in difflib.get_close_matches(name, known, n=3, cutoff=0.8)]
+    hint = f"did you mean {' or '.join(dict.fromkeys(close))}? " if close else ""
+    return f"{hint}known models: {', '.join(known) or 'none'}"
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -1,11 +1,13 @@
 """Pytest side of grading: gather case records on the controller, journal them, and build the run's summary.
 
 Only the xdist controller (or the single process without ``-n``) aggregates, from ``pytest_runtest_logreport``, so the
-summary is the same with and without ``-n``. Each record is appended to ``cases.jsonl`` the moment it arrives
-(:mod:`plugins.grade.journal`), so a run killed by any means leaves its cases for :mod:`plugins.report.recover`. A
-graded test whose report carries no record (its worker died) is scored as a crash of the model it graded, found through
-the node id map of :mod:`plugins.discover.ids` (never by parsing the id). The summary is a plain dict
-(:mod:`plugins.grade.summary`); ``plugins/report`` writes it out.
+summary is the same with and without ``-n``. The reports folder is touched only once collection has selected a graded
+case (the report stage readies it through ``pytest_grader_prepare_reports``): a run that selects nothing (``-k flsh``)
+leaves it as it was. Each record is appended to ``cases.jsonl`` the moment it arrives (:mod:`plugins.grade.journal`),
+so a run killed by any means leaves its cases for :mod:`plugins.report.recover`. A graded test whose report carries no
+record (its worker died) is scored as a crash of the model it graded, found through the node id map of
+:mod:`plugins.discover.ids` (never by parsing the id). The summary is a plain dict (:mod:`plugins.grade.summary`);
+``plugins/report`` writes it out.
 """
 
 from __future__ import annotations
@@ -71,17 +73,24 @@ class RecordCollector:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Have the report stage make the folder ready (``pytest_grader_prepare_reports``), then open the journal with
-        the run's header."""
+        """Make the run's header; nothing is written yet (the report stage checks now that no live run owns the reports
+        folder: its ``pytest_sessionstart``)."""
         if self.config.option.collectonly:
+            return
+        self.header = run_header(self.config)
+        self._terminate_as_interrupt()
+
+    def begin(self) -> None:
+        """The run grades: move the last run's reports to history/, stamp "run in progress" with this run's number,
+        and open the journal with the run's header. Called once, when collection selected a graded case."""
+        if self.journal is not None or not self.header:
             return
         folder = grader_config(self.config).reports_dir
         folder.mkdir(parents=True, exist_ok=True)
-        self.retired = self.config.hook.pytest_grader_prepare_reports(folder=folder, config=self.config) or ""
+        hook = self.config.hook.pytest_grader_prepare_reports
+        self.retired = hook(folder=folder, config=self.config, header=self.header) or ""
         self.journal = Journal(folder / FILE_NAME)
-        self.header = run_header(self.config)
         self.journal.header(self.header)
-        self._terminate_as_interrupt()
 
     @property
     def nodes(self) -> NodeMap:
@@ -111,7 +120,7 @@ class RecordCollector:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        if not hasattr(self.config, "workerinput") and session.items:
+        if not self.config.pluginmanager.hasplugin("dsession"):  # under xdist the workers collect (below)
             self._selected([item.nodeid for item in session.items])
 
     @pytest.hookimpl(optionalhook=True)
@@ -124,6 +133,8 @@ class RecordCollector:
         keys = [(g.submission.model, g.submission.challenge, g.case_index) for g in graded]
         self.selection.selected |= set(keys)
         self.selection.known = True
+        if keys or grader_config(self.config).shard is not None:  # an empty shard still reports (sessionfinish)
+            self.begin()
         if self.journal:
             self.journal.selected(keys)
 
@@ -151,7 +162,9 @@ class RecordCollector:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.journal is None:  # --collect-only, or the session never started
+        if self.journal is None and grader_config(self.config).shard is not None:
+            self.begin()  # a shard whose share is empty still reports: the merge reads every shard's folder
+        if self.journal is None:  # --collect-only, the session never started, or no graded case was selected
             return
         records = list(self.records.values())
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED

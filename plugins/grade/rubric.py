@@ -9,7 +9,10 @@ How a grade is made (weights and thresholds come from ``rubric.toml``):
    had at least one scored case.
 3. The letter is the best one whose threshold the points reach, capped by the core gate when a core case failed.
 4. Head-to-head: for every pair of models, each challenge both attempted is a win, loss or tie by grade points.
-5. Ranking: mean grade points over attempted challenges, with coverage (challenges attempted out of all).
+5. Ranking: one row per model, on the run's challenges (those it graded): the score is the grade points averaged over
+   all of them, a challenge not attempted counting 0 (mean x coverage), so one A+ out of eight does not rank level
+   with eight; the mean over attempted challenges and the coverage stand beside it. A model graded from several
+   samples is one row: each challenge counts the mean of its samples, and the row gives the score's spread.
 6. A folder with no code (``NO_CODE``) counts as an F in 4 and 5 under ``[no_code] score = "zero"``, and as not
    attempted under ``"not attempted"``; statuses that count as neither (``BUILT_ONLY``) are left out of both.
 
@@ -18,13 +21,15 @@ Nothing here touches pytest; the plugin in ``plugins/grade/plugin.py`` calls it 
 
 from __future__ import annotations
 
+import statistics
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from plugins.base.records import PASSED, SKIPPED, CaseRecord
+from plugins.discover.submissions import sample_number, split_sample
 from reference.contract import CATEGORIES
 
 # A CUDA challenge graded where there is no GPU: its kernels compiled, none ran. Not a letter: it is shown in place of
@@ -191,31 +196,87 @@ def head_to_head(letters: Mapping[str, Mapping[str, str]], rubric: Rubric) -> di
     return table
 
 
-def ranking(letters: Mapping[str, Mapping[str, str]], rubric: Rubric, n_challenges: int) -> list[dict[str, Any]]:
-    """Models by mean grade points over attempted challenges (ties: more coverage first, then name)."""
-    rows = []
-    for model, grades in letters.items():
-        points = [p for p in (counted_points(g, rubric) for g in grades.values()) if p is not None]
-        no_code = sum(g == NO_CODE for g in grades.values())
-        # Under "not attempted" a folder without code is no attempt, like a missing folder.
-        attempted = len(grades) - (no_code if rubric.no_code == "not attempted" else 0)
-        rows.append(
-            {
-                "model": model,
-                # None when no challenge of the model could be graded here (every one BUILT_ONLY, or NO_CODE not
-                # counted): such a model is not ranked (rank None, listed last)
-                "mean_grade_points": round(sum(points) / len(points), 2) if points else None,
-                "attempted": attempted,
-                "coverage": f"{attempted} of {n_challenges}",
-                "no_code": no_code,  # challenges whose folder holds no code
-                "no_code_counts_as": "F" if rubric.no_code == "zero" else "not attempted",
-            }
-        )
-    rows.sort(key=lambda row: (row["mean_grade_points"] is None, -(row["mean_grade_points"] or 0), -row["attempted"],
-                               row["model"]))  # fmt: skip
+def ranking(
+    letters: Mapping[str, Mapping[str, str]], rubric: Rubric, challenges: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One row per model (its sample units together), ranked on the run's ``challenges``: by ``score``, the grade
+    points averaged over all of them with a challenge not attempted counting 0 (mean x coverage), then by the mean
+    over attempted ones, then coverage, then name.
+
+    :param letters: graded unit (a model, or ``model/sample-N``) -> challenge -> letter or status.
+    :param challenges: the challenges this run graded (at least one unit has counted points on each), in order.
+
+    A model graded from several samples of a challenge counts the mean of its samples' grade points there, and its
+    row gives the ``spread``: the score with every such challenge at its worst sample and at its best. A challenge the
+    model's code was only built for here (CUDA on a machine without a GPU) is left out of its score, not counted 0."""
+    groups: dict[str, list[str]] = {}
+    for unit in letters:
+        groups.setdefault(split_sample(unit)[0], []).append(unit)
+    rows = [_ranking_row(model, units, letters, rubric, challenges) for model, units in groups.items()]
+    rows.sort(key=lambda row: (row["rank"] is None, -(row["score"] or 0), -(row["mean_grade_points"] or 0),
+                               -row["attempted"], row["model"]))  # fmt: skip
     for rank, row in enumerate(rows, 1):
-        row["rank"] = rank if row["mean_grade_points"] is not None else None
+        row["rank"] = rank if row["rank"] is not None else None
     return rows
+
+
+def _ranking_row(
+    model: str, units: list[str], letters: Mapping[str, Mapping[str, str]], rubric: Rubric, challenges: Sequence[str]
+) -> dict[str, Any]:
+    """The ranking figures of one model from the letters of its units (module docstring, step 5)."""
+    counted: dict[str, list[float]] = {}  # challenge -> grade points of each unit graded on it (samples: several)
+    attempted = no_code = built = 0
+    for challenge in challenges:
+        mine = [letters[u][challenge] for u in units if challenge in letters[u]]
+        if not mine:
+            continue
+        built += all(g == BUILT_ONLY for g in mine)  # could not run here (no GPU): not held against the model
+        no_code += all(g == NO_CODE for g in mine)
+        # Under "not attempted" a folder without code is no attempt, like a missing folder.
+        attempted += not (all(g == NO_CODE for g in mine) and rubric.no_code == "not attempted")
+        points = [p for p in (counted_points(g, rubric) for g in mine) if p is not None]
+        if points:
+            counted[challenge] = points
+    n = len(challenges) - built  # the run's challenges this model could be graded on here
+    mean = sum(statistics.fmean(p) for p in counted.values()) / len(counted) if counted else None
+    score = sum(statistics.fmean(p) for p in counted.values()) / n if counted and n else None
+    sampled = any(len(p) > 1 for p in counted.values())
+    return {
+        "model": model,
+        "units": sorted(units, key=lambda u: sample_number(split_sample(u)[1])),
+        "rank": 0 if mean is not None else None,  # None: nothing gradable here; listed last, unranked
+        "score": None if score is None else round(score, 2),
+        "mean_grade_points": None if mean is None else round(mean, 2),
+        "attempted": attempted,
+        "coverage": f"{attempted} of {len(challenges)}",
+        "run_challenges": len(challenges),
+        "built_only": built,  # challenges only built here (CUDA, no GPU): left out of this model's score
+        "samples": max((len(p) for p in counted.values()), default=0) if sampled else 0,
+        "spread": [
+            round(sum(min(p) for p in counted.values()) / n, 2),
+            round(sum(max(p) for p in counted.values()) / n, 2),
+        ]
+        if sampled
+        else None,
+        "no_code": no_code,  # challenges whose folder holds no code
+        "no_code_counts_as": "F" if rubric.no_code == "zero" else "not attempted",
+    }
+
+
+def unit_mean(grades: Mapping[str, str], rubric: Rubric) -> float | None:
+    """One graded unit's mean grade points over the challenges it was graded on (its overall letter's basis)."""
+    points = [p for p in (counted_points(g, rubric) for g in grades.values()) if p is not None]
+    return round(sum(points) / len(points), 2) if points else None
+
+
+def run_challenges(letters: Mapping[str, Mapping[str, str]], order: Sequence[str], rubric: Rubric) -> list[str]:
+    """The challenges of ``order`` that this run graded: some unit has counted grade points on it (a challenge
+    deselected by ``-k``, or one only built here, is not one of them)."""
+    return [
+        c
+        for c in order
+        if any(c in grades and counted_points(grades[c], rubric) is not None for grades in letters.values())
+    ]
 
 
 def overall_letter(mean_grade_points: float | None, rubric: Rubric) -> str:

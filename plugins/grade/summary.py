@@ -81,15 +81,19 @@ def summarise(
     for model in models:
         models[model]["task"] = task_of(header, model)
         models[model]["beyond_failed"] = beyond_failed(models[model]["challenges"])
-    ranking = rubric_module.ranking(letters, rubric, len(order))
+    graded = rubric_module.run_challenges(letters, order, rubric)
+    ranking = rubric_module.ranking(letters, rubric, graded)
     for row in ranking:
-        models[row["model"]].update(
-            mean_grade_points=row["mean_grade_points"],
-            coverage=row["coverage"],
-            rank=row["rank"],
-            overall=rubric_module.overall_letter(row["mean_grade_points"], rubric),
-            complete=all(g["complete"] for g in models[row["model"]]["challenges"].values()),
-        )
+        row["overall"] = rubric_module.overall_letter(row["mean_grade_points"], rubric)
+        for unit in row["units"]:  # a sample's own mean and letter (the matrix's cells); its model's rank
+            mean = rubric_module.unit_mean(letters[unit], rubric)
+            models[unit].update(
+                mean_grade_points=mean,
+                coverage=row["coverage"],
+                rank=row["rank"],
+                overall=rubric_module.overall_letter(mean, rubric),
+                complete=all(g["complete"] for g in models[unit]["challenges"].values()),
+            )
     return header | {
         "status": status,
         "status_detail": detail,
@@ -98,10 +102,24 @@ def summarise(
         "models": models,
         "not_run": not_run(records, selection),
         "ranking": ranking,
+        "run_challenges": graded,  # the challenges ranked on
+        "deselected": deselected(header, records, selection),
         "head_to_head": rubric_module.head_to_head(letters, rubric),
         # per (model, challenge) graded from several samples: each sample's grade, mean, spread, pass@k
         "samples": samples_module.sample_groups(records, models, order, rubric),
     }
+
+
+def deselected(header: dict[str, Any], records: list[r.CaseRecord], selection: Selection) -> list[str]:
+    """Challenges that a selected submission has a folder for but of which no case was selected (``-k``, ``-m``): the
+    run is partial, and its reports say so in their header. Empty when the selection is not known."""
+    if not selection.known:
+        return []
+    chosen = {(k[0], k[1]) for k in selection.selected} | {(rec.model, rec.challenge) for rec in records}
+    folders = {(s["model"], s["challenge"]) for s in header.get("submissions", [])}
+    order = [c["id"] for c in header["challenges"] if c.get("graded", True)]
+    left_out = {c for m, c in folders - chosen}
+    return [c for c in order if c in left_out and not any(c == k[1] for k in chosen)]
 
 
 def task_of(header: dict[str, Any], model: str) -> dict[str, str]:

@@ -34,7 +34,7 @@ from plugins.compare.judge import judge, unrunnable
 from plugins.config import GraderConfig, grader_config
 from plugins.discover.plugin import SUBMISSIONS_KEY
 from plugins.discover.submissions import Submission
-from plugins.isolate import cuda_cases, fairness, runspace, sandbox_report, schedule, verdicts, wire
+from plugins.isolate import cuda_cases, failfast, fairness, runspace, sandbox_report, schedule, verdicts, wire
 from plugins.isolate.measure import time_floor
 from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
 from plugins.isolate.truths import TruthStore
@@ -114,6 +114,7 @@ class CaseRunner:
         self.wait_seconds = 0.0  # waits for a speed slot, the speed phase or another worker's truth, for the records
         # What the current case's time went to beyond the totals above (warm-up, trials, a build), for its record.
         self.parts: dict[str, Any] = {}
+        self.timeouts = failfast.TimeoutTally(pool.space.root / "timeouts")  # fail fast, shared by the run's workers
 
     def truth(
         self, reference: ModuleType, case: Case, trial: int = 0, settings: str = ""
@@ -170,6 +171,17 @@ class CaseRunner:
         return unrunnable(submission, case, index, verdicts.not_timed_message(wrong), r.NOT_TIMED)
 
     def run(self, submission: Submission, case: Case) -> r.CaseRecord:
+        """One case's record; after two timeouts in a row of the submission on this challenge, a timeout without
+        starting the child (:mod:`plugins.isolate.failfast`) unless ``--no-fail-fast``."""
+        model, challenge = submission.model, submission.challenge
+        if self.cfg.fail_fast and self.timeouts.gave_up(model, challenge):
+            index = reference_module(challenge).CASES.index(case)
+            return unrunnable(submission, case, index, failfast.MESSAGE, r.TIMEOUT)
+        record = self._run(submission, case)
+        self.timeouts.note(model, challenge, record.outcome)
+        return record
+
+    def _run(self, submission: Submission, case: Case) -> r.CaseRecord:
         reference = reference_module(submission.challenge)
         index = reference.CASES.index(case)
         task = submission.challenge_task

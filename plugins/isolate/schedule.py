@@ -46,7 +46,6 @@ from typing import Any
 import pytest
 
 from plugins.base.host import host_cores
-from plugins.config import grader_config
 from plugins.isolate.runspace import RUN_SPACE_KEY
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -91,8 +90,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if not _ours(config):
         return None
     collector = config.pluginmanager.get_plugin("kernelgrade-records")
-    # The last run's case times (its results.json, moved to previous/ when this run started) say which units are long.
-    previous = earlier_cases(grader_config(config).reports_dir / "previous" / "results.json")
+    # The last finished run's case times say which units are long (made before this run moves that run to history/).
+    last = config.hook.pytest_grader_last_results(config=config)
+    previous = earlier_cases(last) if last else []
     known = case_costs(previous)
 
     def classify(nodeid: str) -> tuple[str, str, bool, float | None]:

@@ -1,5 +1,6 @@
-"""This run against an earlier one (``--baseline=PATH``, a ``results.json``): grade deltas, newly failing and newly
-passing cases, and speed changes beyond the noise.
+"""This run against an earlier one (``--baseline=last|N|PATH``: the reports folder's newest finished run, its run N,
+or a ``results.json``): grade deltas, newly failing and newly passing cases, speed changes beyond the noise, and the
+regressions ``--fail-on-regression`` exits on.
 
 Pure: two summaries in, plain rows and text out; nothing here touches pytest (``plugins/report/comparisons.py`` is the
 pytest side). The baseline is read when the run starts, since it may be the very ``results.json`` this run moves to
@@ -12,6 +13,8 @@ What is compared, and why that way:
 - Cases: a case counts as newly failing (newly passing) only when both runs ran it and it passed before and not now
   (or the reverse); a skipped case is neither. Cases run in one run only are counted, not judged: a case table or a
   ``-k`` selection that changed is no regression.
+- Regressions (:func:`regressions`): a pair graded with a letter in both runs whose letter dropped by more than one
+  step of the rubric's ladder (A+ to A is one step, and noise; A+ to A- is two), and every newly failing case.
 - Speed: a case's time ratio (submission / reference, both medians on the same machine) moved beyond the noise when it
   changed by a factor ``f`` (either way) with ``f - 1 > max(NOISE_SPREADS * s, NOISE_FLOOR)``, ``s`` the larger of the
   two runs' relative spreads of that ratio (see :func:`relative_spread`). The spread is the range (max - min) of the
@@ -27,14 +30,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from plugins.report import tables
+from plugins.report import lifecycle, tables
 from plugins.report.markdown import escape, table
 
 SCHEMA_VERSION = 1  # the results.json layout this module reads (plugins/grade/plugin.py writes it)
 NOISE_SPREADS = 2.0  # a move beyond noise is more than this many of the larger relative spread ...
 NOISE_FLOOR = 0.10  # ... and more than 10 % (see the module docstring)
 UNGRADED = "not graded"
-_NOT_RESULTS = ("running", "usage-error", "unreadable")  # stubs of plugins/report/lifecycle.py: no grades in them
+# stubs of plugins/report/lifecycle.py: no grades in them
+_NOT_RESULTS = ("running", "usage-error", "failed-to-start", "unreadable")
 
 
 class BaselineError(ValueError):
@@ -53,6 +57,26 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise BaselineError(f"not readable as JSON ({exc.__class__.__name__})") from None
     check_schema(data)
     return data
+
+
+def baseline_input(value: str, reports: Path, given: bool = True) -> tuple[str, dict[str, Any]] | None:
+    """(label, summary) of ``--baseline``: ``last``, a run number of ``reports``' history, or a path. When ``given`` is
+    False (``--fail-on-regression`` without ``--baseline``), a folder with no earlier run gives None instead of an
+    error: a first run has nothing to regress from."""
+    if value != "last" and not value.isdigit():
+        return value, load_baseline(Path(value).expanduser())
+    path = lifecycle.run_results(reports, value)
+    if path is None:
+        if not given:
+            return None
+        kept = ", ".join(map(str, lifecycle.run_folders(reports))) or "none"
+        what = "no finished run" if value == "last" else f"no run {int(value)}"
+        raise BaselineError(f"{what} in {reports} (runs kept in {lifecycle.HISTORY}/: {kept})")
+    data = load_baseline(path)
+    number = lifecycle.run_number(data)
+    # the folder's own reports move to history/ when this run starts: their path would be stale, their number is not
+    where = "" if path.parent == reports else f", {path}"
+    return f"{value} (run {number or 'unnumbered'}{where})", data
 
 
 def check_schema(data: Any) -> None:
@@ -87,8 +111,11 @@ def _grades(summary: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 def _order(summary: dict[str, Any], baseline: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Models in this run's ranking order then the baseline's; challenges in this run's table order."""
-    models = [row["model"] for row in summary.get("ranking", [])] + list(summary["models"])
-    models += [row["model"] for row in baseline.get("ranking", [])] + list(baseline["models"])
+    models = [u for row in summary.get("ranking", []) for u in row.get("units", [row["model"]])] + list(
+        summary["models"]
+    )
+    models += [u for row in baseline.get("ranking", []) for u in row.get("units", [row["model"]])]
+    models += list(baseline["models"])
     challenges = [c["id"] for c in summary.get("challenges", [])] + [c["id"] for c in baseline.get("challenges", [])]
     return list(dict.fromkeys(models)), list(dict.fromkeys(challenges))
 
@@ -112,6 +139,7 @@ def grade_deltas(baseline: dict[str, Any], summary: dict[str, Any]) -> tuple[lis
                 "before": _shown(old),
                 "after": _shown(new),
                 "points_delta": round(new["points"] - old["points"], 2) if old and new else None,
+                "letters": [old["letter"] if old else None, new["letter"] if new else None],
             }
         )
     return rows, unchanged
@@ -156,6 +184,26 @@ def _case_row(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         "after": new["outcome"],
         "message": failed.get("message", ""),
     }
+
+
+# --- regressions ------------------------------------------------------------------------------------------------------
+
+MAX_STEPS_DROPPED = 1  # one step (A+ to A) is within a run's noise; more is a regression
+
+
+def regressions(comparison: dict[str, Any], ladder: list[str]) -> list[str]:
+    """One line per regression of ``comparison`` (:func:`compare`): a letter that dropped by more than one step of
+    ``ladder`` (the rubric's letters, best first), and a newly failing case. Statuses that are no letter (built, no
+    code) and pairs graded in one run only are not compared."""
+    step = {letter: i for i, letter in enumerate(ladder)}
+    lines = []
+    for row in comparison["grades"]:
+        old, new = row.get("letters") or (None, None)
+        if old in step and new in step and step[new] - step[old] > MAX_STEPS_DROPPED:
+            lines.append(f"{row['model']} {row['challenge']}: {old} → {new} ({step[new] - step[old]} steps down)")
+    for case in comparison["cases"]["newly_failing"]:
+        lines.append(f"{case['model']} {case['challenge']}/{case['case']}: newly {case['after']}")
+    return lines
 
 
 # --- speed ------------------------------------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
-"""Pytest side of ``--baseline`` and ``--judge-grades``: sections of ``grades.md`` and lines after the grade matrix.
+"""Pytest side of ``--baseline``, ``--fail-on-regression`` and ``--judge-grades``: sections of ``grades.md``, lines
+after the grade matrix, and the exit status.
 
 Both files are read and checked when the run is configured, before the run moves its reports folder aside (the baseline
 may be the results.json it replaces); one that cannot be read as documented is a usage error (exit 4, one line). Once
 the summary exists, they are compared with it (:mod:`plugins.report.compare_runs`, :mod:`plugins.report.judge_grades`)
 through the ``pytest_grader_report_sections`` hook, and the same comparison is printed in the terminal summary.
+
+Under ``--fail-on-regression`` the exit status says whether the run regressed against the baseline (1) or not (0),
+instead of whether any submission failed a case (most rosters always have one). A run that did not finish (or that
+pytest ended with a status other than 0 or 1: interrupted, internal error) keeps pytest's status.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ from typing import Any
 import pytest
 
 from plugins.base import inert
-from plugins.config import grader_config
+from plugins.config import grader_config, reports_dir
 from plugins.grade.plugin import SUMMARY_KEY
 from plugins.grade.rubric import load_rubric
 from plugins.report import compare_runs, judge_grades
 
 COMPARISON_INPUTS_KEY = pytest.StashKey[dict[str, Any]]()  # "baseline", "judge": (path as given, what it holds)
 TERMINAL_KEY = pytest.StashKey[list[tuple[str, list[str]]]]()
+REGRESSIONS_KEY = pytest.StashKey[list[str]]()
 BASELINE_TITLE = "Against the baseline"
 JUDGE_TITLE = "Judge against execution"
 
@@ -35,11 +41,14 @@ def checked_comparison_inputs(config: pytest.Config) -> dict[str, Any]:
     """``--baseline`` and ``--judge-grades`` as read from their files; raises ``pytest.UsageError`` for one that cannot
     be read as documented."""
     option, inputs = config.option, {}
-    if option.baseline:
+    wanted = option.baseline or ("last" if option.fail_on_regression else None)
+    if wanted:
         try:
-            inputs["baseline"] = (option.baseline, compare_runs.load_baseline(Path(option.baseline).expanduser()))
+            found = compare_runs.baseline_input(wanted, reports_dir(config), given=bool(option.baseline))
         except compare_runs.BaselineError as exc:
-            raise pytest.UsageError(inert.one_line(f"--baseline={option.baseline}: {exc}")) from None
+            raise pytest.UsageError(inert.one_line(f"--baseline={wanted}: {exc}")) from None
+        if found is not None:
+            inputs["baseline"] = found
     if option.judge_grades:
         try:
             rubric = load_rubric(grader_config(config).rubric)
@@ -62,6 +71,15 @@ def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config
         comparison = compare_runs.compare(baseline, summary, label)
         sections.append((BASELINE_TITLE, compare_runs.markdown_section(comparison)))
         terminal.append(("kernelgrade: against the baseline", compare_runs.terminal_lines(comparison)))
+        if grader_config(config).fail_on_regression:
+            ladder = judge_grades.ladder(load_rubric(grader_config(config).rubric))
+            found = compare_runs.regressions(comparison, ladder)
+            config.stash[REGRESSIONS_KEY] = found
+            lines = [f"regression: {line}" for line in found] or ["no regression against the baseline"]
+            terminal.append(("kernelgrade: --fail-on-regression", lines))
+    elif grader_config(config).fail_on_regression:
+        config.stash[REGRESSIONS_KEY] = []
+        terminal.append(("kernelgrade: --fail-on-regression", ["no earlier run in the reports folder: no baseline"]))
     if "judge" in inputs:
         label, rows = inputs["judge"]
         result = judge_grades.disagreements(summary, rows, load_rubric(grader_config(config).rubric))
@@ -69,6 +87,17 @@ def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config
         terminal.append(("kernelgrade: judge against execution", judge_grades.terminal_lines(result, label)))
     config.stash[TERMINAL_KEY] = terminal
     return sections or None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under ``--fail-on-regression``: 1 if the run regressed against the baseline, else 0 (module docstring)."""
+    config = session.config
+    summary = config.stash.get(SUMMARY_KEY, None)
+    found = config.stash.get(REGRESSIONS_KEY, None)
+    if summary is None or found is None or session.exitstatus not in (0, 1) or summary["status"] != "complete":
+        return
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED if found else pytest.ExitCode.OK
 
 
 # tryfirst wrapper registered after plugins.report.plugin (the order of plugins.GRADER_PLUGINS): the outermost one,

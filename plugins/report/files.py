@@ -2,7 +2,9 @@
 atomically.
 
 Used at the end of a run and by :mod:`plugins.report.recover`. A file is written to a temporary name and renamed, so a
-reader (or a second Ctrl-C) never finds half a report. A badge that cannot be written is reported, and the other
+reader (or a second Ctrl-C) never finds half a report. Report files get the mode a plain ``open()`` would give them
+(0644 under the usual umask 022), not ``mkstemp``'s private 0600: a CI uploader or a web server running as another
+user must be able to read them. A badge that cannot be written is reported, and the other
 reports are still written.
 """
 
@@ -19,10 +21,19 @@ from plugins.report import badges as badge_files
 from plugins.report import markdown, pictures
 
 
+def file_mode() -> int:
+    """0666 less the process's umask: what ``open(path, "w")`` creates (the umask can only be read by setting it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one rename, with the mode of :func:`file_mode`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)

@@ -54,11 +54,14 @@ def summary_html(run: dict[str, Any]) -> str:
             f'<p class="kg-status"><b>{escape(run["status"].upper())}</b>: {inert.html(run["status_detail"])}</p>'
         )
     parts += [f'<p class="kg-warning"><b>warning</b>: {inert.html(w)}</p>' for w in tables.warnings(run)]
+    if deselected := tables.deselected_line(run):
+        parts.append(f'<p class="kg-deselected"><b>{inert.html(deselected)}</b></p>')
     parts.append("<h2>Grades</h2>")
     parts.append(table(*tables.grade_matrix(run)))
     parts.append(f'<div class="kg-picture">{pictures.heatmap_svg(run)}</div>')
     parts.append("<h3>Ranking</h3>")
     parts.append(table(*tables.ranking(run)))
+    parts.append(f"<p>{inert.html(tables.ranking_rule(run))}.</p>")
     parts.append("<h3>Task profiles</h3>")
     parts.append(table(*tables.task_profiles(run)))
     parts.append(samples.html_section(run))  # several samples per model: mean, spread, pass@k (or nothing)

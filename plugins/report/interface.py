@@ -32,7 +32,7 @@ def compliance(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     total adapter lines. Only submissions with code that got a grade in this run count (a folder without code meets
     no interface)."""
     graded = {(m, c) for m, d in summary["models"].items() for c, g in d["challenges"].items() if not g.get("no_code")}
-    order = [row["model"] for row in summary["ranking"]]
+    order = [unit for row in summary["ranking"] for unit in row.get("units", [row["model"]])]  # samples: each
     per_model: dict[str, tuple[list[str], list[str], list[int]]] = {}
     for sub in summary.get("submissions", []):
         if (sub["model"], sub["challenge"]) not in graded:

@@ -1,19 +1,21 @@
-"""The reports folder never shows an earlier run's grades as if they were this run's.
+"""The reports folder never shows an earlier run's grades as if they were this run's, and keeps the runs before.
 
-- When a run starts (on the xdist controller, or the only process), the reports of the run before move to
-  ``previous/`` (replacing what was there), and ``grades.md``, ``results.json`` (``"status": "running"``) and, when
-  pytest-html will write it, ``report.html`` say "run in progress". They are replaced when the run ends.
+- Runs are numbered (1, 2, ...; ``"run"`` in ``results.json``). When a run has selected at least one graded case (on
+  the xdist controller, or the only process), the reports of the run before move to ``history/NNNN/`` (``NNNN`` its
+  number, zero-padded: pictures, badges and ``cases.jsonl`` with them), the oldest numbered runs beyond ``--keep-runs``
+  are deleted, and ``grades.md``, ``results.json`` (``"status": "running"``) and, when pytest-html will write it,
+  ``report.html`` say "run in progress". They are replaced when the run ends.
+- A usage error (a bad option, an unknown model, no submissions) and a run that selects no graded case (``-k flsh``)
+  never rotate, delete or stamp anything: the folder stays as the last run that graded left it. (A ``--shard`` run
+  whose share is empty still writes its reports: the merge reads every shard's.)
 - If the run before was killed (its ``results.json`` still says ``running``), its ``cases.jsonl`` is first turned into
-  reports marked incomplete (:mod:`plugins.report.recover`); those move to ``previous/``.
-- A usage error (a bad option, an unknown model, no submissions) is no run: it leaves the folder as it is, the last
-  run that graded included. (Stubs that say ``"status": "usage-error"``, left by earlier versions, are replaced like
-  the failed-to-start ones.)
+  reports marked incomplete (:mod:`plugins.report.recover`); those move to ``history/`` with its number.
 - A run that stops before its session starts (an internal error or Ctrl-C while it discovers or copies the
-  submissions, before the reports are moved aside) moves them aside the same way, through :class:`StartGuard`, and
-  leaves a ``grades.md`` and ``results.json`` (``"status": "failed-to-start"``) that say why; the next run replaces
-  them and keeps ``previous/``.
+  submissions) moves the reports to ``history/`` the same way, through :class:`StartGuard`, and leaves a ``grades.md``
+  and ``results.json`` (``"status": "failed-to-start"``) that say why; the next run replaces these stubs.
 - A run that is still alive (its pid, on this host, is a running pytest) keeps its folder: the new run stops with a
   usage error instead of moving files from under it.
+- ``--baseline=last`` is the newest finished run of the folder, ``--baseline=N`` run N (:func:`run_results`).
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ from plugins.report import recover
 from plugins.report.files import atomic_write
 from plugins.report.state import FAILED_TO_START, RUNNING, STUBS, now, read_state
 
-REPORT_FILES = ("grades.md", "results.json", "report.html", "cases.jsonl")
+# Every file a run writes into the folder: all of them move to history/ together (the pictures included).
+REPORT_FILES = ("grades.md", "results.json", "report.html", "cases.jsonl", "heatmap.svg", "speed.svg")
 REPORT_DIRS = ("badges",)
-PREVIOUS = "previous"
+HISTORY = "history"
+DEFAULT_KEEP_RUNS = 20  # numbered runs kept in history/ (--keep-runs)
+_RUN_FOLDER = re.compile(r"[0-9]{4,}")
 STUB_MARK = "<!-- kernelgrade: not a report -->"
 
 
@@ -54,16 +59,44 @@ def _alive(state: dict[str, Any]) -> bool:
     return b"pytest" in cmdline
 
 
-def retire(folder: Path) -> str:
-    """Move the last run's reports to ``previous/`` (recovering a killed run first); returns what was done, for the
-    terminal ("" when there was nothing). Raises :class:`FolderBusy` if a live run owns the folder."""
+def check_free(folder: Path) -> None:
+    """Raise :class:`FolderBusy` if a live run owns the folder (read only: nothing is moved)."""
     state = read_state(folder)
-    status = (state or {}).get("status")
-    if state and status == RUNNING and _alive(state):
+    if state and state.get("status") == RUNNING and _alive(state):
         raise FolderBusy(
             f"another grading run (pid {state['pid']}, started {state.get('created')}) is writing to {folder}; "
             "wait for it or pass another --reports-dir"
         )
+
+
+def run_folders(folder: Path) -> dict[int, Path]:
+    """The numbered runs kept in ``folder/history``: number -> its folder."""
+    history = folder / HISTORY
+    if not history.is_dir():
+        return {}
+    found = {int(p.name): p for p in history.iterdir() if _RUN_FOLDER.fullmatch(p.name) and p.is_dir()}
+    return dict(sorted(found.items()))
+
+
+def run_number(state: dict[str, Any] | None) -> int | None:
+    """The run number a ``results.json`` (or stub) records, if it records one."""
+    number = (state or {}).get("run")
+    return number if isinstance(number, int) and not isinstance(number, bool) and number > 0 else None
+
+
+def next_run_number(folder: Path) -> int:
+    """One more than any run number the folder knows (its history and its current reports)."""
+    known = [*run_folders(folder), run_number(read_state(folder)) or 0]
+    return max(known, default=0) + 1
+
+
+def retire(folder: Path, keep: int = DEFAULT_KEEP_RUNS) -> str:
+    """Move the last run's reports to ``history/NNNN/`` (recovering a killed run first) and keep the newest ``keep``
+    numbered runs; returns what was done, for the terminal ("" when there was nothing). Raises :class:`FolderBusy` if
+    a live run owns the folder."""
+    check_free(folder)
+    state = read_state(folder)
+    status = (state or {}).get("status")
     present = [folder / n for n in (*REPORT_FILES, *REPORT_DIRS) if (folder / n).exists()]
     if not present:
         return ""
@@ -78,15 +111,54 @@ def retire(folder: Path) -> str:
                 _remove(present)  # nothing was recorded: the stubs are all there was
                 return "the previous run was killed before any case finished; its stubs were removed"
     elif status in STUBS:
-        _remove(present)  # only the stubs: previous/ already holds the last real run
+        _remove(present)  # only the stubs: history/ already holds the last real run
         return ""
-    previous = folder / PREVIOUS
-    shutil.rmtree(previous, ignore_errors=True)
-    previous.mkdir(parents=True, exist_ok=True)
+    target = _archive_folder(folder, run_number(state))
+    target.mkdir(parents=True)
     for path in [folder / n for n in (*REPORT_FILES, *REPORT_DIRS)]:
         if path.exists():
-            path.rename(previous / path.name)
-    return (note + "; " if note else "") + f"the previous run's reports moved to {previous}"
+            path.rename(target / path.name)
+    pruned = prune(folder, keep)
+    done = (note + "; " if note else "") + f"the previous run's reports moved to {target}"
+    return done + (f"; {len(pruned)} older run(s) deleted (--keep-runs={keep})" if pruned else "")
+
+
+def _archive_folder(folder: Path, number: int | None) -> Path:
+    """``history/NNNN`` for a run's number; a run without one (written before runs were numbered) or whose number is
+    taken gets the next free number, so nothing kept is ever overwritten."""
+    taken = run_folders(folder)
+    if number is None or number in taken:
+        number = max([*taken, number or 0], default=0) + 1
+    return folder / HISTORY / f"{number:04d}"
+
+
+def prune(folder: Path, keep: int) -> list[Path]:
+    """Delete the oldest numbered runs beyond the newest ``keep``; returns the folders deleted."""
+    runs = list(run_folders(folder).values())
+    gone = runs[: max(0, len(runs) - keep)]
+    for path in gone:
+        shutil.rmtree(path, ignore_errors=True)
+    return gone
+
+
+def run_results(folder: Path, which: str) -> Path | None:
+    """The ``results.json`` of ``--baseline=last`` (the newest finished run: the folder's own reports, else the
+    newest in history/) or ``--baseline=N`` (run N); None when there is no such run. Stubs are never a run."""
+    current = folder / "results.json"
+    state = read_state(folder)
+    finished = state is not None and state.get("status") not in (RUNNING, *STUBS, "unreadable")
+    if which == "last":
+        if finished:
+            return current
+        for path in reversed(run_folders(folder).values()):
+            if (read_state(path) or {}).get("status") not in (None, RUNNING, *STUBS, "unreadable"):
+                return path / "results.json"
+        return None
+    number = int(which)
+    if finished and run_number(state) == number:
+        return current
+    kept = run_folders(folder).get(number)
+    return kept / "results.json" if kept and (kept / "results.json").is_file() else None
 
 
 def _remove(paths: list[Path]) -> None:
@@ -97,9 +169,11 @@ def _remove(paths: list[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
-def stamp_running(folder: Path, html: bool) -> dict[str, Any]:
-    """The "run in progress" stubs; returns the stub state (pid, host, time)."""
+def stamp_running(folder: Path, html: bool, number: int | None = None) -> dict[str, Any]:
+    """The "run in progress" stubs of run ``number``; returns the stub state (run, pid, host, time)."""
     state = {"schema_version": 1, "status": RUNNING, "created": now(), "pid": os.getpid(), "host": socket.gethostname()}
+    if number is not None:
+        state["run"] = number
     state["cases_file"] = "cases.jsonl"
     text = (
         f"# kernelgrade: run in progress — not grades\n\n{STUB_MARK}\n\n"
@@ -108,7 +182,7 @@ def stamp_running(folder: Path, html: bool) -> dict[str, Any]:
         "If no grading run is running any more, it was killed before it could write them. "
         f"`python -m plugins.report.recover {folder}` builds reports marked incomplete from the cases it recorded in "
         "`cases.jsonl`; the next grading run does the same before it starts. "
-        f"Reports of the run before this one, if any, are in `{PREVIOUS}/`.\n"
+        f"Reports of the runs before this one, if any, are in `{HISTORY}/`.\n"
     )
     atomic_write(folder / "grades.md", text)
     atomic_write(folder / "results.json", json.dumps(state, indent=1) + "\n")
@@ -117,16 +191,16 @@ def stamp_running(folder: Path, html: bool) -> dict[str, Any]:
     return state
 
 
-def _stamp_stopped(folder: Path, status: str, headline: str, message: str) -> None:
+def _stamp_stopped(folder: Path, status: str, headline: str, message: str, keep: int = DEFAULT_KEEP_RUNS) -> None:
     """Move the last reports aside and leave stubs with ``status`` that say why no grades follow; never raises."""
     try:
-        retire(folder)
+        retire(folder, keep)
         state = {"schema_version": 1, "status": status, "created": now(), "message": message}
         atomic_write(folder / "results.json", json.dumps(state, indent=1) + "\n")
         atomic_write(
             folder / "grades.md",
             f"# kernelgrade: no grades — {headline}\n\n{STUB_MARK}\n\n"
-            f"{state['created']}: {_fenced(message)}\n\nThe last run that graded is in `{PREVIOUS}/`.\n",
+            f"{state['created']}: {_fenced(message)}\n\nThe runs that graded are in `{HISTORY}/`.\n",
         )
     except (OSError, FolderBusy):
         pass
@@ -156,7 +230,16 @@ class StartGuard:
         if self.started:  # the session's own stubs and reports say what happened
             return
         headline = "the last invocation stopped before it graded anything"
-        _stamp_stopped(reports_dir(self.config), FAILED_TO_START, headline, message[-2000:])
+        _stamp_stopped(reports_dir(self.config), FAILED_TO_START, headline, message[-2000:], keep_runs(self.config))
+
+
+def keep_runs(config: Any) -> int:
+    """``--keep-runs`` as checked when the run configured, else its default (a run that failed before that)."""
+    value = getattr(config.option, "keep_runs", None)
+    try:
+        return max(1, int(str(value))) if value is not None else DEFAULT_KEEP_RUNS
+    except ValueError:
+        return DEFAULT_KEEP_RUNS
 
 
 def _fenced(text: str) -> str:

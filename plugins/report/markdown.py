@@ -30,6 +30,8 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
         "",
         table(*tables.ranking(summary)),
         "",
+        escape(tables.ranking_rule(summary)[0].upper() + tables.ranking_rule(summary)[1:]) + ".",
+        "",
         "## Task profiles",
         "",
         "The rules each model was graded by (`reference/tasks/`): a case that depends on a rule its profile does not"
@@ -79,6 +81,8 @@ def status_lines(summary: dict[str, Any]) -> list[str]:
         lines += [f"> **{status.upper()}**: {escape(summary.get('status_detail', ''))}", ""]
     for warning in tables.warnings(summary):
         lines += [f"> **warning**: {escape(warning)}", ""]
+    if deselected := tables.deselected_line(summary):
+        lines += [f"> **{escape(deselected)}**", ""]
     return lines
 
 

@@ -17,7 +17,7 @@ not loaded here, which the reports say; neither are the sections that need the l
 ``--baseline``, ``--judge-grades``). ``results.json["shards"]`` and the section "Shards" of ``grades.md`` say which
 host ran each shard, on what machine, how long it took and how it ended: timing across shards is comparable only on
 identical machines. A shard that did not finish (killed, interrupted) makes the merged reports incomplete, naming it.
-Earlier reports in ``OUT_DIR`` move to ``previous/``, as a run's do.
+Earlier reports in ``OUT_DIR`` move to ``history/NNNN/``, as a run's do.
 
 Exit status: 0 merged, 1 refused (the shards do not belong together, or ``OUT_DIR`` is in use), 2 usage error.
 """
@@ -194,6 +194,7 @@ def merge(out: Path, folders: list[Path]) -> dict[str, Any]:
         lifecycle.retire(out)
     except lifecycle.FolderBusy as exc:
         raise Refused(str(exc)) from None
+    header["run"] = summary["run"] = lifecycle.next_run_number(out)  # a run of OUT_DIR's history, not a shard's number
     title = f"kernelgrade report (merged from {len(shards)} shards)"
     for problem in recover.write_offline(out, summary, title, badges=True, extra=[shards_section(header)]):
         print(f"warning: {problem}", file=sys.stderr)

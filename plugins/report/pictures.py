@@ -69,7 +69,7 @@ def heatmap_cells(summary: dict[str, Any]) -> tuple[list[str], list[str], list[l
     """(models in ranking order, challenge ids, one cell per model and challenge: status, points, complete)."""
     challenges = [c["id"] for c in tables.graded_challenges(summary)]
     pending = {(e["model"], e["challenge"]) for e in summary.get("not_run", [])}
-    models = [row["model"] for row in summary["ranking"]]
+    models = tables.units(summary)
     models += [m for m, _ in sorted(pending) if m not in summary["models"] and m not in models]
     cells = []
     for model in models:
@@ -127,7 +127,7 @@ def _cut(name: str) -> str:
 # ------------------------------------------------------------------------------------------------------------- speed
 def speed_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Per challenge and model (report order), the timed speed cases: case id, ratio, and the spread bar's ends."""
-    order = {row["model"]: i for i, row in enumerate(summary["ranking"])}
+    order = {unit: i for i, unit in enumerate(tables.units(summary))}
     challenges = [c["id"] for c in summary["challenges"]]
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for case in summary["cases"]:
@@ -222,7 +222,7 @@ def _words(case: dict[str, Any]) -> str:
 def trap_table(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[str], list[list[str]]]:
     """(models, traps, states): the traps of ``challenge``'s cases that ran in this run (case order), the models that
     attempted it (ranking order, then those the run stopped before), and one state per trap and model."""
-    models = [row["model"] for row in summary["ranking"] if challenge in summary["models"][row["model"]]["challenges"]]
+    models = [unit for unit in tables.units(summary) if challenge in summary["models"][unit]["challenges"]]
     models += [
         e["model"] for e in summary.get("not_run", []) if e["challenge"] == challenge and e["model"] not in models
     ]

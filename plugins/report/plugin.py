@@ -4,10 +4,10 @@ Everything here runs on the xdist controller only (or the single process), from 
 reports are identical with and without ``-n``. ``report.html`` is written by pytest-html when it is installed: unless
 ``--html`` is given, it goes to ``<reports-dir>/report.html`` as one self-contained file.
 
-The reports folder's life cycle (the previous run's reports moved to ``previous/``, "run in progress" stubs, recovery
+The reports folder's life cycle (the last run's reports moved to ``history/NNNN/``, "run in progress" stubs, recovery
 after a kill) is in :mod:`plugins.report.lifecycle` and :mod:`plugins.report.recover`, driven from here: the grade stage
-asks for the folder through ``pytest_grader_prepare_reports`` before it opens its ``cases.jsonl`` journal
-(:mod:`plugins.grade.journal`), and a run that stops before its session starts is caught by
+asks for the folder through ``pytest_grader_prepare_reports`` once collection selected a graded case, before it opens
+its ``cases.jsonl`` journal (:mod:`plugins.grade.journal`), and a run that stops before its session starts is caught by
 :class:`plugins.report.lifecycle.StartGuard`, registered here before discovery configures. Every string from a
 submission goes through :mod:`plugins.base.inert` before it is shown.
 """
@@ -44,16 +44,74 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("html") and getattr(config.option, "htmlpath", None) is None:
         config.option.htmlpath = str(reports_dir(config) / "report.html")
         config.option.self_contained_html = True
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(KeepHtml(config), "kernelgrade-keep-html")
 
 
-def pytest_grader_prepare_reports(folder: Path, config: pytest.Config) -> str:
-    """Move the last run's reports aside and stamp "run in progress" (:mod:`plugins.report.lifecycle`); a folder that
-    another live run writes to is a usage error."""
+class KeepHtml:
+    """pytest-html writes its page at session end whatever happened: in a run that graded nothing (no graded case
+    selected), the page it wrote over the last real run's ``report.html`` is undone, so that run's reports stay whole
+    (:mod:`plugins.report.lifecycle`)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Iterator[None]:
+        held = self._hold() if not _graded(self.config) else None
+        try:
+            return (yield)
+        finally:
+            if held is not None:
+                page, copy = held
+                if copy.exists():
+                    copy.replace(page)
+                else:
+                    page.unlink(missing_ok=True)
+
+    def _hold(self) -> tuple[Path, Path] | None:
+        """Move the folder's report.html aside, when pytest-html writes there; (its path, where it went)."""
+        page = reports_dir(self.config) / "report.html"
+        if str(getattr(self.config.option, "htmlpath", "") or "") != str(page):
+            return None
+        copy = page.with_name(f".report.html.{os.getpid()}.kept")
+        if page.exists():
+            page.replace(copy)
+        return page, copy
+
+
+def _graded(config: pytest.Config) -> bool:
+    """Whether this run began grading (and so owns the reports folder)."""
+    collector = config.pluginmanager.get_plugin("kernelgrade-records")
+    return collector is not None and collector.journal is not None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A reports folder that another live run writes to is a usage error, said before anything runs."""
+    config = session.config
+    if hasattr(config, "workerinput") or config.option.collectonly:
+        return
     try:
-        retired = lifecycle.retire(folder)
+        lifecycle.check_free(grader_config(config).reports_dir)
     except lifecycle.FolderBusy as exc:
         raise pytest.UsageError(str(exc)) from None
-    lifecycle.stamp_running(folder, html=_html_in(config, folder))
+
+
+def pytest_grader_last_results(config: pytest.Config) -> Path | None:
+    """The newest finished run's ``results.json`` (:func:`plugins.report.lifecycle.run_results`)."""
+    return lifecycle.run_results(grader_config(config).reports_dir, "last")
+
+
+def pytest_grader_prepare_reports(folder: Path, config: pytest.Config, header: dict[str, Any]) -> str:
+    """Move the last run's reports to the numbered history, give this run its number and stamp "run in progress"
+    (:mod:`plugins.report.lifecycle`)."""
+    try:
+        retired = lifecycle.retire(folder, grader_config(config).keep_runs)
+    except lifecycle.FolderBusy as exc:  # a run that took the folder since this session started
+        raise pytest.UsageError(str(exc)) from None
+    header["run"] = lifecycle.next_run_number(folder)
+    lifecycle.stamp_running(folder, html=_html_in(config, folder), number=header["run"])
     return retired
 
 
@@ -99,6 +157,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     yield
     summary = config.stash.get(SUMMARY_KEY, None)
     if summary is None:
+        if not config.option.collectonly and config.pluginmanager.get_plugin("kernelgrade-records") is not None:
+            folder = grader_config(config).reports_dir
+            terminalreporter.write_sep("=", "kernelgrade: no graded case selected")
+            terminalreporter.write_line(f"nothing graded; the reports in {folder} were left as they were")
         return
     terminalreporter.write_sep("=", "kernelgrade: grade matrix")
     headers, rows = tables.grade_matrix(summary)
@@ -118,8 +180,11 @@ def terminal_notes(summary: dict[str, Any], config: pytest.Config) -> list[str]:
     if summary["status"] != "complete":
         lines.append(f"{summary['status'].upper()}: {inert.terminal(summary['status_detail'])}")
     notes = {n for m in summary["models"].values() for g in m["challenges"].values() for n in g["notes"]}
+    if deselected := tables.deselected_line(summary):
+        lines.append(inert.terminal(deselected))
     if any(n.startswith("partial run") for n in notes):
         lines.append("partial run: some cases were deselected (-k/-m); grades cover only the cases that ran")
+    lines.append(inert.terminal(tables.ranking_rule(summary)))
     if legend := tables.task_legend(summary):
         lines.append(inert.terminal(legend))
     speed = "" if summary["options"]["measure_speed"] else "; speed not measured (--no-speed)"

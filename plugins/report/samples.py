@@ -23,8 +23,9 @@ from plugins.report import tables
 TITLE = "Samples and pass@k"
 INTRO = (
     "Models with several samples of a challenge (`<model>/<challenge>/sample-<N>/`): each sample is graded on its own"
-    " and has its own row in the grade matrix and the ranking (`<model>/sample-<N>`). To rank models, use the mean or"
-    " pass@k below, not the best sample, so that one lucky sample does not decide a ranking. A sample passes when none"
+    " and has its own row in the grade matrix (`<model>/sample-<N>`); the ranking has one row per model, which counts"
+    " the mean of its samples, never the best one, so that one lucky sample does not decide a ranking. A sample passes"
+    " when none"
     " of its core or edge cases failed; c of n samples pass; pass@k = 1 − C(n−c, k) / C(n, k) (the unbiased estimator"
     " of Chen et al., 2021) is the chance that at least one of k samples drawn from the n passes. sd is the sample"
     " standard deviation of the points (n − 1)."

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 RUNNING, USAGE_ERROR, FAILED_TO_START = "running", "usage-error", "failed-to-start"
-STUBS = (USAGE_ERROR, FAILED_TO_START)  # statuses of stubs that stand for no run: replaced, never kept as previous/
+STUBS = (USAGE_ERROR, FAILED_TO_START)  # statuses of stubs that stand for no run: replaced, never kept in history/
 
 
 def now() -> str:

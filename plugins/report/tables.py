@@ -16,6 +16,12 @@ NO_CODE_SYMBOL = f"∅ {NO_CODE}"  # the folder holds no source file of the chal
 INCOMPLETE = "incomplete"  # follows a letter whose selected cases did not all run
 
 
+def units(summary: dict[str, Any]) -> list[str]:
+    """Every graded unit (a model, or ``model/sample-N``) in ranking order: a ranking row names a model, whose units
+    (its samples) follow one another; a summary written before rows had ``units`` has one unit per row."""
+    return [unit for row in summary["ranking"] for unit in row.get("units", [row["model"]])]
+
+
 def warnings(summary: dict[str, Any]) -> list[str]:
     """Warnings shown before any grade: the run's own, and the sandbox's when containment is weaker than intended
     (``summary["sandbox"]``, filled by ``plugins/isolate/sandbox_report.py``)."""
@@ -44,21 +50,21 @@ def grade_matrix(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     headers = ["model", "overall", *[c["id"] for c in columns]]
     pending = {(e["model"], e["challenge"]) for e in summary.get("not_run", [])}
     rows = []
-    for row in summary["ranking"]:
-        model = summary["models"][row["model"]]
-        complete = model.get("complete", True) and not any(m == row["model"] for m, _ in pending)
+    for unit in units(summary):
+        model = summary["models"][unit]
+        complete = model.get("complete", True) and not any(m == unit for m, _ in pending)
         overall = (
             model["overall"]
             if model["mean_grade_points"] is None
             else f"{model['overall']} ({model['mean_grade_points']:.2f})"
         )
-        cells = [row["model"], _mark(overall, complete)]
+        cells = [unit, _mark(overall, complete)]
         for c in columns:
             grade = model["challenges"].get(c["id"])
             if grade:
                 cells.append(_mark(shown_grade(grade), grade.get("complete", True)))
             else:
-                cells.append(NOT_RUN if (row["model"], c["id"]) in pending else NOT_ATTEMPTED)
+                cells.append(NOT_RUN if (unit, c["id"]) in pending else NOT_ATTEMPTED)
         rows.append(cells)
     for name in dict.fromkeys(m for m, _ in sorted(pending) if m not in summary["models"]):
         cells = [name, NOT_RUN, *(NOT_RUN if (name, c["id"]) in pending else NOT_ATTEMPTED for c in columns)]
@@ -73,20 +79,54 @@ def shown_grade(grade: dict[str, Any]) -> str:
     return grade["letter"] if grade["letter"] == BUILT_ONLY else f"{grade['letter']} ({grade['points']:.1f})"
 
 
+RANKING_RULE = (
+    "ranked by score: grade points (A+ = 4.3 … F = 0) averaged over the run's {n} challenge{s}, a challenge not"
+    " attempted counting 0 (= mean × coverage) and one only built here (no GPU) left out; the mean is over the"
+    " challenges attempted; a model graded from several samples counts each challenge at the mean of its samples, with"
+    " the score's range from worst to best samples"
+)
+
+
 def ranking(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """A model that is not ranked (nothing gradable here) shows a dash for its rank."""
-    headers = ["rank", "model", "overall", "mean grade points", "coverage"]
-    rows = [
-        [
-            NOT_ATTEMPTED if row["rank"] is None else row["rank"],
-            row["model"],
-            _mark(summary["models"][row["model"]]["overall"], summary["models"][row["model"]].get("complete", True)),
-            _points(row["mean_grade_points"]),
-            row["coverage"] + _no_code_coverage(row),
-        ]
-        for row in summary["ranking"]
-    ]
+    """One row per model (its samples together); a model that is not ranked (nothing gradable here) shows a dash for
+    its rank. A summary written before scores existed shows a dash for the score."""
+    headers = ["rank", "model", "overall", "score", "mean grade points", "coverage", "samples"]
+    rows = []
+    for row in summary["ranking"]:
+        unit_rows = [summary["models"][u] for u in row.get("units", [row["model"]])]
+        complete = all(m.get("complete", True) for m in unit_rows)
+        overall = row.get("overall") or unit_rows[0]["overall"]
+        spread = row.get("spread")
+        samples = f"{row['samples']} ({spread[0]:.2f}–{spread[1]:.2f})" if row.get("samples") and spread else ""
+        rows.append(
+            [
+                NOT_ATTEMPTED if row["rank"] is None else row["rank"],
+                row["model"],
+                _mark(overall, complete),
+                _points(row.get("score")),
+                _points(row["mean_grade_points"]),
+                row["coverage"] + _no_code_coverage(row),
+                samples,
+            ]
+        )
     return headers, rows
+
+
+def ranking_rule(summary: dict[str, Any]) -> str:
+    """How the ranking was made, in one sentence (shown under the ranking table)."""
+    n = len(summary.get("run_challenges", [])) or len(graded_challenges(summary))
+    return RANKING_RULE.format(n=n, s="" if n == 1 else "s")
+
+
+def deselected_line(summary: dict[str, Any]) -> str:
+    """``partial selection: -k/-m deselected every case of beam_search, kv_cache; …`` or "" for a full selection."""
+    left_out = summary.get("deselected") or []
+    if not left_out:
+        return ""
+    return (
+        f"partial selection: -k/-m deselected every case of {', '.join(left_out)}; the ranking covers only the"
+        f" {len(summary.get('run_challenges', []))} challenge(s) this run graded"
+    )
 
 
 def _no_code_coverage(row: dict[str, Any]) -> str:
@@ -107,10 +147,10 @@ def no_code_counts_as(summary: dict[str, Any]) -> str | None:
 def no_code_lines(summary: dict[str, Any], challenge: str) -> list[tuple[str, str]]:
     """(model, what its folder holds) for each model with no code for ``challenge``, in ranking order."""
     out = []
-    for row in summary["ranking"]:
-        grade = summary["models"][row["model"]]["challenges"].get(challenge)
+    for unit in units(summary):
+        grade = summary["models"][unit]["challenges"].get(challenge)
         if grade and grade["letter"] == NO_CODE:
-            out.append((row["model"], grade.get("no_code") or "no code submitted"))
+            out.append((unit, grade.get("no_code") or "no code submitted"))
     return out
 
 
@@ -119,14 +159,14 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
     (a capped letter, a partial run)."""
     headers = ["model", "grade", "points", *CATEGORIES, "interface", "loaded", "notes"]
     rows = []
-    for row in summary["ranking"]:
-        grade = summary["models"][row["model"]]["challenges"].get(challenge)
+    for unit in units(summary):
+        grade = summary["models"][unit]["challenges"].get(challenge)
         if grade is None:
             continue
         no_code = grade["letter"] == NO_CODE  # nothing ran: no category figures; points where the rubric counts them
-        points = "—" if no_code and row.get("no_code_counts_as") == "not attempted" else f"{grade['points']:.1f}"
+        points = "—" if no_code and no_code_counts_as(summary) == "not attempted" else f"{grade['points']:.1f}"
         letter = NO_CODE_SYMBOL if no_code else grade["letter"]
-        cells = [row["model"], _mark(letter, grade.get("complete", True)), points]
+        cells = [unit, _mark(letter, grade.get("complete", True)), points]
         for name in CATEGORIES:
             cat = grade["categories"].get(name)
             if no_code:
@@ -137,7 +177,7 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
                 cells.append(wording.ratio_words(grade["speed_ratio"], "ref"))  # the slowest speed case, in words
             else:
                 cells.append(f"{cat['passed']}/{cat['cases']}")
-        cells += [interface(summary, row["model"], challenge), grade["loaded"], "; ".join(grade["notes"])]
+        cells += [interface(summary, unit, challenge), grade["loaded"], "; ".join(grade["notes"])]
         rows.append(cells)
     return headers, rows
 
@@ -159,7 +199,7 @@ def interface(summary: dict[str, Any], model: str, challenge: str) -> str:
 
 def head_to_head(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Wins-losses-ties of the row model against the column model over challenges both attempted."""
-    models = [row["model"] for row in summary["ranking"]]
+    models = units(summary)
     table = summary["head_to_head"]
     rows = [[a, *(NOT_ATTEMPTED if a == b else "-".join(map(str, table[a][b])) for b in models)] for a in models]
     return ["W-L-T", *models], rows
@@ -183,15 +223,15 @@ def task_profiles(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Per model (ranking order): the task profile that graded it, where it came from, and the rules beyond that task
     its failed cases depend on (``beam_search: tie-order (2 cases)``)."""
     rows = []
-    for row in summary["ranking"]:
-        model = summary["models"][row["model"]]
+    for unit in units(summary):
+        model = summary["models"][unit]
         task = model.get("task") or {"name": "kernelgrade", "source": "built in"}
         beyond = [
             f"{challenge}: {rule} ({len(cases)} case{'' if len(cases) == 1 else 's'})"
             for challenge, rules in model.get("beyond_failed", {}).items()
             for rule, cases in rules.items()
         ]
-        rows.append([row["model"], task["name"], task["source"], "; ".join(beyond) or "none"])
+        rows.append([unit, task["name"], task["source"], "; ".join(beyond) or "none"])
     return ["model", "task profile", "from", "failed cases beyond the task, by rule"], rows
 
 
@@ -199,10 +239,10 @@ def task_legend(summary: dict[str, Any]) -> str:
     """One line for the terminal: ``task profiles: kernelgrade (3 models); scaffold from repo/kernelgrade-task.toml:
     kimi``; models named when few."""
     groups: dict[str, list[str]] = {}
-    for row in summary["ranking"]:
-        task = summary["models"][row["model"]].get("task") or {"name": "kernelgrade", "source": "built in"}
+    for unit in units(summary):
+        task = summary["models"][unit].get("task") or {"name": "kernelgrade", "source": "built in"}
         shown = task["name"] if task["source"] == "built in" else f"{task['name']} from {task['source']}"
-        groups.setdefault(shown, []).append(row["model"])
+        groups.setdefault(shown, []).append(unit)
     parts = [f"{name}: {', '.join(m)}" if len(m) <= 4 else f"{name} ({len(m)} models)" for name, m in groups.items()]
     return "task profiles: " + "; ".join(parts) if parts else ""
 
@@ -210,10 +250,10 @@ def task_legend(summary: dict[str, Any]) -> str:
 def failed_cases(summary: dict[str, Any], challenge: str) -> list[tuple[str, dict[str, Any]]]:
     """(model, failure) pairs for one challenge, models in ranking order."""
     out = []
-    for row in summary["ranking"]:
-        grade = summary["models"][row["model"]]["challenges"].get(challenge)
+    for unit in units(summary):
+        grade = summary["models"][unit]["challenges"].get(challenge)
         for failure in grade["failed"] if grade else []:
-            out.append((row["model"], failure))
+            out.append((unit, failure))
     return out
 
 
