@@ -89,6 +89,9 @@ RULES = {
     "tie-order": "among candidates of exactly equal score the lexicographically smaller token sequence ranks first, "
     "and among proposals of equal log-prob the lower token id: which beams survive a tie, and their order",
 }
+# What the tie rule decides: the tokens among equal scores; the scores, the grader's rescoring and the pool are every
+# prompt's, so a case beyond the task is still graded on those (contract.governed_checks).
+RULE_CHECKS = {"tie-order": ("tokens", "tokens_alone")}
 
 # The toy transformer behind the non-scripted cases: 64 tokens keep EOS among a beam's 2K proposals often enough for
 # beams to finish at every depth, and a 64-position table covers prompt + generated tokens.

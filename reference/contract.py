@@ -127,6 +127,18 @@ class Setting:
     choices: tuple[Any, ...] = ()
 
 
+def governed_checks(rule_checks: Mapping[str, tuple[str, ...]], unstated: Iterable[str]) -> frozenset[str] | None:
+    """The checks (``Expected.values`` names) that rules a task profile does not state govern, from a module's
+    ``RULE_CHECKS`` (rule -> the checks it decides); None when one of them governs the whole case (no entry: the
+    default). The rest of such a case's checks are the task's: it is graded on those, the others are notes."""
+    governed: set[str] = set()
+    for rule in unstated:
+        if rule not in rule_checks:
+            return None
+        governed |= set(rule_checks[rule])
+    return frozenset(governed)
+
+
 def undefined_rules(cases: Iterable[Case], rules: Mapping[str, str]) -> dict[str, list[str]]:
     """``{case id: [rules it names that RULES does not define]}`` for the cases that name any (empty when all are
     defined): a module's case table and its ``RULES`` must agree."""

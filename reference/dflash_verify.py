@@ -88,6 +88,9 @@ RULES = {
     "child of an accepted node that does not match ends the cycle (the accepted length it guarantees: stop_rule_path)",
 }
 GUARANTEE = {LONGEST: accepted_path, STOP: stop_rule_path}
+# What an acceptance rule decides: the accepted length (``acceptance``; a loop's length per cycle, ``accepted``). The
+# golden property and the loop's text are every prompt's: a case beyond the task is still graded on those.
+RULE_CHECKS = {LONGEST: ("acceptance", "accepted"), STOP: ("acceptance", "accepted")}
 
 
 def build_tree_mask(prompt_len: int, tree_parents: Any) -> np.ndarray:

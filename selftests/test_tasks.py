@@ -13,6 +13,8 @@ from plugins.cli import scaffold
 from plugins.cli.check import check_folder, find
 from plugins.cli.main import pytest_command
 from plugins.cli.render import folder_text
+from plugins.compare import judge as judge_module
+from plugins.config import RUBRIC_FILE
 from plugins.discover.ids import graded_params
 from plugins.discover.submissions import Submission
 from plugins.discover.tasks import ProfileFinder
@@ -20,12 +22,13 @@ from plugins.grade import summary as summary_module
 from plugins.grade.rubric import load_rubric, score
 from plugins.isolate.plugin import not_provided
 from plugins.report import pictures
+from reference import beam_search as bs
 from reference import dflash_verify as dflash
 from reference import layer_norm_bwd as ln
 from reference import softmax_topk as topk
 from reference import tasks
 from reference.challenges import all_challenges, reference_module
-from reference.contract import Case, Challenge, Setting, undefined_rules
+from reference.contract import Case, Challenge, Expected, Setting, Verified, undefined_rules
 
 GRADED = [c for c in all_challenges() if c.entry_points]
 
@@ -197,6 +200,47 @@ def test_a_case_beyond_the_task_is_tagged_and_not_scored():
     assert mine.categories["core"]["passed"] == 0 and mine.core_failed
     assert not public.categories and not public.core_failed  # nothing scored: no category, no core gate
     assert [f["beyond"] for f in public.failed] == [["any-vocab-size"]]  # still listed, as a note
+
+
+@pytest.mark.parametrize(
+    ("failing", "scored_as"),
+    [
+        ((), "passed"),
+        (("acceptance",), "passed, with a note"),
+        (("golden",), "failed"),
+        (("golden", "acceptance"), "failed"),
+    ],
+)
+def test_a_longest_path_case_is_still_graded_on_the_golden_property(failing, scored_as):
+    """Under scaffold (stop-at-first-rejection), a longest-path case is beyond the task for its accepted length only:
+    the golden property is every prompt's, so the case is graded on it (a wrong golden property fails the core case,
+    the task's failure), and a short acceptance alone is a note that costs nothing."""
+    case = next(c for c in dflash.CASES if c.id == "later-sibling")
+    record = CaseRecord.for_case(
+        "m", "dflash_verify", case, 5, PASSED, task=tasks.built_in("scaffold").of(dflash.CHALLENGE.id)
+    )
+    expected = Expected({"golden": None, "acceptance": None}, {"golden": Verified(), "acceptance": Verified()})
+    record.beyond_checks = judge_module._beyond_checks("dflash_verify", record.beyond, expected)
+    record.checks = [{"name": n, "passed": n not in failing} for n in ("golden", "acceptance")]
+    record.outcome = WRONG if failing else PASSED
+    assert (record.beyond, record.beyond_checks) == (["longest-path"], ["acceptance"])
+    grade = score("m", "dflash_verify", [record], load_rubric(RUBRIC_FILE))
+    assert grade.categories["core"]["cases"] == 1  # scored: its golden property is the task's
+    assert grade.categories["core"]["passed"] == (scored_as != "failed") and grade.core_failed == (
+        scored_as == "failed"
+    )
+    if failing:
+        (failure,) = grade.failed
+        noted = scored_as != "failed"
+        assert (failure["beyond"], failure["origin"]) == ((["longest-path"], "added") if noted else ([], "task"))
+    wholly = CaseRecord.for_case("m", "beam_search", next(c for c in bs.CASES if "tie-order" in c.rules), 3, WRONG,
+                                 task=tasks.built_in("scaffold").of("beam_search"))  # fmt: skip
+    assert judge_module._beyond_checks("beam_search", ["tie-order"], Expected({"tokens": 1}, {})) == []  # nothing else
+    assert judge_module._beyond_checks("beam_search", ["tie-order"], Expected({"tokens": 1, "scores": 1}, {})) == [
+        "tokens"
+    ]
+    assert judge_module._beyond_checks("layer_norm_bwd", ["eps-argument"], expected) == []  # no RULE_CHECKS: all of it
+    assert not wholly.beyond_checks and not wholly.scored
 
 
 def test_cases_of_another_contract_variant_are_not_collected():

@@ -128,6 +128,9 @@ class CaseRecord:
     rules: list[str] = field(default_factory=list)
     beyond: list[str] = field(default_factory=list)
     task: str = ""
+    # When the unstated rules decide only some of the case's checks (the module's RULE_CHECKS): those checks. The case
+    # is then graded on its other checks, and these are notes; empty: the whole case is beyond the task.
+    beyond_checks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.sanitise()
@@ -146,6 +149,24 @@ class CaseRecord:
     @property
     def passed(self) -> bool:
         return self.outcome == PASSED
+
+    @property
+    def scored(self) -> bool:
+        """Whether the case counts in the grade: not when it lies wholly beyond the model's task."""
+        return not self.beyond or bool(self.beyond_checks)
+
+    @property
+    def task_passed(self) -> bool:
+        """Passed as the model's task sees it: passed, or wrong only in checks that unstated rules decide."""
+        if self.outcome == PASSED:
+            return True
+        failed = [c["name"] for c in self.checks if not c.get("passed")]
+        return (
+            self.outcome == WRONG
+            and bool(self.beyond_checks)
+            and bool(failed)
+            and set(failed) <= set(self.beyond_checks)
+        )
 
     @property
     def worst_ratio(self) -> float | None:

@@ -110,7 +110,7 @@ class ChallengeGrade:
 
 
 def case_credit(record: CaseRecord, rubric: Rubric) -> float:
-    if record.outcome != PASSED:
+    if not record.task_passed:
         return 0.0
     if record.category != "speed":
         return 1.0
@@ -122,7 +122,7 @@ def case_credit(record: CaseRecord, rubric: Rubric) -> float:
 def score(model: str, challenge: str, records: Iterable[CaseRecord], rubric: Rubric) -> ChallengeGrade:
     """Points and per-category breakdown for one (model, challenge) from its case records (letter left empty)."""
     ran = [r for r in records if r.outcome != SKIPPED]
-    scored = [r for r in ran if not r.beyond]  # a rule the model's prompt did not state is no fault, nor any credit
+    scored = [r for r in ran if r.scored]  # a rule the model's prompt did not state is no fault, nor any credit
     categories: dict[str, dict[str, Any]] = {}
     for name in CATEGORIES:
         mine = [r for r in scored if r.category == name]
@@ -132,24 +132,11 @@ def score(model: str, challenge: str, records: Iterable[CaseRecord], rubric: Rub
                 "weight": rubric.weights[name],
                 "score": credit / len(mine),
                 "cases": len(mine),
-                "passed": sum(r.outcome == PASSED for r in mine),
+                "passed": sum(r.task_passed for r in mine),
             }
     total_weight = sum(c["weight"] for c in categories.values())
     points = 100.0 * sum(c["weight"] * c["score"] for c in categories.values()) / total_weight if total_weight else 0.0
-    failed = [
-        {
-            "case": r.case,
-            "category": r.category,
-            "guards": r.guards,
-            "origin": r.origin,
-            "beyond": r.beyond,  # rules the case depends on that the model's task profile does not state: not scored
-            "outcome": r.outcome,
-            "message": r.message,
-            "worst_ratio": r.worst_ratio,
-        }
-        for r in ran
-        if r.outcome != PASSED
-    ]
+    failed = [_failure(r) for r in ran if r.outcome != PASSED]
     outcomes: dict[str, int] = {}
     for r in ran:
         outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
@@ -166,6 +153,22 @@ def score(model: str, challenge: str, records: Iterable[CaseRecord], rubric: Rub
         loaded=first.loaded if first else "",
         speed_ratio=max(speed) if speed else None,
     )
+
+
+def _failure(r: CaseRecord) -> dict[str, Any]:
+    """A failed case as the report lists it. One beyond the task is a note ("beyond"), unless it failed a check its
+    task states (a case graded on part of its checks): then it is the task's failure like any other."""
+    task_failure = r.scored and not r.task_passed
+    return {
+        "case": r.case,
+        "category": r.category,
+        "guards": r.guards,
+        "origin": "task" if task_failure else r.origin,
+        "beyond": [] if task_failure else r.beyond,  # the unstated rules the case depends on: a note, not scored
+        "outcome": r.outcome,
+        "message": r.message,
+        "worst_ratio": r.worst_ratio,
+    }
 
 
 def letter_for(grade: ChallengeGrade, rubric: Rubric) -> str:

@@ -40,7 +40,7 @@ def started(root: Path, model: str, challenge: str, index: int, case: str) -> No
 
 def ended(root: Path, record: r.CaseRecord) -> None:
     """After a correctness case ran: its verdict (failed: scored, and neither passed nor skipped)."""
-    failed = record.outcome not in (r.PASSED, r.SKIPPED) and not record.beyond
+    failed = record.outcome != r.SKIPPED and record.scored and not record.task_passed
     path = _folder(root, record.model, record.challenge) / f"{record.case_index}.json"
     _write(path, {"case": record.case, "state": "failed" if failed else "ok"})
 
