@@ -22,7 +22,6 @@ from plugins.grade import summary as summary_module
 from plugins.grade.rubric import load_rubric, score
 from plugins.isolate.plugin import not_provided
 from plugins.report import pictures
-from reference import beam_search as bs
 from reference import dflash_verify as dflash
 from reference import layer_norm_bwd as ln
 from reference import softmax_topk as topk
@@ -233,14 +232,26 @@ def test_a_longest_path_case_is_still_graded_on_the_golden_property(failing, sco
         (failure,) = grade.failed
         noted = scored_as != "failed"
         assert (failure["beyond"], failure["origin"]) == ((["longest-path"], "added") if noted else ([], "task"))
-    wholly = CaseRecord.for_case("m", "beam_search", next(c for c in bs.CASES if "tie-order" in c.rules), 3, WRONG,
-                                 task=tasks.built_in("scaffold").of("beam_search"))  # fmt: skip
     assert judge_module._beyond_checks("beam_search", ["tie-order"], Expected({"tokens": 1}, {})) == []  # nothing else
     assert judge_module._beyond_checks("beam_search", ["tie-order"], Expected({"tokens": 1, "scores": 1}, {})) == [
         "tokens"
     ]
     assert judge_module._beyond_checks("layer_norm_bwd", ["eps-argument"], expected) == []  # no RULE_CHECKS: all of it
-    assert not wholly.beyond_checks and not wholly.scored
+
+
+def test_a_case_that_never_ran_is_scored_like_one_that_ran():
+    """A longest-path case that never reached a child (its entry point not provided, given up after two timeouts, a
+    dead worker) is scored as the task's failure under scaffold, as it would be had it run and crashed: leaving the
+    entry point out must not score better than a broken one. A case whose rule decides all of it (eps) stays a note."""
+    scaffold = tasks.built_in("scaffold")
+    case = next(c for c in dflash.CASES if c.id == "later-sibling")
+    never_ran = CaseRecord.for_case("m", "dflash_verify", case, 5, "error", task=scaffold.of(dflash.CHALLENGE.id))
+    assert never_ran.scored and not never_ran.task_passed
+    grade = score("m", "dflash_verify", [never_ran], load_rubric(RUBRIC_FILE))
+    assert grade.core_failed and grade.failed[0]["beyond"] == []
+    eps = next(c for c in ln.CASES if "eps-argument" in c.rules)
+    noted = CaseRecord.for_case("m", "layer_norm_bwd", eps, 1, "error", task=scaffold.of(ln.CHALLENGE.id))
+    assert noted.beyond == ["eps-argument"] and not noted.scored
 
 
 def test_cases_of_another_contract_variant_are_not_collected():

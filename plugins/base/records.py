@@ -22,7 +22,8 @@ import numpy as np
 
 from plugins.base import inert
 from reference import tasks
-from reference.contract import Case
+from reference.challenges import reference_module
+from reference.contract import Case, governed_checks
 
 RECORD_PROPERTY = "kernelgrade_record"
 
@@ -208,12 +209,17 @@ class CaseRecord:
         **fields: Any,
     ) -> CaseRecord:
         """A record with the case's own fields (id, position, category, trap, rules) filled in, as the task profile
-        ``task`` sees them (default: the default profile's): a case beyond that task names the rules it lacks."""
+        ``task`` sees them (default: the default profile's): a case beyond that task names the rules it lacks, and the
+        checks those rules decide when they decide only some (the module's ``RULE_CHECKS``): such a case is graded on
+        its other checks, also when it never reached a child (not provided, given up, a dead worker)."""
         task = task or tasks.built_in().of(challenge)
         beyond = list(task.beyond(case))
         fields.setdefault("origin", "added" if beyond else "task")
         record = cls(model, challenge, case.id, index, case.category, case.guards, outcome, **fields)
         record.rules, record.beyond, record.task = list(case.rules), beyond, task.profile
+        if beyond:
+            governed = governed_checks(getattr(reference_module(challenge), "RULE_CHECKS", {}), beyond)
+            record.beyond_checks = sorted(governed or ())
         return record
 
 

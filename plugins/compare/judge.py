@@ -59,7 +59,7 @@ def judge(
         stdout=outcome.stdout,
         stderr=outcome.stderr,
     )
-    record.beyond_checks = _beyond_checks(submission.challenge, record.beyond, expected)
+    record.beyond_checks = _beyond_checks(submission.challenge, record.beyond, expected)  # refined: this case's checks
     measured = next((c for c in outcome.calls if c.get("measured")), None)
     if measured is not None:
         record.seconds = measured.get("seconds")

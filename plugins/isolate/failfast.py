@@ -13,11 +13,11 @@ those had. Only the grader writes it, after the child's answer (or its kill); no
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from plugins.base.records import TIMEOUT
+from plugins.isolate import runspace
 
 IN_A_ROW = 2  # timeouts in a row after which the remaining cases are not run
 MESSAGE = "not run: the submission timed out twice in a row on this challenge (--no-fail-fast runs every case)"
@@ -30,8 +30,7 @@ class TimeoutTally:
         self.folder = folder
 
     def _path(self, model: str, challenge: str) -> Path:
-        # a digest: model names may hold any character a folder name can, and must not pick the file's place
-        return self.folder / hashlib.sha256(f"{model}\0{challenge}".encode()).hexdigest()[:32]
+        return self.folder / runspace.unit_key(model, challenge)
 
     def count(self, model: str, challenge: str) -> int:
         """Timeouts in a row so far (0 when none, or the file cannot be read)."""

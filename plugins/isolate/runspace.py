@@ -59,6 +59,12 @@ class _Budget:
     allocated: int = 0
 
 
+def unit_key(model: str, challenge: str) -> str:
+    """A file or folder name for one (model, challenge) in the run's private space: a digest, since a model's folder
+    name is the submitter's text (markup, slashes, 255 bytes) and must not pick the file's place."""
+    return hashlib.sha256(f"{model}\0{challenge}".encode()).hexdigest()[:32]
+
+
 def copy_folder(source: Path, target: Path) -> list[str]:
     """Copy ``source`` to ``target`` (which must not exist) without following any link out of it; the notes say what
     was left out and why. Files are opened without following links and without blocking, and checked again after

@@ -11,9 +11,9 @@ What this module does instead, for ``-n N`` (xdist's ``--dist load``, the defaul
 xdist):
 
 - **Submissions as units.** The cases of one (model, challenge) go to one worker as one unit, so its child starts once.
-  Units go out longest first by the last run's case times (``results.json`` in ``previous/``), else alternating
-  between challenges; submissions of one challenge start at different cases, so workers do not queue for the same
-  shared truth (:func:`interleave`).
+  Units go out longest first by the last run's case times (the newest finished run's, found through
+  ``pytest_grader_last_results``), else alternating between challenges; submissions of one challenge start at
+  different cases, so workers do not queue for the same shared truth (:func:`interleave`).
 - **Stealing at the tail.** Once every unit has gone out, a worker that runs dry takes the back part of the longest
   queue left on another worker (xdist's ``steal`` command, which removes queued items only if none has started), so the
   run ends when the last case ends, not when the slowest queue does. Queues are weighed in seconds: the last run's case

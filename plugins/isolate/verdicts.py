@@ -15,12 +15,12 @@ is neither passed nor skipped. Cases the run did not select count for nothing ei
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from plugins.base import records as r
+from plugins.isolate import runspace
 
 FOLDER = "verdicts"
 RUNNING = "running"
@@ -28,9 +28,7 @@ NOT_TIMED_PREFIX = "not timed: wrong in "
 
 
 def _folder(root: Path, model: str, challenge: str) -> Path:
-    # A hash, not the names: a model's folder name is the submitter's text (markup, slashes, 255 bytes).
-    digest = hashlib.sha256(f"{model}\0{challenge}".encode()).hexdigest()[:32]
-    return root / FOLDER / digest
+    return root / FOLDER / runspace.unit_key(model, challenge)
 
 
 def started(root: Path, model: str, challenge: str, index: int, case: str) -> None:

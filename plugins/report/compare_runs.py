@@ -4,7 +4,7 @@ regressions ``--fail-on-regression`` exits on.
 
 Pure: two summaries in, plain rows and text out; nothing here touches pytest (``plugins/report/comparisons.py`` is the
 pytest side). The baseline is read when the run starts, since it may be the very ``results.json`` this run moves to
-``previous/``.
+``history/NNNN/``.
 
 What is compared, and why that way:
 

@@ -208,8 +208,9 @@ def _stamp_stopped(folder: Path, status: str, headline: str, message: str, keep:
 
 class StartGuard:
     """Registered on the controller (or the only process) as soon as discovery configures: if the run stops with an
-    internal error or an interrupt before its session starts (when the reports are moved aside and the "run in
-    progress" stubs written), it moves the last run's reports aside and says so (module docstring). Without it, such a
+    internal error or an interrupt before its session starts (while it discovers or copies the submissions), it moves
+    the last run's reports aside and says so (module docstring); one that stops later, during collection, has not yet
+    touched the folder and leaves it as it was. Without it, such a
     run left them in place, marked complete, as if they were its own. A usage error leaves the folder as it is."""
 
     def __init__(self, config: Any):
