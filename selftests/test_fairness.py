@@ -181,3 +181,20 @@ def test_a_spinner_born_after_the_first_look_is_still_found():
         for process in (sleeper, spinner):
             process.kill()
             process.wait()
+
+
+def test_a_thread_that_waits_out_the_first_glance_is_still_found(monkeypatch):
+    """A spinning thread that waits for the GIL sleeps while the child's main thread finishes its answer; under load
+    that outlasts the first glance (3 ms). The looks go on after a longer glance before the tree counts as idle (the
+    first version gave up after one glance: hog-thread passed one case in a loaded self-test run)."""
+    looks = iter([("S", 0), ("S", 0), ("R", 1_000_000)])  # asleep at the first two looks, running at the third
+    monkeypatch.setattr(fairness, "_names", lambda path: ["11"])
+    monkeypatch.setattr(fairness, "_state", lambda pid, tid: next(looks, ("R", 0))[0] if tid == "11" else "S")
+    spent = iter([0, 0, 1_000_000, 60_000_000])  # CPU time at each look, then after the window
+
+    def cpu(pid: int, tid: str) -> int:
+        return next(spent, 60_000_000)
+
+    monkeypatch.setattr(fairness, "_cpu_ns", cpu)
+    monkeypatch.setattr(fairness, "_comm", lambda pid, tid: "python")
+    assert fairness.leftovers(lambda: [10], None, set()) == ["python[10/11]"]

@@ -38,11 +38,13 @@ from plugins.isolate.runspace import owner_alive, process_start
 _SWITCH = "KERNELGRADE_FREEZE"
 TIMER_PREFIX = "timer-"
 STOP_WAIT_S = 0.2  # the longest a freeze waits for its processes to stop (one inside a system call stops on leaving it)
-# After an answer, the tree's threads and processes are looked at twice, a glance apart; any seen runnable is watched
-# for a window, and it still runs if it used a share of the window on a CPU. The child's own threads sleep once it has
+# After an answer, the tree's threads and processes are looked at again after each glance until one is seen runnable
+# (a thread that waits for the GIL sleeps until the child's main thread blocks on its next read, which under load can
+# take longer than the first glance); any seen runnable is watched for a window, and it still runs if it used a share
+# of the window on a CPU. The child's own threads sleep once it has
 # answered (BLAS and OpenMP pools have one thread). The share is low because a hog on a loaded machine gets little of a
 # CPU: on the 2-core machine with a load of 22, about a tenth of a core.
-LEFTOVER_GLANCE_S = 0.003
+LEFTOVER_GLANCES_S = (0.003, 0.03)
 LEFTOVER_WINDOW_S = 0.1
 LEFTOVER_CPU_SHARE = 0.02
 
@@ -214,7 +216,7 @@ def roles(tree: Iterable[int], root: int, bwrap: bool) -> tuple[int | None, set[
 def leftovers(tree: Callable[[], Iterable[int]], main: int | None, wrappers: set[int]) -> list[str]:
     """Threads and processes of a child's tree (``tree()``: its processes now) that still run after its answer, named
     ``comm[pid/tid]``; the child's main thread and the sandbox's own wrapper processes (bwrap, its init) are not looked
-    at. Two looks :data:`LEFTOVER_GLANCE_S` apart find the tasks that are runnable or used a CPU (a thread that waited
+    at. Looks :data:`LEFTOVER_GLANCES_S` apart find the tasks that are runnable or used a CPU (a thread that waited
     for the GIL while the main thread sent the answer runs a moment later); those are watched for
     :data:`LEFTOVER_WINDOW_S`, and count when they used :data:`LEFTOVER_CPU_SHARE` of it, so that a task that was only
     finishing is not counted. Each look reads the tree again: a process forked just before the answer may still be on
@@ -227,15 +229,19 @@ def leftovers(tree: Callable[[], Iterable[int]], main: int | None, wrappers: set
     first = look()
     if not first:  # the interpreter alone, with one thread (a NumPy child): nothing else can run
         return []
-    time.sleep(LEFTOVER_GLANCE_S)
-    second = look()
-    # Runnable at either look, or used CPU between them (a task new at the second look used CPU to get there).
-    runnable = {
-        task
-        for task, (state, ns) in second.items()
-        if state in ("R", "D") or first.get(task, ("", 0))[0] in ("R", "D") or ns > first.get(task, ("", 0))[1]
-    }
-    if not runnable and second.keys() <= first.keys():
+    for glance in LEFTOVER_GLANCES_S:
+        time.sleep(glance)
+        second = look()
+        # Runnable at either look, or used CPU between them (a task new at the second look used CPU to get there).
+        runnable = {
+            task
+            for task, (state, ns) in second.items()
+            if state in ("R", "D") or first.get(task, ("", 0))[0] in ("R", "D") or ns > first.get(task, ("", 0))[1]
+        }
+        if runnable or not second.keys() <= first.keys():
+            break
+        first = second
+    else:
         return []
     time.sleep(LEFTOVER_WINDOW_S)
     third = look()
