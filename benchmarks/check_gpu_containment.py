@@ -172,7 +172,9 @@ def cuda_challenge(limits: Limits) -> dict[str, Any]:
         s for s in discover(REPO / "submissions") if s.model == "demo-tiled" and s.challenge == "softmax_topk"
     )
     source = {f for _, f in submission.entries}.pop()
-    result = cuda_cases.built(submission.folder, source, tuple(n for n, _ in submission.entries))
+    space = runspace.default()
+    space.copy_submissions([submission.folder])  # a grading run builds from its private copy, never the original
+    result = cuda_cases.built(submission.folder, source, tuple(n for n, _ in submission.entries), space)
     if not result.ok:
         return {"build": result.message}
     case = next(c for c in topk.CASES if not c.params.get("build") and not c.is_speed)
@@ -180,7 +182,7 @@ def cuda_challenge(limits: Limits) -> dict[str, Any]:
     program = Program(
         topk.__name__, tuple((n, result.library.name) for n, _ in submission.entries), result.library.parent
     )
-    sandbox = Sandbox(program, limits, REPO)
+    sandbox = Sandbox(program, limits, REPO, space)
     try:
         outcome = sandbox.run(inputs, dict(case.params), {})
         rung = getattr(sandbox, "rung", None)

@@ -4,6 +4,7 @@ together, speed cases wait for every correctness case, and no worker is ever lef
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -314,3 +315,72 @@ def test_a_case_that_dominates_its_unit_runs_first_in_it(tmp_path: Path) -> None
     _, nodes = start_scheduler(collection, 2, tmp_path / "done", lambda nodeid: seconds.get(nodeid, 0.3))
     assert [collection[i] for i in nodes[0].sent] == [f"m/ternary::c{i}" for i in (3, 0, 1, 2, 4)]
     assert [collection[i] for i in nodes[1].sent] == [f"m/kv::c{i}" for i in range(4)]
+
+
+def speed_blocks_correctness(sched: SubmissionScheduling, nodes: list[FakeNode]) -> list[str]:
+    """Workers with a correctness case queued behind a speed case: the speed case waits for every correctness case,
+    that one included, so such a worker never moves again (the run hangs until it is killed)."""
+    stuck = []
+    for node in nodes:
+        pending = sched.node2pending.get(node, [])
+        speed_at = [n for n, i in enumerate(pending) if i in sched.is_speed]
+        if speed_at and any(i not in sched.is_speed for i in pending[speed_at[0] :]):
+            stuck.append(node.name)
+    return stuck
+
+
+def test_a_stolen_part_never_queues_behind_a_speed_case(tmp_path: Path) -> None:
+    """Seen on the GPU host: a worker handed its speed case (no steal was worth asking then) held it alone when a later
+    steal's answer came; its held item looked cheapest, so the stolen correctness cases went behind the speed case,
+    which waited for them: the run stopped until it was killed. Stolen work goes to a worker without a speed case."""
+    collection = nodeids({"big/ternary": 12, "q/kv": 2, "m/kv": 2}, speed=1)
+    barrier = tmp_path / "done"
+    sched, (owner, quick, other) = timed_scheduler(collection, {"ternary": 5.0, "kv": 0.1}, 3, barrier)
+    done = run_dry(sched, quick, [owner], collection)  # quick runs dry and asks the owner
+    owner.asked.clear()
+    sched.remove_pending_tests_from_node(owner, [])  # refused: the owner had got further
+    assert any(i in sched.is_speed for i in sched.node2pending[quick])  # no steal worth asking: quick gets speed
+    done.append(finish(sched, owner, collection))  # the owner moves on: it may be asked again
+    done += run_dry(sched, other, [owner], collection)  # other runs dry and asks the owner
+    while sched.node2pending[quick][0] not in sched.is_speed:
+        done.append(finish(sched, quick, collection))  # quick's last correctness case ends: it holds its speed case
+    sched.remove_pending_tests_from_node(owner, owner.asked.pop(0))  # the answer: the back of the owner's queue
+    assert speed_blocks_correctness(sched, [owner, quick, other]) == []
+    assert sorted(done + drain(sched, [owner, quick, other], collection, barrier)) == sorted(collection)
+
+
+def random_interleaving(seed: int, tmp_path: Path) -> None:
+    """One run under a random order of events (which worker finishes its head next, when a steal is answered, whether
+    the answer comes too late); fails when no event can happen while work is left (a hang) or a case runs twice."""
+    rng = random.Random(seed)
+    sizes = {f"m{i}/{rng.choice(['kv', 'ternary', 'flash'])}": rng.randint(1, 9) for i in range(rng.randint(2, 6))}
+    collection = nodeids(sizes, speed=rng.randint(0, 2))
+    seconds = {"kv": 0.1, "ternary": 5.0, "flash": 1.0}
+    barrier = tmp_path / f"done-{seed}"
+    sched, nodes = timed_scheduler(collection, seconds, rng.randint(2, 4), barrier)
+    order: list[str] = []
+    for _ in range(10 * len(collection) + 100):
+        if not sched.has_pending and not any(n.asked for n in nodes):
+            break
+        events = [("answer", n) for n in nodes if n.asked]
+        for node in nodes:
+            pending = sched.node2pending.get(node, [])
+            runnable = len(pending) >= 2 or node.shutting_down
+            if pending and runnable and (pending[0] not in sched.is_speed or barrier.exists()):
+                events.append(("finish", node))
+        assert events, f"seed {seed}: no worker can move ({speed_blocks_correctness(sched, nodes)} hold speed first)"
+        kind, node = rng.choice(events)
+        if kind == "finish":
+            order.append(finish(sched, node, collection))
+        else:
+            asked, queued = node.asked.pop(0), sched.node2pending[node][2:]
+            late = rng.random() < 0.3 or not set(asked) <= set(queued)
+            sched.remove_pending_tests_from_node(node, [] if late else asked)
+    assert sorted(order) == sorted(collection), f"seed {seed}"
+
+
+def test_no_order_of_events_hangs_the_run(tmp_path: Path) -> None:
+    """400 seeded runs of small rosters (2 to 4 workers, up to 6 submissions, 0 to 2 speed cases each), events in random
+    order: every case runs exactly once and no state leaves every worker unable to move."""
+    for seed in range(400):
+        random_interleaving(seed, tmp_path)

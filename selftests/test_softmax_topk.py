@@ -199,9 +199,12 @@ def test_demo_verdicts_on_the_gpu(grade):
 
 @pytest.mark.grading_run
 @needs_gpu
-def test_cuda_fault_is_a_crash_and_the_next_case_runs(grade):
+def test_cuda_fault_is_a_crash_and_the_next_case_runs(grade, tmp_path):
     """An illegal address (k = 50) is a crash of that case only; the cases after it pass in a fresh process."""
-    run = grade("--submissions-dir=" + str(FIXTURES), "--model", "bad-cuda-fault", "--no-speed", tests=TESTS)
+    folder = tmp_path / "bad-cuda-fault" / "softmax_topk"
+    shutil.copytree(FIXTURES / "bad-cuda-fault" / "softmax_topk", folder)
+    shutil.copy(REPO / "submissions" / "demo-tiled" / "softmax_topk" / "softmax_topk.cu", folder / "demo_kernel.cu")
+    run = grade("--submissions-dir=" + str(tmp_path), "--model", "bad-cuda-fault", "--no-speed", tests=TESTS)
     crashed = failed(run, "bad-cuda-fault")
     assert set(crashed) == {c.id for c in topk.CASES if c.id in RUN_CASES and c.params["k"] == 50}
     assert all(r["outcome"] == "crash" and r["message"].startswith("CUDA fault:") for r in crashed.values())

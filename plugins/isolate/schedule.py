@@ -264,6 +264,7 @@ class SubmissionScheduling:
         self.costs: dict[int, float] = {}  # seconds per item from the last run, where it timed them
         self.seen: dict[str, list[float]] = {}  # this run's case durations per submission
         self.stealing: Any = None  # the worker a steal was asked of, until it answers
+        self.opened = False  # the speed phase's barrier is written (correctness finished, or opened early)
         self.refused: set[Any] = set()  # workers whose last steal took nothing (an item had started): not again until
         # they report a finished case, else the same request would go back and forth
 
@@ -374,9 +375,12 @@ class SubmissionScheduling:
         if node.shutting_down or self.collection is None:
             return
         pending = self.node2pending[node]
-        while len(pending) < 2 and self.units:
+        if self.units and not self._may_take_units(node) and not any(map(self._may_take_units, self._live())):
+            self._announce()  # every worker holds a speed case: the phase opens, else none of them would move again
+        takes_units = self._may_take_units(node)  # else the correctness work left is for a worker without speed cases
+        while len(pending) < 2 and self.units and takes_units:
             self._send(node, self.units.pop(0))
-        if len(pending) < 2 and (self.stealing is not None or self._steal()):
+        if takes_units and len(pending) < 2 and (self.stealing is not None or self._steal()):
             return  # the answer to the steal sends this worker work, or lets it go on to speed cases or the shutdown
         while len(pending) < 2 and self.speed:
             self._send(node, [self._next_speed(node)])
@@ -384,6 +388,15 @@ class SubmissionScheduling:
             node.shutdown()  # nothing left to send: a last queued item runs only once the worker is told to stop
 
     # -- helpers ---------------------------------------------------------------------------------------------------
+    def _may_take_units(self, node: Any) -> bool:
+        """Whether correctness cases may be queued on ``node``: not behind a speed case of its queue, which waits at
+        the barrier for every correctness case (those behind it too) until the phase has opened. A steal's answer can
+        bring correctness work back after speed cases went out (issue 19: a run on the GPU host hung so)."""
+        return self.opened or not any(i in self.is_speed for i in self.node2pending.get(node, ()))
+
+    def _live(self) -> list[Any]:
+        return [n for n in self.nodes if not n.shutting_down]
+
     def _collections_differ(self) -> None:
         """Workers that collected different tests (a test module that differs per process): said as xdist's load
         scheduling says it, as a collection error naming the difference."""
@@ -480,5 +493,6 @@ class SubmissionScheduling:
             self._announce()
 
     def _announce(self) -> None:
+        self.opened = True
         if not self.barrier.exists():
             self.barrier.write_text("correctness finished\n")
