@@ -9,7 +9,7 @@ GRADER_PLUGINS = [
     "plugins.isolate.plugin",
     "plugins.grade.plugin",
     "plugins.report.plugin",
-    "plugins.report.samples",  # several samples per model; after plugins.report.plugin, before .html (imports it)
+    "plugins.report.samples",  # several samples per model; after plugins.report.plugin (terminal order)
     "plugins.report.html",
     "plugins.report.speed_section",  # speed cases against the fastest peer, a grades.md section
     "plugins.report.placement",  # which machine, GPU and workers ran the cases, a grades.md section

@@ -69,9 +69,10 @@ def pytest_grader_update_summary(summary: dict[str, Any], config: pytest.Config)
 
 @pytest.hookspec
 def pytest_grader_report_sections(summary: dict[str, Any], config: pytest.Config) -> list[tuple[str, str]] | None:
-    """Extra sections for ``grades.md``, appended after the built-in ones.
+    """Extra sections for ``grades.md`` and ``report.html``, appended after the built-in ones (asked once per run).
 
-    :returns: ``(title, markdown body)`` pairs.
+    :returns: ``(title, markdown body)`` pairs. report.html shows the same Markdown (``plugins.report.markup``:
+        paragraphs, ``-`` lists, pipe tables, ``>`` quotes, bold and code; no links, images or raw HTML).
 
     Every implementation is called and all sections are kept. Example::
 

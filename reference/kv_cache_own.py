@@ -50,8 +50,10 @@ CONTRACT = "own-model"
 ENTRY_POINTS = ("build_model", "forward", "prefill", "decode_step")
 VOCAB, MAX_LEN = 512, 2048
 
-# Allowed error of two computations of the same logits by the submission's own model, as a share of max(1, max|logit|)
-# of the row's forward, by the dtype of its forward logits. The two differ only in summation order: about eps * sqrt(d)
+# Allowed error of two computations of the same logits by the submission's own model, as a share of max|logit| of the
+# row's forward, by the dtype of its forward logits (not of max(1, max|logit|): a model whose logits stay near 0.08,
+# as one public submission's do, then had a bound 12x looser than its rounding asks, and its non-causal forward
+# passed the causality check on two cases). The two differ only in summation order: about eps * sqrt(d)
 # per reduction, a few layers deep (float32 measured on demo-kv-own: a few 1e-7); a wrong mask, an overwritten slot or
 # a position one off moves logits by 1e-2 or more of that scale. Each floor leaves ~100x above the order's rounding.
 FLOOR = {"float64": 1e-9, "float32": 1e-4, "float16": 2e-2, "bfloat16": 2e-2}
@@ -174,7 +176,7 @@ def services(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
 
 def _allowed(alone: np.ndarray, noise: float, dtype: str) -> float:
     """The error allowed between two computations of one row's logits (see FLOOR and NOISE_FACTOR)."""
-    scale = max(1.0, float(np.max(np.abs(alone))))
+    scale = float(np.max(np.abs(alone))) or 1.0  # all-zero logits: the floor alone, as an absolute bound
     return max(FLOOR.get(dtype, FLOOR["float16"]) * scale, NOISE_FACTOR * min(noise, NOISE_CAP * scale))
 
 

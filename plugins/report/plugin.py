@@ -25,10 +25,11 @@ from plugins.base import inert
 from plugins.config import grader_config, reports_dir
 from plugins.grade import journal
 from plugins.grade.plugin import SUMMARY_KEY
-from plugins.report import files, lifecycle, tables
+from plugins.report import failures, files, lifecycle, tables
 
 WRITTEN_KEY = pytest.StashKey[list[Path]]()
 WARNINGS_KEY = pytest.StashKey[list[str]]()
+SECTIONS_KEY = pytest.StashKey[list[tuple[str, str]]]()  # the extra sections of this run (report_sections)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -129,10 +130,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if summary is None or hasattr(config, "workerinput"):
         return
     folder = grader_config(config).reports_dir
-    sections = [
-        s for group in config.hook.pytest_grader_report_sections(summary=summary, config=config) if group for s in group
-    ]
-    written, warnings = files.write_reports(summary, folder, sections)
+    written, warnings = files.write_reports(summary, folder, report_sections(config, summary))
     config.stash[WRITTEN_KEY] = written
     config.stash[WARNINGS_KEY] = warnings
     collector = config.pluginmanager.get_plugin("kernelgrade-records")
@@ -148,12 +146,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def report_sections(config: pytest.Config, summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The extra sections (``pytest_grader_report_sections``: built-in ones and users'), asked once per run and kept:
+    grades.md and report.html show the same ones, whichever of the two is written first."""
+    if SECTIONS_KEY not in config.stash:
+        groups = config.hook.pytest_grader_report_sections(summary=summary, config=config)
+        config.stash[SECTIONS_KEY] = [section for group in groups if group for section in group]
+    return config.stash[SECTIONS_KEY]
+
+
 json_safe = journal.json_safe  # kept here for code that imported it from this module
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> Iterator[None]:
-    """The grade matrix comes last, after pytest's own failure list (hence the outermost wrapper)."""
+    """The grader's summary comes last (hence the outermost wrapper): one line per failed case in the grader's words,
+    then the grade matrix; pytest's long failure reports and its short list of failures are left out of a grading run
+    unless ``-v`` or an explicit ``--tb`` asks for them."""
+    if _graded(config) and config.option.verbose <= 0:
+        if config.option.tbstyle == "auto":
+            config.option.tbstyle = "no"
+        terminalreporter.reportchars = terminalreporter.reportchars.replace("f", "")
     yield
     summary = config.stash.get(SUMMARY_KEY, None)
     if summary is None:
@@ -162,9 +175,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             terminalreporter.write_sep("=", "kernelgrade: no graded case selected")
             terminalreporter.write_line(f"nothing graded; the reports in {folder} were left as they were")
         return
+    if "f" not in terminalreporter.reportchars and (failed := failures.failed_cases(summary)):
+        terminalreporter.write_sep("=", f"kernelgrade: {len(failed)} failed cases (-v shows pytest's full reports)")
+        for line in failures.terminal_lines(failed):
+            terminalreporter.write_line(line)
     terminalreporter.write_sep("=", "kernelgrade: grade matrix")
-    headers, rows = tables.grade_matrix(summary)
+    headers, rows, legend = tables.compact_matrix(summary)
     terminalreporter.write_line(tables.terminal_table(headers, rows))
+    if legend:
+        terminalreporter.write_line(inert.terminal(legend))
+    for line in failures.verdict_lines(summary):
+        terminalreporter.write_line(line)
     for line in terminal_notes(summary, config):
         terminalreporter.write_line(line)
     badges = [p for p in config.stash.get(WRITTEN_KEY, []) if p.suffix == ".svg" and p.parent.name == "badges"]

@@ -1,9 +1,8 @@
-"""The "Samples and pass@k" section: in ``grades.md`` (a report-sections hook), ``report.html`` (:func:`html_section`,
-called by :mod:`plugins.report.html`) and the terminal, after the grade matrix; built from ``summary["samples"]``
+"""The "Samples and pass@k" section: in ``grades.md`` and ``report.html`` (a report-sections hook: report.html renders
+its Markdown, :mod:`plugins.report.markup`) and the terminal, after the grade matrix; built from ``summary["samples"]``
 (:mod:`plugins.grade.samples`).
 
-Registered in ``conftest.py`` after ``plugins.report.plugin`` (so its terminal lines follow the grade matrix) and
-before ``plugins.report.html``, which imports it: a plugin module must not be imported before pytest registers it.
+Registered in ``conftest.py`` after ``plugins.report.plugin``, so that its terminal lines follow the grade matrix.
 Every model name goes through :mod:`plugins.base.inert` in the format it is shown in.
 """
 
@@ -15,7 +14,6 @@ from typing import Any
 import pytest
 
 from plugins.base import inert
-from plugins.base.wording import html_table
 from plugins.base.wording import markdown_table as table
 from plugins.grade.plugin import SUMMARY_KEY
 from plugins.report import tables
@@ -86,19 +84,6 @@ def render(summary: dict[str, Any]) -> str:
     parts = [INTRO, "", table(*group_rows(summary)), "", "Each sample:", "", table(*sample_rows(summary))]
     parts += ["", *(f"- {inert.markdown(line)}" for line in notes(summary))] if notes(summary) else []
     return "\n".join(parts)
-
-
-def html_section(summary: dict[str, Any]) -> str:
-    """The same section for ``report.html`` (tabulate's html format escapes every cell; ``inert.visible`` first shows
-    control characters), or an empty string."""
-    if not summary.get("samples"):
-        return ""
-    intro = inert.html(INTRO.replace("`", ""))
-    listed = "".join(f"<li>{inert.html(line)}</li>" for line in notes(summary))
-    return (
-        f"<h3>{inert.html(TITLE)}</h3><p>{intro}</p>{html_table(*group_rows(summary))}"
-        f"<h4>Each sample</h4>{html_table(*sample_rows(summary))}" + (f"<ul>{listed}</ul>" if listed else "")
-    )
 
 
 @pytest.hookimpl

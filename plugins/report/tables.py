@@ -43,26 +43,32 @@ def _mark(text: str, complete: bool) -> str:
     return text if complete else f"{text} {INCOMPLETE}"
 
 
-def grade_matrix(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def grade_matrix(summary: dict[str, Any], compact: bool = False) -> tuple[list[str], list[list[str]]]:
     """Models (ranked) by challenges: ``letter (points)``, marked ``incomplete`` when not every selected case ran;
-    ``not run`` where the run stopped before a model's challenge; a dash where the model has no folder."""
+    ``not run`` where the run stopped before a model's challenge; a dash where the model has no folder. ``compact``
+    (the terminal): ``letter points`` with ``*`` for incomplete, challenge ids abbreviated (:func:`compact_matrix`)."""
     columns = graded_challenges(summary)
-    headers = ["model", "overall", *[c["id"] for c in columns]]
+    short = short_ids([c["id"] for c in columns]) if compact else {c["id"]: c["id"] for c in columns}
+    headers = ["model", "overall", *[short[c["id"]] for c in columns]]
     pending = {(e["model"], e["challenge"]) for e in summary.get("not_run", [])}
+    mark = _star if compact else _mark
     rows = []
     for unit in units(summary):
         model = summary["models"][unit]
         complete = model.get("complete", True) and not any(m == unit for m, _ in pending)
+        mean = model["mean_grade_points"]
         overall = (
             model["overall"]
-            if model["mean_grade_points"] is None
-            else f"{model['overall']} ({model['mean_grade_points']:.2f})"
+            if mean is None
+            else f"{model['overall']} {mean:.2f}"
+            if compact
+            else (f"{model['overall']} ({mean:.2f})")
         )
-        cells = [unit, _mark(overall, complete)]
+        cells = [_cut(unit) if compact else unit, mark(overall, complete)]
         for c in columns:
             grade = model["challenges"].get(c["id"])
             if grade:
-                cells.append(_mark(shown_grade(grade), grade.get("complete", True)))
+                cells.append(mark(shown_grade(grade, compact), grade.get("complete", True)))
             else:
                 cells.append(NOT_RUN if (unit, c["id"]) in pending else NOT_ATTEMPTED)
         rows.append(cells)
@@ -72,11 +78,53 @@ def grade_matrix(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def shown_grade(grade: dict[str, Any]) -> str:
-    """A grade cell: ``letter (points)``, or a status without points (``built``, ``∅ no code``)."""
+TERMINAL_MODEL_CHARS = 28  # a longer model name is cut in the terminal's matrix (grades.md has it whole)
+SHORT_ID_CHARS = 7
+
+
+def compact_matrix(summary: dict[str, Any]) -> tuple[list[str], list[list[str]], str]:
+    """The grade matrix for the terminal (within 120 columns for eight challenges, names cut at 28 characters), and its
+    legend: the abbreviated challenge ids spelled out, and what ``*`` means."""
+    headers, rows = grade_matrix(summary, compact=True)
+    ids = [c["id"] for c in graded_challenges(summary)]
+    short = short_ids(ids)
+    spelled = [f"{short[i]} = {i}" for i in ids if short[i] != i]
+    incomplete = any("*" in cell for row in rows for cell in row[1:])
+    parts = spelled + ([f"* {INCOMPLETE}: not every selected case ran"] if incomplete else [])
+    return headers, rows, ("legend: " + "; ".join(parts)) if parts else ""
+
+
+def short_ids(ids: list[str]) -> dict[str, str]:
+    """An abbreviation of each challenge id of at most about :data:`SHORT_ID_CHARS` characters: the id itself when it
+    is short, else its first word's first five letters and the other words' initials (``flash_attention_bwd`` ->
+    ``flashab``), a digit added where two would read the same."""
+    out: dict[str, str] = {}
+    for cid in ids:
+        words = cid.split("_")
+        short = cid if len(cid) <= SHORT_ID_CHARS else words[0][:5] + "".join(w[:1] for w in words[1:])
+        base, n = short, 2
+        while short in out.values():
+            short, n = f"{base}{n}", n + 1
+        out[cid] = short
+    return out
+
+
+def _cut(name: str) -> str:
+    return name if len(name) <= TERMINAL_MODEL_CHARS else name[: TERMINAL_MODEL_CHARS - 1] + "…"
+
+
+def _star(text: str, complete: bool) -> str:
+    return text if complete else f"{text}*"
+
+
+def shown_grade(grade: dict[str, Any], compact: bool = False) -> str:
+    """A grade cell: ``letter (points)`` (``compact``: ``letter points``, whole points), or a status without points
+    (``built``, ``∅ no code``; ``compact``: ``∅``)."""
     if grade["letter"] == NO_CODE:
-        return NO_CODE_SYMBOL
-    return grade["letter"] if grade["letter"] == BUILT_ONLY else f"{grade['letter']} ({grade['points']:.1f})"
+        return NO_CODE_SYMBOL[0] if compact else NO_CODE_SYMBOL
+    if grade["letter"] == BUILT_ONLY:
+        return grade["letter"]
+    return f"{grade['letter']} {grade['points']:.0f}" if compact else f"{grade['letter']} ({grade['points']:.1f})"
 
 
 RANKING_RULE = (
