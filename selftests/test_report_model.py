@@ -153,3 +153,34 @@ def test_the_terminal_matrix_fits_120_columns() -> None:
     width = max(map(len, tables.terminal_table(headers, rows).splitlines()))
     assert width <= 120 and len(set(headers)) == len(headers)
     assert all(f"= {cid}" in legend for cid in ids if len(cid) > tables.SHORT_ID_CHARS) and "* incomplete" in legend
+
+
+USER_SECTION = """
+def pytest_grader_report_sections(summary, config):
+    models = ", ".join(sorted(summary["models"]))
+    return [("Notes from the nightly machine", f"Graded **{len(summary['models'])}** models: `{models}`.")]
+"""
+
+
+def test_a_users_section_is_in_every_report_and_survives_recovery(tmp_path: Path, monkeypatch) -> None:
+    """A section from a user's ``-p`` plugin is in grades.md and report.html of the run, and again in the reports
+    rebuilt offline from cases.jsonl (as after a killed run, or in a merge of shards)."""
+    from plugins.report import recover
+
+    (tmp_path / "kg_user_section.py").write_text(USER_SECTION)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    (tmp_path / "run").mkdir()
+    run = run_grader(
+        tmp_path / "run", "-p", "kg_user_section", *TWO_MODELS, "-k", "b2-t64-d256-eps1e-5", tests=LN_TESTS
+    )
+    models = ", ".join(sorted([BUGGY, CORRECT]))
+    assert (
+        f"## Notes from the nightly machine\n\nGraded **2** models: `{models}`."
+        in (run.reports / "grades.md").read_text()
+    )
+    page = (run.reports / "report.html").read_text()
+    assert f"<h2>Notes from the nightly machine</h2><p>Graded <b>2</b> models: <code>{models}</code>" in page
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert recover.recover(run.reports, "a test").startswith("recovered")
+    assert "## Notes from the nightly machine" in (run.reports / "grades.md").read_text()
+    assert "<h2>Notes from the nightly machine</h2>" in (run.reports / "report.html").read_text()

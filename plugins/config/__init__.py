@@ -24,6 +24,7 @@ from plugins.config import checks, gpus
 from plugins.config.options import (  # noqa: F401 (the option defaults are read from here)
     DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_MEMORY_LIMIT_MB,
+    KEEP_RUNS,
     RUBRIC_FILE,
     pytest_addoption,
 )
@@ -58,7 +59,7 @@ class GraderConfig:
     time_failed: bool = False  # --time-failed: time speed cases of submissions that failed a correctness case too
     # The reports' history and fail-fast (issue 21): numbered runs kept, CI exit on regression, and whether a
     # submission's remaining cases of a challenge fail at once after two timeouts in a row.
-    keep_runs: int = 20
+    keep_runs: int = KEEP_RUNS
     fail_on_regression: bool = False
     fail_fast: bool = True
 

@@ -11,6 +11,7 @@ RUBRIC_FILE = Path(__file__).resolve().parent.parent / "grade" / "rubric.toml"
 # same limits as a grading run.
 DEFAULT_CALL_TIMEOUT_S = 60.0
 DEFAULT_MEMORY_LIMIT_MB = 4096
+KEEP_RUNS = 20  # numbered runs kept in <reports-dir>/history/ (--keep-runs; also for a run that failed early)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -116,9 +117,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--keep-runs",
-        default="20",
+        default=str(KEEP_RUNS),
         metavar="N",
-        help="numbered runs kept in <reports-dir>/history/, oldest deleted first (default: 20)",
+        help=f"numbered runs kept in <reports-dir>/history/, oldest deleted first (default: {KEEP_RUNS})",
     )
     group.addoption(
         "--no-fail-fast",

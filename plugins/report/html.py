@@ -18,7 +18,7 @@ from plugins.base.records import NO_CODE, PASSED, RECORD_PROPERTY, SKIPPED, Case
 from plugins.base.wording import html_table as table
 from plugins.grade.plugin import SUMMARY_KEY
 from plugins.report import failures, markup, pictures, tables
-from plugins.report.plugin import report_sections
+from plugins.report.sections import report_sections
 
 COLUMNS = ("model", "case", "outcome", "error / bound", "time (ms)")
 SHOWN_UNTAGGED = (PASSED, SKIPPED, NO_CODE)  # not a failed check of any property: no origin tag beside them

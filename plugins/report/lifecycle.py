@@ -30,6 +30,7 @@ from typing import Any
 
 from plugins.base import inert
 from plugins.config import reports_dir
+from plugins.config.options import KEEP_RUNS
 from plugins.report import recover
 from plugins.report.files import atomic_write
 from plugins.report.state import FAILED_TO_START, RUNNING, STUBS, now, read_state
@@ -38,7 +39,6 @@ from plugins.report.state import FAILED_TO_START, RUNNING, STUBS, now, read_stat
 REPORT_FILES = ("grades.md", "results.json", "report.html", "cases.jsonl", "heatmap.svg", "speed.svg")
 REPORT_DIRS = ("badges",)
 HISTORY = "history"
-DEFAULT_KEEP_RUNS = 20  # numbered runs kept in history/ (--keep-runs)
 _RUN_FOLDER = re.compile(r"[0-9]{4,}")
 STUB_MARK = "<!-- kernelgrade: not a report -->"
 
@@ -90,7 +90,7 @@ def next_run_number(folder: Path) -> int:
     return max(known, default=0) + 1
 
 
-def retire(folder: Path, keep: int = DEFAULT_KEEP_RUNS) -> str:
+def retire(folder: Path, keep: int = KEEP_RUNS) -> str:
     """Move the last run's reports to ``history/NNNN/`` (recovering a killed run first) and keep the newest ``keep``
     numbered runs; returns what was done, for the terminal ("" when there was nothing). Raises :class:`FolderBusy` if
     a live run owns the folder."""
@@ -191,7 +191,7 @@ def stamp_running(folder: Path, html: bool, number: int | None = None) -> dict[s
     return state
 
 
-def _stamp_stopped(folder: Path, status: str, headline: str, message: str, keep: int = DEFAULT_KEEP_RUNS) -> None:
+def _stamp_stopped(folder: Path, status: str, headline: str, message: str, keep: int = KEEP_RUNS) -> None:
     """Move the last reports aside and leave stubs with ``status`` that say why no grades follow; never raises."""
     try:
         retire(folder, keep)
@@ -238,9 +238,9 @@ def keep_runs(config: Any) -> int:
     """``--keep-runs`` as checked when the run configured, else its default (a run that failed before that)."""
     value = getattr(config.option, "keep_runs", None)
     try:
-        return max(1, int(str(value))) if value is not None else DEFAULT_KEEP_RUNS
+        return max(1, int(str(value))) if value is not None else KEEP_RUNS
     except ValueError:
-        return DEFAULT_KEEP_RUNS
+        return KEEP_RUNS
 
 
 def _fenced(text: str) -> str:

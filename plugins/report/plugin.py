@@ -26,10 +26,10 @@ from plugins.config import grader_config, reports_dir
 from plugins.grade import journal
 from plugins.grade.plugin import SUMMARY_KEY
 from plugins.report import failures, files, lifecycle, tables
+from plugins.report.sections import report_sections
 
 WRITTEN_KEY = pytest.StashKey[list[Path]]()
 WARNINGS_KEY = pytest.StashKey[list[str]]()
-SECTIONS_KEY = pytest.StashKey[list[tuple[str, str]]]()  # the extra sections of this run (report_sections)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -144,15 +144,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     report.sections = [(inert.terminal(title), inert.terminal(text)) for title, text in report.sections]
     return report
-
-
-def report_sections(config: pytest.Config, summary: dict[str, Any]) -> list[tuple[str, str]]:
-    """The extra sections (``pytest_grader_report_sections``: built-in ones and users'), asked once per run and kept:
-    grades.md and report.html show the same ones, whichever of the two is written first."""
-    if SECTIONS_KEY not in config.stash:
-        groups = config.hook.pytest_grader_report_sections(summary=summary, config=config)
-        config.stash[SECTIONS_KEY] = [section for group in groups if group for section in group]
-    return config.stash[SECTIONS_KEY]
 
 
 json_safe = journal.json_safe  # kept here for code that imported it from this module

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 from html import escape
@@ -30,8 +31,8 @@ from plugins.grade.journal import FILE_NAME, replay
 from plugins.report import files, state
 
 OFFLINE_NOTE = "recovered offline from cases.jsonl: scored with the rubric file and the default scoring hooks"
-# Section plugins of GRADER_PLUGINS that need the live run (--baseline, --judge-grades); the sandbox's copy notes
-# and a pytest_grader_* plugin's sections are not in that list, so they are not rebuilt offline either.
+# Section plugins of GRADER_PLUGINS that need the live run (--baseline, --judge-grades): not rebuilt offline. A
+# user's section hooks (the repository's conftest.py, ``-p`` plugins of the run) are: :func:`user_section_hooks`.
 LIVE_ONLY = frozenset({"plugins.report.comparisons"})
 
 
@@ -96,12 +97,51 @@ def offline_section_modules() -> tuple[str, ...]:
 
 
 def offline_sections(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    """The sections of :func:`offline_section_modules` for ``summary``, as ``(title, body)`` pairs."""
+    """The sections of :func:`offline_section_modules` for ``summary``, then the user's section hooks of the run
+    (:func:`user_section_hooks`), as ``(title, body)`` pairs. A user's hook that fails offline (it may need the live
+    run's ``config``, which is None here) costs its section only: a warning of the reports names it."""
     sections = []
     for name in offline_section_modules():
         hook = importlib.import_module(name).pytest_grader_report_sections
         sections += hook(summary=summary, config=None) or []
+    for name, hook in user_section_hooks(summary.get("options", {})):
+        try:
+            sections += hook(summary=summary, config=None) or []
+        except Exception as exc:  # a user's code: whatever it raises, the other reports are still written
+            summary.setdefault("warnings", []).append(f"section plugin {name} not rebuilt offline: {exc!r}"[:300])
     return sections
+
+
+def user_section_hooks(options: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``pytest_grader_report_sections`` of the run's own plugins: the repository's root ``conftest.py`` and every
+    module the run loaded with ``-p NAME`` (found from the repository and the current folder, as the run found them).
+    Both are the grader user's files, never a submission's; the grader's own plugins are left to
+    :func:`offline_section_modules`."""
+    repo = Path(options.get("repo") or ".")
+    hooks: list[tuple[str, Any]] = []
+    conftest = repo / "conftest.py"
+    if conftest.is_file():
+        spec = importlib.util.spec_from_file_location("_kernelgrade_offline_conftest", conftest)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception:  # a conftest that needs pytest's start-up: its sections cannot be rebuilt here
+            module = None
+        if module is not None and hasattr(module, "pytest_grader_report_sections"):
+            hooks.append(("conftest.py", module.pytest_grader_report_sections))
+    args = [str(a) for a in options.get("args", [])]
+    named = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "-p"] + [a[2:] for a in args if a.startswith("-p")]
+    for name in dict.fromkeys(n for n in named if n and not n.startswith("no:") and n not in GRADER_PLUGINS):
+        for folder in (str(repo), "."):
+            if folder not in sys.path:
+                sys.path.append(folder)
+        try:
+            module = importlib.import_module(name)
+        except Exception:
+            continue
+        if hasattr(module, "pytest_grader_report_sections"):
+            hooks.append((name, module.pytest_grader_report_sections))
+    return hooks
 
 
 def write_offline(
@@ -111,17 +151,19 @@ def write_offline(
     if ``badges``, the badges; returns the warnings of files that could not be written."""
     sections = [*offline_sections(summary), *extra]
     _, warnings = files.write_reports(summary, folder, sections, badges=badges)
-    files.atomic_write(folder / "report.html", page(summary, title))
+    files.atomic_write(folder / "report.html", page(summary, title, sections))
     return warnings
 
 
-def page(summary: dict[str, Any], title: str) -> str:
-    """A self-contained report.html: the summary block every report has, then a row per case."""
+def page(summary: dict[str, Any], title: str, sections: Sequence[tuple[str, str]] = ()) -> str:
+    """A self-contained report.html: the summary block every report has (with the same sections as grades.md), then
+    a row per case."""
     from plugins.report.html import summary_html  # imports pytest; only needed when a page is written
 
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head>"
-        f"<body><h1>{escape(title)}</h1>{summary_html(summary)}<h2>Cases</h2>{_cases_table(summary)}</body></html>\n"
+        f"<body><h1>{escape(title)}</h1>{summary_html(summary, list(sections))}"
+        f"<h2>Cases</h2>{_cases_table(summary)}</body></html>\n"
     )
 
 
