@@ -58,7 +58,7 @@ class GraderConfig:
     speed_max_trials: int = 20  # --speed-max-trials (never under speed_repeats): the cap of paired trials per case
     time_failed: bool = False  # --time-failed: time speed cases of submissions that failed a correctness case too
     # The reports' history and fail-fast (issue 21): numbered runs kept, CI exit on regression, and whether a
-    # submission's remaining cases of a challenge fail at once after two timeouts in a row.
+    # submission's other cases of a challenge fail at once after timeouts on its first two (failfast.py).
     keep_runs: int = KEEP_RUNS
     fail_on_regression: bool = False
     fail_fast: bool = True

@@ -124,8 +124,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--no-fail-fast",
         action="store_true",
-        help="run every case of a submission that timed out twice in a row (default: its remaining cases of that "
-        "challenge fail at once as not run)",
+        help="run every case of a submission that timed out on the first two cases of a challenge (default: its "
+        "other cases of that challenge fail at once as not run)",
     )
     group.addoption(
         "--judge-grades",

@@ -1,53 +1,69 @@
-"""Fail fast: after two timeouts in a row, a submission's remaining cases of that challenge fail at once.
+"""Fail fast: a submission that timed out on the first two cases of a challenge has its other cases of that challenge
+fail at once.
 
 A submission that hangs (an infinite loop) used to wait out ``--call-timeout`` on every case, one after another: about
-16 minutes for one challenge at the default 60 s. Once two cases of one (model, challenge) in a row end in a timeout,
-each later case of it is recorded as a timeout with :data:`MESSAGE` without starting the child; ``--no-fail-fast``
-runs every case as before. Any other outcome of a case that ran resets the count.
+16 minutes for one challenge at the default 60 s. The two *probes* of a (model, challenge) are its first two selected
+correctness cases in case-table order. Once both ended in a timeout, each other case of it that has not started is
+recorded as a timeout with :data:`MESSAGE` without starting the child; ``--no-fail-fast`` runs every case as before.
 
-The count lives in the run's private space (:mod:`plugins.isolate.runspace`: made before any submission runs, mode
-0711, never a submission's folder), one small file per (model, challenge), so xdist workers share it: the speed
-phase, which may run a submission's speed cases on another worker than its correctness cases, sees the timeouts
-those had. Only the grader writes it, after the child's answer (or its kill); nothing the child sends is read here.
+Why the probes and not "two timeouts in a row": the order in which a submission's cases run depends on the workers
+(a stolen part of its queue runs beside the rest), so "in a row" gave different verdicts to a submission that hangs
+on some cases only: two adjacent hanging cases stopped the cases after them, which would have passed, in one run and
+not in another. The probes are the same cases in every run; a submission that hangs on both almost surely hangs
+everywhere, and one that answers either of them has every case run. (A case that started before both probes ended,
+on another worker, runs as usual: for a submission that hangs, it times out all the same.)
+
+The outcomes live in the run's private space (:mod:`plugins.isolate.runspace`: made before any submission runs, mode
+0711, never a submission's folder), one small file per probe, so xdist workers share them. Only the grader writes
+them, after the child's answer (or its kill); nothing the child sends is read here.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from plugins.base.records import TIMEOUT
 from plugins.isolate import runspace
 
-IN_A_ROW = 2  # timeouts in a row after which the remaining cases are not run
-MESSAGE = "not run: the submission timed out twice in a row on this challenge (--no-fail-fast runs every case)"
+PROBES = 2  # the first cases of a (model, challenge), in case-table order, whose timeouts stop the rest
+MESSAGE = "not run: the submission timed out on the first two cases of this challenge (--no-fail-fast runs every case)"
 
 
-class TimeoutTally:
-    """Timeouts in a row per (model, challenge) of one run, in ``folder`` (shared by the run's workers)."""
+def probes(selected_indices: Iterable[int]) -> tuple[int, ...]:
+    """The probe cases among a unit's selected correctness cases (their indices in the case table)."""
+    return tuple(sorted(set(selected_indices))[:PROBES])
+
+
+class ProbeOutcomes:
+    """The outcomes of the probes of every (model, challenge) of one run, in ``folder`` (shared by the workers)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def _path(self, model: str, challenge: str) -> Path:
-        return self.folder / runspace.unit_key(model, challenge)
+    def _path(self, model: str, challenge: str, index: int) -> Path:
+        return self.folder / f"{runspace.unit_key(model, challenge)}.{index}"
 
-    def count(self, model: str, challenge: str) -> int:
-        """Timeouts in a row so far (0 when none, or the file cannot be read)."""
+    def outcome(self, model: str, challenge: str, index: int) -> str:
+        """The recorded outcome of a case ("" when it has not ended, or the file cannot be read)."""
         try:
-            return int(self._path(model, challenge).read_text(encoding="ascii").strip() or 0)
+            return self._path(model, challenge, index).read_text(encoding="ascii").strip()
         except (OSError, ValueError):
-            return 0
+            return ""
 
-    def gave_up(self, model: str, challenge: str) -> bool:
-        """Whether the remaining cases of this (model, challenge) are not to be run."""
-        return self.count(model, challenge) >= IN_A_ROW
+    def gave_up(self, model: str, challenge: str, unit_probes: tuple[int, ...], index: int) -> bool:
+        """Whether case ``index`` is not to be run: it is no probe, and every probe (there are two) timed out."""
+        if len(unit_probes) < PROBES or index in unit_probes:
+            return False
+        return all(self.outcome(model, challenge, p) == TIMEOUT for p in unit_probes)
 
-    def note(self, model: str, challenge: str, outcome: str) -> None:
-        """Count the outcome of a case that ran: a timeout adds one, anything else starts over."""
-        count = self.count(model, challenge) + 1 if outcome == TIMEOUT else 0
+    def note(self, model: str, challenge: str, unit_probes: tuple[int, ...], index: int, outcome: str) -> None:
+        """Record the outcome of a probe that ran (other cases are not recorded)."""
+        if index not in unit_probes:
+            return
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the grader's own: no child writes here
-        path = self._path(model, challenge)
+        path = self._path(model, challenge, index)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(str(count), encoding="ascii")
-        os.replace(tmp, path)  # a reader on another worker sees the old count or the new one, never half
+        tmp.write_text(outcome, encoding="ascii")
+        os.replace(tmp, path)  # a reader on another worker sees no outcome or the whole one, never half

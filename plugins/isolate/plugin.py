@@ -50,6 +50,7 @@ RUN_SPACE_KEY = runspace.RUN_SPACE_KEY
 # Inputs and truths kept in a worker's memory: two challenges' worth (at most 19 cases each, plus a speed case's
 # trials). Older ones are read back from the run's shared store when needed; keeping all held gigabytes per worker.
 KEEP_TRUTHS = 48
+PROBES_KEY = pytest.StashKey[dict[tuple[str, str], tuple[int, ...]]]()  # fail fast's probes (pytest_collection_finish)
 WARMUP_TRIAL = 1_000_000  # the rng stream of a speed case's untimed warm-up call (timed trials are 0, 1, ...)
 
 
@@ -82,6 +83,19 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         fairness.settle(node.config.stash[RUN_SPACE_KEY].root)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The fail-fast probes of every selected (model, challenge): its first two selected correctness cases in
+    case-table order (every process that runs cases collects the whole selection, xdist workers too)."""
+    selected: dict[tuple[str, str], list[int]] = {}
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        submission, case = params.get("submission"), params.get("case")
+        if isinstance(submission, Submission) and isinstance(case, Case) and not case.is_speed:
+            index = reference_module(submission.challenge).CASES.index(case)
+            selected.setdefault((submission.model, submission.challenge), []).append(index)
+    session.config.stash[PROBES_KEY] = {unit: failfast.probes(indices) for unit, indices in selected.items()}
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     space = config.stash.get(RUN_SPACE_KEY, None)
     if space is not None:
@@ -106,7 +120,9 @@ def sandbox_pool(pytestconfig: pytest.Config) -> Iterator[SandboxPool]:
 class CaseRunner:
     """Inputs and truths cached per case; one instance per pytest process."""
 
-    def __init__(self, cfg: GraderConfig, pool: SandboxPool):
+    def __init__(
+        self, cfg: GraderConfig, pool: SandboxPool, probes: dict[tuple[str, str], tuple[int, ...]] | None = None
+    ):
         self.cfg, self.pool = cfg, pool
         self._truths: dict[tuple[str, str, int], tuple[dict[str, np.ndarray], Expected]] = {}
         self.shared_truths = TruthStore(pool.space.root / "truths")  # computed once per run, whichever worker is first
@@ -114,7 +130,8 @@ class CaseRunner:
         self.wait_seconds = 0.0  # waits for a speed slot, the speed phase or another worker's truth, for the records
         # What the current case's time went to beyond the totals above (warm-up, trials, a build), for its record.
         self.parts: dict[str, Any] = {}
-        self.timeouts = failfast.TimeoutTally(pool.space.root / "timeouts")  # fail fast, shared by the run's workers
+        self.timeouts = failfast.ProbeOutcomes(pool.space.root / "timeouts")  # fail fast, shared by the run's workers
+        self.probes = probes or {}  # (model, challenge) -> its fail-fast probes (case indices), from the selection
 
     def truth(
         self, reference: ModuleType, case: Case, trial: int = 0, settings: str = ""
@@ -171,14 +188,15 @@ class CaseRunner:
         return unrunnable(submission, case, index, verdicts.not_timed_message(wrong), r.NOT_TIMED)
 
     def run(self, submission: Submission, case: Case) -> r.CaseRecord:
-        """One case's record; after two timeouts in a row of the submission on this challenge, a timeout without
-        starting the child (:mod:`plugins.isolate.failfast`) unless ``--no-fail-fast``."""
+        """One case's record; once the submission timed out on both probes of this challenge (its first two selected
+        cases), a timeout without starting the child (:mod:`plugins.isolate.failfast`) unless ``--no-fail-fast``."""
         model, challenge = submission.model, submission.challenge
-        if self.cfg.fail_fast and self.timeouts.gave_up(model, challenge):
-            index = reference_module(challenge).CASES.index(case)
+        index = reference_module(challenge).CASES.index(case)
+        unit_probes = self.probes.get((model, challenge), ())
+        if self.cfg.fail_fast and self.timeouts.gave_up(model, challenge, unit_probes, index):
             return unrunnable(submission, case, index, failfast.MESSAGE, r.TIMEOUT)
         record = self._run(submission, case)
-        self.timeouts.note(model, challenge, record.outcome)
+        self.timeouts.note(model, challenge, unit_probes, index, record.outcome)
         return record
 
     def _run(self, submission: Submission, case: Case) -> r.CaseRecord:
@@ -339,7 +357,7 @@ def not_provided(submission: Submission, case: Case) -> str:
 
 @pytest.fixture(scope="session")
 def case_runner(pytestconfig: pytest.Config, sandbox_pool: SandboxPool) -> CaseRunner:
-    return CaseRunner(grader_config(pytestconfig), sandbox_pool)
+    return CaseRunner(grader_config(pytestconfig), sandbox_pool, pytestconfig.stash.get(PROBES_KEY, {}))
 
 
 def _run_noted(runner: CaseRunner, submission: Submission, case: Case) -> r.CaseRecord:
