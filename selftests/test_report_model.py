@@ -184,3 +184,24 @@ def test_a_users_section_is_in_every_report_and_survives_recovery(tmp_path: Path
     assert recover.recover(run.reports, "a test").startswith("recovered")
     assert "## Notes from the nightly machine" in (run.reports / "grades.md").read_text()
     assert "<h2>Notes from the nightly machine</h2>" in (run.reports / "report.html").read_text()
+
+
+def test_a_verdict_says_why_nothing_failed() -> None:
+    """A model whose folder holds no code, one whose CUDA source was only built, and one that passed: three reasons."""
+    from plugins.grade.rubric import BUILT_ONLY, NO_CODE
+    from plugins.report import failures
+
+    def grade(letter: str) -> dict:
+        return {"letter": letter, "points": 0.0, "failed": [], "complete": True}
+
+    letters = {"empty": NO_CODE, "built": BUILT_ONLY, "good": "A+"}
+    summary = {
+        "challenges": [{"id": "fa", "graded": True, "title": "fa"}],
+        "models": {m: {"overall": "F", "challenges": {"fa": grade(letter)}} for m, letter in letters.items()},
+        "ranking": [{"model": m, "overall": "F", "score": 0.0, "coverage": "1 of 1"} for m in letters],
+        "cases": [],
+    }
+    lines = failures.verdict_lines(summary)
+    assert lines[0].endswith("no code in its folders: nothing ran")
+    assert lines[1].endswith("only built here (no GPU): no case ran, not graded")
+    assert lines[2].endswith("every scored case it ran passed")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plugins.base import inert
+from plugins.grade.rubric import BUILT_ONLY, NO_CODE
 from plugins.report import tables
 
 FIRST_LINE_CHARS = 160  # one-line views (the terminal): the message's first clause, cut
@@ -108,7 +109,7 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
             f"{row['model']}: {row.get('overall') or summary['models'][units[0]]['overall']}{score}, {row['coverage']}"
         )
         if not failed:
-            lines.append(inert.one_line(f"{head}; every scored case it ran passed"))
+            lines.append(inert.one_line(f"{head}; {_nothing_failed(summary, units)}"))
             continue
         counts: dict[str, int] = {}
         for case in failed:
@@ -118,3 +119,14 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
         text = f"{head}; failed {where}; first: {first.challenge}/{first.case}: {first.first_line}"
         lines.append(inert.one_line(text if len(text) <= VERDICT_CHARS else text[: VERDICT_CHARS - 1] + "…"))
     return lines
+
+
+def _nothing_failed(summary: dict[str, Any], units: list[str]) -> str:
+    """Why a model with no failed scored case has no failure: its folders hold no code, its CUDA sources were only
+    built (no GPU here), or every scored case it ran passed."""
+    letters = {g["letter"] for u in units for g in summary["models"][u]["challenges"].values()}
+    if letters == {NO_CODE}:
+        return "no code in its folders: nothing ran"
+    if letters == {BUILT_ONLY}:
+        return "only built here (no GPU): no case ran, not graded"
+    return "every scored case it ran passed"
