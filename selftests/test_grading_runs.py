@@ -136,6 +136,7 @@ def test_bad_submissions_each_get_their_outcome(grade):
     outcome = {m: r["outcome"] for (m, _, case), r in run.records().items() if case == "b1-h2-n256-d64-t64-causal"}
     assert outcome == {
         "bad-timeout": "timeout",
+        "bad-timeout-some": "passed",  # it hangs on short sequences only (test_failfast.py)
         "bad-segfault": "crash",
         "bad-memory": "oom",
         "bad-raise": "error",
