@@ -1,4 +1,5 @@
-"""The references themselves: oracles agree, case tables are well formed, tolerances carry reasons."""
+"""The references themselves: oracles agree, inputs are fresh per seed, scaffold names map to challenges (every
+contract module's form is checked in test_contracts.py)."""
 
 from __future__ import annotations
 
@@ -19,17 +20,10 @@ REFERENCES = [fwd, bwd]
 
 
 @pytest.mark.parametrize("reference", REFERENCES, ids=lambda m: m.CHALLENGE.id)
-def test_case_table_is_well_formed(reference):
-    """Unique readable ids, known categories, a named trap, and every category covered."""
-    ids = [c.id for c in reference.CASES]
-    assert len(ids) == len(set(ids))
-    assert all(c.guards and c.category in CATEGORIES for c in reference.CASES)
+def test_flash_cases_cover_every_category(reference):
+    """Flash attention forward and backward have a case of every category (the case tables of every challenge are
+    checked in test_contracts.py)."""
     assert {c.category for c in reference.CASES} == set(CATEGORIES)
-
-
-@pytest.mark.parametrize("reference", REFERENCES, ids=lambda m: m.CHALLENGE.id)
-def test_tolerances_have_reasons(reference):
-    assert all(t.reason and t.baseline_factor >= 1 for t in reference.TOLERANCES.values())
 
 
 def test_numpy_backward_matches_torch_autograd():
