@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
 import time
 import tracemalloc
 
@@ -185,3 +186,27 @@ def test_time_under_the_floor_is_wrong():
         record = r.CaseRecord.for_case("m", "flash_attention", case, 0, r.PASSED, speed={"median_s": median})
         graded = _below_floor(record, (floor, "how"))
         assert graded.outcome == outcome and [c["name"] for c in graded.checks] == checks
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the grader's children run as nobody only under root")
+def test_a_child_as_nobody_reads_no_copy_and_no_manifest(tmp_path):
+    """The run's copies and manifest are the grader's alone: a process as nobody (a GPU child on a host where CUDA does
+    not start in bwrap; seen on an H100) can reach neither, so it cannot find or run another model's code."""
+    source = tmp_path / "model" / "flash_attention"
+    source.mkdir(parents=True)
+    (source / "impl.py").write_text(CORRECT_CALL)
+    tmp_path.chmod(0o755)
+    space = runspace.RunSpace.create(tmp_path)
+    try:
+        space.copy_submissions([source])
+        copy = next((space.root / "copies").iterdir())
+        assert stat.S_IMODE((space.root / "copies").stat().st_mode) == 0o700
+        assert stat.S_IMODE((space.root / "manifest.json").stat().st_mode) == 0o600
+        probe = 'for p in "$@"; do cat "$p" >/dev/null 2>&1 && echo read || echo refused; done'
+        targets = [str(space.root / "manifest.json"), str(copy / "impl.py")]
+        done = subprocess.run(
+            ["/bin/sh", "-c", probe, "probe", *targets], user=containment.NOBODY, capture_output=True, text=True
+        )
+        assert done.stdout.split() == ["refused", "refused"], done.stdout + done.stderr
+    finally:
+        space.remove()

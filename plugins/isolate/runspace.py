@@ -215,10 +215,13 @@ class RunSpace:
         root = base / f"{RUN_PREFIX}{pid}-{process_start(pid)}-{secrets.token_hex(4)}"
         root.mkdir(mode=0o700)
         root.chmod(0o711)
-        for sub in ("copies", "sandboxes"):
-            (root / sub).mkdir(mode=0o711)
+        # The copies and the manifest are the grader's alone: a child that runs as nobody without bwrap (the GPU
+        # rung on a host where CUDA does not start in bwrap) could otherwise read every other model's copy, and run
+        # a rival's code as its own. A child gets its own copy from the grader (sandbox.py), never from here.
+        (root / "copies").mkdir(mode=0o700)
+        (root / "sandboxes").mkdir(mode=0o711)  # a child reaches its own scratch folder by name, lists nothing
         (root / "speed.lock").touch(mode=0o600)
-        (root / "manifest.json").write_text("{}")
+        _write_private(root / "manifest.json", "{}")
         space = cls(root, owner=True)
         level = containment.probe()
         if level.cgroup_base is not None:
@@ -244,7 +247,7 @@ class RunSpace:
                 notes = [safe_text(f"the folder could not be copied: {exc}", NOTE_CHARS)]
                 copy = None
             manifest[str(folder)] = {"copy": str(copy) if copy else None, "notes": notes}
-        (self.root / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        _write_private(self.root / "manifest.json", json.dumps(manifest, indent=1))
 
     def manifest(self) -> dict[str, dict]:
         try:
@@ -302,6 +305,14 @@ class RunSpace:
             level = containment.probe()
             if level.cgroup_base is not None:
                 containment.Cgroup(level.cgroup_base / self.root.name).remove()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by the grader's user alone (mode 0600 from its creation)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)  # a file that existed keeps its mode through O_CREAT: set it
 
 
 def child_source(space: RunSpace, folder: Path | None, scratch: Path) -> tuple[Path | None, list[str]]:
