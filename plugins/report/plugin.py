@@ -153,8 +153,9 @@ json_safe = journal.json_safe  # kept here for code that imported it from this m
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> Iterator[None]:
     """The grader's summary comes last (hence the outermost wrapper): one line per failed case in the grader's words,
     then the grade matrix; pytest's long failure reports and its short list of failures are left out of a grading run
-    unless ``-v`` or an explicit ``--tb`` asks for them."""
-    if _graded(config) and config.option.verbose <= 0:
+    unless ``-v`` or an explicit ``--tb`` asks for them, or a test errored (an error is the grader's own problem: its
+    traceback is kept)."""
+    if _graded(config) and config.option.verbose <= 0 and not terminalreporter.stats.get("error"):
         if config.option.tbstyle == "auto":
             config.option.tbstyle = "no"
         terminalreporter.reportchars = terminalreporter.reportchars.replace("f", "")
