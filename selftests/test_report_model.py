@@ -205,3 +205,23 @@ def test_a_verdict_says_why_nothing_failed() -> None:
     assert lines[0].endswith("no code in its folders: nothing ran")
     assert lines[1].endswith("only built here (no GPU): no case ran, not graded")
     assert lines[2].endswith("every scored case it ran passed")
+
+
+BROKEN_FIXTURE = """
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def broken_setup(request):
+    if "eps1e-5]" in request.node.nodeid:
+        raise RuntimeError("a broken grader fixture")
+"""
+
+
+def test_an_errored_test_keeps_its_traceback(tmp_path: Path, monkeypatch) -> None:
+    """An error is the grader's own problem: pytest's error section with its traceback stays in a quiet run."""
+    (tmp_path / "kg_broken.py").write_text(BROKEN_FIXTURE)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    (tmp_path / "run").mkdir()
+    run = run_grader(tmp_path / "run", "-p", "kg_broken", *TWO_MODELS, "-k", "b2-t64-d256-eps1e-5", tests=LN_TESTS)
+    assert "= ERRORS =" in run.output and "RuntimeError: a broken grader fixture" in run.output, run.output[-3000:]
