@@ -384,3 +384,47 @@ def test_no_order_of_events_hangs_the_run(tmp_path: Path) -> None:
     order: every case runs exactly once and no state leaves every worker unable to move."""
     for seed in range(400):
         random_interleaving(seed, tmp_path)
+
+
+def simulate(
+    sched: SubmissionScheduling, nodes: list[FakeNode], collection: list[str], seconds, barrier: Path
+) -> float:
+    """Run everything with each case taking ``seconds(nodeid)``, the workers in parallel as xdist runs them (a worker
+    starts its head once it holds a next item or was told to stop; a speed case once the barrier exists); steals are
+    answered at once. Returns when the last case ends."""
+    now, ends = 0.0, {}  # node -> when its running head ends
+    while sched.has_pending:
+        for node in nodes:
+            pending = sched.node2pending.get(node, [])
+            runnable = pending and (len(pending) >= 2 or node.shutting_down)
+            if node not in ends and runnable and (pending[0] not in sched.is_speed or barrier.exists()):
+                ends[node] = now + seconds(collection[pending[0]])
+        assert ends, "no worker can move"
+        node = min(ends, key=ends.get)
+        now = ends.pop(node)
+        finish(sched, node, collection)
+        answer_steals(sched, nodes)
+    return now
+
+
+def test_long_speed_cases_start_first_and_never_queue_behind_each_other(tmp_path: Path) -> None:
+    """The H100 run's tail: one worker ran demo-tiled's flash speed case (42 s) and then a top-k one, after the other
+    workers had stopped. With the last run's times each free slot takes the longest speed case left and a worker's
+    second slot the shortest: on 16 workers the phase ends with its longest case, 2 s of correctness plus 42 s."""
+    spec = {"tiled/flash": [42.0], "tiled/topk": [20.0, 16.0], "tiled/kv": [19.0, 14.0], "slow/flash": [28.0]}
+    spec |= {f"bad{i}/x": [0.1] for i in range(10)}  # the wrong submissions' speed cases: "not timed", at once
+    collection = [
+        f"{g}::{kind}" for g, times in spec.items() for kind in ("c0", "c1", *(f"speed{j}" for j in range(len(times))))
+    ]
+    cost = {f"{g}::speed{j}": t for g, times in spec.items() for j, t in enumerate(times)}
+
+    def seconds(nodeid: str) -> float:
+        return cost.get(nodeid, 1.0)
+
+    def makespan(known: bool) -> float:
+        barrier = tmp_path / f"done-{known}"
+        sched, nodes = start_scheduler(collection, 16, barrier, seconds if known else None)
+        return simulate(sched, nodes, collection, seconds, barrier)
+
+    assert makespan(True) <= 2.0 + 42.0 + 0.2
+    assert makespan(False) >= 2.0 + 42.0 + 16.0  # without the last run's times: two long cases on one worker

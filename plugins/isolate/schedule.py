@@ -51,6 +51,9 @@ from plugins.isolate.runspace import RUN_SPACE_KEY
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 BARRIER_NAME = "correctness.done"
 BARRIER_KEY = "kernelgrade_speed_barrier"
+# A speed case of a submission whose child this worker has warm is taken before the longest one left when it is at
+# least this share of it: a child's start (0.5 to 5 s) is worth less than the tail a much longer case would make.
+WARM = 0.8
 BARRIER_TIMEOUT_S = 1800.0  # past this a speed case runs anyway, and says it ran before correctness had finished
 # What a worker pays to take over part of another's submission: starting its own sandbox child. The last run's records
 # say what that took per submission (``start_s``, see start_costs); without them, a second (a Python interpreter
@@ -262,6 +265,7 @@ class SubmissionScheduling:
         self.family_of: dict[int, str] = {}
         self.is_speed: set[int] = set()
         self.costs: dict[int, float] = {}  # seconds per item from the last run, where it timed them
+        self.speed_costs: dict[int, float] = {}  # the same for the speed items (longest first, _next_speed)
         self.seen: dict[str, list[float]] = {}  # this run's case durations per submission
         self.stealing: Any = None  # the worker a steal was asked of, until it answers
         self.opened = False  # the speed phase's barrier is written (correctness finished, or opened early)
@@ -366,6 +370,7 @@ class SubmissionScheduling:
                 groups.setdefault((family, group), []).append(index)
                 self.correctness_left.add(index)
         self.costs = known_costs(costs, self.correctness_left) or {}
+        self.speed_costs = known_costs(costs, set(self.speed)) or {}
         self.units = interleave(groups, self.costs or None)
         self._announce_if_done()
         for node in self.nodes:
@@ -462,8 +467,20 @@ class SubmissionScheduling:
         return self.start_costs.get(group, self.start_costs.get(self.family_of[index], CHILD_START_S))
 
     def _next_speed(self, node: Any) -> int:
-        """A speed case of a submission this worker already ran (its child is warm), else the first one left."""
+        """The speed case to queue on ``node``. With the last run's times: into an empty slot, the longest case left
+        (longest first: the phase's tail is its last long case), one of a submission this worker already ran when it
+        is about as long (its child is warm); behind a speed case the worker already holds, the shortest case left
+        (it runs after that one, and a short case does not keep a long one from a worker that runs dry). Without
+        them: a case of a submission this worker already ran, else the first one left."""
         mine = self.node2groups[node]
+        if self.speed_costs:
+            cost = self.speed_costs.get
+            if any(i in self.is_speed for i in self.node2pending[node]):
+                return self.speed.pop(min(range(len(self.speed)), key=lambda p: cost(self.speed[p], 0.0)))
+            longest = max(cost(i, 0.0) for i in self.speed)
+            warm = [p for p, i in enumerate(self.speed) if self.group_of[i] in mine and cost(i, 0.0) >= WARM * longest]
+            position = warm[0] if warm else max(range(len(self.speed)), key=lambda p: cost(self.speed[p], 0.0))
+            return self.speed.pop(position)
         for position, index in enumerate(self.speed):
             if self.group_of[index] in mine:
                 return self.speed.pop(position)
