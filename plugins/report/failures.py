@@ -1,9 +1,10 @@
-"""Why a case failed, built once from the summary for every writer: grades.md lists these lines, report.html opens
-them per model and challenge, the terminal prints one line each.
+"""Why a case failed, built once from the summary for every writer: grades.md lists these cases per challenge,
+report.html opens them per model and challenge, the terminal prints one line each.
 
 A failed case carries the trap it guards against, its outcome and origin tag (the task's, or beyond the task: not
-scored), the grader's message cut to its first mismatch for one-line views, the worst error against its bound, and a
-command that runs that one case again with the run's seed (and the options that change what it grades).
+scored), the grader's message (which states the worst error against its bound; cut to its first mismatch for
+one-line views), and a command that runs that one case again with the run's seed (and the options that change what
+it grades).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from typing import Any
 from plugins.base.wording import escape
 from plugins.base.wording import markdown_table as table
 from plugins.report import pictures, tables
+from plugins.report.failures import FailedCase, failed_cases
 
 MAX_FAILURES_LISTED = 12  # per model and challenge; results.json and report.html keep them all
 _TITLE_NOTE = {"complete": "", "empty": " (no case ran)"}  # anything else: the run did not finish
@@ -97,7 +98,7 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
         legend = "✗ fell in (a case of it failed), ✗ non-finite (NaN/Inf) (a case of it gave NaN or Inf where the"
         legend += " truth is finite), ✓ avoided, · not reached."
         lines += [f"Traps (rows) by model: {legend}", "", traps, ""]
-    failures = tables.failed_cases(summary, challenge["id"])
+    failures = failed_cases(summary, challenge["id"])
     # One line per model whose folder holds no code, never a failure per case.
     no_code = tables.no_code_lines(summary, challenge["id"])
     lines += [f"- **{escape(model)}** ∅ {escape(_shorten(why))}" for model, why in no_code] + ([""] if no_code else [])
@@ -114,16 +115,16 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
     unrunnable = _not_provided(failures)
     for model, why in unrunnable.items():
         lines.append(f"- **{escape(model)}**: {why[1]} cases not run: {escape(why[0])}")
-    for model, failure in failures:
+    for failure in failures:
+        model = failure.unit
         if model in unrunnable:
             continue
         shown[model] = shown.get(model, 0) + 1
         if shown[model] > MAX_FAILURES_LISTED:
             continue
         lines.append(
-            f"- **{escape(model)}** `{failure['case']}` ({escape(failure['guards'])}): {failure['outcome']}"
-            f" [{tables.origin_tag(failure)}]"
-            f" — {escape(_shorten(failure['message']))}"
+            f"- **{escape(model)}** `{failure.case}` ({escape(failure.guards)}): {failure.outcome} [{failure.tag}]"
+            f" — {escape(_shorten(failure.message))}"
         )
     for model, count in shown.items():
         if count > MAX_FAILURES_LISTED:
@@ -132,16 +133,17 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
     return lines
 
 
-def _not_provided(failures: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[str, int]]:
+def _not_provided(failures: list[FailedCase]) -> dict[str, tuple[str, int]]:
     """Models all of whose failed cases of the challenge failed because an entry point was missing (``not provided:
     ...``, a file that did not parse): one line for them, ``not provided: a, b`` over all those cases, not one each."""
     prefix = "not provided: "
     tails: dict[str, dict[str, None]] = {}
     counts: dict[str, int] = {}
     others = set()
-    for model, failure in failures:
-        if failure["message"].startswith(prefix):
-            tails.setdefault(model, {})[failure["message"][len(prefix) :]] = None
+    for failure in failures:
+        model = failure.unit
+        if failure.message.startswith(prefix):
+            tails.setdefault(model, {})[failure.message[len(prefix) :]] = None
             counts[model] = counts.get(model, 0) + 1
         else:
             others.add(model)
