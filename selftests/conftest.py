@@ -7,10 +7,14 @@ without ``-n 2``) and shared by the tests that read it.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,3 +114,17 @@ def roster(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
 def roster_parallel(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
     """The same roster, challenges and seed under ``-n 2``."""
     return run_grader(tmp_path_factory.mktemp("roster-n2"), "-n", "2", "--no-speed", "--seed", ROSTER_SEED)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under xdist, a test marked ``exclusive`` (it times something, or a verdict it asserts depends on the machine
+    being idle) runs while no other self-test runs: it takes the workers' shared lock file exclusively, every other
+    test (its fixtures' set-up included) shares it. Without xdist, nothing to do."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        return (yield)
+    path = Path(tempfile.gettempdir()) / f"kernelgrade-selftests-{run}.lock"
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if item.get_closest_marker("exclusive") else fcntl.LOCK_SH)
+        return (yield)

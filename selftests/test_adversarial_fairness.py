@@ -18,7 +18,7 @@ from test_adversarial_sandbox import build_roster, outcomes
 from conftest import REPO, GradingRun, run_grader
 from plugins.grade.rubric import load_rubric
 
-pytestmark = pytest.mark.grading_run
+pytestmark = [pytest.mark.grading_run, pytest.mark.exclusive]  # left-running looks need an idle machine
 
 LEFT_RUNNING = ["hog-thread", "hog-setsid", "hog-fork"]
 DISK = ["disk-filler", "many-files"]

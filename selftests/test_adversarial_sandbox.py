@@ -182,6 +182,7 @@ def test_grader_killer_under_xdist(tmp_path):
     assert run.letters()["control"]["flash_attention"] == "A+"
 
 
+@pytest.mark.exclusive  # compares two speed ratios
 def test_timing_attacks(tmp_path):
     """A memoiser gains nothing from fresh inputs (it is as slow as the control, same algorithm), and a submission
     holding the old machine-wide speed lock no longer stops the speed cases."""

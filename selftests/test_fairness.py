@@ -20,6 +20,8 @@ from conftest import REPO
 from plugins.isolate import containment, fairness, runspace
 from plugins.isolate.containment import Cgroup
 
+pytestmark = pytest.mark.exclusive  # freezing and timing: the machine must be otherwise idle
+
 MODES = ["sigstop", pytest.param("cgroup", marks=pytest.mark.skipif(
     containment.probe().cgroup_base is None, reason="no writable cgroup v2 hierarchy here (SIGSTOP is used instead)"
 ))]  # fmt: skip
