@@ -32,8 +32,9 @@ def module(request: pytest.FixtureRequest) -> Any:
 
 
 def test_every_graded_challenge_is_checked() -> None:
-    """Discovery finds the contract modules; each one has the pieces the grader calls."""
-    assert len(CONTRACTS) >= 8
+    """Discovery finds the contract modules (no count written down: a ninth is checked by being added); each one has
+    the pieces the grader calls."""
+    assert CONTRACTS
     for challenge in CONTRACTS:
         missing = [name for name in REQUIRED if not hasattr(reference_module(challenge.id), name)]
         assert not missing, (challenge.id, missing)

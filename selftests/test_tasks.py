@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from plugins.base import records
 from plugins.base.records import PASSED, WRONG, CaseRecord
 from plugins.cli import scaffold
 from plugins.cli.check import check_folder, find
 from plugins.cli.main import pytest_command
 from plugins.cli.render import folder_text
-from plugins.compare import judge as judge_module
 from plugins.config import RUBRIC_FILE
 from plugins.discover.ids import graded_params
 from plugins.discover.submissions import Submission
@@ -219,7 +219,7 @@ def test_a_longest_path_case_is_still_graded_on_the_golden_property(failing, sco
         "m", "dflash_verify", case, 5, PASSED, task=tasks.built_in("scaffold").of(dflash.CHALLENGE.id)
     )
     expected = Expected({"golden": None, "acceptance": None}, {"golden": Verified(), "acceptance": Verified()})
-    record.beyond_checks = judge_module._beyond_checks("dflash_verify", record.beyond, expected)
+    record.beyond_checks = records.beyond_checks("dflash_verify", record.beyond, expected.values)
     record.checks = [{"name": n, "passed": n not in failing} for n in ("golden", "acceptance")]
     record.outcome = WRONG if failing else PASSED
     assert (record.beyond, record.beyond_checks) == (["longest-path"], ["acceptance"])
@@ -232,11 +232,9 @@ def test_a_longest_path_case_is_still_graded_on_the_golden_property(failing, sco
         (failure,) = grade.failed
         noted = scored_as != "failed"
         assert (failure["beyond"], failure["origin"]) == ((["longest-path"], "added") if noted else ([], "task"))
-    assert judge_module._beyond_checks("beam_search", ["tie-order"], Expected({"tokens": 1}, {})) == []  # nothing else
-    assert judge_module._beyond_checks("beam_search", ["tie-order"], Expected({"tokens": 1, "scores": 1}, {})) == [
-        "tokens"
-    ]
-    assert judge_module._beyond_checks("layer_norm_bwd", ["eps-argument"], expected) == []  # no RULE_CHECKS: all of it
+    assert records.beyond_checks("beam_search", ["tie-order"], {"tokens": 1}) == []  # nothing else
+    assert records.beyond_checks("beam_search", ["tie-order"], {"tokens": 1, "scores": 1}) == ["tokens"]
+    assert records.beyond_checks("layer_norm_bwd", ["eps-argument"], expected.values) == []  # no RULE_CHECKS: all of it
 
 
 def test_a_case_that_never_ran_is_scored_like_one_that_ran():

@@ -15,6 +15,7 @@ a report writer.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -217,9 +218,7 @@ class CaseRecord:
         fields.setdefault("origin", "added" if beyond else "task")
         record = cls(model, challenge, case.id, index, case.category, case.guards, outcome, **fields)
         record.rules, record.beyond, record.task = list(case.rules), beyond, task.profile
-        if beyond:
-            governed = governed_checks(getattr(reference_module(challenge), "RULE_CHECKS", {}), beyond)
-            record.beyond_checks = sorted(governed or ())
+        record.beyond_checks = beyond_checks(challenge, beyond)
         return record
 
 
@@ -240,3 +239,19 @@ class Outcome:
     # The grader's own record of the request's messages (exchange.py): calls per service, memory at each checkpoint.
     service_calls: dict[str, int] = field(default_factory=dict)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+
+
+def beyond_checks(challenge: str, beyond: list[str], names: Iterable[str] | None = None) -> list[str]:
+    """The checks of a case beyond the task that its unstated rules decide, when they decide only some of them (the
+    module's ``RULE_CHECKS``): the case is then graded on the rest. Empty: not beyond, or wholly beyond. ``names``,
+    the case's checks (``Expected.values``), where known: governed rules that decide all of them make it wholly
+    beyond."""
+    if not beyond:
+        return []
+    governed = governed_checks(getattr(reference_module(challenge), "RULE_CHECKS", {}), beyond)
+    if governed is None:
+        return []
+    if names is None:
+        return sorted(governed)
+    names = set(names)
+    return sorted(names & governed) if names - governed else []

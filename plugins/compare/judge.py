@@ -18,7 +18,7 @@ from plugins.compare import paired
 from plugins.compare.comparator import Comparison, check, compare_budget
 from plugins.discover.submissions import Submission
 from reference.challenges import reference_module
-from reference.contract import Case, Expected, governed_checks
+from reference.contract import Case, Expected
 
 _STATUS_OUTCOME = {"timeout": r.TIMEOUT, "crash": r.CRASH, "oom": r.OOM, "left_running": r.LEFT_RUNNING}
 
@@ -59,7 +59,7 @@ def judge(
         stdout=outcome.stdout,
         stderr=outcome.stderr,
     )
-    record.beyond_checks = _beyond_checks(submission.challenge, record.beyond, expected)  # refined: this case's checks
+    record.beyond_checks = r.beyond_checks(submission.challenge, record.beyond, expected.values)  # with its checks
     measured = next((c for c in outcome.calls if c.get("measured")), None)
     if measured is not None:
         record.seconds = measured.get("seconds")
@@ -94,18 +94,6 @@ def judge(
         if record.speed:  # "3.1× slower than the reference, spread 2% (median ...)"
             record.message = speed_words(record.speed)
     return record
-
-
-def _beyond_checks(challenge: str, beyond: list[str], expected: Expected) -> list[str]:
-    """The checks of a case beyond the task that its unstated rules decide, when they decide only some of them (the
-    module's ``RULE_CHECKS``): the case is then graded on the rest. Empty: not beyond, or wholly beyond."""
-    if not beyond:
-        return []
-    governed = governed_checks(getattr(reference_module(challenge), "RULE_CHECKS", {}), beyond)
-    names = set(expected.values)
-    if governed is None or not names - governed:
-        return []
-    return sorted(names & governed)
 
 
 def measured_figures(challenge: str, case: Case, outcome: Outcome) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -28,7 +28,6 @@ class FailedCase:
     unit: str  # the model, or model/sample-N
     challenge: str
     case: str
-    category: str
     guards: str
     outcome: str
     tag: str  # tables.origin_tag: "task", or "beyond the task (rule): not scored"
@@ -60,7 +59,6 @@ def failed_cases(summary: dict[str, Any], challenge: str | None = None) -> list[
                     unit=unit,
                     challenge=cid,
                     case=failure["case"],
-                    category=failure.get("category", ""),
                     guards=failure.get("guards", ""),
                     outcome=failure["outcome"],
                     tag=tables.origin_tag(failure),

@@ -49,7 +49,7 @@ def to_html(markdown: str) -> str:
         line = lines[i]
         if not line.strip():
             i += 1
-        elif line.lstrip().startswith("|") and i + 1 < len(lines) and _RULE.match(lines[i + 1].strip()):
+        elif _table_at(lines, i):
             head = "".join(f"<th>{inline(c)}</th>" for c in _cells(line))
             i += 2
             rows = []
@@ -82,7 +82,10 @@ def to_html(markdown: str) -> str:
     return "".join(out)
 
 
+def _table_at(lines: list[str], i: int) -> bool:
+    """A pipe table starts at line ``i``: a row, then the rule under its header."""
+    return lines[i].lstrip().startswith("|") and i + 1 < len(lines) and bool(_RULE.match(lines[i + 1].strip()))
+
+
 def _starts_block(lines: list[str], i: int) -> bool:
-    line = lines[i]
-    table = line.lstrip().startswith("|") and i + 1 < len(lines) and bool(_RULE.match(lines[i + 1].strip()))
-    return table or bool(re.match(r"\s*[-*] |>|#{1,6} ", line))
+    return _table_at(lines, i) or bool(re.match(r"\s*[-*] |>|#{1,6} ", lines[i]))
