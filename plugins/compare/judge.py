@@ -59,7 +59,8 @@ def judge(
         stdout=outcome.stdout,
         stderr=outcome.stderr,
     )
-    record.beyond_checks = r.beyond_checks(submission.challenge, record.beyond, expected.values)  # with its checks
+    if record.beyond:  # for_case could not know this case's checks: with them, a wholly governed case is all notes
+        record.beyond_checks = r.beyond_checks(submission.challenge, record.beyond, expected.values)
     measured = next((c for c in outcome.calls if c.get("measured")), None)
     if measured is not None:
         record.seconds = measured.get("seconds")
