@@ -165,7 +165,7 @@ def cuda_challenge(limits: Limits) -> dict[str, Any]:
     """demo-tiled's softmax + top-k built and one run case judged in the sandbox, as a grading run does it."""
     from plugins.compare.judge import judge
     from plugins.discover.submissions import discover
-    from plugins.isolate import cuda_cases
+    from plugins.isolate import gpu_cases
     from reference import softmax_topk as topk
 
     submission = next(
@@ -174,7 +174,7 @@ def cuda_challenge(limits: Limits) -> dict[str, Any]:
     source = {f for _, f in submission.entries}.pop()
     space = runspace.default()
     space.copy_submissions([submission.folder])  # a grading run builds from its private copy, never the original
-    result = cuda_cases.built(submission.folder, source, tuple(n for n, _ in submission.entries), space)
+    result = gpu_cases.built(submission.folder, source, tuple(n for n, _ in submission.entries), space)
     if not result.ok:
         return {"build": result.message}
     case = next(c for c in topk.CASES if not c.params.get("build") and not c.is_speed)

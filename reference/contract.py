@@ -55,9 +55,11 @@ class Challenge:
     title: str
     folder_names: tuple[str, ...]  # accepted names of ``submissions/<model>/<folder>/``: the id and scaffold aliases
     entry_points: tuple[str, ...] = ()  # empty while the challenge has no contract in this grader yet
-    # How the sandbox child loads a submission: "python" imports its files; other runtimes (a CUDA build, torch on the
-    # GPU, MLX) each have a loader in plugins/isolate/loaders/<runtime>.py beside the Python one.
-    runtime: str = "python"
+    # The runtimes a submission may be written for (plugins/isolate/runtimes/), in order of preference: "python"
+    # imports its files and calls them on NumPy arrays; "cuda" builds a .cu source and calls its C functions on device
+    # buffers; "triton" calls a Python function on torch CUDA tensors. A folder is graded in the first runtime whose
+    # source files it holds.
+    runtimes: tuple[str, ...] = ("python",)
     # Accepted spellings of an entry point, found without an adapter: {"layer_norm_forward": ("layernorm_forward",)}.
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Contract variants: variant name -> its entry points, the first the default. Empty: one contract, entry_points.

@@ -27,7 +27,7 @@ order is decided on the logits, which are exact: selecting on rounded float32 pr
 Checks per case: ``indices`` under the tie rule; ``probs`` against the float64 softmax of the k largest logits (equal
 for every accepted index set); ``mass``, the sum of the returned probabilities, against the float64 mass of the top k
 (the mass of the returned indices whenever they pass). Speed cases also time the kernel on the GPU (see
-``plugins/isolate/loaders/cuda.py``) and fail a time below the read-once floor.
+``plugins/isolate/runtimes/cuda.py``) and fail a time below the read-once floor.
 
 The submission is built with nvcc by ``plugins/isolate/build.py``; a folder's ``adapter.cu`` wins and may
 ``#include`` the submission's own source to define the function above on top of its own launcher.
@@ -57,7 +57,7 @@ CHALLENGE = Challenge(
     title="Fused softmax + top-k (CUDA)",
     folder_names=("softmax_topk", "fuse"),
     entry_points=("softmax_topk",),
-    runtime="cuda",
+    runtimes=("cuda",),
 )
 
 # The C declaration of each entry point; the CUDA loader passes arguments by it (a cudaStream_t is supplied by the
@@ -84,6 +84,14 @@ TOLERANCES = {
         reason="the sum of k probabilities that each hold the 1e-4 relative bound",
     ),
 }
+
+SPEED_BASELINE_WORDS = "torch softmax + topk"  # the "torch" launch of speed_baselines, as reports name it
+
+
+def read_bytes(params: dict[str, Any]) -> int:
+    """The bytes a speed case must read at least once: the float32 logits (the floor of its time)."""
+    return params["rows"] * params["V"] * 4
+
 
 # Speed: a time whose read-once floor (input bytes at the copy bandwidth of the same run) exceeds it by more than this
 # factor is impossible: the memory's datasheet peak (4.8 TB/s on the H200) is under 1.25x the copy rate measured there
@@ -241,10 +249,11 @@ def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> di
     return outputs
 
 
-def speed_baselines(torch: Any, logits: Any, rows: int, v: int, k: int, *outputs: Any) -> dict[str, Any]:
+def speed_baselines(torch: Any, runtime: str, logits: Any, rows: int, v: int, k: int, *outputs: Any) -> dict[str, Any]:
     """Runs in the child, on the GPU: what speed cases time beside the submission, as zero-argument launches on the
-    same device input: torch's unfused softmax then topk, and the grader's Triton kernel when it imports."""
-    del outputs
+    same device input (the call's arguments as tensors, ``runtime`` the submission's: only CUDA here): torch's
+    unfused softmax then topk, and the grader's Triton kernel when it imports."""
+    del runtime, outputs
     x = logits.view(rows, v)
     launches = {"torch": lambda: torch.topk(torch.softmax(x, dim=-1), k, dim=-1)}
     triton = _triton_reference()

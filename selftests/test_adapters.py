@@ -18,6 +18,7 @@ import pytest
 
 from conftest import REPO, ROSTER_SEED, run_grader
 from plugins.discover.submissions import adapter_code_lines
+from plugins.isolate import runtimes
 
 ADAPTERS = Path(__file__).resolve().parent / "fixtures" / "adapters"
 # The own-model KV example: graded beside demo-kv-own under its own profile (scaffold), not beside demo-tiled.
@@ -111,7 +112,8 @@ def test_interface_column_and_compliance_section(graded):
     for model, challenge in fixture_folders():
         sub = header[model, challenge]
         folder = ADAPTERS / model / challenge
-        runtime = "cuda" if challenge == "softmax_topk" else "python"
+        runtime = runtimes.runtime(sub["language"])  # the runtime discovery gave it, by the files it holds
+        assert runtime.name == ("cuda" if challenge == "softmax_topk" else "python")
         if model in NATIVE_WITHOUT_ADAPTER:
             assert (sub["runtime"], sub["adapter_lines"]) == ("native", None)
             continue
@@ -142,10 +144,10 @@ def test_adapter_line_count_skips_comments_docstrings_and_blanks(tmp_path):
         '"""Module docstring\nover two lines."""\n\n# a comment\nimport impl  # trailing comment\n\n\n'
         'def f(x):\n    """Docstring."""\n    return impl.g(x,\n                  1)\n'
     )
-    assert adapter_code_lines(tmp_path, "python") == 4
+    assert adapter_code_lines(tmp_path, runtimes.PYTHON) == 4
     (tmp_path / "adapter.cu").write_text('// c\n#include "k.cu"\n/* a\n   b */\nextern "C" int f() {\n  return 0;\n}\n')
-    assert adapter_code_lines(tmp_path, "cuda") == 4
-    assert adapter_code_lines(tmp_path / "absent", "python") is None
+    assert adapter_code_lines(tmp_path, runtimes.CUDA) == 4
+    assert adapter_code_lines(tmp_path / "absent", runtimes.PYTHON) is None
 
 
 def doc_blocks() -> list[tuple[str, str, str]]:
@@ -193,7 +195,7 @@ def test_own_model_kv_adapter_is_graded_like_its_native_demo(tmp_path):
     outcomes = _outcomes(run, "own-model", "kv_cache")
     assert outcomes == _outcomes(run, OWN_NATIVE, "kv_cache") and set(outcomes.values()) == {"passed"}, outcomes
     assert len(outcomes) == 3 and mine["letter"] == "A+"
-    lines = adapter_code_lines(OWN_MODEL / "own-model" / "kv_cache", "python")
+    lines = adapter_code_lines(OWN_MODEL / "own-model" / "kv_cache", runtimes.PYTHON)
     sub = next(s for s in run.summary["submissions"] if s["model"] == "own-model")
     assert (sub["runtime"], sub["adapter_lines"]) == ("adapter", lines) and 0 < lines < ADAPTER_MOST_LINES
 

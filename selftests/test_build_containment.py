@@ -1,7 +1,7 @@
 """Hostile CUDA builds: nvcc runs contained, takes no option from the submission, and its cache serves no one else.
 
 Each attack of ``fixtures/adversarial/build-*`` is built beside the honest control (the correct demo) with the same
-cache; the build is driven directly, as ``cuda_cases`` drives it. Build-only: nvcc is needed, a GPU is not. Files
+cache; the build is driven directly, as ``gpu_cases`` drives it. Build-only: nvcc is needed, a GPU is not. Files
 git cannot keep (the demo's kernel, the targets of a payload, a sparse file) are made here in a temporary copy.
 """
 
@@ -290,7 +290,7 @@ def test_the_build_reads_only_the_private_copy(tmp_path):
         handle.truncate(3 * 2**30)
     script = (
         "import json, resource, sys\nfrom pathlib import Path\nfrom plugins.isolate import runspace\n"
-        "from plugins.isolate.cuda_cases import built\n"
+        "from plugins.isolate.gpu_cases import built\n"
         "space = runspace.RunSpace.create(Path(sys.argv[1]))\nspace.copy_submissions([Path(sys.argv[2])])\n"
         "result = built(Path(sys.argv[2]), 'softmax_topk.cu', ('softmax_topk',), space)\nspace.remove()\n"
         "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"

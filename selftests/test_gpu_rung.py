@@ -78,12 +78,15 @@ def where(folder: Path, driver: str, entry: str, case, space: runspace.RunSpace)
     return json.loads(outcome.traceback.rpartition("WHERE")[2]), sandbox
 
 
-def test_only_cuda_and_gpu_child_submissions_are_handed_the_gpu():
-    """CUDA builds and ternary submissions get the GPU; NumPy challenges and every reference baseline do not."""
-    assert gpu_rung.needs_gpu("reference.softmax_topk", True)
-    assert gpu_rung.needs_gpu("reference.ternary_training", True)
-    assert not gpu_rung.needs_gpu("reference.ternary_training", False)  # its reference baseline is NumPy
-    assert not any(gpu_rung.needs_gpu(f"reference.{c}", True) for c in ("flash_attention", "kv_cache", "beam_search"))
+def test_only_gpu_runtimes_and_gpu_child_submissions_are_handed_the_gpu(tmp_path):
+    """CUDA builds, Triton/torch functions and ternary submissions get the GPU; NumPy challenges and every reference
+    baseline do not."""
+    assert gpu_rung.needs_gpu(Program("reference.softmax_topk", (), tmp_path, "cuda"))
+    assert gpu_rung.needs_gpu(Program("reference.softmax_topk", (), tmp_path, "triton"))
+    assert gpu_rung.needs_gpu(Program("reference.ternary_training", (), tmp_path))
+    assert not gpu_rung.needs_gpu(Program("reference.ternary_training", (), None))  # its reference baseline is NumPy
+    numpy_ones = ("flash_attention", "kv_cache", "beam_search")
+    assert not any(gpu_rung.needs_gpu(Program(f"reference.{c}", (), tmp_path)) for c in numpy_ones)
 
 
 def test_numpy_child_on_a_gpu_run_gets_the_cpu_sandbox(tmp_path, monkeypatch, space):

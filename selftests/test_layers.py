@@ -17,13 +17,15 @@ ROOTS = ("plugins", "reference")
 
 # Lowest first. Data flows discover -> isolate and run -> compare -> grade -> report; each stage imports the stages
 # before it for their types, except that the runner (isolate) asks compare for each case's verdict, so compare, a
-# library of verdict rules that runs nothing, sits under the runner. The challenge contracts (reference) and the base
+# library of verdict rules that runs nothing, sits under the runner; and the runtimes (what a language needs, as data)
+# sit under discovery, which gives each submission its runtime. The challenge contracts (reference) and the base
 # (shared records, escaping, wording, host facts, the hook specs and the plugin list) sit under every stage; the
 # ternary challenge's own plugin and the command line use any stage.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("contracts", ("reference",)),
     ("base", ("plugins.base", "plugins.hookspecs")),
     ("config", ("plugins.config",)),
+    ("runtimes", ("plugins.isolate.runtimes",)),
     ("discover", ("plugins.discover",)),
     ("compare", ("plugins.compare",)),
     ("isolate", ("plugins.isolate",)),

@@ -23,7 +23,8 @@ import pytest
 
 from plugins.cli import scaffold
 from plugins.cli.signatures import docstring_signature
-from plugins.isolate.loaders.cuda import parse_signature
+from plugins.isolate import runtimes
+from plugins.isolate.runtimes.cuda import parse_signature
 from reference.challenges import all_challenges, reference_module
 from reference.contract import Challenge
 
@@ -76,12 +77,13 @@ def test_prompt_names_the_exact_contract(challenge):
     prompt = " ".join(prompt_of(challenge.id).split())
     for name in challenge.entry_points:
         assert f"{name}(" in prompt, f"{challenge.id}: the prompt never names {name}"
-    if challenge.runtime == "cuda":
+    accepted = runtimes.of(challenge)
+    if any(rt.entries_by == "extern-c" for rt in accepted):  # a C function: its exact declaration
         for name, declaration in reference_module(challenge.id).C_SIGNATURES.items():
             symbol, params = parse_signature(declaration)
             exact = f'extern "C" int {symbol}(' + ", ".join(f"{kind} {p}" for kind, p in params) + ");"
             assert symbol == name and exact in prompt, f"{challenge.id}: the prompt lacks {exact}"
-    else:
+    if any(rt.entries_by == "python" for rt in accepted):  # a Python function: its signature as the reference's
         for signature in signatures(challenge):
             assert signature in prompt, f"{challenge.id}: the prompt does not write {signature} as the reference does"
     for folder in challenge.folder_names:

@@ -19,7 +19,7 @@ from plugins.base.records import NOT_TIMED, OUTCOMES, CaseRecord
 from plugins.base.wording import interval_words, speed_words
 from plugins.compare import paired
 from plugins.isolate import fairness, schedule, verdicts
-from plugins.isolate.loaders import cuda as cuda_loader
+from plugins.isolate.runtimes import cuda as cuda_loader
 from plugins.report.speed import peer_rows
 
 

@@ -20,6 +20,7 @@ from plugins.cli import nearmiss, probe, signatures, skeleton, tinycall
 from plugins.config import DEFAULT_CALL_TIMEOUT_S
 from plugins.discover.entry_points import defined_names
 from plugins.discover.submissions import SAMPLE_FOLDER, Submission, discover, submissions_root
+from plugins.isolate import runtimes
 from reference import tasks
 from reference.challenges import all_challenges, challenge_for_folder, reference_module
 
@@ -150,11 +151,11 @@ def check_folder(
     found = dict(sub.entries)
     others = dict(sub.alternatives)
     entries = [
-        Entry(e, sub.runtime, found[e], tuple(others.get(e, ()))) if e in found else Entry(e, "missing")
+        Entry(e, sub.interface, found[e], tuple(others.get(e, ()))) if e in found else Entry(e, "missing")
         for e in challenge.entry_points_of(sub.challenge_task.contract)  # the variant the model's task profile names
     ]
     result = FolderCheck(
-        sub.model, sub.challenge, sub.folder, challenge.runtime, entries, problems=sub.problems, no_code=sub.no_code
+        sub.model, sub.challenge, sub.folder, sub.runtime, entries, problems=sub.problems, no_code=sub.no_code
     )
     result.adapter_lines = sub.adapter_lines
     task = sub.challenge_task
@@ -164,11 +165,16 @@ def check_folder(
     if sub.no_code:
         result.import_note = "not imported: no code"
         return result
-    if challenge.runtime == "cuda":
+    rt = runtimes.runtime(sub.runtime)
+    if rt.entries_by == "extern-c":
         _check_cuda(result, challenge)
     else:
         limits = (timeout_s, call_limit_s)
-        _check_python(result, challenge, run_import, limits, sub.via_adapter, sub.challenge_task.contract)
+        _check_python(
+            result, challenge, run_import and not rt.gpu, limits, sub.via_adapter, sub.challenge_task.contract
+        )
+        if run_import and rt.gpu:  # its tiny calls would need the GPU and torch tensors: the grading run makes them
+            result.import_note = f"not imported: a {rt.what} submission runs on the GPU in the grading run"
     return result
 
 

@@ -8,6 +8,7 @@ from plugins.base.inert import terminal
 from plugins.cli import shown_path
 from plugins.cli.check import FolderCheck
 from plugins.cli.probe import ImportReport
+from plugins.isolate import runtimes
 
 MAX_OUTPUT_LINES = 12  # of what an import printed; the JSON output has the whole tail
 MAX_LINE_CHARS = 160  # per line shown of it (a flood is one long line)
@@ -28,12 +29,12 @@ def folder_text(result: FolderCheck) -> str:
             lines.append("      no similar name in the folder")
     for declaration in result.c_contract.values():
         lines.append(f'  contract: extern "C" {declaration}')
-    if result.runtime == "cuda" and not result.no_code:
+    rt = runtimes.runtime(result.runtime)
+    if rt.entries_by == "extern-c" and not result.no_code:
         shown = [f"{terminal(d.file)}:{d.line} {terminal(d.signature)}" for d in result.c_functions]
         lines.append('  extern "C" functions found: ' + ("; ".join(shown) or "none"))
     if result.adapter_lines is not None:
-        adapter = "adapter.cu" if result.runtime == "cuda" else "adapter.py"
-        lines.append(f"  {adapter}: {result.adapter_lines} code lines")
+        lines.append(f"  {rt.adapter}: {result.adapter_lines} code lines")
     lines += [f"  warning: {terminal(w)}" for w in result.warnings]
     if result.problems:
         lines += [f"  not read: {terminal(file)}: {terminal(why)}" for file, why in result.problems]

@@ -33,7 +33,7 @@ def unrunnable(submission: Submission, case: Case, index: int, message: str, out
         outcome,
         task=submission.challenge_task,
         message=message,
-        runtime=submission.runtime,
+        runtime=submission.interface,
         loaded=submission.describe(),
     )
 
@@ -53,7 +53,7 @@ def judge(
         case_index,
         r.PASSED,
         task=submission.challenge_task,
-        runtime=submission.runtime,
+        runtime=submission.interface,
         loaded=submission.describe(),
         traceback=outcome.traceback,
         stdout=outcome.stdout,

@@ -45,7 +45,7 @@ class GraderConfig:
     call_timeout_s: float
     memory_limit_mb: int
     gpu_memory_fraction: float
-    device: str  # "cpu" or "cuda", resolved from "auto"
+    device: str  # "cpu" or gpus.GPU_DEVICE, resolved from "auto"
     gpu: str | None  # the GPU this process's children may use
     measure_speed: bool
     speed_repeats: int
@@ -63,6 +63,11 @@ class GraderConfig:
     fail_on_regression: bool = False
     fail_fast: bool = True
 
+    @property
+    def on_gpu(self) -> bool:
+        """Whether this run hands GPU children a GPU (``--device`` resolved to the GPU)."""
+        return self.device == gpus.GPU_DEVICE
+
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
@@ -78,7 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
     device = worker["kernelgrade_device"] if worker else gpus.resolve_device(option.device)
     fresh_seed = checked["seed"] if checked["seed"] is not None else random.randrange(2**31)
     seed = worker["kernelgrade_seed"] if worker else fresh_seed
-    gpu = worker.get("kernelgrade_gpu") if worker else (visible_gpus()[0] if device == "cuda" else None)
+    gpu = worker.get("kernelgrade_gpu") if worker else (visible_gpus()[0] if device == gpus.GPU_DEVICE else None)
     config.stash[CONFIG_KEY] = GraderConfig(
         repo=root,
         submissions_dir=Path(option.submissions_dir or root / "submissions").expanduser().resolve(),
@@ -103,7 +108,7 @@ def pytest_configure(config: pytest.Config) -> None:
         fail_on_regression=option.fail_on_regression,
         fail_fast=not option.no_fail_fast,
     )
-    if device == "cuda" and not worker:
+    if device == gpus.GPU_DEVICE and not worker:
         gpus.open_pool(config)
 
 

@@ -14,12 +14,14 @@ import pytest
 from plugins.base.host import visible_gpus
 
 GPU_POOL_KEY = pytest.StashKey[dict[str, int]]()
+# The --device value of a GPU run: torch's name for the device, which a GPU child is also told (config["device"]).
+GPU_DEVICE = "cuda"
 
 
 def resolve_device(choice: str) -> str:
     if choice == "auto":
-        return "cuda" if visible_gpus() else "cpu"
-    if choice == "cuda" and not visible_gpus():
+        return GPU_DEVICE if visible_gpus() else "cpu"
+    if choice == GPU_DEVICE and not visible_gpus():
         raise pytest.UsageError(
             "--device cuda: no GPU is visible (nvidia-smi -L lists none, or CUDA_VISIBLE_DEVICES hides them)"
         )

@@ -60,7 +60,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--device",
-        choices=("auto", "cpu", "cuda"),
+        choices=("auto", "cpu", "cuda"),  # "cuda": torch's name for the GPU (plugins.config.gpus.GPU_DEVICE)
         default="auto",
         help="where submissions may run: auto uses a GPU when one is present (default: auto)",
     )

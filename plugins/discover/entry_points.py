@@ -176,7 +176,8 @@ def defines_c_function(path: Path, name: str) -> bool:
 
 
 def resolve_cuda(folder: Path, entry_points: tuple[str, ...], challenge_names: tuple[str, ...]) -> Resolution:
-    """Choose the translation unit the grader compiles for a CUDA challenge (``runtime="cuda"``).
+    """Choose the translation unit the grader compiles for a CUDA submission (the runtime
+    ``plugins.isolate.runtimes.CUDA``).
 
     1. an ``adapter.cu`` at the folder's top wins for every entry point (it ``#include``s the submission's source and
        defines the contract's functions on top of its launcher; the build checks the library exports them);

@@ -22,9 +22,7 @@ from pathlib import Path
 
 from plugins.discover import names as folder_names
 from plugins.discover.entry_points import (
-    ADAPTER,
     C_COMMENT,
-    CUDA_ADAPTER,
     SKIP_DIRS,
     Unreadable,
     read_source,
@@ -32,6 +30,8 @@ from plugins.discover.entry_points import (
     resolve_cuda,
 )
 from plugins.discover.tasks import ProfileFinder, repo_roots
+from plugins.isolate import runtimes
+from plugins.isolate.runtimes import Runtime
 from reference import tasks
 from reference.challenges import all_challenges, challenge_for_folder
 from reference.contract import Challenge
@@ -101,6 +101,8 @@ class Submission:
     # What the model's task profile (plugins/discover/tasks.py) says about this challenge: the rules its prompt states
     # and the contract variant the entry points were resolved for. None: the default profile's.
     task: tasks.ChallengeTask | None = None
+    # The runtime the folder is graded in (plugins/isolate/runtimes/): one of the challenge's, by the files it holds.
+    runtime: str = "python"
 
     @property
     def challenge_task(self) -> tasks.ChallengeTask:
@@ -118,7 +120,8 @@ class Submission:
         return split_sample(self.model)[0]
 
     @property
-    def runtime(self) -> str:
+    def interface(self) -> str:
+        """ "adapter" when an adapter file defines the entry points, else "native" (the records' ``runtime`` field)."""
         return "adapter" if self.via_adapter else "native"
 
     def describe(self) -> str:
@@ -136,7 +139,7 @@ class Submission:
         parts += [f"{name} not found" for name in self.missing]
         if self.problems:
             parts.append("not read: " + self.problem_text())
-        return f"{self.runtime}: " + "; ".join(parts)
+        return f"{self.interface}: " + "; ".join(parts)
 
     def problem_text(self, limit: int = 4) -> str:
         """``impl.py line 3: syntax error: invalid syntax, big.py over the parse limit…`` (the first ``limit``)."""
@@ -150,7 +153,6 @@ def problem_line(file: str, why: str) -> str:
     return f"{file} {why}" if why.startswith("line ") else f"{file}: {why}"
 
 
-SOURCE_SUFFIX = {"python": ".py", "cuda": ".cu"}  # per runtime, the files that count as code
 MAX_NAMES_SHOWN = 4
 
 
@@ -174,16 +176,15 @@ def no_code_message(folder: Path, suffix: str) -> str:
     return f"no code submitted: {holds} (no {suffix} file)"
 
 
-def adapter_code_lines(folder: Path, runtime: str) -> int | None:
-    """Code lines of the folder's adapter (``adapter.cu`` for CUDA, else ``adapter.py``): non-blank lines left once
-    comments (and Python docstrings) are removed. None when it cannot be read; text that does not parse is counted
-    with only ``#`` lines left out."""
-    path = folder / (CUDA_ADAPTER if runtime == "cuda" else ADAPTER)
+def adapter_code_lines(folder: Path, rt: Runtime) -> int | None:
+    """Code lines of the folder's adapter (the runtime's: ``adapter.cu`` for CUDA, else ``adapter.py``): non-blank
+    lines left once comments (and Python docstrings) are removed. None when it cannot be read; text that does not parse
+    is counted with only ``#`` lines left out."""
     try:
-        text = read_source(path).decode(errors="replace")
+        text = read_source(folder / rt.adapter).decode(errors="replace")
     except Unreadable:
         return None
-    if runtime == "cuda":
+    if rt.entries_by == "extern-c":
         return sum(1 for line in C_COMMENT.sub(lambda m: "\n" * m[0].count("\n"), text).splitlines() if line.strip())
     code: set[int] = set()
     try:
@@ -202,6 +203,11 @@ def adapter_code_lines(folder: Path, runtime: str) -> int | None:
 
 
 _NOT_CODE = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+
+
+def _code_suffixes(challenge: Challenge) -> str:
+    """The files that count as code for a challenge, as "no ... file" names them: ``.py``, or ``.cu or .py``."""
+    return " or ".join(dict.fromkeys(rt.suffix for rt in runtimes.of(challenge)))
 
 
 def submissions_root(path: Path) -> Path:
@@ -282,7 +288,8 @@ def _submission(model: str, challenge: Challenge, folder: Path, task: tasks.Chal
     one of its sample folders)."""
     names = (challenge.id, *challenge.folder_names)
     entry_points = challenge.entry_points_of(task.contract)
-    if challenge.runtime == "cuda":  # a CUDA source to build, found by its extern "C" definitions
+    rt = runtimes.for_folder(challenge, folder)
+    if rt.entries_by == "extern-c":  # a CUDA source to build, found by its extern "C" definitions
         res = resolve_cuda(folder, entry_points, names)
     else:
         res = resolve(folder, entry_points, names, challenge.aliases)
@@ -295,7 +302,8 @@ def _submission(model: str, challenge: Challenge, folder: Path, task: tasks.Chal
         via_adapter=res.via_adapter,
         missing=res.missing,
         problems=tuple(res.problems.items()),
-        no_code=no_code_message(folder, SOURCE_SUFFIX.get(challenge.runtime, ".py")) if res.no_code else "",
-        adapter_lines=adapter_code_lines(folder, challenge.runtime) if res.via_adapter else None,
+        no_code=no_code_message(folder, _code_suffixes(challenge)) if res.no_code else "",
+        adapter_lines=adapter_code_lines(folder, rt) if res.via_adapter else None,
+        runtime=rt.name,
         task=task,
     )

@@ -236,7 +236,8 @@ def run_header(config: pytest.Config) -> dict[str, Any]:
                 "model": s.model,
                 "challenge": s.challenge,
                 "folder": str(s.folder),
-                "runtime": s.runtime,
+                "runtime": s.interface,  # "adapter" or "native"
+                "language": s.runtime,  # the runtime it is graded in (plugins/isolate/runtimes/)
                 "loaded": s.describe(),
                 "adapter_lines": s.adapter_lines,  # code lines of adapter.py / adapter.cu; None when native
                 # the task profile that grades it (reference/tasks): its name, where it came from, the contract variant

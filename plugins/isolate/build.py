@@ -103,7 +103,7 @@ def host_compiler() -> str | None:
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/kernelgrade/cuda`` (``~/.cache/kernelgrade/cuda`` by default)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kernelgrade" / "cuda"
+    return Path(base) / "kernelgrade" / "cuda"  # a folder name: the nvcc builds of CUDA sources
 
 
 def command(nvcc: str, ccbin: str, source: str, output: Path, arch: str) -> list[str]:

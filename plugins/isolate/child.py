@@ -74,16 +74,17 @@ def _import_driver(config: dict[str, Any]) -> tuple[Any, type[BaseException]]:
 def _import_entries(config: dict[str, Any], driver: Any) -> dict[str, Any]:
     """Entry points by name: from the driver itself (the trusted baseline) or through the challenge's runtime loader.
 
-    The loader for runtime ``R`` is ``loaders/R.py`` beside this file (``python`` imports the submission's files; a
-    compiled runtime loads what the grader built). It is loaded by path, like the wire module, and exposes
-    ``load(config, driver) -> {entry point: callable}``.
+    The grader names the loader of the submission's runtime (``config["loader"]``, from
+    ``plugins/isolate/runtimes/``): ``runtimes/<loader>.py`` beside this file (``python`` imports the submission's
+    files; ``cuda`` loads what the grader built; ``triton`` hands torch CUDA tensors to Python functions). It is loaded
+    by path, like the wire module, and exposes ``load(config, driver) -> {entry point: callable}``.
     """
     if config["entries_from_driver"]:
         return {name: getattr(driver, name) for name in config["entries"]}
     workdir = Path(config["workdir"])
     os.chdir(workdir)
-    runtime = driver.CHALLENGE.runtime
-    spec = importlib.util.spec_from_file_location(f"_kernelgrade_loader_{runtime}", HERE / "loaders" / f"{runtime}.py")
+    name = config["loader"]
+    spec = importlib.util.spec_from_file_location(f"_kernelgrade_loader_{name}", HERE / "runtimes" / f"{name}.py")
     loader = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loader)
     return loader.load(config, driver)
@@ -95,6 +96,8 @@ def _is_array(value: Any) -> bool:
 
 def _digest(value: Any) -> str | None:
     """A hash of an array's bytes, read in place when it is contiguous (a copy would count against its memory)."""
+    if isinstance(value, Typed):
+        value = value.array
     if not _is_array(value):
         return None
     data = value if value.flags.c_contiguous else value.tobytes()
@@ -115,6 +118,19 @@ def _synchronize() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
+
+
+class Typed:
+    """An array handed to a GPU runtime as a dtype NumPy lacks (``run.typed``): bfloat16 travels as the uint16 bit
+    patterns of its values, and the loader views the device copy as ``torch.bfloat16``."""
+
+    DTYPES = {"bfloat16": "uint16"}  # the dtype the runtime sees -> the NumPy dtype that carries its bits
+
+    def __init__(self, array: Any, dtype: str):
+        carrier = self.DTYPES.get(dtype)
+        if carrier is None or not _is_array(array) or array.dtype.name != carrier:
+            raise TypeError(f"typed({dtype!r}) takes a NumPy {carrier or 'uint16'} array of bit patterns")
+        self.array, self.dtype = array, dtype
 
 
 class ServiceError(ValueError):
@@ -144,7 +160,8 @@ class Run:
     grader's services and checkpoints of this request (see :class:`Channel`).
 
     ``measure=True`` marks the call a memory or speed case is about; it changes nothing here (every call runs the same
-    way, and the grader measures the whole request from outside).
+    way, and the grader measures the whole request from outside). ``runtime`` names the submission's runtime
+    ("python", "cuda", "triton"): a contract that accepts several chooses its call convention by it.
     """
 
     def __init__(
@@ -153,10 +170,12 @@ class Run:
         contract_error: type[BaseException],
         gpu_memory_fraction: float | None,
         channel: Channel | None = None,
+        runtime: str = "python",
     ):
         self.entries, self.contract_error = entries, contract_error
         self.gpu_memory_fraction = gpu_memory_fraction
         self.channel = channel
+        self.runtime = runtime
 
     def call(self, name: str, *args: Any, measure: bool = False) -> Any:
         """Call entry point ``name`` with ``args``; inputs must come back unchanged."""
@@ -169,6 +188,10 @@ class Run:
         if changed:
             raise self.contract_error(f"{name} modified its input argument(s) at position {changed}")
         return result
+
+    def typed(self, array: Any, dtype: str) -> Typed:
+        """``array`` as ``dtype`` for the runtime (see :class:`Typed`): ``run.typed(bits, "bfloat16")``."""
+        return Typed(array, dtype)
 
     def unpack(self, value: Any, count: int, what: str) -> tuple[Any, ...]:
         """Check an entry point returned a tuple of ``count`` items (the contract's ``what``)."""
@@ -269,8 +292,9 @@ def serve(request_fd: int, response_fd: int) -> None:
                 },
             )
             continue
+        # "cuda" is what the grader tells a GPU child (plugins.config.gpus.GPU_DEVICE); this file imports nothing of it
         fraction = config["gpu_memory_fraction"] if config["device"] == "cuda" else None
-        run = Run(entries, contract_error, fraction, Channel(wire, request_fd, response_fd))
+        run = Run(entries, contract_error, fraction, Channel(wire, request_fd, response_fd), config["runtime"])
         try:
             outputs = driver.drive(run, inputs, request["params"])
             arrays = {name: _to_numpy(name, value, contract_error) for name, value in outputs.items()}

@@ -1,8 +1,9 @@
 """Which children get the GPU, and in what containment: the strongest in which CUDA starts here, probed once per run.
 
-Only a child whose challenge runs on the GPU is a GPU child (:func:`needs_gpu`): a CUDA build (``runtime="cuda"``), or
+Only a child whose runtime runs on the GPU is a GPU child (:func:`needs_gpu`): a CUDA build or a Triton/torch function
+(``plugins/isolate/runtimes/``), or
 a submission that its reference module hands the GPU (``GPU_CHILD = True``: ternary training, whose torch submissions
-are told ``config["device"] == "cuda"``). Every other child of a GPU run, NumPy ones and the reference baselines
+are told ``config["device"]`` is the GPU). Every other child of a GPU run, NumPy ones and the reference baselines
 included, is contained like a child of a CPU run and sees no GPU.
 
 A GPU child gets the first rung, strongest first, in which the driver starts (``cuInit`` and a device count):
@@ -44,7 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from plugins.isolate import containment
+from plugins.isolate import containment, runtimes
 from plugins.isolate.containment import NOBODY, Cgroup, Containment
 
 RUNGS = ("namespaces", "namespaces-without-userns", "uid", "process-group")
@@ -59,11 +60,14 @@ _CUDA_STARTS = (
 _PROBE_TIMEOUT_S = 120
 
 
-def needs_gpu(driver: str, own_code: bool) -> bool:
-    """Whether a child of challenge module ``driver`` is handed the GPU on a GPU run (module docstring); ``own_code``
-    is false for the reference baseline, which runs the reference module's own NumPy code."""
-    module = importlib.import_module(driver)
-    return module.CHALLENGE.runtime == "cuda" or (own_code and bool(getattr(module, "GPU_CHILD", False)))
+def needs_gpu(program: Any) -> bool:
+    """Whether the child of a :class:`~plugins.isolate.sandbox.Program` is handed the GPU on a GPU run (module
+    docstring): its runtime runs on the GPU, or its challenge lets a submission's own code use one (``GPU_CHILD``);
+    the reference baseline (no folder) runs the reference module's own NumPy code."""
+    if runtimes.runtime(program.runtime).gpu:
+        return True
+    own_code = program.folder is not None
+    return own_code and bool(getattr(importlib.import_module(program.driver), "GPU_CHILD", False))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from plugins.config.gpus import GPU_DEVICE
 from plugins.isolate.containment import Cgroup
 
 INTERVAL_S = 0.001
@@ -328,5 +329,5 @@ def time_floor(reference: Any, case: Any, device: str) -> tuple[float, str] | No
     if counter is None:
         return None
     flops = float(counter(case))
-    peak = GPU_FLOPS if device == "cuda" else CPU_FLOPS_PER_CORE * (os.cpu_count() or 1)
+    peak = GPU_FLOPS if device == GPU_DEVICE else CPU_FLOPS_PER_CORE * (os.cpu_count() or 1)
     return flops / peak, f"{flops / 1e6:.0f} MFLOP at most {peak / 1e9:.0f} GFLOP/s"

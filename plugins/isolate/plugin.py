@@ -34,16 +34,16 @@ from plugins.compare.judge import judge, unrunnable
 from plugins.config import GraderConfig, grader_config
 from plugins.discover.plugin import SUBMISSIONS_KEY
 from plugins.discover.submissions import Submission
-from plugins.isolate import cuda_cases, failfast, fairness, runspace, sandbox_report, schedule, verdicts, wire
+from plugins.isolate import failfast, fairness, gpu_cases, runspace, sandbox_report, schedule, verdicts, wire
 from plugins.isolate.measure import time_floor
 from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
 from plugins.isolate.truths import TruthStore
 from reference.challenges import reference_module
 from reference.contract import Case, Expected
 
-# CUDA challenges (build, run on the GPU or skip "no GPU") live in cuda_cases; its grades.md section is a hook
-# implementation, registered through this plugin module. (A build-only grade is the summary's BUILT_ONLY status.)
-pytest_grader_report_sections = cuda_cases.pytest_grader_report_sections
+# Submissions of GPU runtimes (build, run on the GPU or skip "no GPU") live in gpu_cases; its grades.md section is a
+# hook implementation, registered through this plugin module. (A build-only grade is the summary's BUILT_ONLY status.)
+pytest_grader_report_sections = gpu_cases.pytest_grader_report_sections
 
 
 RUN_SPACE_KEY = runspace.RUN_SPACE_KEY
@@ -168,8 +168,8 @@ class CaseRunner:
         cores the pair is pinned to (a CPU slot's own pair; a GPU slot the cores no CPU slot has), or None where the
         host has too few cores to give each slot its own."""
         start = time.perf_counter()
-        device = (self.cfg.gpu or "") if gpu and self.cfg.device == "cuda" else ""
-        slots = schedule.cpu_speed_slots(len(visible_gpus()) if self.cfg.device == "cuda" else 0)
+        device = (self.cfg.gpu or "") if gpu and self.cfg.on_gpu else ""
+        slots = schedule.cpu_speed_slots(len(visible_gpus()) if self.cfg.on_gpu else 0)
         with self.pool.space.speed_lock(device, slots) as slot:
             self.wait_seconds += time.perf_counter() - start
             with fairness.timing(self.pool.space.root):
@@ -209,8 +209,8 @@ class CaseRunner:
         if absent := not_provided(submission, case):
             return unrunnable(submission, case, index, absent)
         case = task.apply(case)  # the profile's settings, if the module has any, in the case's params
-        if reference.CHALLENGE.runtime == "cuda":
-            return cuda_cases.run_cuda_case(self, reference, submission, case, index, self.speed_lock)
+        if gpu_cases.on_gpu(submission):  # built and run on the GPU, speed timed in the child by CUDA events
+            return gpu_cases.run_gpu_case(self, reference, submission, case, index, self.speed_lock)
         if case.is_speed and (refused := self.not_timed(submission, case, index)):
             return refused  # before any truth is computed or child started for it
         inputs, expected = self.truth(reference, case, settings=task.settings_tag)
@@ -351,7 +351,7 @@ def not_provided(submission: Submission, case: Case) -> str:
     absent = [name for name in calls if name in submission.missing]
     if not absent:
         return ""
-    why = f" ({cuda_cases.missing_message(submission)})" if challenge.runtime == "cuda" else ""
+    why = f" ({words})" if (words := gpu_cases.missing_message(submission)) else ""
     return f"not provided: {', '.join(absent)}{why}"
 
 
@@ -380,7 +380,7 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
         if case.is_speed and not case_runner.cfg.measure_speed:
             pytest.skip("speed not measured (--no-speed)")
         # A folder without code is "no code" on every machine: no nvcc or no GPU changes nothing about that.
-        reason = None if submission.no_code else cuda_cases.skip_reason(submission, case, case_runner.cfg)
+        reason = None if submission.no_code else gpu_cases.skip_reason(submission, case, case_runner.cfg)
         if reason:
             pytest.skip(reason)
         began_at = time.time()  # wall clock, for the run's timeline (start-up, idle workers, the tail)

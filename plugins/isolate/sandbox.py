@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from plugins.base.records import MESSAGE_CHARS, OUTPUT_CHARS, TRACEBACK_CHARS, TYPE_CHARS, Outcome, safe_text
-from plugins.isolate import containment, gpu_rung, runspace, wire
+from plugins.config.gpus import GPU_DEVICE
+from plugins.isolate import containment, gpu_rung, runspace, runtimes, wire
 from plugins.isolate.containment import Cgroup
 from plugins.isolate.exchange import Exchange, OverCap, Service, converse
 from plugins.isolate.measure import OutputTail, TreeMemory, oom_kills
@@ -66,7 +67,7 @@ class Limits:
 
     call_timeout_s: float
     memory_bytes: int
-    device: str  # "cpu" or "cuda"
+    device: str  # "cpu" or GPU_DEVICE
     gpu: str | None = None  # CUDA_VISIBLE_DEVICES for the child on GPU runs
     gpu_memory_fraction: float = 0.5  # of the GPU's memory, per child, on GPU runs (through torch)
     file_size_bytes: int = 256 * 2**20
@@ -80,6 +81,7 @@ class Program:
     driver: str
     entries: tuple[tuple[str, str], ...]  # (entry point, file relative to folder), hashable so programs key pools
     folder: Path | None  # None: entries come from the driver module itself (the trusted baseline)
+    runtime: str = "python"  # how the child loads the entries (plugins/isolate/runtimes/)
 
 
 class Sandbox:
@@ -90,7 +92,7 @@ class Sandbox:
         self.space = space or runspace.default()
         self.containment = containment.probe()
         # Only a child whose challenge runs on the GPU is handed it; every other one is contained as on a CPU run.
-        self.gpu = limits.device == "cuda" and gpu_rung.needs_gpu(program.driver, program.folder is not None)
+        self.gpu = limits.device == GPU_DEVICE and gpu_rung.needs_gpu(program)
         self._mode: gpu_rung.GpuMode | None = None  # a GPU child's rung, once looked up (_gpu_mode)
         self.process: subprocess.Popen[bytes] | None = None
         self.import_failure: Outcome | None = None
@@ -231,8 +233,10 @@ class Sandbox:
             "entries": dict(self.program.entries),
             "aliases": {k: list(v) for k, v in importlib.import_module(self.program.driver).CHALLENGE.aliases.items()},
             "entries_from_driver": self.program.folder is None,
+            "runtime": self.program.runtime,
+            "loader": runtimes.runtime(self.program.runtime).loader,
             "workdir": str(workdir),
-            "device": "cuda" if self.gpu else "cpu",
+            "device": GPU_DEVICE if self.gpu else "cpu",
             "memory_bytes": self.limits.memory_bytes,
             "gpu_memory_fraction": self.limits.gpu_memory_fraction,
             "file_size_bytes": self.limits.file_size_bytes,

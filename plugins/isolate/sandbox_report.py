@@ -49,7 +49,7 @@ class SandboxReport:
         facts["freezer"] = "cgroup.freeze" if level.cgroup_base is not None else "SIGSTOP"
         if level.level != "namespaces":
             facts["warnings"].append(f"a child's writable space: {facts['writable_space']}")
-        if self.cfg.device == "cuda":  # GPU children may run with less (gpu_rung.py)
+        if self.cfg.on_gpu:  # GPU children may run with less (gpu_rung.py)
             facts["gpu"] = self.gpu_facts()
             warning = facts["gpu"].pop("warning", None)
             facts["warnings"] += [warning] if warning else []

@@ -5,7 +5,9 @@ The grader built the library (``plugins/isolate/build.py``); the working folder 
 declaration in ``C_SIGNATURES``. For each entry point this returns a callable that ``drive`` uses like a Python
 function on NumPy arrays, following the declaration:
 
-- a ``const T*`` parameter takes a NumPy array: copied to the device, and checked unchanged after the call;
+- a ``const T*`` parameter takes a NumPy array: copied to the device, and checked unchanged after the call; a
+  ``const void*`` takes an array of any dtype, or a typed array (``run.typed(bits, "bfloat16")``: the bit patterns of
+  a dtype NumPy lacks, uploaded as they are);
 - a ``T*`` parameter takes a NumPy array holding the output's initial (poisoned) contents: copied to the device, and
   returned after the call, so rows the kernel never wrote keep their poison;
 - scalars are passed as given; a ``cudaStream_t`` is supplied here (the current torch stream), never by ``drive``.
@@ -50,6 +52,8 @@ _PARAM_TYPES: dict[str, tuple[Any, str, Any]] = {
     "int": (ctypes.c_int, "scalar", None),
     "int64_t": (ctypes.c_int64, "scalar", None),
     "float": (ctypes.c_float, "scalar", None),
+    "const void*": (ctypes.c_void_p, "in", None),  # any dtype: the contract passes its dtype as another argument
+    "void*": (ctypes.c_void_p, "out", None),
     "cudaStream_t": (ctypes.c_void_p, "stream", None),
 }
 
@@ -88,10 +92,14 @@ def load(config: dict[str, Any], driver: Any) -> dict[str, Callable[..., Any]]:
 
 
 class Guarded:
-    """One device buffer between two guard regions of random bytes; ``view`` is the buffer the kernel gets."""
+    """One device buffer between two guard regions of random bytes; ``view`` is the buffer the kernel gets. ``array``
+    is a NumPy array or a typed one (``child.Typed``: its bit patterns uploaded, its tensor of the typed dtype)."""
 
-    def __init__(self, torch: Any, array: np.ndarray, role: str):
+    def __init__(self, torch: Any, array: Any, role: str):
+        typed_as = getattr(array, "dtype", None) if not isinstance(array, np.ndarray) else None
+        array = array.array if typed_as is not None else array
         self.torch, self.role, self.shape, self.dtype = torch, role, array.shape, array.dtype
+        self.tensor_dtype = getattr(torch, typed_as or array.dtype.name)
         nbytes = array.nbytes
         self.raw = torch.randint(0, 256, (2 * GUARD_BYTES + nbytes,), dtype=torch.uint8, device="cuda")
         self.guards = (self.raw[:GUARD_BYTES].clone(), self.raw[GUARD_BYTES + nbytes :].clone())
@@ -107,8 +115,8 @@ class Guarded:
         return self.view.data_ptr()
 
     def typed(self) -> Any:
-        """The buffer as a flat torch tensor of its own dtype (for the timed baselines)."""
-        return self.view.view(getattr(self.torch, self.dtype.name))
+        """The buffer as a torch tensor of its own shape and dtype (a typed array's: bfloat16), sharing the memory."""
+        return self.view.view(self.tensor_dtype).view(self.shape)
 
     def damage(self, name: str) -> str | None:
         """What the call broke: a guard region (a write out of bounds) or an input it must only read."""
@@ -161,7 +169,7 @@ class DeviceFunction:
         launches: dict[str, Callable[[], Any]] = {"submission": lambda: self._launch(cargs)}
         baselines = getattr(self.driver, "speed_baselines", None)
         if baselines is not None:
-            launches |= baselines(self.torch, *device_args)
+            launches |= baselines(self.torch, "cuda", *device_args)
         source = max((b.view for b in buffers.values() if b.role == "in"), key=lambda v: v.numel())
         target = self.torch.empty_like(source)
         launches["copy"] = lambda: target.copy_(source)
@@ -184,7 +192,10 @@ class DeviceFunction:
             if role == "scalar":
                 cargs.append(value)
                 continue
-            if not isinstance(value, np.ndarray) or value.dtype != dtype:
+            if dtype is None:  # void*: any array, or a typed one
+                if not isinstance(value, np.ndarray) and not is_typed(value):
+                    raise TypeError(f"{self.name}: {param} must be a NumPy array")
+            elif not isinstance(value, np.ndarray) or value.dtype != dtype:
                 raise TypeError(f"{self.name}: {param} must be a NumPy {np.dtype(dtype).name} array")
             buffers[position, param] = Guarded(self.torch, value, role)
             cargs.append(buffers[position, param].pointer)
@@ -201,13 +212,22 @@ class DeviceFunction:
             )
 
     def _settle(self) -> None:
-        """Wait for the device; a CUDA error there poisons the context, so report it and end the process."""
-        try:
-            self.torch.cuda.synchronize()
-        except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError or AcceleratorError, both fatal here
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            os.write(2, f"\n{FAULT_PREFIX}{self.name}: {reason}\n".encode())
-            os._exit(CUDA_FAULT_EXIT)
+        settle(self.torch, self.name)
+
+
+def settle(torch: Any, name: str) -> None:
+    """Wait for the device; a CUDA error there poisons the context, so report it and end the process."""
+    try:
+        torch.cuda.synchronize()
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError or AcceleratorError, both fatal here
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        os.write(2, f"\n{FAULT_PREFIX}{name}: {reason}\n".encode())
+        os._exit(CUDA_FAULT_EXIT)
+
+
+def is_typed(value: Any) -> bool:
+    """A ``child.Typed`` (this module is loaded by path and cannot import the child's class): an array and a dtype."""
+    return isinstance(getattr(value, "array", None), np.ndarray) and isinstance(getattr(value, "dtype", None), str)
 
 
 def flush_bytes(torch: Any) -> int:

@@ -1,0 +1,113 @@
+"""Runtimes as objects (plugins/isolate/runtimes/): which one a folder gets, what each needs, and the triton runtime's
+child loader (torch CUDA tensors in, NumPy out, inputs guarded), the last on a GPU only."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from plugins.base.host import gpu_count
+from plugins.isolate import child, runtimes
+from reference.challenges import all_challenges
+from reference.contract import Challenge, ContractError
+
+needs_gpu = pytest.mark.skipif(not gpu_count(), reason="needs a GPU (run on the device machine)")
+RUNTIMES_DIR = Path(runtimes.__file__).resolve().parent
+EITHER = Challenge("either", "CUDA or Triton", ("either",), ("f",), runtimes=("cuda", "triton"))
+
+
+def test_every_contract_names_known_runtimes():
+    """A contract naming a runtime the grader lacks would fail at discovery; the loader file of each one exists."""
+    for challenge in all_challenges():
+        assert challenge.runtimes and all(name in runtimes.RUNTIMES for name in challenge.runtimes), challenge.id
+    for rt in runtimes.RUNTIMES.values():
+        assert (RUNTIMES_DIR / f"{rt.loader}.py").is_file(), rt.name
+
+
+@pytest.mark.parametrize(
+    ("files", "want"),
+    [
+        ({"kernel.cu": "", "notes.py": ""}, "cuda"),  # CUDA first in the contract's order
+        ({"kernel.py": ""}, "triton"),
+        ({"sub/deep/kernel.py": ""}, "triton"),
+        ({"adapter.py": "", "old/kernel.cu": ""}, "triton"),  # an adapter at the top decides
+        ({".hidden/kernel.cu": "", "k.py": ""}, "triton"),  # hidden folders are not code
+        ({"PROMPT.md": ""}, "cuda"),  # no code: the first runtime, which then names the files it lacks
+    ],
+)
+def test_a_folder_gets_the_first_runtime_whose_files_it_holds(tmp_path, files, want):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert runtimes.for_folder(EITHER, tmp_path).name == want
+
+
+def test_a_single_runtime_challenge_needs_no_look_at_the_folder(tmp_path):
+    only_python = Challenge("p", "P", ("p",), ("f",))
+    (tmp_path / "kernel.cu").write_text("")
+    assert runtimes.for_folder(only_python, tmp_path) is runtimes.PYTHON
+
+
+def test_skip_reasons_follow_the_runtime():
+    """No GPU skips a GPU runtime's run cases and keeps its build case; no nvcc skips everything of a build; a package
+    the runtime needs and the machine lacks is named."""
+    assert runtimes.PYTHON.skip_reason(False, False, False) is None
+    assert runtimes.CUDA.skip_reason(False, True, True) is None  # the build case, graded without a GPU
+    assert runtimes.CUDA.skip_reason(False, True, False).startswith("no GPU: this CUDA case")
+    assert runtimes.CUDA.skip_reason(True, False, True).startswith("no nvcc")
+    lacking = runtimes.Runtime("x", "X", ".x", "adapter.x", "python", "python", packages=("no_such_package_kg",))
+    assert lacking.skip_reason(True, True, False).startswith("no_such_package_kg not installed")
+
+
+def test_typed_arrays_carry_bit_patterns_only():
+    """``run.typed`` takes the carrier dtype alone: a float32 array handed as bfloat16 would be read as garbage."""
+    bits = np.array([0x3F80, 0xC000], dtype=np.uint16)  # 1.0 and -2.0 in bfloat16
+    typed = child.Typed(bits, "bfloat16")
+    assert typed.array is bits and typed.dtype == "bfloat16" and child._digest(typed) == child._digest(bits)
+    with pytest.raises(TypeError):
+        child.Typed(bits.astype(np.float32), "bfloat16")
+    with pytest.raises(TypeError):
+        child.Typed(bits, "float8")
+
+
+def _loader(name: str):
+    spec = importlib.util.spec_from_file_location(f"_test_loader_{name}", RUNTIMES_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_gpu
+def test_triton_runtime_hands_tensors_and_guards_inputs():
+    """Arrays arrive as CUDA tensors of their shape and dtype (bfloat16 from its bits), results leave as NumPy
+    (bfloat16 as float32), a write into an input is a broken contract, and ``:timed`` times the last call."""
+    import torch
+
+    triton_loader = _loader("triton")
+    cuda = triton_loader._sibling("cuda")
+    driver = SimpleNamespace(ContractError=ContractError)
+
+    def twice(x, y, scale):
+        assert x.is_cuda and x.dtype == torch.bfloat16 and y.dtype == torch.float16 and x.shape == (2, 3)
+        return (x.float() * scale).to(torch.bfloat16), y * 2
+
+    wrapped = triton_loader.TensorFunction("twice", twice, torch, driver, cuda)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    bits = (x.view(np.uint32) >> 16).astype(np.uint16)  # exact: small integers are bfloat16 values
+    y = np.ones(4, dtype=np.float16)
+    got_x, got_y = wrapped(child.Typed(bits, "bfloat16"), y, 2.0)
+    assert got_x.dtype == np.float32 and np.array_equal(got_x, 2 * x)
+    assert got_y.dtype == np.float16 and np.array_equal(got_y, 2 * y)
+    times = wrapped.timed()
+    assert len(times["submission"]) == cuda.TRIALS and len(times["copy"]) == cuda.TRIALS
+
+    def scribbles(x):
+        x.add_(1)
+        return x
+
+    with pytest.raises(ContractError, match="modified its input"):
+        triton_loader.TensorFunction("scribbles", scribbles, torch, driver, cuda)(y)
