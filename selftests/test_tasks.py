@@ -305,9 +305,7 @@ def test_check_offers_no_skeleton_for_a_folder_that_does_not_parse(tmp_path):
     assert "save as adapter.py" not in text and "line 1: syntax error" in text and "task profile: kernelgrade" in text
 
 
-@pytest.mark.parametrize(
-    "challenge", ["layer_norm_bwd", "softmax_topk", "flash_attention", "flash_attention_bwd", "ternary_training"]
-)
+@pytest.mark.parametrize("challenge", [c.id for c in GRADED if reference_module(c.id).RULES])
 def test_the_spec_lists_every_rule_with_what_each_profile_says(challenge):
     """docs/challenges/<id>.md (below the prompt) has a Rules table: every rule of the module, stated or not by each
     built-in profile, as the profiles say."""
