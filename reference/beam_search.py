@@ -64,6 +64,14 @@ CHALLENGE = Challenge(
     entry_points=("batched_beam_search",),
 )
 
+# Each entry point's contract line, as prompts, `kernelgrade check` and skeletons show it (the docstring's lines above
+# say the same; the contracts self-test holds them together).
+SIGNATURES = {
+    "batched_beam_search": (
+        "batched_beam_search(prompts, beam_width, max_new_tokens, alpha, eos_token_id, model) -> results"
+    ),
+}
+
 TOLERANCES = {
     "scores": Tolerance(
         atol_floor=1e-9,

@@ -3,6 +3,9 @@
 A challenge's reference module (``reference/<id>.py``) is its contract. It exposes, at module level:
 
 - ``CHALLENGE``: a :class:`Challenge` naming the id, the folder names accepted for it and the entry points.
+- ``SIGNATURES``: ``{entry point: its contract line}``, ``name(args) -> returns`` as prompts, skeletons and
+  ``kernelgrade check`` show it, for every entry point of every contract variant that Python code answers (a CUDA C++
+  entry point has its ``extern "C"`` declaration in ``C_SIGNATURES`` instead).
 - ``CASES``: a tuple of :class:`Case`, each with a readable id, a rubric category and the trap it guards against.
 - ``RULES``: ``{rule name: one line saying what the rule is}``, beside the case table: the rules beyond the
   challenge's core maths that its cases depend on (``Case.rules``). A task profile (``reference/tasks/``) says which
@@ -14,6 +17,9 @@ A challenge's reference module (``reference/<id>.py``) is its contract. It expos
 - ``drive(run, inputs, params) -> dict``: calls the submission's entry points; runs *inside the sandbox child*, so it
   imports nothing beyond NumPy and the standard library and receives the submission's functions through ``run``.
   Nothing it computes is trusted for a verdict (the submission can reach and patch it).
+- ``SPEED_BASELINE`` (with speed cases timed against NumPy): ``{entry point: name of this module's function}``, what
+  a speed case's submission is timed against (in a child of its own, beside the submission's). A module whose child
+  times its own baselines (``speed_baselines``, as the CUDA loader does) has none.
 
 Optional, for figures the grader measures itself (run in the grader):
 

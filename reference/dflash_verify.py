@@ -72,6 +72,19 @@ CHALLENGE = Challenge(
     entry_points=("build_tree_mask", "verify_and_accept"),
 )
 
+# Each entry point's contract line, as prompts, `kernelgrade check` and skeletons show it (the docstring's lines above
+# say the same; the contracts self-test holds them together).
+SIGNATURES = {
+    "build_tree_mask": "build_tree_mask(prompt_len, tree_parents) -> mask",
+    "verify_and_accept": (
+        "verify_and_accept(prompt_tokens, tree_tokens, tree_parents, target_model, temperature=0)"
+        " -> (accepted_tokens, new_token)"
+    ),
+}
+# What speed cases are timed against: each entry point's reference function in this module (the NumPy baseline
+# the grader runs in a child of its own, beside the submission's).
+SPEED_BASELINE = {"build_tree_mask": "build_tree_mask", "verify_and_accept": "verify_and_accept"}
+
 # The target: the default toy transformer (1000 tokens) with a 512-position table (the speed case needs 200 + 48).
 TOY_SIZES = {"vocab_size": 1000, "d_model": 64, "n_heads": 4, "n_layers": 2, "max_len": 512}
 # One forward over prompt + tree is what tree verification is for. A correct verifier that spends more is still

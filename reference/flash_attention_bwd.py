@@ -48,6 +48,16 @@ CHALLENGE = Challenge(
     entry_points=("flash_attention_fwd", "flash_attention_bwd"),
 )
 
+# Each entry point's contract line, as prompts, `kernelgrade check` and skeletons show it (the docstring's lines above
+# say the same; the contracts self-test holds them together).
+SIGNATURES = {
+    "flash_attention_fwd": "flash_attention_fwd(Q, K, V, tile_size, causal=True) -> (O, cache)",
+    "flash_attention_bwd": "flash_attention_bwd(dO, cache, tile_size, causal=True) -> (dQ, dK, dV)",
+}
+# What speed cases are timed against: each entry point's reference function in this module (the NumPy baseline
+# the grader runs in a child of its own, beside the submission's).
+SPEED_BASELINE = {"flash_attention_fwd": "flash_attention_fwd", "flash_attention_bwd": "flash_attention_bwd"}
+
 TOLERANCES = {
     "float64": Tolerance(
         atol_floor=1e-9,

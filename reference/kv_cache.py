@@ -70,6 +70,18 @@ CHALLENGE = Challenge(
     contracts={"grader-model": ("prefill", "decode_step"), kv_cache_own.CONTRACT: kv_cache_own.ENTRY_POINTS},
 )
 
+# Each entry point's contract line, as prompts, `kernelgrade check` and skeletons show it (the docstring's lines above
+# say the same; the contracts self-test holds them together).
+SIGNATURES = {
+    "prefill": "prefill(weights, prompts, lengths) -> (logits, cache)",
+    "decode_step": "decode_step(weights, tokens, cache) -> (logits, cache)",
+    "build_model": "build_model(seed, vocab_size, max_len) -> model",
+    "forward": "forward(model, tokens) -> logits",
+}
+# What speed cases are timed against: each entry point's reference function in this module (the NumPy baseline
+# the grader runs in a child of its own, beside the submission's).
+SPEED_BASELINE = {"prefill": "prefill", "decode_step": "decode_step"}
+
 TOLERANCES = {
     "float64": Tolerance(
         atol_floor=1e-9,

@@ -37,6 +37,16 @@ CHALLENGE = Challenge(
     aliases={"layer_norm_forward": ("layernorm_forward",), "layer_norm_backward": ("layernorm_backward",)},
 )
 
+# Each entry point's contract line, as prompts, `kernelgrade check` and skeletons show it (the docstring's lines above
+# say the same; the contracts self-test holds them together).
+SIGNATURES = {
+    "layer_norm_forward": "layer_norm_forward(x, gamma, beta, eps) -> (y, cache)",
+    "layer_norm_backward": "layer_norm_backward(dy, cache) -> (dx, dgamma, dbeta)",
+}
+# What speed cases are timed against: each entry point's reference function in this module (the NumPy baseline
+# the grader runs in a child of its own, beside the submission's).
+SPEED_BASELINE = {"layer_norm_forward": "layer_norm_forward", "layer_norm_backward": "layer_norm_backward"}
+
 TOLERANCES = {
     "float64": Tolerance(
         atol_floor=1e-10,

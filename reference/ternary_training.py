@@ -88,6 +88,17 @@ CHALLENGE = Challenge(
     },
 )
 
+# Each entry point's contract line, as prompts, `kernelgrade check` and skeletons show it (the docstring's lines above
+# say the same; the contracts self-test holds them together).
+SIGNATURES = {
+    "ternarize": "ternarize(w, group_size) -> (codes, scales)",
+    "ternary_linear": "ternary_linear(x, w, grad_y, group_size) -> (y, grad_x, grad_w)",
+    "convert": "convert(config, weights) -> model",
+    "log_probs": "log_probs(model, tokens) -> (B, T, vocab_size)",
+    "effective_weights": "effective_weights(model) -> {key: array}",
+    "train": "train(config, weights, batches, budget) -> model",
+}
+
 TOLERANCES = {
     "scales": Tolerance(
         atol_floor=0.0,

@@ -23,35 +23,17 @@ from plugins.grade.rubric import load_rubric, score
 from plugins.isolate.plugin import not_provided
 from plugins.report import pictures
 from reference import dflash_verify as dflash
+from reference import kv_cache as kv
 from reference import layer_norm_bwd as ln
 from reference import softmax_topk as topk
 from reference import tasks
 from reference.challenges import all_challenges, reference_module
-from reference.contract import Case, Challenge, Expected, Setting, Verified, undefined_rules
+from reference.contract import Case, Challenge, Expected, Setting, Verified
 
 GRADED = [c for c in all_challenges() if c.entry_points]
 
 
-@pytest.mark.parametrize("challenge", GRADED, ids=lambda c: c.id)
-def test_every_rule_a_case_names_is_defined_in_its_module(challenge):
-    """A case names only rules of its module's RULES, each with its one line; every RULES entry is used or stated."""
-    module = reference_module(challenge.id)
-    assert isinstance(module.RULES, dict) and all(isinstance(v, str) and v for v in module.RULES.values())
-    assert undefined_rules(module.CASES, module.RULES) == {}
-
-
-@pytest.mark.parametrize("challenge", GRADED, ids=lambda c: c.id)
-def test_calls_and_contracts_name_real_entry_points(challenge):
-    """``Case.calls`` names entry points of the case's variant; ``Case.contract`` a variant of the challenge."""
-    for case in reference_module(challenge.id).CASES:
-        assert not case.contract or case.contract in challenge.contracts, case.id
-        assert set(case.calls) <= set(challenge.entry_points_of(case.contract)), case.id
-
-
-def test_undefined_rules_are_found():
-    """The check the test above relies on does find a rule the module never defined."""
-    cases = [Case("a", "edge", "t", {}, rules=("tie-order",)), Case("b", "edge", "t", {}, rules=("typo",))]
-    assert undefined_rules(cases, {"tie-order": "..."}) == {"b": ["typo"]}
+# The case table's rules and calls are checked with the rest of each contract in test_contracts.py.
 
 
 def test_contract_variants():
@@ -139,6 +121,18 @@ def test_load_takes_a_name_or_a_path(tmp_path):
     assert tasks.load("scaffold") is tasks.built_in("scaffold")
     with pytest.raises(tasks.TaskError, match="neither a built-in task profile"):
         tasks.load("scafold")
+
+
+def test_a_challenge_a_profile_leaves_out_states_no_rule_and_answers_the_default_contract():
+    """A profile needs no section per challenge (a new challenge needs no profile edit): one left out states none of
+    its rules, answers its default contract and keeps its settings' defaults."""
+    empty = tasks.parse({"name": "empty"}, "empty", "test")
+    for challenge in GRADED:
+        task, settings = empty.of(challenge.id), getattr(reference_module(challenge.id), "SETTINGS", {})
+        assert not task.rules and task.contract == challenge.default_contract, challenge.id
+        assert task.settings == tuple((k, s.default) for k, s in settings.items()), challenge.id
+    grader_model = next(c for c in kv.CASES if c.contract == kv.CHALLENGE.default_contract)
+    assert tasks.parse({}, "x", "test").of("kv_cache").collects(grader_model)  # its cases are collected
 
 
 def test_precedence_task_option_then_model_folder_then_root_then_default(tmp_path):
@@ -311,9 +305,7 @@ def test_check_offers_no_skeleton_for_a_folder_that_does_not_parse(tmp_path):
     assert "save as adapter.py" not in text and "line 1: syntax error" in text and "task profile: kernelgrade" in text
 
 
-@pytest.mark.parametrize(
-    "challenge", ["layer_norm_bwd", "softmax_topk", "flash_attention", "flash_attention_bwd", "ternary_training"]
-)
+@pytest.mark.parametrize("challenge", [c.id for c in GRADED if reference_module(c.id).RULES])
 def test_the_spec_lists_every_rule_with_what_each_profile_says(challenge):
     """docs/challenges/<id>.md (below the prompt) has a Rules table: every rule of the module, stated or not by each
     built-in profile, as the profiles say."""

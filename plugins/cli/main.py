@@ -103,7 +103,7 @@ def new(model: str, submissions_dir: Path | None) -> int:
     print(
         "next:\n"
         "  1. give each PROMPT.md to the model, one conversation per challenge\n"
-        "  2. save the code it writes beside the prompt (any file names; .cu for softmax_topk)\n"
+        "  2. save the code it writes beside the prompt (any file names; .cu for CUDA C++)\n"
         f"  3. kernelgrade check {folder}    (entry points found, near misses, an adapter skeleton)\n"
         f"  4. {terminal(grade_line)}    (grade it; reports in {terminal(shown_path(REPO / 'reports'))}/)"
     )

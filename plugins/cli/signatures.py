@@ -1,16 +1,13 @@
-"""The contract's signature of each entry point, read from what the grader already has (no second copy to drift).
+"""The contract's signature of each entry point, as its contract module states it (data, one source).
 
-- Python entry points: the contract line in the reference module's docstring, ``name(args) -> returns`` (every
-  reference module writes one per entry point, e.g. ``flash_attention_fwd(Q, K, V, tile_size, causal=True) -> O``).
-  When a module has none, the reference's own function of that name gives the parameters (``inspect.signature``,
-  annotations dropped).
+- Python entry points: the module's ``SIGNATURES``, ``{entry point: "name(args) -> returns"}`` (e.g.
+  ``flash_attention_fwd(Q, K, V, tile_size, causal=True) -> O``); ``name(*args)`` for one it does not state.
 - CUDA entry points: the module's ``C_SIGNATURES`` (the declaration the CUDA loader passes arguments by).
 """
 
 from __future__ import annotations
 
 import ast
-import inspect
 import re
 from dataclasses import dataclass
 
@@ -51,45 +48,25 @@ def _balanced(text: str, start: int) -> int:
     return -1
 
 
-def _returns(text: str) -> str:
-    """The result after ``->``: up to the end of the line, or of a bracket group spanning lines; a trailing comment
-    (``#`` or two spaces and a note) is left out."""
-    text = text.lstrip()
-    if text[:1] in _OPEN:
-        end = _balanced(text, 0)
-        return " ".join(text[: end if end > 0 else len(text)].split())
-    line = text.split("\n", 1)[0]
-    return re.split(r"\s{2,}|\s#", line, maxsplit=1)[0].strip()
-
-
-def docstring_signature(doc: str, name: str) -> Signature | None:
-    """The first contract line ``name(...) -> ...`` at the start of a docstring line."""
-    for match in re.finditer(rf"(?m)^[ \t]*{re.escape(name)}\(", doc or ""):
-        end = _balanced(doc, match.end() - 1)
-        if end < 0:
-            continue
-        params = " ".join(doc[match.end() : end - 1].split())
-        rest = doc[end:]
-        arrow = re.match(r"\s*->", rest)
-        returns = _returns(rest[arrow.end() :]) if arrow else ""
-        line = f"{name}({params})" + (f" -> {returns}" if returns else "")
-        return Signature(name, params, returns, line)
-    return None
+def parse_line(line: str, name: str) -> Signature | None:
+    """A contract line ``name(params) -> returns`` as a :class:`Signature`; None when it does not start with
+    ``name(`` and close its bracket."""
+    match = re.match(rf"\s*{re.escape(name)}\(", line)
+    end = _balanced(line, match.end() - 1) if match else -1
+    if not match or end < 0:
+        return None
+    params = " ".join(line[match.end() : end - 1].split())
+    arrow = re.match(r"\s*->", line[end:])
+    returns = " ".join(line[end + arrow.end() :].split()) if arrow else ""
+    return Signature(name, params, returns, f"{name}({params})" + (f" -> {returns}" if returns else ""))
 
 
 def python_signature(challenge_id: str, name: str) -> Signature:
-    """The contract's signature of a Python entry point (see the module docstring); ``*args`` when unknown."""
-    module = reference_module(challenge_id)
-    found = docstring_signature(module.__doc__ or "", name) if module else None
-    if found and found.arg_names():
-        return found
-    function = getattr(module, name, None) if module else None
-    if callable(function):
-        plain = inspect.Parameter.empty
-        params = [p.replace(annotation=plain) for p in inspect.signature(function).parameters.values()]
-        text = str(inspect.Signature(params))[1:-1]
-        return Signature(name, text, "", f"{name}({text})")
-    return Signature(name, "*args", "", f"{name}(*args)")
+    """The contract's signature of a Python entry point, from its module's ``SIGNATURES``; ``name(*args)`` when the
+    module states none (or a line that does not parse)."""
+    line = getattr(reference_module(challenge_id), "SIGNATURES", {}).get(name, "")
+    found = parse_line(line, name)
+    return found or Signature(name, "*args", "", f"{name}(*args)")
 
 
 def c_signature(challenge_id: str, name: str) -> Signature | None:

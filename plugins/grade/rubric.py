@@ -10,8 +10,8 @@ How a grade is made (weights and thresholds come from ``rubric.toml``):
 3. The letter is the best one whose threshold the points reach, capped by the core gate when a core case failed.
 4. Head-to-head: for every pair of models, each challenge both attempted is a win, loss or tie by grade points.
 5. Ranking: one row per model, on the run's challenges (those it graded): the score is the grade points averaged over
-   all of them, a challenge not attempted counting 0 (mean x coverage), so one A+ out of eight does not rank level
-   with eight; the mean over attempted challenges and the coverage stand beside it. A model graded from several
+   all of them, a challenge not attempted counting 0 (mean x coverage), so one A+ alone does not rank level with A+
+   on every challenge; the mean over attempted challenges and the coverage stand beside it. A model graded from several
    samples is one row: each challenge counts the mean of its samples, and the row gives the score's spread.
 6. A folder with no code (``NO_CODE``) counts as an F in 4 and 5 under ``[no_code] score = "zero"``, and as not
    attempted under ``"not attempted"``; statuses that count as neither (``BUILT_ONLY``) are left out of both.

@@ -72,7 +72,8 @@ def _import_driver(config: dict[str, Any]) -> tuple[Any, type[BaseException]]:
 
 
 def _import_entries(config: dict[str, Any], driver: Any) -> dict[str, Any]:
-    """Entry points by name: from the driver itself (the trusted baseline) or through the challenge's runtime loader.
+    """Entry points by name: from the driver itself (the trusted baseline: the function ``entries`` names for each, else
+    the one of its own name) or through the challenge's runtime loader.
 
     The grader names the loader of the submission's runtime (``config["loader"]``, from
     ``plugins/isolate/runtimes/``): ``runtimes/<loader>.py`` beside this file (``python`` imports the submission's
@@ -80,7 +81,7 @@ def _import_entries(config: dict[str, Any], driver: Any) -> dict[str, Any]:
     by path, like the wire module, and exposes ``load(config, driver) -> {entry point: callable}``.
     """
     if config["entries_from_driver"]:
-        return {name: getattr(driver, name) for name in config["entries"]}
+        return {name: getattr(driver, function or name) for name, function in config["entries"].items()}
     workdir = Path(config["workdir"])
     os.chdir(workdir)
     name = config["loader"]

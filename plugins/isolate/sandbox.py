@@ -79,7 +79,9 @@ class Program:
     """What a child loads: the driver module, the entry points (name -> file in ``folder``), and the folder."""
 
     driver: str
-    entries: tuple[tuple[str, str], ...]  # (entry point, file relative to folder), hashable so programs key pools
+    # (entry point, file relative to folder), hashable so programs key pools; with no folder, (entry point, the driver
+    # module's function that stands for it)
+    entries: tuple[tuple[str, str], ...]
     folder: Path | None  # None: entries come from the driver module itself (the trusted baseline)
     runtime: str = "python"  # how the child loads the entries (plugins/isolate/runtimes/)
 

@@ -173,7 +173,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             terminalreporter.write_line(line)
     terminalreporter.write_sep("=", "kernelgrade: grade matrix")
     headers, rows, legend = tables.compact_matrix(summary)
-    terminalreporter.write_line(tables.terminal_table(headers, rows))
+    terminalreporter.write_line("\n\n".join(tables.terminal_tables(headers, rows)))
     if legend:
         terminalreporter.write_line(inert.terminal(legend))
     for line in failures.verdict_lines(summary):

@@ -83,8 +83,9 @@ SHORT_ID_CHARS = 7
 
 
 def compact_matrix(summary: dict[str, Any]) -> tuple[list[str], list[list[str]], str]:
-    """The grade matrix for the terminal (within 120 columns for eight challenges, names cut at 28 characters), and its
-    legend: the abbreviated challenge ids spelled out, and what ``*`` means."""
+    """The grade matrix for the terminal (challenge ids abbreviated, names cut at 28 characters; written through
+    :func:`terminal_tables`, so within 120 columns however many challenges there are), and its legend: the abbreviated
+    challenge ids spelled out, and what ``*`` means."""
     headers, rows = grade_matrix(summary, compact=True)
     ids = [c["id"] for c in graded_challenges(summary)]
     short = short_ids(ids)
@@ -315,3 +316,31 @@ def terminal_table(headers: list[str], rows: list[list[Any]]) -> str:
     one table writer of the terminal summary, as ``markdown.table`` is of grades.md."""
     cells = [[inert.terminal(cell) for cell in row] for row in rows]
     return tabulate(cells, headers=[inert.terminal(h) for h in headers], tablefmt="simple", disable_numparse=True)
+
+
+TERMINAL_WIDTH = 120
+
+
+def terminal_tables(headers: list[str], rows: list[list[Any]], keep: int = 2, width: int = TERMINAL_WIDTH) -> list[str]:
+    """:func:`terminal_table`, split by columns into as few tables as fit ``width`` characters, each repeating the
+    first ``keep`` columns (the model and its overall grade): one table while every column fits, and as many as it
+    takes when challenges are added, none cut off or wrapped by the terminal."""
+    if len(headers) <= keep:
+        return [terminal_table(headers, rows)]
+    tables, start = [], keep
+    while True:
+        end = start + 1  # one column at least, however wide
+        while end < len(headers) and _columns_width(headers, rows, [*range(keep), *range(start, end + 1)]) <= width:
+            end += 1
+        tables.append(_columns_table(headers, rows, [*range(keep), *range(start, end)]))
+        if end >= len(headers):
+            return tables
+        start = end
+
+
+def _columns_table(headers: list[str], rows: list[list[Any]], columns: list[int]) -> str:
+    return terminal_table([headers[i] for i in columns], [[row[i] for i in columns] for row in rows])
+
+
+def _columns_width(headers: list[str], rows: list[list[Any]], columns: list[int]) -> int:
+    return max(map(len, _columns_table(headers, rows, columns).splitlines()))
