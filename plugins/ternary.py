@@ -1,9 +1,8 @@
-"""The ternary-training challenge's additions to the grader: ``--train-data``, MLX skips and the report sections.
+"""The ternary-training challenge's additions to the grader: ``--train-data`` and the report sections. (A submission
+importing MLX where MLX is absent is skipped by its runtime, ``plugins/isolate/runtimes/``.)
 
 - ``--train-data PATH`` (declared in ``plugins/config/``) is checked here and handed to the grader-side half of the
   challenge (:mod:`reference.ternary_grading`) in every process that draws inputs, xdist workers included.
-- A submission whose Python files import ``mlx`` is skipped, with the reason, where MLX is not installed (it is an
-  optional extra: ``pip install -r requirements-mlx.txt``); a skip is shown as a skip, never scored as a pass.
 - ``grades.md`` gets two sections built from the case records' details, which the grader measured itself: the coverage
   table (which weight kinds the forward pass really uses in ternary form, per model and coverage case) and the
   training figures (held-out bits per byte against the unigram baseline and the entropy floor, the loss before and
@@ -12,9 +11,6 @@
 
 from __future__ import annotations
 
-import ast
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,13 +18,10 @@ import pytest
 from plugins.base.wording import escape
 from plugins.base.wording import markdown_table as table
 from plugins.config import grader_config
-from plugins.discover.entry_points import python_files
-from plugins.discover.submissions import Submission
 from reference import qwen3_tiny, ternary_grading
 from reference import ternary_training as tt
 
 CHALLENGE = tt.CHALLENGE.id
-MLX_EXTRA = "requirements-mlx.txt"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,29 +31,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if path is not None and path.stat().st_size < 4 * tt.EVAL_LENGTH * tt.TRAIN_SAMPLE_WINDOWS:
         raise pytest.UsageError(f"--train-data {path}: too short to split (at least 8 KiB of text)")
     ternary_grading.use_train_data(path)
-
-
-def missing_framework(submission: Submission) -> str | None:
-    """Why a submission cannot run here (it imports MLX and MLX is absent), or None."""
-    if importlib.util.find_spec("mlx") is not None:
-        return None
-    if any(_imports_mlx(submission.folder / rel) for rel in python_files(submission.folder)):
-        return f"the submission imports mlx, which is not installed here (optional extra: pip install -r {MLX_EXTRA})"
-    return None
-
-
-def _imports_mlx(path: Path) -> bool:
-    try:
-        tree = ast.parse(path.read_bytes())
-    except (OSError, SyntaxError, ValueError):
-        return False
-    for node in ast.walk(tree):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
-        if any(n == "mlx" or n.startswith("mlx.") for n in names):
-            return True
-    return False
 
 
 # --- grades.md --------------------------------------------------------------------------------------------------------

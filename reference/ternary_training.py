@@ -70,12 +70,12 @@ from reference import qwen3_tiny as qwen
 from reference.contract import Bound, Case, Challenge, ContractError, Exact, Expected, Tolerance
 from reference.flash_attention import bound_for
 
-# Submissions (not the reference baseline) are handed the GPU on GPU runs: torch ones are told config["device"] ==
-# "cuda" (model_config). plugins/isolate/gpu_rung.py contains them in the GPU rung; NumPy challenges never get one.
-GPU_CHILD = True
-
 CHALLENGE = Challenge(
     id="ternary_training",
+    # A submission importing MLX runs in the mlx runtime (skipped, with the extra to install, where MLX is absent); one
+    # importing torch in the torch runtime, handed the GPU on GPU runs and told config["device"] (model_config); the
+    # rest, NumPy, in the Python runtime on the CPU (plugins/isolate/runtimes/).
+    runtimes=("mlx", "torch", "python"),
     title="Ternary training",
     folder_names=("ternary_training",),
     entry_points=("ternarize", "ternary_linear", "convert", "log_probs", "effective_weights", "train"),

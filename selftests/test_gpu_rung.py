@@ -83,7 +83,8 @@ def test_only_gpu_runtimes_and_gpu_child_submissions_are_handed_the_gpu(tmp_path
     baseline do not."""
     assert gpu_rung.needs_gpu(Program("reference.softmax_topk", (), tmp_path, "cuda"))
     assert gpu_rung.needs_gpu(Program("reference.softmax_topk", (), tmp_path, "triton"))
-    assert gpu_rung.needs_gpu(Program("reference.ternary_training", (), tmp_path))
+    assert gpu_rung.needs_gpu(Program("reference.ternary_training", (), tmp_path, "torch"))
+    assert not gpu_rung.needs_gpu(Program("reference.ternary_training", (), tmp_path))  # a NumPy submission
     assert not gpu_rung.needs_gpu(Program("reference.ternary_training", (), None))  # its reference baseline is NumPy
     numpy_ones = ("flash_attention", "kv_cache", "beam_search")
     assert not any(gpu_rung.needs_gpu(Program(f"reference.{c}", (), tmp_path)) for c in numpy_ones)

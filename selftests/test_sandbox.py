@@ -77,10 +77,10 @@ NEEDS_GPU = pytest.mark.skipif(not gpu_count(), reason="needs a GPU (run on the 
 
 
 def run_gpu_child(folder: Path, limits: Limits):
-    """One layer-1 case of ternary training, whose submissions are handed the GPU on GPU runs (``GPU_CHILD``), with
+    """One layer-1 case of ternary training in the torch runtime, whose children are handed the GPU on GPU runs, with
     ``ternarize`` from ``folder/impl.py``; flash attention's children never get a GPU."""
     case = next(c for c in ternary.CASES if c.params.get("layer") == 1)
-    sandbox = Sandbox(Program(ternary.__name__, (("ternarize", "impl.py"),), folder), limits, REPO)
+    sandbox = Sandbox(Program(ternary.__name__, (("ternarize", "impl.py"),), folder, "torch"), limits, REPO)
     try:
         return sandbox.run(ternary.make_inputs(case, np.random.default_rng(0)), dict(case.params), {})
     finally:

@@ -19,8 +19,8 @@ import pytest
 
 from conftest import FIXTURES, REPO, full_marks_beyond_notes_only, run_grader
 from plugins.discover.submissions import discover
+from plugins.isolate import runtimes
 from plugins.isolate.sandbox import THREAD_VARS
-from plugins.ternary import missing_framework
 from reference import corpus, ternary_grading
 from reference import ternary_training as tt
 
@@ -155,19 +155,24 @@ def test_probe_keeps_the_projection_and_moves_the_values():
     assert np.mean(probe != w) > 0.5
 
 
-def test_mlx_submissions_are_skipped_with_a_reason_when_mlx_is_absent(tmp_path, monkeypatch):
-    """A submission importing mlx, where MLX is missing, is skipped with the optional extra named."""
+def test_mlx_and_torch_submissions_get_their_runtimes(tmp_path, monkeypatch):
+    """A submission importing mlx runs in the mlx runtime, skipped where MLX is missing with the optional extra named;
+    one importing torch in the torch runtime (handed the GPU on GPU runs); the rest in the Python runtime."""
     folder = tmp_path / "m" / "ternary_training"
     folder.mkdir(parents=True)
-    (folder / "impl.py").write_text(
-        "import mlx.core as mx\n" + "".join(f"def {e}(*a): pass\n" for e in tt.CHALLENGE.entry_points)
-    )
-    (sub,) = discover(tmp_path)
+    defs = "".join(f"def {e}(*a): pass\n" for e in tt.CHALLENGE.entry_points)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlx" else real(name, *a))
-    assert "requirements-mlx.txt" in missing_framework(sub)
-    (folder / "impl.py").write_text("import numpy\n")
-    assert missing_framework(discover(tmp_path)[0]) is None
+    for source, want in (
+        ("import mlx.core as mx\n", "mlx"),
+        ("from torch import nn\n", "torch"),
+        ("import numpy\n", "python"),
+    ):
+        (folder / "impl.py").write_text(source + defs)
+        (sub,) = discover(tmp_path)
+        assert sub.runtime == want, source
+        reason = runtimes.case_skip(runtimes.runtime(sub.runtime), False, True, True)
+        assert ("requirements-mlx.txt" in reason) if want == "mlx" else reason is None, reason
 
 
 @pytest.fixture(scope="module")

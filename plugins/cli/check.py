@@ -171,9 +171,9 @@ def check_folder(
     else:
         limits = (timeout_s, call_limit_s)
         _check_python(
-            result, challenge, run_import and not rt.gpu, limits, sub.via_adapter, sub.challenge_task.contract
+            result, challenge, run_import and not rt.needs_gpu, limits, sub.via_adapter, sub.challenge_task.contract
         )
-        if run_import and rt.gpu:  # its tiny calls would need the GPU and torch tensors: the grading run makes them
+        if run_import and rt.needs_gpu:  # its tiny calls need the GPU and torch tensors: the grading run makes them
             result.import_note = f"not imported: a {rt.what} submission runs on the GPU in the grading run"
     return result
 

@@ -37,19 +37,15 @@ from reference.contract import Case
 
 
 def on_gpu(submission: Submission) -> bool:
-    """Whether the submission's runtime runs its cases on the GPU (this module runs them)."""
-    return runtimes.runtime(submission.runtime).gpu
+    """Whether the submission's runtime runs its cases on the GPU only (this module runs them)."""
+    return runtimes.runtime(submission.runtime).needs_gpu
 
 
 def skip_reason(submission: Submission, case: Case, cfg: GraderConfig) -> str | None:
-    """Why a case of a GPU runtime is not run here, or None: no build tool skips every case, a missing package or no
-    GPU the run cases, and a runtime without a build skips the build case."""
+    """Why a case is not run here, or None, for any runtime (``runtimes.case_skip``): no nvcc skips every case of a
+    build, a missing package (MLX) or no GPU the run cases, and a runtime without a build the build case."""
     rt = runtimes.runtime(submission.runtime)
-    if not rt.gpu:
-        return None
-    if case.params.get("build") and not rt.build:
-        return f"no build step: a {rt.what} submission is compiled at its first call, in the run cases"
-    return rt.skip_reason(cfg.on_gpu, not rt.build or nvcc_path() is not None, bool(case.params.get("build")))
+    return runtimes.case_skip(rt, bool(case.params.get("build")), cfg.on_gpu, nvcc_path() is not None)
 
 
 @functools.cache

@@ -1,10 +1,9 @@
 """Which children get the GPU, and in what containment: the strongest in which CUDA starts here, probed once per run.
 
-Only a child whose runtime runs on the GPU is a GPU child (:func:`needs_gpu`): a CUDA build or a Triton/torch function
-(``plugins/isolate/runtimes/``), or
-a submission that its reference module hands the GPU (``GPU_CHILD = True``: ternary training, whose torch submissions
-are told ``config["device"]`` is the GPU). Every other child of a GPU run, NumPy ones and the reference baselines
-included, is contained like a child of a CPU run and sees no GPU.
+Only a child whose runtime runs on the GPU is a GPU child (:func:`needs_gpu`, ``plugins/isolate/runtimes/``): a CUDA
+build, a Triton/torch function on device tensors, or torch code where the challenge accepts it (ternary training, whose
+torch submissions are told ``config["device"]`` is the GPU). Every other child of a GPU run, NumPy ones and the
+reference baselines included, is contained like a child of a CPU run and sees no GPU.
 
 A GPU child gets the first rung, strongest first, in which the driver starts (``cuInit`` and a device count):
 
@@ -34,7 +33,6 @@ import contextlib
 import fcntl
 import functools
 import glob
-import importlib
 import json
 import os
 import shutil
@@ -62,12 +60,9 @@ _PROBE_TIMEOUT_S = 120
 
 def needs_gpu(program: Any) -> bool:
     """Whether the child of a :class:`~plugins.isolate.sandbox.Program` is handed the GPU on a GPU run (module
-    docstring): its runtime runs on the GPU, or its challenge lets a submission's own code use one (``GPU_CHILD``);
-    the reference baseline (no folder) runs the reference module's own NumPy code."""
-    if runtimes.runtime(program.runtime).gpu:
-        return True
-    own_code = program.folder is not None
-    return own_code and bool(getattr(importlib.import_module(program.driver), "GPU_CHILD", False))
+    docstring): its runtime needs or uses one (CUDA, Triton; torch code). The reference baseline runs the reference
+    module's own NumPy code in the Python runtime."""
+    return runtimes.runtime(program.runtime).gpu != ""
 
 
 @dataclass(frozen=True)

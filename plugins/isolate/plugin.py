@@ -214,7 +214,7 @@ class CaseRunner:
         if case.is_speed and (refused := self.not_timed(submission, case, index)):
             return refused  # before any truth is computed or child started for it
         inputs, expected = self.truth(reference, case, settings=task.settings_tag)
-        sandbox = self.pool.get(Program(reference.__name__, submission.entries, submission.folder))
+        sandbox = self.pool.get(Program(reference.__name__, submission.entries, submission.folder, submission.runtime))
         if not case.is_speed:
             caps = wire.case_caps(inputs, tuple(expected.values.values()))  # what an answer may hold, by the truth
             return judge(submission, case, index, expected, send(sandbox, reference, case, inputs, caps))

@@ -12,7 +12,9 @@ use it.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +32,22 @@ class Runtime:
     entries_by: str  # how entry points are found: "python" (definitions in .py files), "extern-c" (C linkage in .cu)
     loader: str  # the child's loader, plugins/isolate/runtimes/<loader>.py
     build: bool = False  # the grader compiles the source first (nvcc, plugins/isolate/build.py), contained
-    gpu: bool = False  # the child is handed the GPU; without one, run cases are skipped and only a build is graded
+    # The GPU: "" never handed one; "uses": handed the GPU on GPU runs, runs on the CPU elsewhere (torch code, told
+    # config["device"]); "needs": handed the GPU, and without one its run cases are skipped (only a build is graded).
+    gpu: str = ""
     # How a speed case is timed: "pair" (the grader times the submission's child against the reference's own child,
     # request by request, plugins/isolate/plugin.py) or "device" (the child times the kernel and the contract's
     # ``speed_baselines`` with CUDA events in paired trials, plugins/isolate/runtimes/cuda.py).
     timing: str = "pair"
     packages: tuple[str, ...] = ()  # the grader must import these for the runtime's children to start
+    extra: str = ""  # how to install what ``packages`` lacks, for the skip reason
+    # A Python runtime that claims a folder whose Python files import this package (MLX, torch), before the suffix
+    # decides; "" for the others.
+    imports: str = ""
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self.gpu == "needs"
 
     def missing_packages(self) -> tuple[str, ...]:
         """The packages of :attr:`packages` that this machine cannot import."""
@@ -47,25 +59,44 @@ class Runtime:
         if self.build and not builds:
             return f"no nvcc: {self.what} submissions are neither built nor run on this machine"
         if missing := self.missing_packages():
-            return f"{', '.join(missing)} not installed: {self.what} submissions do not run on this machine"
-        if self.gpu and not on_gpu and not is_build_case:
+            hint = f" ({self.extra})" if self.extra else ""
+            return f"{', '.join(missing)} not installed: {self.what} submissions do not run on this machine{hint}"
+        if self.needs_gpu and not on_gpu and not is_build_case:
             graded = " (the build case grades the source here)" if self.build else ""
             return f"no GPU: this {self.what} case runs only on a GPU{graded}"
         return None
 
 
+# NumPy arrays in and out: every challenge's default.
 PYTHON = Runtime("python", "Python", ".py", "adapter.py", "python", "python")
+# Python code that imports torch (NumPy in and out): handed the GPU where the run has one, as the ternary challenge
+# allows (its submissions train a model; the contract tells them config["device"]).
+TORCH = Runtime("torch", "torch", ".py", "adapter.py", "python", "python", gpu="uses", imports="torch")
+# Python code that imports MLX: an optional extra, so where it is absent its cases are skipped with the reason.
+MLX = Runtime(
+    "mlx", "MLX", ".py", "adapter.py", "python", "python", packages=("mlx",), imports="mlx",
+    extra="optional extra: pip install -r requirements-mlx.txt",
+)  # fmt: skip
+# A CUDA C++ source built by the grader; its C functions get guarded device buffers (cuda.py).
 CUDA = Runtime(
-    "cuda", "CUDA", ".cu", "adapter.cu", "extern-c", "cuda", build=True, gpu=True, timing="device",
+    "cuda", "CUDA", ".cu", "adapter.cu", "extern-c", "cuda", build=True, gpu="needs", timing="device",
     packages=("torch",),
 )  # fmt: skip
-# Triton or torch: a Python function on torch CUDA tensors (plugins/isolate/runtimes/triton.py).
+# Triton or torch on the device: a Python function on torch CUDA tensors (triton.py).
 TRITON = Runtime(
-    "triton", "Triton/torch", ".py", "adapter.py", "python", "triton", gpu=True, timing="device",
+    "triton", "Triton/torch", ".py", "adapter.py", "python", "triton", gpu="needs", timing="device",
     packages=("torch", "triton"),
 )  # fmt: skip
 
-RUNTIMES = {r.name: r for r in (PYTHON, CUDA, TRITON)}
+RUNTIMES = {r.name: r for r in (PYTHON, TORCH, MLX, CUDA, TRITON)}
+
+
+def case_skip(rt: Runtime, is_build_case: bool, on_gpu: bool, has_nvcc: bool) -> str | None:
+    """Why a case of a submission in runtime ``rt`` does not run here, or None (see :meth:`Runtime.skip_reason`); a
+    challenge's build case grades a build, so a runtime without one (Triton compiles at its first call) skips it."""
+    if is_build_case and not rt.build:
+        return f"no build step: a {rt.what} submission is compiled at its first call, in the run cases"
+    return rt.skip_reason(on_gpu, has_nvcc or not rt.build, is_build_case)
 
 
 def runtime(name: str) -> Runtime:
@@ -79,28 +110,58 @@ def of(challenge: Challenge) -> tuple[Runtime, ...]:
 
 
 def for_folder(challenge: Challenge, folder: Path) -> Runtime:
-    """The runtime a submission folder is graded in: the first of the challenge's runtimes whose adapter is at the
-    folder's top, else the first whose source files the folder holds (``.cu`` before ``.py`` when the contract lists
-    CUDA first), else the first (a folder with no code then says which files it lacks)."""
+    """The runtime a submission folder is graded in: the first of the challenge's runtimes that claims it by an import
+    (a Python file importing MLX or torch), else of the others the first whose adapter is at the folder's top, else the
+    first whose source files the folder holds (``.cu`` before ``.py`` when the contract lists CUDA first), else the
+    first (a folder with no code then says which files it lacks)."""
     accepted = of(challenge)
     if len(accepted) == 1:
         return accepted[0]
-    for rt in accepted:
+    if claiming := [rt for rt in accepted if rt.imports]:
+        imported = _imported_packages(folder)
+        for rt in claiming:
+            if rt.imports in imported:
+                return rt
+    by_files = [rt for rt in accepted if not rt.imports] or list(accepted)  # a claim by import is never by suffix
+    for rt in by_files:
         if (folder / rt.adapter).is_file():
             return rt
-    for rt in accepted:
-        if _holds(folder, rt.suffix):
+    for rt in by_files:
+        if next(_code_files(folder, rt.suffix), None) is not None:
             return rt
-    return accepted[0]
+    return by_files[0]
 
 
-def _holds(folder: Path, suffix: str) -> bool:
-    """Whether any file under ``folder`` (hidden folders and links left out) ends in ``suffix``."""
+MAX_SCANNED_FILES, MAX_SCANNED_BYTES = 500, 2 << 20  # a folder's Python files read for imports, and each file's size
+
+
+def _imported_packages(folder: Path) -> set[str]:
+    """The top-level packages the folder's Python files import (read with ``ast``, never run; files past the limits
+    and files that do not parse are left out)."""
+    found: set[str] = set()
+    for count, path in enumerate(_code_files(folder, ".py")):
+        if count >= MAX_SCANNED_FILES:
+            break
+        try:
+            if path.stat().st_size > MAX_SCANNED_BYTES:
+                continue
+            tree = ast.parse(path.read_bytes())
+        except (OSError, SyntaxError, ValueError, RecursionError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def _code_files(folder: Path, suffix: str) -> Iterator[Path]:
+    """The regular files under ``folder`` ending in ``suffix``, hidden folders and links left out."""
     try:
         for path in folder.rglob(f"*{suffix}"):
             hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
             if not hidden and path.is_file() and not path.is_symlink():
-                return True
+                yield path
     except OSError:
-        return False
-    return False
+        return
