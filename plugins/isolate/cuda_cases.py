@@ -26,7 +26,7 @@ from plugins.compare import paired
 from plugins.compare.judge import judge, unrunnable
 from plugins.config import GraderConfig
 from plugins.discover.submissions import Submission
-from plugins.isolate import runspace
+from plugins.isolate import compile_cache, runspace
 from plugins.isolate.build import BuildResult, build, nvcc_path
 from plugins.isolate.loaders.cuda import FAULT_PREFIX, TRIALS
 from plugins.isolate.sandbox import Program
@@ -85,8 +85,10 @@ def run_cuda_case(
         return refused
     inputs, expected = runner.truth(reference, case, settings=submission.challenge_task.settings_tag)
     # The child's folder is the build's (the library and its log): it needs no source, only what was built.
+    entries = tuple((n, result.library.name) for n, _ in submission.entries)
+    # Its children share one compile cache (the Triton reference's kernels, the driver's JIT), its own alone.
     program = Program(
-        reference.__name__, tuple((n, result.library.name) for n, _ in submission.entries), result.library.parent
+        reference.__name__, entries, result.library.parent, compile_cache.owner(submission.model, submission.challenge)
     )
     sandbox = runner.pool.get(program)
     with lock() if case.is_speed else contextlib.nullcontext():  # one timed case at a time on this machine
