@@ -217,3 +217,27 @@ def test_an_overfull_cache_is_emptied_before_the_next_child(tmp_path, space, mon
     child_sees(folder, who, space)
     child_sees(folder, who, space)
     assert child_sees(folder, who, space)["found"] == []
+
+
+def test_speed_record_splits_out_the_first_calls_compile(monkeypatch):
+    """The child's account of a timed case names ``compile``: the first warm-up call's excess over the later ones (a
+    Triton kernel compiles at its first call), summed over the launches; a launch with nothing to compile adds 0.
+    The clock is a fake one that each launch advances, so nothing here is timed."""
+    from test_speed_paired import _FakeTorch
+
+    from plugins.isolate.loaders import cuda as cuda_loader
+
+    clock = [0.0]
+    first = {"triton"}
+
+    def launch(label: str, cost: float, compile_s: float = 0.0):
+        def run() -> None:
+            clock[0] += cost + (compile_s if label in first else 0.0)
+            first.discard(label)
+
+        return run
+
+    monkeypatch.setattr(cuda_loader, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    launches = {"submission": launch("submission", 0.25), "triton": launch("triton", 0.5, compile_s=4.0)}
+    times = cuda_loader.time_launches(_FakeTorch(), launches, lambda: None)
+    assert times["wall_compile"] == [4.0] and times["wall_warmup"] == [4.0 + 3 * 0.75]

@@ -120,7 +120,8 @@ def speed_figures(outputs: dict[str, np.ndarray], case: Case) -> dict[str, Any]:
     """Median and spread of the kernel time; the credited ``ratio`` to torch's softmax + topk as the median of per-trial
     ratios with its interval (``paired.figures``: the child times both in each trial), the read-once floor (input bytes
     at the copy bandwidth of the same run; a copy reads and writes each byte once), and the child's own account of its
-    wall time (``child_wall_s``: shown, never scored)."""
+    wall time (``child_wall_s``: warm-up, the JIT ``compile`` within it, flushes, trials; shown, never scored). The
+    record's ``timing`` has the rest: ``start_s`` (starting the child) and ``build_s`` (nvcc, or a cache look-up)."""
     times = outputs["time_submission"]
     median = float(np.median(times))
     copy_median = float(np.median(outputs["time_copy"]))
