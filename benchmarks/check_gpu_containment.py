@@ -141,7 +141,8 @@ def child_facts(tmp: Path, name: str, driver: str, entry: str, source: str, case
     reference = __import__(driver, fromlist=["CASES"])
     case = next(c for c in reference.CASES if c.id == case_id)
     inputs = reference.make_inputs(case, np.random.default_rng(0))
-    sandbox = Sandbox(Program(driver, ((entry, "impl.py"),), folder), limits, REPO, space)
+    runtime = "torch" if driver.endswith("ternary_training") else "python"  # a torch submission is handed the GPU
+    sandbox = Sandbox(Program(driver, ((entry, "impl.py"),), folder, runtime), limits, REPO, space)
     try:
         outcome = sandbox.run(inputs, dict(case.params), {})
         rung = {"gpu_child": getattr(sandbox, "gpu", None), "rung": getattr(sandbox, "rung", None)}
@@ -180,7 +181,7 @@ def cuda_challenge(limits: Limits) -> dict[str, Any]:
     case = next(c for c in topk.CASES if not c.params.get("build") and not c.is_speed)
     inputs = topk.make_inputs(case, np.random.default_rng(0))
     program = Program(
-        topk.__name__, tuple((n, result.library.name) for n, _ in submission.entries), result.library.parent
+        topk.__name__, tuple((n, result.library.name) for n, _ in submission.entries), result.library.parent, "cuda"
     )
     sandbox = Sandbox(program, limits, REPO, space)
     try:

@@ -68,8 +68,11 @@ def space(tmp_path: Path):
 
 
 def where(folder: Path, driver: str, entry: str, case, space: runspace.RunSpace) -> tuple[dict, Sandbox]:
+    """Where a child of ``driver`` runs and what it sees; ternary training's child runs torch code (the torch runtime,
+    handed the GPU), every other one NumPy code."""
     (folder / "impl.py").write_text(WHERE + f"{entry} = lambda *args: where()\n")
-    sandbox = Sandbox(Program(driver, ((entry, "impl.py"),), folder), GPU_LIMITS, REPO, space)
+    runtime = "torch" if driver.endswith("ternary_training") else "python"
+    sandbox = Sandbox(Program(driver, ((entry, "impl.py"),), folder, runtime), GPU_LIMITS, REPO, space)
     try:
         reference = ternary if driver == ternary.__name__ else fwd
         outcome = sandbox.run(reference.make_inputs(case, np.random.default_rng(0)), dict(case.params), {})

@@ -62,6 +62,9 @@ class GraderConfig:
     keep_runs: int = KEEP_RUNS
     fail_on_regression: bool = False
     fail_fast: bool = True
+    # --compile-cache=DIR: submissions' compile caches (Triton, inductor, CUDA JIT) kept across runs in DIR; None:
+    # each lives for the run only (plugins/isolate/compile_cache.py).
+    compile_cache: Path | None = None
 
     @property
     def on_gpu(self) -> bool:
@@ -107,6 +110,7 @@ def pytest_configure(config: pytest.Config) -> None:
         keep_runs=checked["keep_runs"],
         fail_on_regression=option.fail_on_regression,
         fail_fast=not option.no_fail_fast,
+        compile_cache=Path(option.compile_cache).expanduser().resolve() if option.compile_cache else None,
     )
     if device == gpus.GPU_DEVICE and not worker:
         gpus.open_pool(config)

@@ -84,6 +84,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "timed, recorded as not_timed, no credit)",
     )
     group.addoption(
+        "--compile-cache",
+        metavar="DIR",
+        help="keep each submission's compiled kernels (Triton, torch inductor, the CUDA driver's JIT) across runs in "
+        "DIR (made 0700), keyed by every byte of its folder and the challenge; only for children under bwrap "
+        "(default: off, each run compiles afresh; within a run a submission's children share one cache)",
+    )
+    group.addoption(
         "--train-data",
         metavar="PATH",
         help="ternary training: train and evaluate on this text file (bytes as tokens, last 10%% held out) instead of "

@@ -96,11 +96,13 @@ def bwrap_args(
     userns: bool = True,
     *,
     source: Path | None = None,
+    writable: Path | None = None,
 ) -> list[str]:
     """The bwrap command line before the child's own: see the module docstring for what each part is for. Without
     ``userns`` (for a GPU driver that will not start in a user namespace; bwrap must then run as root) the child is
     root without any capability, in the same other namespaces. ``workdir`` is a tmpfs of :data:`WORK_BYTES`, empty:
-    ``source`` (the vetted copy of the child's folder) is bound read-only for the child's start to copy from."""
+    ``source`` (the vetted copy of the child's folder) is bound read-only for the child's start to copy from;
+    ``writable`` (its owner's compile cache) is bound read-write, the one host folder it may write."""
     unshare = ["--unshare-all"] if userns else ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
     args = [bwrap, "--die-with-parent", "--new-session", *unshare, "--cap-drop", "ALL"]
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--remount-ro", "/proc"]
@@ -117,6 +119,8 @@ def bwrap_args(
             args += ["--ro-bind", str(path), str(path)]
     if source is not None:
         args += ["--ro-bind", str(source), str(source)]
+    if writable is not None:  # a mount of its own: it stays writable when a hiding tmpfs above is remounted read-only
+        args += ["--bind", str(writable), str(writable)]
     args += ["--size", str(WORK_BYTES), "--tmpfs", str(workdir), "--chdir", str(workdir)]
     # Writable space is the three sized mounts only: the tmpfs mounts that hide folders, and /dev, have no size.
     for path in [*covered, Path("/dev")]:

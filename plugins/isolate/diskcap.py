@@ -19,17 +19,21 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from plugins.isolate.containment import PRIVATE_TMP_BYTES, WORK_BYTES
-from plugins.isolate.runspace import MAX_ENTRIES
+from plugins.isolate.runspace import MAX_ENTRIES, MAX_TOTAL_BYTES
 
 # Files and folders in a child's writable mounts together: room for the largest folder copy (runspace.MAX_ENTRIES)
 # and for compiler caches; about 1 KiB of kernel memory each on a tmpfs, so at most ~50 MiB.
 MAX_FILES = MAX_ENTRIES + 30_000
 POLL_S = 0.02  # statvfs of three mounts: cheap, so often (files made between two polls are the overshoot)
 WALK_S = 0.25  # a walk of the folders on the host's disk
+# A child's compile cache (compile_cache.py): a folder on the host's disk that its owner's children share.
+CACHE_BYTES = MAX_TOTAL_BYTES
+CACHE_FILES = 20_000
 NO_SPACE = "No space left on device"
 
 
@@ -62,8 +66,15 @@ class DiskGuard:
     in :attr:`exceeded`. ``mounts()`` gives the child's tmpfs mounts as seen from here (bwrap), else ``folder`` (its
     scratch folder on the host's disk) is walked."""
 
-    def __init__(self, mounts: Callable[[], list[str]] | None, folder: Path | None, kill: Callable[[], None]):
-        self.mounts, self.folder, self.kill = mounts, folder, kill
+    def __init__(
+        self,
+        mounts: Callable[[], list[str]] | None,
+        folder: Path | None,
+        kill: Callable[[], None],
+        cache: Path | None = None,
+    ):
+        self.mounts, self.folder, self.kill, self.cache = mounts, folder, kill, cache
+        self._cache_walked = 0.0
         self.exceeded = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="kernelgrade-disk", daemon=True)
@@ -76,6 +87,10 @@ class DiskGuard:
 
     def check(self) -> str:
         """Why the child is over its caps now ("" when it is not)."""
+        if self.cache is not None and time.monotonic() - self._cache_walked >= WALK_S:  # a walk: not at every poll
+            self._cache_walked = time.monotonic()
+            if reason := _over_cache(self.cache):
+                return reason
         if self.mounts is not None:
             return _over(*_mounted_usage(self.mounts()), files_only=True)
         if self.folder is not None:
@@ -96,6 +111,14 @@ def _over(files: int, allocated: int, files_only: bool) -> str:
         return f"made more than {MAX_FILES} files and folders in its writable space"
     if not files_only and allocated > WORK_BYTES + PRIVATE_TMP_BYTES:
         return f"wrote more than {(WORK_BYTES + PRIVATE_TMP_BYTES) >> 20} MiB to its folders"
+    return ""
+
+
+def _over_cache(cache: Path) -> str:
+    """Why the owner's compile cache (on the host's disk, shared by the owner's children) is over its caps, or ""."""
+    files, allocated = _walked_usage(cache, CACHE_BYTES, CACHE_FILES)
+    if files > CACHE_FILES or allocated > CACHE_BYTES:
+        return f"filled its compile cache past {CACHE_BYTES >> 20} MiB or {CACHE_FILES} files"
     return ""
 
 

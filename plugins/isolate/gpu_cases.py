@@ -28,7 +28,7 @@ from plugins.compare import paired
 from plugins.compare.judge import judge, unrunnable
 from plugins.config import GraderConfig
 from plugins.discover.submissions import Submission
-from plugins.isolate import runspace, runtimes
+from plugins.isolate import compile_cache, runspace, runtimes
 from plugins.isolate.build import BuildResult, build, nvcc_path
 from plugins.isolate.runtimes.cuda import FAULT_PREFIX, TRIALS
 from plugins.isolate.sandbox import Program
@@ -70,7 +70,7 @@ def run_gpu_case(
         if isinstance(program, r.CaseRecord):
             return program
     else:
-        program = Program(reference.__name__, submission.entries, submission.folder, rt.name)
+        program = Program(reference.__name__, submission.entries, submission.folder, rt.name, _cache(submission))
     if case.is_speed and (refused := runner.not_timed(submission, case, index)):
         return refused
     inputs, expected = runner.truth(reference, case, settings=submission.challenge_task.settings_tag)
@@ -107,7 +107,12 @@ def _built_program(
     if case.params.get("build"):
         return record(r.PASSED, result.message)
     entries = tuple((n, result.library.name) for n, _ in submission.entries)
-    return Program(reference.__name__, entries, result.library.parent, submission.runtime)
+    return Program(reference.__name__, entries, result.library.parent, submission.runtime, _cache(submission))
+
+
+def _cache(submission: Submission) -> str:
+    """Whose compile cache the submission's children share (the Triton kernels, the driver's JIT): its own alone."""
+    return compile_cache.owner(submission.model, submission.challenge)
 
 
 def missing_message(submission: Submission) -> str:
@@ -135,7 +140,8 @@ def speed_figures(
     per-trial ratios with its interval (``paired.figures``: the child times both in each trial), the read-once floor
     (the bytes the case must read, ``read_bytes``, at the copy bandwidth of the same run: the child copies its largest
     input, which reads and writes each byte once), and the child's own account of its wall time (``child_wall_s``:
-    shown, never scored)."""
+    warm-up, the JIT ``compile`` within it, flushes, trials; shown, never scored). The record's ``timing`` has the
+    rest: ``start_s`` (starting the child) and ``build_s`` (nvcc, or a cache look-up)."""
     times = outputs["time_submission"]
     median = float(np.median(times))
     copy_median = float(np.median(outputs["time_copy"]))

@@ -16,6 +16,7 @@ import functools
 import os
 import socket
 import statistics
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -35,6 +36,8 @@ from plugins.config import GraderConfig, grader_config
 from plugins.discover.plugin import SUBMISSIONS_KEY
 from plugins.discover.submissions import Submission
 from plugins.isolate import failfast, fairness, gpu_cases, runspace, sandbox_report, schedule, verdicts, wire
+from plugins.isolate.compile_cache import owner as cache_owner
+from plugins.isolate.compile_cache import save as save_compile_caches
 from plugins.isolate.measure import time_floor
 from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
 from plugins.isolate.truths import TruthStore
@@ -98,6 +101,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     space = config.stash.get(RUN_SPACE_KEY, None)
+    if space is not None and space.owner:
+        for problem in save_compile_caches(space):  # --compile-cache: kept for the next run (none without it)
+            sys.stderr.write(f"kernelgrade: a compile cache was not kept: {problem}\n")
     if space is not None:
         space.remove()  # only in the process that made it
 
@@ -111,6 +117,7 @@ def sandbox_pool(pytestconfig: pytest.Config) -> Iterator[SandboxPool]:
         device=cfg.device,
         gpu=cfg.gpu,
         gpu_memory_fraction=cfg.gpu_memory_fraction,
+        compile_cache=cfg.compile_cache,
     )
     pool = SandboxPool(limits, cfg.repo, pytestconfig.stash[RUN_SPACE_KEY])
     yield pool
@@ -214,11 +221,14 @@ class CaseRunner:
         if case.is_speed and (refused := self.not_timed(submission, case, index)):
             return refused  # before any truth is computed or child started for it
         inputs, expected = self.truth(reference, case, settings=task.settings_tag)
-        sandbox = self.pool.get(Program(reference.__name__, submission.entries, submission.folder, submission.runtime))
+        own = cache_owner(submission.model, submission.challenge)  # never the baseline's (compile_cache.py)
+        program = Program(reference.__name__, submission.entries, submission.folder, submission.runtime, own)
+        sandbox = self.pool.get(program)
         if not case.is_speed:
             caps = wire.case_caps(inputs, tuple(expected.values.values()))  # what an answer may hold, by the truth
             return judge(submission, case, index, expected, send(sandbox, reference, case, inputs, caps))
-        baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None))
+        reference_cache = cache_owner(None, submission.challenge)
+        baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None, cache=reference_cache))
         return self._race(submission, case, index, reference, sandbox, baseline)
 
     def _truth_of(self, submission: Submission) -> Callable[..., tuple[dict[str, np.ndarray], Expected]]:

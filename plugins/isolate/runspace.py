@@ -221,6 +221,9 @@ class RunSpace:
         (root / "copies").mkdir(mode=0o700)
         (root / "sandboxes").mkdir(mode=0o711)  # a child reaches its own scratch folder by name, lists nothing
         (root / "speed.lock").touch(mode=0o600)
+        # Compile caches, one per owner under a name only the grader can compute (its key is 0600): compile_cache.py.
+        (root / "compile").mkdir(mode=0o711)
+        _write_private(root / "compile.key", secrets.token_hex(32))
         _write_private(root / "manifest.json", "{}")
         space = cls(root, owner=True)
         level = containment.probe()

@@ -34,7 +34,7 @@ import numpy as np
 
 from plugins.base.records import MESSAGE_CHARS, OUTPUT_CHARS, TRACEBACK_CHARS, TYPE_CHARS, Outcome, safe_text
 from plugins.config.gpus import GPU_DEVICE
-from plugins.isolate import containment, gpu_rung, runspace, runtimes, wire
+from plugins.isolate import compile_cache, containment, gpu_rung, runspace, runtimes, wire
 from plugins.isolate.containment import Cgroup
 from plugins.isolate.exchange import Exchange, OverCap, Service, converse
 from plugins.isolate.measure import OutputTail, TreeMemory, oom_kills
@@ -50,7 +50,8 @@ THREAD_VARS = (
     "VECLIB_MAXIMUM_THREADS",
     "BLIS_NUM_THREADS",
 )
-# Where caches and temp files go: the child's private temp folder.
+# Where caches and temp files go: the child's private temp folder (the JIT caches then go to its owner's compile cache,
+# compile_cache.CACHE_VARS, where the program names an owner).
 PRIVATE_DIRS = ("HOME", "TMPDIR", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "CUDA_CACHE_PATH")
 # Environment variables that look like credentials stay with the grader: a child could print them into the reports.
 _SECRET = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|^AWS_|^GH_|^GITHUB_", re.I)
@@ -72,6 +73,7 @@ class Limits:
     gpu_memory_fraction: float = 0.5  # of the GPU's memory, per child, on GPU runs (through torch)
     file_size_bytes: int = 256 * 2**20
     output_tail_chars: int = 2000
+    compile_cache: Path | None = None  # --compile-cache: compile caches kept across runs there (compile_cache.py)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class Program:
     entries: tuple[tuple[str, str], ...]
     folder: Path | None  # None: entries come from the driver module itself (the trusted baseline)
     runtime: str = "python"  # how the child loads the entries (plugins/isolate/runtimes/)
+    # Whose compile cache its children share (compile_cache.owner); None: a private cache per child, as for a probe.
+    cache: str | None = None
 
 
 class Sandbox:
@@ -100,6 +104,7 @@ class Sandbox:
         self.import_failure: Outcome | None = None
         self.copy_notes: list[str] = []
         self._scratch: Path | None = None
+        self._cache: Path | None = None  # the owner's compile cache (compile_cache.py), while a child runs
         self._cgroup: Cgroup | None = None
         self._memory: TreeMemory | None = None
         self._output: OutputTail | None = None
@@ -193,6 +198,7 @@ class Sandbox:
         self._scratch = self.space.scratch()
         workdir = self._scratch / "work"
         source, self.copy_notes = runspace.child_source(self.space, self.program.folder, self._scratch)
+        self._cache = self._compile_cache(source)
         request_r, self._request = os.pipe()
         self._response, response_w = os.pipe()
         os.set_blocking(self._request, False)
@@ -225,7 +231,9 @@ class Sandbox:
                 self._cgroup = None
         pid, cgroup = self.process.pid, self._cgroup
         trusted = self.program.folder is None  # the reference's own entry points
-        self._tenant = Tenant(self.space.root, self.key, pid, cgroup, self._bwrap, workdir, self._scratch, trusted)
+        self._tenant = Tenant(
+            self.space.root, self.key, pid, cgroup, self._bwrap, workdir, self._scratch, trusted, cache=self._cache
+        )
         self._tenant.pin(self.cores)
         kills_before = oom_kills()
         self._memory = TreeMemory(self.process.pid, self._cgroup, hwm_trusted=self._bwrap)
@@ -298,7 +306,9 @@ class Sandbox:
             readable += containment.interpreter_paths(self.repo) + built
             if source is not None:
                 argv = ["/bin/sh", "-c", _COPY_IN, "copy-in", str(source), str(workdir), *argv]
-            box = containment.bwrap_args(level.bwrap, workdir, hidden, self.gpu, readable, userns, source=source)
+            box = containment.bwrap_args(
+                level.bwrap, workdir, hidden, self.gpu, readable, userns, source=source, writable=self._cache
+            )
             argv = box + argv
         elif self._nobody:
             extra = {"user": containment.NOBODY, "group": containment.NOBODY, "extra_groups": []}
@@ -308,6 +318,17 @@ class Sandbox:
         if self._cgroup is not None and not self._nobody:
             argv = self._cgroup.wrap(argv)
         return argv, extra
+
+    def _compile_cache(self, source: Path | None) -> Path | None:
+        """The program's owner's compile cache for the child about to start (None: it has none). Kept across runs
+        only where the child runs under bwrap, alone with the folder (compile_cache.py says why)."""
+        if self.program.cache is None:
+            return None
+        mode, level = self._gpu_mode(), self.containment.level
+        bwrap = (mode.userns if mode is not None else True if level == "namespaces" else None) is not None
+        keep_in = self.limits.compile_cache if bwrap and self.program.folder is not None else None
+        uid = containment.NOBODY if self._nobody else None
+        return compile_cache.prepare(self.space, self.program.cache, source, uid, keep_in)
 
     def _gpu_mode(self) -> gpu_rung.GpuMode | None:
         """The rung of this GPU child (probed once per run, gpu_rung.py); None for every other child."""
@@ -344,6 +365,8 @@ class Sandbox:
                 os.chown(private, containment.NOBODY, containment.NOBODY)
         for name in PRIVATE_DIRS:
             env[name] = str(private)
+        for name in compile_cache.CACHE_VARS if self._cache is not None else ():
+            env[name] = str(self._cache)
         # CPU children hide every GPU; GPU children (gpu_rung.needs_gpu) see the one this worker was given.
         env["CUDA_VISIBLE_DEVICES"] = self.limits.gpu if self.gpu and self.limits.gpu else ""
         return env

@@ -62,12 +62,13 @@ class Tenant:
         workdir: Path,
         scratch: Path,
         trusted: bool = False,
+        cache: Path | None = None,
     ) -> None:
         self.root, self.key, self.pid, self.cgroup, self.bwrap = root, key, pid, cgroup, bwrap
         self.workdir = workdir
         fairness.register(root, key, pid, cgroup.path if cgroup else None)
         mounts = self._mounts if bwrap else None
-        self.guard = diskcap.DiskGuard(mounts, None if bwrap else scratch, self.kill_now)
+        self.guard = diskcap.DiskGuard(mounts, None if bwrap else scratch, self.kill_now, cache)
         self._main: int | None = None
         self._sized: list[str] = []
         self._pinned = False

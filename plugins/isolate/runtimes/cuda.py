@@ -243,18 +243,26 @@ def time_launches(torch: Any, launches: dict[str, Callable[[], Any]], settle: Ca
     every launch saw the same state of the device), each launch after writing the flush buffer and synchronising;
     CUDA events around it, the device synchronised before the end event so that work on any stream is counted. A
     baseline that fails is left out (``settle`` then checks the device); the submission's failure is raised. Also
-    ``wall_*``: this child's own account of where its wall time went (warm-up, flushes, trials), for the record."""
+    ``wall_*``: this child's own account of where its wall time went (warm-up, and within it the first calls' excess
+    over the later ones, ``compile``; flushes, trials), for the record."""
     clock, started = _wall(), time.perf_counter()
     for label, launch in list(launches.items()):
         try:
+            calls = []
             for _ in range(WARMUP):
+                began = time.perf_counter()
                 launch()
-            torch.cuda.synchronize()
+                torch.cuda.synchronize()
+                calls.append(time.perf_counter() - began)
         except Exception:  # noqa: BLE001 - a baseline that fails to run is left out of the figures, not fatal
             if label == "submission":
                 raise
             settle()
             del launches[label]
+            continue
+        # A JIT kernel (Triton, the driver's PTX) compiles or loads from its cache at its first call: the first call's
+        # excess over the later warm-up calls is that work, near 0 for a launch with nothing to compile.
+        clock["compile"] += max(0.0, calls[0] - sum(calls[1:]) / max(1, len(calls) - 1))
     clock["warmup"] = time.perf_counter() - started
     flush = torch.empty(flush_bytes(torch), dtype=torch.uint8, device="cuda")
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -277,4 +285,4 @@ def time_launches(torch: Any, launches: dict[str, Callable[[], Any]], settle: Ca
 
 
 def _wall() -> dict[str, float]:
-    return {"warmup": 0.0, "flush": 0.0, "trials": 0.0}
+    return {"warmup": 0.0, "compile": 0.0, "flush": 0.0, "trials": 0.0}
