@@ -58,6 +58,7 @@ class Challenge:
     # How the sandbox child loads a submission: "python" imports its files; other runtimes (a CUDA build, torch on the
     # GPU, MLX) each have a loader in plugins/isolate/loaders/<runtime>.py beside the Python one.
     runtime: str = "python"
+    runtimes: tuple[str, ...] = ("python",)  # local stand-in for the lead's field (issue 20): replaced on merge
     # Accepted spellings of an entry point, found without an adapter: {"layer_norm_forward": ("layernorm_forward",)}.
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Contract variants: variant name -> its entry points, the first the default. Empty: one contract, entry_points.
