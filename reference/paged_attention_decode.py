@@ -94,6 +94,10 @@ TOLERANCES = {
 FLOOR_SLACK = 1.25
 SPEED_BASELINE_WORDS = "torch gather + scaled_dot_product_attention"
 
+# Rules beyond the maths that cases depend on: none. The prompt states the poison past each context, the grouped-query
+# head mapping and the scale argument, so every case is the task's under every profile.
+RULES: dict[str, str] = {}
+
 SPARE_ENTRIES = 2  # block-table entries past the longest sequence's last block: each sequence has unused entries
 POISON_BLOCKS = 3  # physical blocks that belong to no sequence (unused table entries point at them)
 BIG_V = 1.0e4  # "big" poison: finite, so a read past the context shows as a wrong value rather than as NaN
