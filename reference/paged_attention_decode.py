@@ -56,6 +56,11 @@ CHALLENGE = Challenge(
     runtimes=("cuda", "triton"),
 )
 
+# The Python (Triton or torch) answer's contract line, as `kernelgrade check` and the prompt write it.
+SIGNATURES = {
+    "paged_attention_decode": "paged_attention_decode(q, k_cache, v_cache, block_tables, context_lens, scale) -> out"
+}
+
 # The C declaration the CUDA loader passes arguments by (the stream is the loader's; ``drive`` gives the rest).
 C_SIGNATURES = {
     "paged_attention_decode": "int paged_attention_decode(const void* q, const void* k_cache, const void* v_cache, "

@@ -110,7 +110,7 @@ def test_gpu_child_falls_back_only_as_far_as_cuda_needs(tmp_path, monkeypatch, s
     (tmp_path / "sub").mkdir()
     seen, sandbox = where(tmp_path / "sub", ternary.__name__, "ternarize", TERNARY_CASE, space)
     assert seen == {"ppid": 1, "uid": 0, "uid_map": "0 0 4294967295", "gpu": "0", "run_folder": False}, seen
-    facts = SandboxReport(space, [], SimpleNamespace(device="cuda", gpu="0", repo=REPO)).summary()
+    facts = SandboxReport(space, [], SimpleNamespace(device="cuda", on_gpu=True, gpu="0", repo=REPO)).summary()
     assert facts["gpu"]["rung"] == sandbox.rung == "namespaces-without-userns"
     cgroups = space.cgroup_parent(containment.probe()) is not None
     rungs = ["namespaces", "namespaces without a cgroup"] if cgroups else ["namespaces"]
@@ -127,7 +127,7 @@ def test_no_contained_rung_keeps_the_gpu_child_in_the_sandbox(tmp_path, monkeypa
     seen, _ = where(tmp_path / "sub", ternary.__name__, "ternarize", TERNARY_CASE, space)
     assert seen["ppid"] == 1 and seen["uid_map"] == "0 0 1" and not seen["run_folder"], seen
     assert "process-group" not in probed
-    facts = SandboxReport(space, [], SimpleNamespace(device="cuda", gpu="0", repo=REPO)).summary()
+    facts = SandboxReport(space, [], SimpleNamespace(device="cuda", on_gpu=True, gpu="0", repo=REPO)).summary()
     assert facts["gpu"]["rung"] == "namespaces" and len(facts["gpu"]["tried"]) == len(probed) - 1
     assert any("CUDA starts in no contained rung" in w for w in facts["warnings"])
 
