@@ -4,6 +4,7 @@ child loader (torch CUDA tensors in, NumPy out, inputs guarded), the last on a G
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -61,6 +62,9 @@ def test_skip_reasons_follow_the_runtime():
     assert runtimes.CUDA.skip_reason(True, False, True).startswith("no nvcc")
     lacking = runtimes.Runtime("x", "X", ".x", "adapter.x", "python", "python", packages=("no_such_package_kg",))
     assert lacking.skip_reason(True, True, False).startswith("no_such_package_kg not installed")
+    cuda_without_torch = replace(runtimes.CUDA, packages=("no_such_package_kg",))
+    assert cuda_without_torch.skip_reason(False, True, True) is None  # a build needs nvcc, not the run's packages
+    assert runtimes.case_skip(runtimes.TRITON, True, True, True).startswith("no build step")
 
 
 def test_typed_arrays_carry_bit_patterns_only():

@@ -58,7 +58,7 @@ class Runtime:
         the build tool is present; the build case alone grades a build on a machine without a GPU."""
         if self.build and not builds:
             return f"no nvcc: {self.what} submissions are neither built nor run on this machine"
-        if missing := self.missing_packages():
+        if not is_build_case and (missing := self.missing_packages()):  # a build needs nvcc alone
             hint = f" ({self.extra})" if self.extra else ""
             return f"{', '.join(missing)} not installed: {self.what} submissions do not run on this machine{hint}"
         if self.needs_gpu and not on_gpu and not is_build_case:
