@@ -223,8 +223,9 @@ def test_speed_record_splits_out_the_first_calls_compile(monkeypatch):
     """The child's account of a timed case names ``compile``: the first warm-up call's excess over the later ones (a
     Triton kernel compiles at its first call), summed over the launches; a launch with nothing to compile adds 0.
     The clock is a fake one that each launch advances, so nothing here is timed."""
-    from plugins.isolate.runtimes import cuda as cuda_loader
     from test_speed_paired import _FakeTorch
+
+    from plugins.isolate.runtimes import cuda as cuda_loader
 
     clock = [0.0]
     first = {"triton"}
