@@ -191,6 +191,22 @@ def test_a_users_section_is_in_every_report_and_survives_recovery(tmp_path: Path
     assert "<h2>Notes from the nightly machine</h2>" in (run.reports / "report.html").read_text()
 
 
+def test_recovering_a_users_sections_leaves_sys_path_alone(tmp_path: Path, monkeypatch) -> None:
+    """The user's ``-p`` plugin is found from the current folder for the rebuild only: afterwards ``sys.path`` is as
+    it was (a grading run that recovers a killed folder goes on with its own path)."""
+    import sys
+
+    from plugins.report import recover
+
+    (tmp_path / "kg_path_probe.py").write_text("def pytest_grader_report_sections(summary, config):\n    return None\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "kg_path_probe", raising=False)
+    before = list(sys.path)
+    hooks = recover.user_section_hooks({"repo": str(tmp_path / "elsewhere"), "args": ["-p", "kg_path_probe"]})
+    monkeypatch.delitem(sys.modules, "kg_path_probe", raising=False)
+    assert [name for name, _ in hooks] == ["kg_path_probe"] and sys.path == before
+
+
 def test_a_verdict_says_why_nothing_failed() -> None:
     """A model whose folder holds no code, one whose CUDA source was only built, and one that passed: three reasons."""
     from plugins.grade.rubric import BUILT_ONLY, NO_CODE

@@ -131,16 +131,18 @@ def user_section_hooks(options: dict[str, Any]) -> list[tuple[str, Any]]:
             hooks.append(("conftest.py", module.pytest_grader_report_sections))
     args = [str(a) for a in options.get("args", [])]
     named = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "-p"] + [a[2:] for a in args if a.startswith("-p")]
-    for name in dict.fromkeys(n for n in named if n and not n.startswith("no:") and n not in GRADER_PLUGINS):
-        for folder in (str(repo), "."):
-            if folder not in sys.path:
-                sys.path.append(folder)
-        try:
-            module = importlib.import_module(name)
-        except Exception:
-            continue
-        if hasattr(module, "pytest_grader_report_sections"):
-            hooks.append((name, module.pytest_grader_report_sections))
+    saved = list(sys.path)  # the folders are searched for these imports only, never for the rest of the process
+    sys.path.extend(folder for folder in (str(repo), ".") if folder not in sys.path)
+    try:
+        for name in dict.fromkeys(n for n in named if n and not n.startswith("no:") and n not in GRADER_PLUGINS):
+            try:
+                module = importlib.import_module(name)
+            except Exception:
+                continue
+            if hasattr(module, "pytest_grader_report_sections"):
+                hooks.append((name, module.pytest_grader_report_sections))
+    finally:
+        sys.path[:] = saved
     return hooks
 
 
