@@ -115,3 +115,54 @@ def test_triton_runtime_hands_tensors_and_guards_inputs():
 
     with pytest.raises(ContractError, match="modified its input"):
         triton_loader.TensorFunction("scribbles", scribbles, torch, driver, cuda)(y)
+
+
+class _CpuEvent:
+    """A CUDA event stand-in for the CPU test below: every timed call reads 1 ms (nothing here is a timing)."""
+
+    def __init__(self, **_: object):
+        pass
+
+    def record(self) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+    def elapsed_time(self, _: object) -> float:
+        return 1.0
+
+
+def test_triton_runtime_logic_on_cpu_torch(monkeypatch):
+    """Without a GPU: the triton runtime's conversions, guards and timer on CPU tensors (torch's device calls patched
+    to the CPU), so CI checks the loader's own logic; the GPU test above checks it on the device."""
+    torch = pytest.importorskip("torch")
+    randint, empty = torch.randint, torch.empty
+    monkeypatch.setattr(torch, "randint", lambda *a, device=None, **k: randint(*a, **k))
+    monkeypatch.setattr(torch, "empty", lambda *a, device=None, **k: empty(*a, **k))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "Event", _CpuEvent)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _: SimpleNamespace(L2_cache_size=1 << 20))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    triton_loader = _loader("triton")
+    cuda = triton_loader._sibling("cuda")
+    driver = SimpleNamespace(ContractError=ContractError)
+
+    def twice(x, y, scale):
+        assert x.dtype == torch.bfloat16 and y.dtype == torch.float16 and x.shape == (2, 3)
+        return (x.float() * scale).to(torch.bfloat16), y * 2
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    bits = (x.view(np.uint32) >> 16).astype(np.uint16)
+    wrapped = triton_loader.TensorFunction("twice", twice, torch, driver, cuda)
+    got_x, got_y = wrapped(child.Typed(bits, "bfloat16"), np.ones(4, dtype=np.float16), 2.0)
+    assert got_x.dtype == np.float32 and np.array_equal(got_x, 2 * x) and got_y.dtype == np.float16
+    assert {"submission", "copy"} <= set(wrapped.timed())
+
+    def scribbles(y):
+        return y.add_(1)
+
+    with pytest.raises(ContractError, match="modified its input"):
+        triton_loader.TensorFunction("scribbles", scribbles, torch, driver, cuda)(np.ones(4, dtype=np.float16))
+    typed = cuda.Guarded(torch, child.Typed(bits, "bfloat16"), "in").typed()  # the CUDA runtime's view of it
+    assert typed.dtype == torch.bfloat16 and typed.shape == (2, 3)
