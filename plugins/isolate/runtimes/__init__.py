@@ -1,10 +1,10 @@
 """Runtimes: how a submission in one language is found, started, contained and timed.
 
 A challenge's contract names the runtimes a submission may use (``Challenge.runtimes``); discovery gives each
-submission one of them (:func:`for_folder`: the first whose source files the folder holds), and every later stage asks
-the :class:`Runtime` object instead of comparing names: whether there is a build, whether the child needs the GPU,
-which loader the child uses, how a speed case is timed. A new language is one more object here and one loader
-(``plugins/isolate/runtimes/<loader>.py``, loaded by path in the sandbox child).
+submission one of them (:func:`for_folder`: the first that claims the folder by an import, its adapter or its source
+files), and every later stage asks the :class:`Runtime` object instead of comparing names: whether there is a build,
+whether the child needs the GPU, which loader the child uses, how a speed case is timed. A new language is one more
+object here and one loader (``plugins/isolate/runtimes/<loader>.py``, loaded by path in the sandbox child).
 
 This package imports only the standard library and the contracts, so discovery (which runs before isolation) can
 use it.
