@@ -62,6 +62,7 @@ def test_demo_roster_traps(roster):
     assert failed_traps(roster, "demo-tiled", "flash_attention_bwd") == set()
 
 
+@pytest.mark.slow  # a second whole roster on two workers (41 s of setup): run with -m slow
 def test_parallel_run_gives_the_same_grades(roster, roster_parallel):
     """-n 2 and a single process agree on every grade, point and case outcome (same seed)."""
     assert roster_parallel.letters() == roster.letters()

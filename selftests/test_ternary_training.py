@@ -245,6 +245,7 @@ def fixtures_run(tmp_path_factory):
     return run_grader(root, *args, tests=TESTS)
 
 
+@pytest.mark.slow  # the fixtures' own grading run (48 s of setup); the rule machinery is tested in test_tasks.py
 @pytest.mark.grading_run
 def test_a_scale_floor_fails_only_the_cases_of_its_rule(fixtures_run):
     """A floor on the scale changes nothing for real weights: under our rules it fails the 1e-30 case, which names
@@ -254,6 +255,7 @@ def test_a_scale_floor_fails_only_the_cases_of_its_rule(fixtures_run):
 
 
 @pytest.mark.grading_run
+@pytest.mark.slow  # shares the fixtures' grading run above
 def test_a_scale_floor_is_beyond_the_public_prompts(fixtures_run):
     """Under the scaffold profile (public prompts that state no floor) the same quantizer gets full marks: the tagged
     case still runs and fails, shown as beyond the task and not scored."""
