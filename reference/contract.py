@@ -38,8 +38,10 @@ This module imports nothing but the standard library because the sandbox child l
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,6 +240,28 @@ class Expected:
     # figures join the outputs and are checked like them (under ``bounds``); ``details`` (plain JSON values: tables,
     # samples) go into the case record for reports and are never scored. It must not raise on malformed outputs.
     derive: Callable[[Mapping[str, Any]], tuple[dict[str, Any], dict[str, Any]]] | None = None
+
+
+def read_once_floor(copy_times: Sequence[float], copied_bytes: int, read_bytes: int) -> float:
+    """Seconds to read ``read_bytes`` once at the device's copy bandwidth measured in the same run: a copy of
+    ``copied_bytes`` reads and writes each byte once, so the bandwidth is 2 * copied_bytes / median(copy time)."""
+    return read_bytes * statistics.median(copy_times) / (2 * copied_bytes)
+
+
+def read_once_check(read_bytes: int, copied_bytes: int) -> Callable[[Mapping[str, Any]], tuple[dict, dict]]:
+    """``Expected.derive`` for a GPU speed case: ``floor_over_time``, the read-once floor over the submission's median
+    time, recomputed in the grader from the raw times the child returned (``time_copy``, ``time_submission``) and the
+    sizes the grader knows; absent when those times are missing or unusable, so the check then fails as missing."""
+    return functools.partial(_floor_over_time, read_bytes, copied_bytes)
+
+
+def _floor_over_time(read_bytes: int, copied_bytes: int, outputs: Mapping[str, Any]) -> tuple[dict, dict]:
+    try:
+        copy = [float(t) for t in outputs["time_copy"]]
+        mine = statistics.median(float(t) for t in outputs["time_submission"])
+        return {"floor_over_time": read_once_floor(copy, copied_bytes, read_bytes) / mine}, {}
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, statistics.StatisticsError):
+        return {}, {}
 
 
 class ContractError(Exception):

@@ -46,6 +46,7 @@ from reference.contract import (
     ContractError,  # noqa: F401 - the CUDA loader raises driver.ContractError in the child
     Expected,
     Tolerance,
+    read_once_check,
 )
 
 CHALLENGE = Challenge(
@@ -285,13 +286,14 @@ def expected(case: Case, inputs: dict[str, np.ndarray]) -> Expected:
     values: dict[str, Any] = {"out": want}
     bounds: dict[str, Any] = {"out": bound_for(TOLERANCES[p["dtype"]], want, spread, p["dtype"])}
     if case.is_speed:
-        values["floor_over_time"] = None
+        values["floor_over_time"] = None  # derived in the grader from the child's raw times (read_once_check)
         bounds["floor_over_time"] = AtMost(
             FLOOR_SLACK,
             "read-once floor (K and V of the contexts at the copy bandwidth) / measured time (over 1.25: faster than "
             "reading them once, a measurement error or a cheat)",
         )
-    return Expected(values, bounds)
+    derive = read_once_check(read_bytes(p), inputs["k_cache"].nbytes) if case.is_speed else None
+    return Expected(values, bounds, derive=derive)
 
 
 def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
@@ -317,9 +319,6 @@ def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> di
     if params.get("speed"):
         times = run.call("paged_attention_decode:timed")  # the same call again, timed on the device
         outputs |= {f"time_{name}": np.asarray(t, dtype=np.float64) for name, t in times.items()}
-        bandwidth = 2 * inputs["k_cache"].nbytes / float(np.median(times["copy"]))  # a copy reads and writes once
-        floor = read_bytes(params) / bandwidth
-        outputs["floor_over_time"] = np.asarray(floor / float(np.median(times["submission"])))
     return outputs
 
 

@@ -50,6 +50,7 @@ from reference.contract import (
     Expected,
     Tolerance,
     TopK,
+    read_once_check,
 )
 
 CHALLENGE = Challenge(
@@ -222,13 +223,14 @@ def expected(case: Case, inputs: dict[str, np.ndarray]) -> Expected:
         "mass": bound_for(TOLERANCES["mass"], mass, baseline.astype(np.float64).sum(axis=1), None),
     }
     if case.is_speed:
-        values["floor_over_time"] = None
+        values["floor_over_time"] = None  # derived in the grader from the child's raw times (read_once_check)
         bounds["floor_over_time"] = AtMost(
             FLOOR_SLACK,
             "read-once floor / measured time (over 1.25: faster than the read-once floor, a measurement error or "
             "a cheat)",
         )
-    return Expected(values, bounds)
+    derive = read_once_check(read_bytes(case.params), x.nbytes) if case.is_speed else None
+    return Expected(values, bounds, derive=derive)
 
 
 def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
@@ -244,8 +246,6 @@ def drive(run: Any, inputs: dict[str, np.ndarray], params: dict[str, Any]) -> di
     if params.get("speed"):
         times = run.call("softmax_topk:timed")  # the same call again, timed on the device (its buffers kept)
         outputs |= {f"time_{name}": np.asarray(t, dtype=np.float64) for name, t in times.items()}
-        floor = float(np.median(times["copy"])) / 2  # a copy reads and writes the input once each
-        outputs["floor_over_time"] = np.asarray(floor / float(np.median(times["submission"])))
     return outputs
 
 

@@ -166,3 +166,22 @@ def test_triton_runtime_logic_on_cpu_torch(monkeypatch):
         triton_loader.TensorFunction("scribbles", scribbles, torch, driver, cuda)(np.ones(4, dtype=np.float16))
     typed = cuda.Guarded(torch, child.Typed(bits, "bfloat16"), "in").typed()  # the CUDA runtime's view of it
     assert typed.dtype == torch.bfloat16 and typed.shape == (2, 3)
+
+
+def test_the_read_once_floor_is_recomputed_by_the_grader():
+    """A GPU speed case's floor check comes from the raw times and the grader's own sizes (``read_once_check``), so a
+    child that reports a flattering ``floor_over_time`` of its own is overruled; missing times give no figure (the
+    check then fails as missing)."""
+    from dataclasses import replace as changed
+
+    from reference import paged_attention_decode as pa
+
+    speed = next(c for c in pa.CASES if c.is_speed)
+    small = changed(speed, params={**speed.params, "context_lens": [32, 32], "num_heads": 8, "num_kv_heads": 2})
+    inputs = pa.make_inputs(small, np.random.default_rng(0))
+    expected = pa.expected(small, inputs)
+    copied, read = inputs["k_cache"].nbytes, pa.read_bytes(small.params)
+    times = {"time_copy": np.full(5, 2e-3), "time_submission": np.full(5, 1e-4), "floor_over_time": np.asarray(0.1)}
+    figures, _ = expected.derive(times)
+    assert figures["floor_over_time"] == pytest.approx(read * 2e-3 / (2 * copied) / 1e-4)
+    assert expected.derive({"time_submission": [1.0]}) == ({}, {})

@@ -33,7 +33,7 @@ from plugins.isolate.build import BuildResult, build, nvcc_path
 from plugins.isolate.runtimes.cuda import FAULT_PREFIX, TRIALS
 from plugins.isolate.sandbox import Program
 from reference.challenges import all_challenges, reference_module
-from reference.contract import Case
+from reference.contract import Case, read_once_floor
 
 
 def on_gpu(submission: Submission) -> bool:
@@ -145,8 +145,9 @@ def speed_figures(
     times = outputs["time_submission"]
     median = float(np.median(times))
     copy_median = float(np.median(outputs["time_copy"]))
-    bandwidth = 2 * max(a.nbytes for a in inputs.values()) / copy_median  # bytes/s; the inputs are the grader's own
-    floor_s = reference.read_bytes(case.params) / bandwidth
+    copied = max(a.nbytes for a in inputs.values())  # the child copies its largest input; the inputs are the grader's
+    bandwidth = 2 * copied / copy_median  # bytes/s
+    floor_s = read_once_floor(outputs["time_copy"].tolist(), copied, reference.read_bytes(case.params))
     figures = paired.figures(times.tolist(), outputs["time_torch"].tolist()) | {
         "baseline": reference.SPEED_BASELINE_WORDS,
         "floor_s": floor_s,
