@@ -292,11 +292,10 @@ class Sandbox:
         argv = [sys.executable, "-B", str(CHILD), str(request_r), str(response_w)]
         level, extra = self.containment, {}
         parent = self.space.cgroup_parent(level)
-        userns, in_cgroup = (True, True) if level.level == "namespaces" else (None, True)
-        readable: list[Path] = []
+        userns, in_cgroup, readable = self._userns(), True, []
         mode = self._gpu_mode()
         if mode is not None:  # as strong as lets CUDA start here (gpu_rung.py); the driver's libraries stay readable
-            userns, in_cgroup = mode.userns, mode.cgroup
+            in_cgroup = mode.cgroup
             readable = list(gpu_rung.driver_library_folders())
         self._bwrap = userns is not None
         if self._bwrap:
@@ -324,11 +323,18 @@ class Sandbox:
         only where the child runs under bwrap, alone with the folder (compile_cache.py says why)."""
         if self.program.cache is None:
             return None
-        mode, level = self._gpu_mode(), self.containment.level
-        bwrap = (mode.userns if mode is not None else True if level == "namespaces" else None) is not None
+        bwrap = self._userns() is not None
         keep_in = self.limits.compile_cache if bwrap and self.program.folder is not None else None
         uid = containment.NOBODY if self._nobody else None
         return compile_cache.prepare(self.space, self.program.cache, source, uid, keep_in)
+
+    def _userns(self) -> bool | None:
+        """How the child is contained: under bwrap with a user namespace (True) or without one (False, a GPU child
+        whose driver needs it), or not under bwrap at all (None)."""
+        mode = self._gpu_mode()
+        if mode is not None:
+            return mode.userns
+        return True if self.containment.level == "namespaces" else None
 
     def _gpu_mode(self) -> gpu_rung.GpuMode | None:
         """The rung of this GPU child (probed once per run, gpu_rung.py); None for every other child."""
