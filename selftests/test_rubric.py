@@ -7,6 +7,7 @@ import pytest
 from plugins.base.records import CaseRecord
 from plugins.config import RUBRIC_FILE
 from plugins.grade import rubric as rb
+from plugins.report import tables
 
 RUBRIC = rb.load_rubric(RUBRIC_FILE)
 
@@ -133,5 +134,17 @@ def test_a_challenge_only_built_here_is_not_held_against_a_model():
     in the run (an F), the built model's score leaves it out instead of counting 0 (the full roster's demo-tiled)."""
     letters = {"tiled": {"x": "A+", "cuda": rb.BUILT_ONLY}, "nobuild": {"cuda": "F"}}
     rows = {r["model"]: r for r in rb.ranking(letters, RUBRIC, ["x", "cuda"])}
-    assert rows["tiled"]["score"] == 4.3 and rows["tiled"]["coverage"] == "2 of 2" and rows["tiled"]["built_only"] == 1
+    assert rows["tiled"]["score"] == 4.3 and rows["tiled"]["coverage"] == "1 of 1" and rows["tiled"]["built_only"] == 1
     assert rows["nobuild"]["score"] == 0.0 and rows["nobuild"]["rank"] == 2
+    assert tables.coverage(rows["tiled"]) == "1 of 1 (+1 only built here)"
+
+
+def test_a_challenge_only_built_by_every_model_still_shows_in_coverage():
+    """A challenge whose every submission was only built here is not one of the run's challenges (nobody was graded
+    on it), yet each model's coverage says it was built: "0 of 1 (+1 only built here)", not a bare "0 of 1"."""
+    letters = {"race": {"paged": rb.BUILT_ONLY}, "other": {"x": "B"}}
+    challenges = rb.run_challenges(letters, ["x", "paged"], RUBRIC)
+    rows = {r["model"]: r for r in rb.ranking(letters, RUBRIC, challenges)}
+    assert challenges == ["x"] and rows["race"]["rank"] is None
+    assert tables.coverage(rows["race"]) == "0 of 1 (+1 only built here)"
+    assert tables.coverage(rows["other"]) == "1 of 1"

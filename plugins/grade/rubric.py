@@ -233,7 +233,9 @@ def _ranking_row(
         mine = [letters[u][challenge] for u in units if challenge in letters[u]]
         if not mine:
             continue
-        built += all(g == BUILT_ONLY for g in mine)  # could not run here (no GPU): not held against the model
+        if all(g == BUILT_ONLY for g in mine):  # could not run here (no GPU): not held against the model
+            built += 1
+            continue
         no_code += all(g == NO_CODE for g in mine)
         # Under "not attempted" a folder without code is no attempt, like a missing folder.
         attempted += not (all(g == NO_CODE for g in mine) and rubric.no_code == "not attempted")
@@ -241,6 +243,11 @@ def _ranking_row(
         if points:
             counted[challenge] = points
     n = len(challenges) - built  # the run's challenges this model could be graded on here
+    # Built, never run, on every challenge it is built for: a challenge no unit was graded on is not one of the run's.
+    only_built = sum(
+        all(letters[u].get(c, BUILT_ONLY) == BUILT_ONLY for u in units)
+        for c in {c for u in units for c in letters[u]}
+    )
     mean = sum(statistics.fmean(p) for p in counted.values()) / len(counted) if counted else None
     score = sum(statistics.fmean(p) for p in counted.values()) / n if counted and n else None
     sampled = any(len(p) > 1 for p in counted.values())
@@ -251,9 +258,9 @@ def _ranking_row(
         "score": None if score is None else round(score, 2),
         "mean_grade_points": None if mean is None else round(mean, 2),
         "attempted": attempted,
-        "coverage": f"{attempted} of {len(challenges)}",
+        "coverage": f"{attempted} of {n}",  # score = mean x coverage
         "run_challenges": len(challenges),
-        "built_only": built,  # challenges only built here (CUDA, no GPU): left out of this model's score
+        "built_only": only_built,  # challenges only built here (CUDA, no GPU): neither in its coverage nor its score
         "samples": max((len(p) for p in counted.values()), default=0) if sampled else 0,
         "spread": [
             round(sum(min(p) for p in counted.values()) / n, 2),

@@ -105,7 +105,7 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
         failed = [c for u in units for c in by_unit.get(u, [])]
         score = "" if row.get("score") is None else f", score {row['score']:.2f}"
         head = (
-            f"{row['model']}: {row.get('overall') or summary['models'][units[0]]['overall']}{score}, {row['coverage']}"
+            f"{row['model']}: {row.get('overall') or summary['models'][units[0]]['overall']}{score}, {tables.coverage(row)}"
         )
         if not failed:
             lines.append(inert.one_line(f"{head}; {_nothing_failed(summary, units)}"))

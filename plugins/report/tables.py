@@ -154,7 +154,7 @@ def ranking(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                 _mark(overall, complete),
                 _points(row.get("score")),
                 _points(row["mean_grade_points"]),
-                row["coverage"] + _no_code_coverage(row),
+                coverage(row),
                 samples,
             ]
         )
@@ -176,6 +176,13 @@ def deselected_line(summary: dict[str, Any]) -> str:
         f"partial selection: -k/-m deselected every case of {', '.join(left_out)}; the ranking covers only the"
         f" {len(summary.get('run_challenges', []))} challenge(s) this run graded"
     )
+
+
+def coverage(row: dict[str, Any]) -> str:
+    """A ranking row's coverage (``7 of 8``: the run's challenges it attempted, of those it could be graded on here)
+    with what else it has: folders without code, and challenges only built here (no GPU), which count neither way."""
+    built = row.get("built_only", 0)
+    return row["coverage"] + _no_code_coverage(row) + (f" (+{built} only built here)" if built else "")
 
 
 def _no_code_coverage(row: dict[str, Any]) -> str:
