@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from plugins.base.host import gpu_count
+from plugins.grade import rubric
 from plugins.isolate import child, runtimes
 from reference.challenges import all_challenges
 from reference.contract import Challenge, ContractError
@@ -185,3 +186,20 @@ def test_the_read_once_floor_is_recomputed_by_the_grader():
     figures, _ = expected.derive(times)
     assert figures["floor_over_time"] == pytest.approx(read * 2e-3 / (2 * copied) / 1e-4)
     assert expected.derive({"time_submission": [1.0]}) == ({}, {})
+
+
+def test_a_submission_that_cannot_run_here_is_listed_with_the_reason(grade):
+    """A Triton kernel on a machine without a GPU skips every case: the reports still list it, as ``skipped here`` with
+    the machine's reason, left out of the ranking's score and coverage like a CUDA source only built here (before,
+    skipped tests left no record and the submission vanished from every table)."""
+    run = grade("--device=cpu", "--no-speed", "--model", "demo-triton", tests="tests/test_paged_attention")
+    assert run.returncode == 0, run.output[-3000:]
+    paged = run.summary["models"]["demo-triton"]["challenges"]["paged_attention_decode"]
+    assert paged["letter"] == rubric.SKIPPED_HERE
+    assert any(n.startswith("skipped here: no GPU") for n in paged["notes"]), paged["notes"]
+    row = next(r for r in run.summary["ranking"] if r["model"] == "demo-triton")
+    assert row["rank"] is None and row["skipped_here"] == 1 and row["coverage"] == "0 of 0"
+    records = [c for c in run.summary["cases"] if c["model"] == "demo-triton"]
+    assert records and all(c["outcome"] == "skipped" and c["message"] for c in records)
+    markdown = (run.reports / "grades.md").read_text()
+    assert "demo-triton" in markdown and "(+1 skipped here)" in markdown

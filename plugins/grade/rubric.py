@@ -14,7 +14,8 @@ How a grade is made (weights and thresholds come from ``rubric.toml``):
    on every challenge; the mean over attempted challenges and the coverage stand beside it. A model graded from several
    samples is one row: each challenge counts the mean of its samples, and the row gives the score's spread.
 6. A folder with no code (``NO_CODE``) counts as an F in 4 and 5 under ``[no_code] score = "zero"``, and as not
-   attempted under ``"not attempted"``; statuses that count as neither (``BUILT_ONLY``) are left out of both.
+   attempted under ``"not attempted"``; statuses that count as neither (``BUILT_ONLY``, ``SKIPPED_HERE``) are left
+   out of both.
 
 Nothing here touches pytest; the plugin in ``plugins/grade/plugin.py`` calls it through overridable hooks.
 """
@@ -35,6 +36,10 @@ from reference.contract import CATEGORIES
 # A CUDA challenge graded where there is no GPU: its kernels compiled, none ran. Not a letter: it is shown in place of
 # one, and neither ranked nor compared (a buggy kernel that builds must not read as an A+).
 BUILT_ONLY = "built"
+# A submission none of whose cases could run here (a Triton kernel without a GPU, an MLX one without MLX): every case
+# was skipped for the machine's reason, which the grade's notes give. Not a letter either, and counted like BUILT_ONLY.
+SKIPPED_HERE = "skipped here"
+NOT_HERE = (BUILT_ONLY, SKIPPED_HERE)  # graded where the machine allows: neither in a model's coverage nor in its score
 NOT_GRADED = "—"  # the overall letter of a model none of whose challenges could be graded here
 # A challenge folder with no source file of the challenge's language (a prompt, notes): nothing ran. Not a letter
 # either; the rubric's [no_code] score says what it counts as: "zero" (an F's grade points in the ranking and
@@ -193,7 +198,7 @@ def head_to_head(letters: Mapping[str, Mapping[str, str]], rubric: Rubric) -> di
             for challenge in letters[a].keys() & letters[b].keys():
                 pa, pb = counted_points(letters[a][challenge], rubric), counted_points(letters[b][challenge], rubric)
                 if pa is None or pb is None:
-                    continue  # a status such as BUILT_ONLY is no grade to compare
+                    continue  # a status such as BUILT_ONLY or SKIPPED_HERE is no grade to compare
                 record[0 if pa > pb else 1 if pa < pb else 2] += 1
             table[a][b] = record
     return table
@@ -211,7 +216,8 @@ def ranking(
 
     A model graded from several samples of a challenge counts the mean of its samples' grade points there, and its
     row gives the ``spread``: the score with every such challenge at its worst sample and at its best. A challenge the
-    model's code was only built for here (CUDA on a machine without a GPU) is left out of its score, not counted 0."""
+    model's code was only built for here (CUDA on a machine without a GPU), or could not run here at all, is left out
+    of its score, not counted 0."""
     groups: dict[str, list[str]] = {}
     for unit in letters:
         groups.setdefault(split_sample(unit)[0], []).append(unit)
@@ -233,7 +239,7 @@ def _ranking_row(
         mine = [letters[u][challenge] for u in units if challenge in letters[u]]
         if not mine:
             continue
-        if all(g == BUILT_ONLY for g in mine):  # could not run here (no GPU): not held against the model
+        if all(g in NOT_HERE for g in mine):  # could not run here (no GPU, no MLX): not held against the model
             built += 1
             continue
         no_code += all(g == NO_CODE for g in mine)
@@ -243,11 +249,9 @@ def _ranking_row(
         if points:
             counted[challenge] = points
     n = len(challenges) - built  # the run's challenges this model could be graded on here
-    # Built, never run, on every challenge it is built for: a challenge no unit was graded on is not one of the run's.
-    only_built = sum(
-        all(letters[u].get(c, BUILT_ONLY) == BUILT_ONLY for u in units)
-        for c in {c for u in units for c in letters[u]}
-    )
+    # Challenges it could not be graded on here, also those no model was graded on (then not among the run's).
+    mine_all = {c for u in units for c in letters[u]}
+    here = {s: sum(all(letters[u].get(c, s) == s for u in units) for c in mine_all) for s in NOT_HERE}
     mean = sum(statistics.fmean(p) for p in counted.values()) / len(counted) if counted else None
     score = sum(statistics.fmean(p) for p in counted.values()) / n if counted and n else None
     sampled = any(len(p) > 1 for p in counted.values())
@@ -260,7 +264,8 @@ def _ranking_row(
         "attempted": attempted,
         "coverage": f"{attempted} of {n}",  # score = mean x coverage
         "run_challenges": len(challenges),
-        "built_only": only_built,  # challenges only built here (CUDA, no GPU): neither in its coverage nor its score
+        "built_only": here[BUILT_ONLY],  # challenges only built here (CUDA, no GPU): not in its coverage or score
+        "skipped_here": here[SKIPPED_HERE],  # every case skipped here (no GPU, no MLX: its notes say which): likewise
         "samples": max((len(p) for p in counted.values()), default=0) if sampled else 0,
         "spread": [
             round(sum(min(p) for p in counted.values()) / n, 2),

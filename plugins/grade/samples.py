@@ -79,8 +79,9 @@ def sample_groups(
 
 
 def _sample_row(unit: str, grade: Mapping[str, Any], records: list[r.CaseRecord]) -> dict[str, Any]:
-    """One sample: its name, grade and whether it passes (no code never passes; ``built`` has no known pass)."""
-    if grade["letter"] == rubric_module.BUILT_ONLY:
+    """One sample: its name, grade and whether it passes (no code never passes; ``built`` and ``skipped here`` have no
+    known pass)."""
+    if grade["letter"] in rubric_module.NOT_HERE:
         passes = None
     elif grade["letter"] == rubric_module.NO_CODE:
         passes = False

@@ -72,6 +72,9 @@ def summarise(
                 grade.notes.append("build only: no GPU here, so no kernel ran; graded where a GPU is present")
             if no_code(mine):
                 mark_no_code(grade, mine, rubric)
+            if all(rec.outcome == r.SKIPPED for rec in mine):
+                grade.letter = rubric_module.SKIPPED_HERE
+                grade.notes += [f"skipped here: {reason}" for reason in dict.fromkeys(rec.message for rec in mine)]
             contract = _entry(header, model, challenge).get("contract", "")
             notes, complete = coverage(model, challenge, mine, selection, status, measure_speed, contract)
             unread = [] if grade.letter == rubric_module.NO_CODE else unread_notes(header, model, challenge)

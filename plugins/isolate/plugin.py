@@ -392,7 +392,11 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
             pytest.skip("speed not measured (--no-speed)")
         # A folder without code is "no code" on every machine: no nvcc or no GPU changes nothing about that.
         reason = None if submission.no_code else gpu_cases.skip_reason(submission, case, case_runner.cfg)
-        if reason:
+        if reason:  # the machine's reason, not the user's choice: recorded, so the reports can say why nothing ran
+            index = reference_module(submission.challenge).CASES.index(case)
+            skipped = unrunnable(submission, case, index, reason, r.SKIPPED)
+            skipped.nodeid = request.node.nodeid
+            request.node.user_properties.append((r.RECORD_PROPERTY, skipped.to_dict()))
             pytest.skip(reason)
         began_at = time.time()  # wall clock, for the run's timeline (start-up, idle workers, the tail)
         start, truth_before, wait_before = time.perf_counter(), case_runner.truth_seconds, case_runner.wait_seconds

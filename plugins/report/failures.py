@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plugins.base import inert
-from plugins.grade.rubric import BUILT_ONLY, NO_CODE
+from plugins.grade.rubric import BUILT_ONLY, NO_CODE, NOT_HERE
 from plugins.report import tables
 
 FIRST_LINE_CHARS = 160  # one-line views (the terminal): the message's first clause, cut
@@ -104,9 +104,8 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
         units = row.get("units", [row["model"]])
         failed = [c for u in units for c in by_unit.get(u, [])]
         score = "" if row.get("score") is None else f", score {row['score']:.2f}"
-        head = (
-            f"{row['model']}: {row.get('overall') or summary['models'][units[0]]['overall']}{score}, {tables.coverage(row)}"
-        )
+        overall = row.get("overall") or summary["models"][units[0]]["overall"]
+        head = f"{row['model']}: {overall}{score}, {tables.coverage(row)}"
         if not failed:
             lines.append(inert.one_line(f"{head}; {_nothing_failed(summary, units)}"))
             continue
@@ -128,4 +127,6 @@ def _nothing_failed(summary: dict[str, Any], units: list[str]) -> str:
         return "no code in its folders: nothing ran"
     if letters == {BUILT_ONLY}:
         return "only built here (no GPU): no case ran, not graded"
+    if letters <= set(NOT_HERE):
+        return "skipped here (no GPU or a package missing; its grades' notes say which): not graded"
     return "every scored case it ran passed"

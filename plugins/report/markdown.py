@@ -6,6 +6,7 @@ from typing import Any
 
 from plugins.base.wording import escape
 from plugins.base.wording import markdown_table as table
+from plugins.grade import rubric
 from plugins.report import pictures, tables
 from plugins.report.failures import FailedCase, failed_cases
 
@@ -43,8 +44,10 @@ def render(summary: dict[str, Any], extra_sections: list[tuple[str, str]]) -> st
         "## Grade matrix",
         "",
         f"Letter (points out of 100); {tables.NOT_ATTEMPTED} means the model has no folder for the challenge;"
-        f" `{tables.INCOMPLETE}` marks a grade whose selected cases did not all run; `{tables.BUILT_ONLY}` is a CUDA"
-        " source that compiled on a machine with no GPU, where no kernel ran (no grade, not ranked)"
+        f" `{tables.INCOMPLETE}` marks a grade whose selected cases did not all run; `{rubric.BUILT_ONLY}` is a CUDA"
+        " source that compiled on a machine with no GPU, where no kernel ran (no grade, not ranked);"
+        f" `{rubric.SKIPPED_HERE}` is a submission none of whose cases could run on this machine (no GPU, a package"
+        " missing: its section says why; likewise)"
         f"{_no_code_legend(summary)}.",
         "",
         table(*tables.grade_matrix(summary)),

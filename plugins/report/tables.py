@@ -7,7 +7,7 @@ from typing import Any
 from tabulate import tabulate
 
 from plugins.base import inert, wording
-from plugins.grade.rubric import BUILT_ONLY, NO_CODE
+from plugins.grade.rubric import NO_CODE, NOT_HERE, SKIPPED_HERE
 from reference.contract import CATEGORIES
 
 NOT_ATTEMPTED = "—"
@@ -120,10 +120,10 @@ def _star(text: str, complete: bool) -> str:
 
 def shown_grade(grade: dict[str, Any], compact: bool = False) -> str:
     """A grade cell: ``letter (points)`` (``compact``: ``letter points``, whole points), or a status without points
-    (``built``, ``∅ no code``; ``compact``: ``∅``)."""
+    (``built``, ``skipped here``, ``∅ no code``; ``compact``: ``∅``)."""
     if grade["letter"] == NO_CODE:
         return NO_CODE_SYMBOL[0] if compact else NO_CODE_SYMBOL
-    if grade["letter"] == BUILT_ONLY:
+    if grade["letter"] in NOT_HERE:
         return grade["letter"]
     return f"{grade['letter']} {grade['points']:.0f}" if compact else f"{grade['letter']} ({grade['points']:.1f})"
 
@@ -180,9 +180,10 @@ def deselected_line(summary: dict[str, Any]) -> str:
 
 def coverage(row: dict[str, Any]) -> str:
     """A ranking row's coverage (``7 of 8``: the run's challenges it attempted, of those it could be graded on here)
-    with what else it has: folders without code, and challenges only built here (no GPU), which count neither way."""
-    built = row.get("built_only", 0)
-    return row["coverage"] + _no_code_coverage(row) + (f" (+{built} only built here)" if built else "")
+    with what else it has: folders without code, and challenges only built here (no GPU) or not run here at all
+    (no GPU, a package missing), which count neither way."""
+    extra = [(row.get("built_only", 0), "only built here"), (row.get("skipped_here", 0), SKIPPED_HERE)]
+    return row["coverage"] + _no_code_coverage(row) + "".join(f" (+{n} {words})" for n, words in extra if n)
 
 
 def _no_code_coverage(row: dict[str, Any]) -> str:
