@@ -194,6 +194,7 @@ def test_a_submission_that_cannot_run_here_is_listed_with_the_reason(grade):
     skipped tests left no record and the submission vanished from every table)."""
     run = grade("--device=cpu", "--no-speed", "--model", "demo-triton", tests="tests/test_paged_attention")
     assert run.returncode == 0, run.output[-3000:]
+    assert run.summary["status"] == "complete", run.summary["status_detail"]  # skipped here is not "did not run"
     paged = run.summary["models"]["demo-triton"]["challenges"]["paged_attention_decode"]
     assert paged["letter"] == rubric.SKIPPED_HERE
     assert any(n.startswith("skipped here: no GPU") for n in paged["notes"]), paged["notes"]
