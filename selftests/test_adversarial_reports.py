@@ -302,3 +302,14 @@ def test_isolation_fallback_warning_leads_the_reports():
     page = html_report.summary_html(run)
     assert "isolation: fallback to rlimits and process groups: bwrap is not installed &lt;here&gt;" in page
     assert "m&lt;b&gt;" in page and "<b>" not in page.replace("<b>warning</b>", "")
+
+
+def test_grade_matrix_column_names_wrap_and_model_names_stay_text():
+    """The grade matrix's head may wrap after underscores (nine challenge ids fit a 1,400-pixel page); a model's name
+    in the body, underscores and markup included, is left exactly as tabulate escaped it."""
+    page = html_report._breakable_head(
+        "<table><thead><tr><th>model</th><th>paged_attention_decode</th></tr></thead>"
+        "<tbody><tr><td>my_model&lt;b&gt;</td><td>A+</td></tr></tbody></table>"
+    )
+    assert "<th>paged_<wbr>attention_<wbr>decode</th>" in page
+    assert "<td>my_model&lt;b&gt;</td>" in page
