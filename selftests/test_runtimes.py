@@ -204,3 +204,11 @@ def test_a_submission_that_cannot_run_here_is_listed_with_the_reason(grade):
     assert records and all(c["outcome"] == "skipped" and c["message"] for c in records)
     markdown = (run.reports / "grades.md").read_text()
     assert "demo-triton" in markdown and "(+1 skipped here)" in markdown
+
+
+def test_a_runtime_timed_on_the_device_must_need_the_gpu():
+    """``timing="device"`` routes a runtime's cases to the GPU cases (CUDA events in the child): one that says so
+    without needing the GPU is refused where it is defined, not found out on a machine without one."""
+    with pytest.raises(ValueError, match="does not need the GPU"):
+        runtimes.Runtime("x", "X", ".py", "adapter.py", "python", "python", timing="device")
+    assert all(rt.needs_gpu for rt in runtimes.RUNTIMES.values() if rt.timing == "device")

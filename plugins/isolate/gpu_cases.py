@@ -36,9 +36,10 @@ from reference.challenges import all_challenges, reference_module
 from reference.contract import Case, read_once_floor
 
 
-def on_gpu(submission: Submission) -> bool:
-    """Whether the submission's runtime runs its cases on the GPU only (this module runs them)."""
-    return runtimes.runtime(submission.runtime).needs_gpu
+def device_timed(submission: Submission) -> bool:
+    """Whether this module runs the submission's cases: its runtime times speed cases on the device, in the child
+    (``Runtime.timing``), rather than against the reference's own child."""
+    return runtimes.runtime(submission.runtime).timing == "device"
 
 
 def skip_reason(submission: Submission, case: Case, cfg: GraderConfig) -> str | None:

@@ -216,7 +216,7 @@ class CaseRunner:
         if absent := not_provided(submission, case):
             return unrunnable(submission, case, index, absent)
         case = task.apply(case)  # the profile's settings, if the module has any, in the case's params
-        if gpu_cases.on_gpu(submission):  # built and run on the GPU, speed timed in the child by CUDA events
+        if gpu_cases.device_timed(submission):  # run on the GPU, speed timed in the child by CUDA events
             return gpu_cases.run_gpu_case(self, reference, submission, case, index, self.speed_lock)
         if case.is_speed and (refused := self.not_timed(submission, case, index)):
             return refused  # before any truth is computed or child started for it

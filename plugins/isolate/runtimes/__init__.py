@@ -35,15 +35,20 @@ class Runtime:
     # The GPU: "" never handed one; "uses": handed the GPU on GPU runs, runs on the CPU elsewhere (torch code, told
     # config["device"]); "needs": handed the GPU, and without one its run cases are skipped (only a build is graded).
     gpu: str = ""
-    # How a speed case is timed: "pair" (the grader times the submission's child against the reference's own child,
-    # request by request, plugins/isolate/plugin.py) or "device" (the child times the kernel and the contract's
-    # ``speed_baselines`` with CUDA events in paired trials, plugins/isolate/runtimes/cuda.py).
+    # How a speed case is timed, which decides who runs the submission's cases: "pair" (the grader times the
+    # submission's child against the reference's own child, request by request, plugins/isolate/plugin.py) or
+    # "device" (plugins/isolate/gpu_cases.py: the child times the kernel and the contract's ``speed_baselines`` with
+    # CUDA events in paired trials, plugins/isolate/runtimes/cuda.py; such a runtime needs the GPU).
     timing: str = "pair"
     packages: tuple[str, ...] = ()  # the grader must import these for the runtime's children to start
     extra: str = ""  # how to install what ``packages`` lacks, for the skip reason
     # A Python runtime that claims a folder whose Python files import this package (MLX, torch), before the suffix
     # decides; "" for the others.
     imports: str = ""
+
+    def __post_init__(self) -> None:
+        if self.timing == "device" and not self.needs_gpu:
+            raise ValueError(f"runtime {self.name}: timed on the device (CUDA events) yet does not need the GPU")
 
     @property
     def needs_gpu(self) -> bool:
