@@ -158,17 +158,17 @@ def open_cache(explicit: Path | None, space: runspace.RunSpace, shared_ok: bool,
     """``explicit`` (the grader's own tests), else ``default`` where children cannot write it (``shared_ok``) and it
     is the grader's, else a cache in the run's own folder."""
     if explicit is not None:
-        return Cache(_own_folder(explicit))
+        return Cache(own_folder(explicit))
     if shared_ok:
         try:
-            return Cache(_own_folder(default))
+            return Cache(own_folder(default))
         except (OSError, ValueError) as exc:
             note = f"the shared build cache {default} cannot be trusted ({exc}): builds are cached for this run only"
-            return Cache(_own_folder(space.root / "build-cache"), note)
-    return Cache(_own_folder(space.root / "build-cache"), "children run as the grader's user: builds cached per run")
+            return Cache(own_folder(space.root / "build-cache"), note)
+    return Cache(own_folder(space.root / "build-cache"), "children run as the grader's user: builds cached per run")
 
 
-def _own_folder(path: Path) -> Path:
+def own_folder(path: Path) -> Path:
     """``path`` made if missing, mode 0700; it must be a folder of the grader's, not a link."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     info = os.lstat(path)

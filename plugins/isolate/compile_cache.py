@@ -69,7 +69,7 @@ def prepare(
     path = space.root / "compile" / folder_name(space, who)
     if not path.is_dir():
         _make(space, path, who, source, uid, keep_in)
-    files, used = diskcap._walked_usage(path, MAX_BYTES, MAX_FILES)
+    files, used = diskcap.walked_usage(path, MAX_BYTES, MAX_FILES)
     if files > MAX_FILES or used > MAX_BYTES:  # the owner's own children filled it: start afresh
         shutil.rmtree(path, ignore_errors=True)
         _make(space, path, who, source, uid, None)
@@ -88,7 +88,7 @@ def _make(space: runspace.RunSpace, path: Path, who: str, source: Path | None, u
         for item in [staging, *staging.rglob("*")]:
             os.chown(item, uid, uid, follow_symlinks=False)
     if stored is not None:
-        runspace._write_private(path.with_name(path.name + _PERSIST), str(stored))
+        runspace.write_private(path.with_name(path.name + _PERSIST), str(stored))
     try:
         os.rename(staging, path)
     except OSError:  # another process of the run made it first: theirs is the folder
@@ -99,7 +99,7 @@ def _stored(keep_in: Path, source: Path, who: str) -> Path | None:
     """Where the owner's folder is kept across runs, the store made 0700 if missing; None where it is not the
     grader's own folder (as the build cache refuses a shared folder it cannot trust)."""
     try:
-        root = build_cache._own_folder(keep_in)
+        root = build_cache.own_folder(keep_in)
     except (OSError, ValueError):
         return None
     return root / content_key(source, who)

@@ -94,7 +94,7 @@ class DiskGuard:
         if self.mounts is not None:
             return _over(*_mounted_usage(self.mounts()), files_only=True)
         if self.folder is not None:
-            return _over(*_walked_usage(self.folder, WORK_BYTES + PRIVATE_TMP_BYTES, MAX_FILES), files_only=False)
+            return _over(*walked_usage(self.folder, WORK_BYTES + PRIVATE_TMP_BYTES, MAX_FILES), files_only=False)
         return ""
 
     def _watch(self) -> None:
@@ -116,7 +116,7 @@ def _over(files: int, allocated: int, files_only: bool) -> str:
 
 def _over_cache(cache: Path) -> str:
     """Why the owner's compile cache (on the host's disk, shared by the owner's children) is over its caps, or ""."""
-    files, allocated = _walked_usage(cache, CACHE_BYTES, CACHE_FILES)
+    files, allocated = walked_usage(cache, CACHE_BYTES, CACHE_FILES)
     if files > CACHE_FILES or allocated > CACHE_BYTES:
         return f"filled its compile cache past {CACHE_BYTES >> 20} MiB or {CACHE_FILES} files"
     return ""
@@ -132,7 +132,7 @@ def _mounted_usage(paths: list[str]) -> tuple[int, int]:
     return files, allocated
 
 
-def _walked_usage(folder: Path, max_bytes: int, max_files: int) -> tuple[int, int]:
+def walked_usage(folder: Path, max_bytes: int, max_files: int) -> tuple[int, int]:
     """Entries and allocated bytes under ``folder`` (links not followed), the walk cut short past either cap."""
     files = allocated = 0
     todo = [str(folder)]

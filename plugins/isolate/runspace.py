@@ -223,8 +223,8 @@ class RunSpace:
         (root / "speed.lock").touch(mode=0o600)
         # Compile caches, one per owner under a name only the grader can compute (its key is 0600): compile_cache.py.
         (root / "compile").mkdir(mode=0o711)
-        _write_private(root / "compile.key", secrets.token_hex(32))
-        _write_private(root / "manifest.json", "{}")
+        write_private(root / "compile.key", secrets.token_hex(32))
+        write_private(root / "manifest.json", "{}")
         space = cls(root, owner=True)
         level = containment.probe()
         if level.cgroup_base is not None:
@@ -250,7 +250,7 @@ class RunSpace:
                 notes = [safe_text(f"the folder could not be copied: {exc}", NOTE_CHARS)]
                 copy = None
             manifest[str(folder)] = {"copy": str(copy) if copy else None, "notes": notes}
-        _write_private(self.root / "manifest.json", json.dumps(manifest, indent=1))
+        write_private(self.root / "manifest.json", json.dumps(manifest, indent=1))
 
     def manifest(self) -> dict[str, dict]:
         try:
@@ -310,7 +310,7 @@ class RunSpace:
                 containment.Cgroup(level.cgroup_base / self.root.name).remove()
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path``, readable by the grader's user alone (mode 0600 from its creation)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
