@@ -130,8 +130,11 @@ def own_namespaces() -> dict[str, str]:
     return {n: os.readlink(f"/proc/self/ns/{n}") for n in ("user", "pid", "mnt", "net", "ipc", "uts", "cgroup")}
 
 
-def child_facts(tmp: Path, name: str, driver: str, entry: str, source: str, case_id: str, limits: Limits) -> Any:
-    """Start one child of ``driver`` whose ``entry`` reports its facts, run case ``case_id``, return what it said."""
+def child_facts(
+    tmp: Path, name: str, driver: str, entry: str, source: str, case_id: str, limits: Limits, runtime: str = "python"
+) -> Any:
+    """Start one child of ``driver`` in ``runtime`` (the torch runtime is handed the GPU) whose ``entry`` reports its
+    facts, run case ``case_id``, return what it said."""
     space = runspace.default()
     (space.root / "truths").mkdir(mode=0o700, exist_ok=True)
     folder = tmp / name
@@ -141,7 +144,6 @@ def child_facts(tmp: Path, name: str, driver: str, entry: str, source: str, case
     reference = __import__(driver, fromlist=["CASES"])
     case = next(c for c in reference.CASES if c.id == case_id)
     inputs = reference.make_inputs(case, np.random.default_rng(0))
-    runtime = "torch" if driver.endswith("ternary_training") else "python"  # a torch submission is handed the GPU
     sandbox = Sandbox(Program(driver, ((entry, "impl.py"),), folder, runtime), limits, REPO, space)
     try:
         outcome = sandbox.run(inputs, dict(case.params), {})
@@ -216,7 +218,7 @@ def main() -> None:
         ternary = __import__("reference.ternary_training", fromlist=["CASES"])
         layer1 = next(c.id for c in ternary.CASES if c.params.get("layer") == 1)
         print(json.dumps({"gpu_child": child_facts(Path(tmp), "gpu", "reference.ternary_training", "ternarize",
-                                                   GPU_CHILD, layer1, limits)}))  # fmt: skip
+                                                   GPU_CHILD, layer1, limits, "torch")}))  # fmt: skip
     if gpus:
         print(json.dumps({"cuda_challenge": cuda_challenge(limits)}))
 

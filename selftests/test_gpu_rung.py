@@ -67,11 +67,11 @@ def space(tmp_path: Path):
     gpu_rung.gpu_mode.cache_clear()
 
 
-def where(folder: Path, driver: str, entry: str, case, space: runspace.RunSpace) -> tuple[dict, Sandbox]:
-    """Where a child of ``driver`` runs and what it sees; ternary training's child runs torch code (the torch runtime,
-    handed the GPU), every other one NumPy code."""
+def where(
+    folder: Path, driver: str, entry: str, case, space: runspace.RunSpace, runtime: str = "python"
+) -> tuple[dict, Sandbox]:
+    """Where a child of ``driver`` in ``runtime`` runs and what it sees (the torch runtime is handed the GPU)."""
     (folder / "impl.py").write_text(WHERE + f"{entry} = lambda *args: where()\n")
-    runtime = "torch" if driver.endswith("ternary_training") else "python"
     sandbox = Sandbox(Program(driver, ((entry, "impl.py"),), folder, runtime), GPU_LIMITS, REPO, space)
     try:
         reference = ternary if driver == ternary.__name__ else fwd
@@ -108,7 +108,7 @@ def test_gpu_child_falls_back_only_as_far_as_cuda_needs(tmp_path, monkeypatch, s
     the run folder hidden, its GPU visible; the facts name the rung and why the stronger one failed."""
     fake_cuda(monkeypatch, {"namespaces-without-userns"})
     (tmp_path / "sub").mkdir()
-    seen, sandbox = where(tmp_path / "sub", ternary.__name__, "ternarize", TERNARY_CASE, space)
+    seen, sandbox = where(tmp_path / "sub", ternary.__name__, "ternarize", TERNARY_CASE, space, "torch")
     assert seen == {"ppid": 1, "uid": 0, "uid_map": "0 0 4294967295", "gpu": "0", "run_folder": False}, seen
     facts = SandboxReport(space, [], SimpleNamespace(device="cuda", on_gpu=True, gpu="0", repo=REPO)).summary()
     assert facts["gpu"]["rung"] == sandbox.rung == "namespaces-without-userns"
@@ -124,7 +124,7 @@ def test_no_contained_rung_keeps_the_gpu_child_in_the_sandbox(tmp_path, monkeypa
     full sandbox (its GPU work then fails) and the facts list every rung tried, with a warning."""
     probed = fake_cuda(monkeypatch, {"process-group"})
     (tmp_path / "sub").mkdir()
-    seen, _ = where(tmp_path / "sub", ternary.__name__, "ternarize", TERNARY_CASE, space)
+    seen, _ = where(tmp_path / "sub", ternary.__name__, "ternarize", TERNARY_CASE, space, "torch")
     assert seen["ppid"] == 1 and seen["uid_map"] == "0 0 1" and not seen["run_folder"], seen
     assert "process-group" not in probed
     facts = SandboxReport(space, [], SimpleNamespace(device="cuda", on_gpu=True, gpu="0", repo=REPO)).summary()
@@ -136,7 +136,7 @@ def test_the_rung_is_probed_once_per_run(tmp_path, monkeypatch, space):
     """The run's first GPU child probes and records the rung; another process of the run reads it (no probe)."""
     probed = fake_cuda(monkeypatch, {"namespaces"})
     (tmp_path / "sub").mkdir()
-    where(tmp_path / "sub", ternary.__name__, "ternarize", TERNARY_CASE, space)
+    where(tmp_path / "sub", ternary.__name__, "ternarize", TERNARY_CASE, space, "torch")
     assert probed == ["host", "namespaces"]
     gpu_rung.gpu_mode.cache_clear()  # as a fresh xdist worker of the same run
     level = containment.probe()
