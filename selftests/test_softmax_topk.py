@@ -157,8 +157,13 @@ def test_build_failures_say_why(tmp_path):
 def test_without_a_gpu_only_the_build_is_graded(grade):
     """--device=cpu (CI): each demo's build case is graded, nobuild's with its compiler errors; run cases skip."""
     run = grade("--device=cpu", "--seed", SEED, tests=TESTS)
-    records = run.records()
+    everything = run.records()
+    records = {key: r for key, r in everything.items() if r["outcome"] != "skipped"}
     assert {case for (_, _, case) in records} == {"build"}
+    skipped = {key: r for key, r in everything.items() if r["outcome"] == "skipped"}  # recorded with the reason
+    assert skipped and all(
+        r["message"].startswith("no GPU: this CUDA case runs only on a GPU") for r in skipped.values()
+    )
     outcomes = {model: r["outcome"] for (model, _, _), r in records.items()}
     assert outcomes["demo-tiled"] == outcomes["demo-topk-k32"] == "passed"
     assert (
