@@ -234,13 +234,13 @@ def _ranking_row(
 ) -> dict[str, Any]:
     """The ranking figures of one model from the letters of its units (module docstring, step 5)."""
     counted: dict[str, list[float]] = {}  # challenge -> grade points of each unit graded on it (samples: several)
-    attempted = no_code = built = 0
+    attempted = no_code = not_here = 0
     for challenge in challenges:
         mine = [letters[u][challenge] for u in units if challenge in letters[u]]
         if not mine:
             continue
         if all(g in NOT_HERE for g in mine):  # could not run here (no GPU, no MLX): not held against the model
-            built += 1
+            not_here += 1
             continue
         no_code += all(g == NO_CODE for g in mine)
         # Under "not attempted" a folder without code is no attempt, like a missing folder.
@@ -248,7 +248,7 @@ def _ranking_row(
         points = [p for p in (counted_points(g, rubric) for g in mine) if p is not None]
         if points:
             counted[challenge] = points
-    n = len(challenges) - built  # the run's challenges this model could be graded on here
+    n = len(challenges) - not_here  # the run's challenges this model could be graded on here
     # Challenges it could not be graded on here, also those no model was graded on (then not among the run's).
     mine_all = {c for u in units for c in letters[u]}
     here = {s: sum(all(letters[u].get(c, s) == s for u in units) for c in mine_all) for s in NOT_HERE}
