@@ -130,9 +130,9 @@ def shown_grade(grade: dict[str, Any], compact: bool = False) -> str:
 
 RANKING_RULE = (
     "ranked by score: grade points (A+ = 4.3 … F = 0) averaged over the run's {n} challenge{s}, a challenge not"
-    " attempted counting 0 (= mean × coverage) and one only built here (no GPU) left out; the mean is over the"
-    " challenges attempted; a model graded from several samples counts each challenge at the mean of its samples, with"
-    " the score's range from worst to best samples"
+    " attempted counting 0 (= mean × coverage) and one only built or skipped here (no GPU, a package missing) left"
+    " out; the mean is over the challenges attempted; a model graded from several samples counts each challenge at the"
+    " mean of its samples, with the score's range from worst to best samples"
 )
 
 
