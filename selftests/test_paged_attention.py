@@ -199,9 +199,25 @@ def test_bfloat16_rounding_and_read_bytes():
 
 INTERPRETED = """
 import importlib.util, sys
-import numpy as np, torch
+import numpy as np, torch, triton, triton.language as tl
 repo, cases_file, out_file = sys.argv[1:4]
 sys.path.insert(0, repo)
+
+@triton.jit
+def _probe(OUT, N):
+    total = 0
+    for i in range(tl.program_id(0), tl.load(N), 1):  # bounds from the program id and a load, as the kernels have
+        total += i
+    tl.store(OUT, total)
+
+try:  # can this Triton's interpreter run such a loop at all? (a failure of our kernels is not a reason to skip)
+    probe, n = torch.zeros(1, dtype=torch.int32), torch.full((1,), 4, dtype=torch.int32)
+    _probe[(1,)](probe, n)
+    assert probe.item() == 6
+except Exception as exc:
+    print(f"interpreter unavailable: Triton {triton.__version__}, NumPy {np.__version__}: {exc!r}")
+    sys.exit(3)
+
 from reference import paged_attention_decode_triton as ref
 
 def load(name):
@@ -258,6 +274,8 @@ def interpreted(tmp_path_factory) -> tuple[dict[str, object], dict[str, np.ndarr
     args = [sys.executable, "-c", INTERPRETED, str(REPO), str(folder / "in.npz"), str(folder / "out.npz")]
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([*args, *TRITON_DEMOS], env=env, capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode == 3:  # Triton 3.6's interpreter under NumPy 2.4 cannot take a loop bound from a program id
+        pytest.skip(done.stdout.strip()[-300:])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with np.load(folder / "out.npz") as out:
         return expected, dict(out)
