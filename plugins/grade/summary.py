@@ -5,9 +5,9 @@ scoring hooks) and after a killed run, offline, from ``cases.jsonl`` (``python -
 
 A run says how far it got, in its own words:
 
-- ``status``: ``complete`` (every selected case ran or was skipped by choice), ``interrupted`` (Ctrl-C, SIGTERM, or
-  xdist giving up, before every selected case ran), ``incomplete`` (stopped early otherwise, or recovered after the
-  grading process died), ``empty`` (no graded case selected);
+- ``status``: ``complete`` (every selected case ran or was skipped: by choice, or for the machine's reason),
+  ``interrupted`` (Ctrl-C, SIGTERM, or xdist giving up, before every selected case ran), ``incomplete`` (stopped early
+  otherwise, or recovered after the grading process died), ``empty`` (no graded case selected);
 - per model and challenge, ``complete`` and notes: ``partial run: 1 of 16 cases`` when cases were deselected (``-k``,
   ``-m``), ``speed not measured (--no-speed)``, and ``interrupted: 10 of 15 selected cases ran; not run: memory``;
 - ``not_run``: selected submissions that never got a case (the run stopped before them), so none drops out unseen.
@@ -245,7 +245,7 @@ def selection_counts(records: list[r.CaseRecord], selection: Selection) -> dict[
         "known": selection.known,
         "selected": len(selection.selected | ran),
         "ran": len(ran),
-        "skipped_by_choice": len(skipped),
+        "skipped_by_choice": len(skipped),  # the key's old name: the machine's skips (no GPU) have always been in it
         "not_run": len(selection.selected - ran - skipped),
     }
 
