@@ -251,7 +251,8 @@ def read_once_floor(copy_times: Sequence[float], copied_bytes: int, read_bytes: 
 def read_once_check(read_bytes: int, copied_bytes: int) -> Callable[[Mapping[str, Any]], tuple[dict, dict]]:
     """``Expected.derive`` for a GPU speed case: ``floor_over_time``, the read-once floor over the submission's median
     time, recomputed in the grader from the raw times the child returned (``time_copy``, ``time_submission``) and the
-    sizes the grader knows; absent when those times are missing or unusable, so the check then fails as missing."""
+    sizes the grader knows; absent when those times are missing or unusable, and then the check fails as missing
+    (the judge never takes a figure of that name from the child)."""
     return functools.partial(_floor_over_time, read_bytes, copied_bytes)
 
 

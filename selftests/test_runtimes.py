@@ -170,22 +170,35 @@ def test_triton_runtime_logic_on_cpu_torch(monkeypatch):
 
 
 def test_the_read_once_floor_is_recomputed_by_the_grader():
-    """A GPU speed case's floor check comes from the raw times and the grader's own sizes (``read_once_check``), so a
-    child that reports a flattering ``floor_over_time`` of its own is overruled; missing times give no figure (the
-    check then fails as missing)."""
+    """A GPU speed case's floor check comes from the raw times and the grader's own sizes (``read_once_check``),
+    judged as a case is: a child that reports a flattering ``floor_over_time`` of its own is overruled, and one that
+    sends that figure without the times it is derived from fails the check as missing (before, its word stood)."""
     from dataclasses import replace as changed
 
+    from plugins.base.records import Outcome
+    from plugins.compare.judge import judge
+    from plugins.discover.submissions import Submission
     from reference import paged_attention_decode as pa
 
     speed = next(c for c in pa.CASES if c.is_speed)
     small = changed(speed, params={**speed.params, "context_lens": [32, 32], "num_heads": 8, "num_kv_heads": 2})
     inputs = pa.make_inputs(small, np.random.default_rng(0))
     expected = pa.expected(small, inputs)
-    copied, read = inputs["k_cache"].nbytes, pa.read_bytes(small.params)
-    times = {"time_copy": np.full(5, 2e-3), "time_submission": np.full(5, 1e-4), "floor_over_time": np.asarray(0.1)}
-    figures, _ = expected.derive(times)
-    assert figures["floor_over_time"] == pytest.approx(read * 2e-3 / (2 * copied) / 1e-4)
-    assert expected.derive({"time_submission": [1.0]}) == ({}, {})
+    submission = Submission("m", "paged_attention_decode", Path("m"), (), (), False, ())
+    answer = {"out": expected.values["out"].astype(np.float32), "floor_over_time": np.asarray(0.1)}
+
+    def judged(outputs):
+        record = judge(submission, small, pa.CASES.index(speed), expected, Outcome("ok", outputs=outputs))
+        return record, {c["name"]: c for c in record.checks}["floor_over_time"]
+
+    honest, _ = judged(answer | {"time_copy": np.full(5, 1e-4), "time_submission": np.full(5, 1e-3)})
+    assert honest.outcome == "passed", honest.message  # the floor is a tenth of the measured time: plausible
+    faster_than_reading, check = judged(answer | {"time_copy": np.full(5, 2e-3), "time_submission": np.full(5, 1e-4)})
+    read, copied = pa.read_bytes(small.params), inputs["k_cache"].nbytes
+    assert faster_than_reading.outcome == "wrong" and not check["passed"]  # the child's 0.1 did not stand
+    assert check["bound_ratio"] * pa.FLOOR_SLACK == pytest.approx(read * 2e-3 / (2 * copied) / 1e-4)
+    no_times, check = judged(answer)
+    assert no_times.outcome == "wrong" and not check["passed"], check
 
 
 def test_a_submission_that_cannot_run_here_is_listed_with_the_reason(grade):

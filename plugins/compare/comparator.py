@@ -224,7 +224,8 @@ def compare_topk(name: str, got: Any, scores: np.ndarray, bound: TopK) -> Compar
 
 
 def compare_at_most(name: str, got: Any, bound: AtMost) -> Comparison:
-    """A scalar figure measured by the driver against its limit; ``bound_ratio`` is figure / limit."""
+    """A scalar figure the grader measured or derived (never the child's own) against its limit; ``bound_ratio`` is
+    figure / limit."""
     try:
         value = float(np.asarray(got).reshape(-1)[0]) if np.asarray(got).size == 1 else None
     except (TypeError, ValueError):

@@ -18,7 +18,7 @@ from plugins.compare import paired
 from plugins.compare.comparator import Comparison, check, compare_budget
 from plugins.discover.submissions import Submission
 from reference.challenges import reference_module
-from reference.contract import Case, Expected
+from reference.contract import AtMost, Case, Expected, Verified
 
 _STATUS_OUTCOME = {"timeout": r.TIMEOUT, "crash": r.CRASH, "oom": r.OOM, "left_running": r.LEFT_RUNNING}
 
@@ -72,7 +72,10 @@ def judge(
         # the grader's own counts hold for a request that failed too: a training that raised at once took 0 steps
         record.details = measured_figures(submission.challenge, case, outcome)[1]
         return record
-    outputs = outcome.outputs
+    # A figure under AtMost or Verified is the grader's own (derived or measured below): one of that name from the
+    # child is dropped, so a derivation that finds nothing to work on leaves the check missing, never the child's word.
+    owned = {name for name, bound in expected.bounds.items() if isinstance(bound, (AtMost, Verified))}
+    outputs = {name: value for name, value in outcome.outputs.items() if name not in owned}
     if expected.derive is not None:  # figures the grader computes itself from what the submission returned
         figures, record.details = expected.derive(outputs)
         outputs = {**outputs, **figures}
