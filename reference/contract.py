@@ -242,6 +242,12 @@ class Expected:
     derive: Callable[[Mapping[str, Any]], tuple[dict[str, Any], dict[str, Any]]] | None = None
 
 
+def copied_bytes(inputs: Mapping[str, Any]) -> int:
+    """The bytes of the device copy a GPU runtime times beside the kernel, the bandwidth behind the read-once floor:
+    the child copies its largest input (``plugins/isolate/runtimes/cuda.py`` and ``triton.py``)."""
+    return max(int(a.nbytes) for a in inputs.values())
+
+
 def read_once_floor(copy_times: Sequence[float], copied_bytes: int, read_bytes: int) -> float:
     """Seconds to read ``read_bytes`` once at the device's copy bandwidth measured in the same run: a copy of
     ``copied_bytes`` reads and writes each byte once, so the bandwidth is 2 * copied_bytes / median(copy time)."""

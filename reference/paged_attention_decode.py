@@ -46,6 +46,7 @@ from reference.contract import (
     ContractError,  # noqa: F401 - the CUDA loader raises driver.ContractError in the child
     Expected,
     Tolerance,
+    copied_bytes,
     read_once_check,
 )
 
@@ -292,7 +293,7 @@ def expected(case: Case, inputs: dict[str, np.ndarray]) -> Expected:
             "read-once floor (K and V of the contexts at the copy bandwidth) / measured time (over 1.25: faster than "
             "reading them once, a measurement error or a cheat)",
         )
-    derive = read_once_check(read_bytes(p), inputs["k_cache"].nbytes) if case.is_speed else None
+    derive = read_once_check(read_bytes(p), copied_bytes(inputs)) if case.is_speed else None
     return Expected(values, bounds, derive=derive)
 
 

@@ -33,7 +33,7 @@ from plugins.isolate.build import BuildResult, build, nvcc_path
 from plugins.isolate.runtimes.cuda import FAULT_PREFIX, TRIALS
 from plugins.isolate.sandbox import Program
 from reference.challenges import all_challenges, reference_module
-from reference.contract import Case, read_once_floor
+from reference.contract import Case, copied_bytes, read_once_floor
 
 
 def device_timed(submission: Submission) -> bool:
@@ -145,15 +145,13 @@ def speed_figures(
     rest: ``start_s`` (starting the child) and ``build_s`` (nvcc, or a cache look-up)."""
     times = outputs["time_submission"]
     median = float(np.median(times))
-    copy_median = float(np.median(outputs["time_copy"]))
-    copied = max(a.nbytes for a in inputs.values())  # the child copies its largest input; the inputs are the grader's
-    bandwidth = 2 * copied / copy_median  # bytes/s
-    floor_s = read_once_floor(outputs["time_copy"].tolist(), copied, reference.read_bytes(case.params))
+    read = reference.read_bytes(case.params)
+    floor_s = read_once_floor(outputs["time_copy"].tolist(), copied_bytes(inputs), read)  # the grader's own inputs
     figures = paired.figures(times.tolist(), outputs["time_torch"].tolist()) | {
         "baseline": reference.SPEED_BASELINE_WORDS,
         "floor_s": floor_s,
         "floor_ratio": median / floor_s,  # 1 would be reading what the case must read once at the copy bandwidth
-        "copy_bandwidth_gbs": bandwidth / 1e9,
+        "copy_bandwidth_gbs": read / floor_s / 1e9,
         "stopped": f"fixed {times.size} trials on the device",
     }
     if "time_triton" in outputs:
