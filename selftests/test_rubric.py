@@ -148,3 +148,12 @@ def test_a_challenge_only_built_by_every_model_still_shows_in_coverage():
     assert challenges == ["x"] and rows["race"]["rank"] is None
     assert tables.coverage(rows["race"]) == "0 of 1 (+1 only built here)"
     assert tables.coverage(rows["other"]) == "1 of 1"
+
+
+def test_a_challenge_built_for_one_sample_and_skipped_for_another_is_counted_once():
+    """Samples of one model, one only built here and one skipped here: the challenge leaves the coverage's count and
+    is named after it once (before, it left the count yet appeared under neither status)."""
+    letters = {"m/sample-1": {"x": rb.BUILT_ONLY, "y": "A"}, "m/sample-2": {"x": rb.SKIPPED_HERE, "y": "A"}}
+    row = rb.ranking(letters, RUBRIC, ["x", "y"])[0]
+    assert row["coverage"] == "1 of 1" and (row["built_only"], row["skipped_here"]) == (0, 1)
+    assert tables.coverage(row) == "1 of 1 (+1 skipped here)"

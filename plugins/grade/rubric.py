@@ -233,14 +233,15 @@ def _ranking_row(
     model: str, units: list[str], letters: Mapping[str, Mapping[str, str]], rubric: Rubric, challenges: Sequence[str]
 ) -> dict[str, Any]:
     """The ranking figures of one model from the letters of its units (module docstring, step 5)."""
+    graded = {c: [letters[u][c] for u in units if c in letters[u]] for c in {c for u in units for c in letters[u]}}
+    # Could not run here (no GPU, no MLX), also where no model was graded (then not among the run's): not held against
+    # the model, and counted apart by status for its coverage ("+1 only built here").
+    not_here = {c for c, mine in graded.items() if all(g in NOT_HERE for g in mine)}
     counted: dict[str, list[float]] = {}  # challenge -> grade points of each unit graded on it (samples: several)
-    attempted = no_code = not_here = 0
+    attempted = no_code = 0
     for challenge in challenges:
-        mine = [letters[u][challenge] for u in units if challenge in letters[u]]
-        if not mine:
-            continue
-        if all(g in NOT_HERE for g in mine):  # could not run here (no GPU, no MLX): not held against the model
-            not_here += 1
+        mine = graded.get(challenge)
+        if not mine or challenge in not_here:
             continue
         no_code += all(g == NO_CODE for g in mine)
         # Under "not attempted" a folder without code is no attempt, like a missing folder.
@@ -248,10 +249,8 @@ def _ranking_row(
         points = [p for p in (counted_points(g, rubric) for g in mine) if p is not None]
         if points:
             counted[challenge] = points
-    n = len(challenges) - not_here  # the run's challenges this model could be graded on here
-    # Challenges it could not be graded on here, also those no model was graded on (then not among the run's).
-    mine_all = {c for u in units for c in letters[u]}
-    here = {s: sum(all(letters[u].get(c, s) == s for u in units) for c in mine_all) for s in NOT_HERE}
+    n = len(set(challenges) - not_here)  # the run's challenges this model could be graded on here
+    built = sum(all(g == BUILT_ONLY for g in graded[c]) for c in not_here)
     mean = sum(statistics.fmean(p) for p in counted.values()) / len(counted) if counted else None
     score = sum(statistics.fmean(p) for p in counted.values()) / n if counted and n else None
     sampled = any(len(p) > 1 for p in counted.values())
@@ -264,8 +263,9 @@ def _ranking_row(
         "attempted": attempted,
         "coverage": f"{attempted} of {n}",  # score = mean x coverage
         "run_challenges": len(challenges),
-        "built_only": here[BUILT_ONLY],  # challenges only built here (CUDA, no GPU): not in its coverage or score
-        "skipped_here": here[SKIPPED_HERE],  # every case skipped here (no GPU, no MLX: its notes say which): likewise
+        "built_only": built,  # challenges only built here (CUDA, no GPU): not in its coverage or score
+        "skipped_here": len(not_here) - built,  # every case skipped here (no GPU, no MLX; its notes say which), or
+        # built for some samples and skipped for others: likewise
         "samples": max((len(p) for p in counted.values()), default=0) if sampled else 0,
         "spread": [
             round(sum(min(p) for p in counted.values()) / n, 2),
