@@ -240,7 +240,9 @@ def not_run(records: list[r.CaseRecord], selection: Selection) -> list[dict[str,
 def selection_counts(records: list[r.CaseRecord], selection: Selection) -> dict[str, Any]:
     ran = {(rec.model, rec.challenge, rec.case_index) for rec in records if rec.outcome != r.SKIPPED}
     # Skipped by the user's choice (--no-speed: no record) or for the machine's reason (no GPU: a SKIPPED record).
-    skipped = selection.skipped | {(rec.model, rec.challenge, rec.case_index) for rec in records} - ran
+    skipped = selection.skipped | {
+        (rec.model, rec.challenge, rec.case_index) for rec in records if rec.outcome == r.SKIPPED
+    }
     return {
         "known": selection.known,
         "selected": len(selection.selected | ran),
