@@ -210,13 +210,17 @@ def test_a_submission_that_cannot_run_here_is_listed_with_the_reason(grade):
     assert run.summary["status"] == "complete", run.summary["status_detail"]  # skipped here is not "did not run"
     paged = run.summary["models"]["demo-triton"]["challenges"]["paged_attention_decode"]
     assert paged["letter"] == rubric.SKIPPED_HERE
-    assert any(n.startswith("skipped here: no GPU") for n in paged["notes"]), paged["notes"]
+    assert paged["notes"][0].startswith("skipped here: no GPU"), paged["notes"]  # the run cases' reason leads
     row = next(r for r in run.summary["ranking"] if r["model"] == "demo-triton")
     assert row["rank"] is None and row["skipped_here"] == 1 and row["coverage"] == "0 of 0"
     records = [c for c in run.summary["cases"] if c["model"] == "demo-triton"]
     assert records and all(c["outcome"] == "skipped" and c["message"] for c in records)
     markdown = (run.reports / "grades.md").read_text()
     assert "demo-triton" in markdown and "(+1 skipped here)" in markdown
+    rows = [line.split("|") for line in markdown.splitlines() if line.startswith("| demo-triton")]
+    breakdown = next(cells for cells in rows if cells[2].strip() == "skipped here")  # model, grade, points, …
+    assert breakdown[3].strip() == "—"  # no points where nothing ran (before: 0.0, as if it had scored nothing)
+    assert "passed for every model" not in markdown  # nothing ran, so nothing is said to have passed
 
 
 def test_a_runtime_timed_on_the_device_must_need_the_gpu():

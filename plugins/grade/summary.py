@@ -15,6 +15,7 @@ A run says how far it got, in its own words:
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +75,8 @@ def summarise(
                 mark_no_code(grade, mine, rubric)
             if all(rec.outcome == r.SKIPPED for rec in mine):
                 grade.letter = rubric_module.SKIPPED_HERE
-                grade.notes += [f"skipped here: {reason}" for reason in dict.fromkeys(rec.message for rec in mine)]
+                reasons = collections.Counter(rec.message for rec in mine).most_common()  # the run cases' first
+                grade.notes += [f"skipped here: {reason}" for reason, _ in reasons]
             contract = _entry(header, model, challenge).get("contract", "")
             notes, complete = coverage(model, challenge, mine, selection, status, measure_speed, contract)
             unread = [] if grade.letter == rubric_module.NO_CODE else unread_notes(header, model, challenge)

@@ -106,9 +106,13 @@ def _challenge_section(summary: dict[str, Any], challenge: dict[str, Any]) -> li
     no_code = tables.no_code_lines(summary, challenge["id"])
     lines += [f"- **{escape(model)}** ∅ {escape(_shorten(why))}" for model, why in no_code] + ([""] if no_code else [])
     if not failures:
-        if len(tables.breakdown(summary, challenge["id"])[1]) == len(no_code):  # no model with code to speak of
+        # Only models whose cases ran can be said to have passed: not a folder without code, nor one skipped here.
+        skipped = tables.skipped_here_units(summary, challenge["id"])
+        if len(tables.breakdown(summary, challenge["id"])[1]) == len(no_code) + len(skipped):
             return lines
-        return lines + [f"Every case passed for every model{' with code' if no_code else ''}.", ""]
+        qualified = " with code" if no_code else ""
+        qualified += f" (not {len(skipped)} skipped here: nothing of theirs ran)" if skipped else ""
+        return lines + [f"Every case that ran passed for every model{qualified}.", ""]
     lines += [
         "Failed cases (the trap each case guards against, the outcome, whether the model's task states the property"
         " or it is beyond the task, and the worst error against its bound):",

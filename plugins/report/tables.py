@@ -221,7 +221,8 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
         if grade is None:
             continue
         no_code = grade["letter"] == NO_CODE  # nothing ran: no category figures; points where the rubric counts them
-        points = "—" if no_code and no_code_counts_as(summary) == "not attempted" else f"{grade['points']:.1f}"
+        nothing_ran = grade["letter"] == SKIPPED_HERE or (no_code and no_code_counts_as(summary) == "not attempted")
+        points = "—" if nothing_ran else f"{grade['points']:.1f}"  # no points where none are counted
         letter = NO_CODE_SYMBOL if no_code else grade["letter"]
         cells = [unit, _mark(letter, grade.get("complete", True)), points]
         for name in CATEGORIES:
@@ -237,6 +238,13 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
         cells += [interface(summary, unit, challenge), grade["loaded"], "; ".join(grade["notes"])]
         rows.append(cells)
     return headers, rows
+
+
+def skipped_here_units(summary: dict[str, Any], challenge: str) -> list[str]:
+    """The graded units none of whose cases of ``challenge`` could run on this machine (``skipped here``)."""
+    return [
+        u for u in units(summary) if summary["models"][u]["challenges"].get(challenge, {}).get("letter") == SKIPPED_HERE
+    ]
 
 
 def interface(summary: dict[str, Any], model: str, challenge: str) -> str:
