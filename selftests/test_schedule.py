@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from plugins.isolate.schedule import CHILD_START_S, SubmissionScheduling, case_costs, earlier_cases, start_costs
+from plugins.isolate.schedule import (
+    CHILD_START_S,
+    GPU_CHILD_START_S,
+    Classified,
+    SubmissionScheduling,
+    case_costs,
+    earlier_cases,
+    start_costs,
+)
 
 
 class FakeNode:
@@ -262,6 +270,21 @@ def test_no_steal_for_less_than_a_childs_start(tmp_path: Path) -> None:
     assert not first.asked and second.shutting_down
 
 
+def test_a_restart_is_the_cost_of_the_case_that_needed_it(tmp_path: Path) -> None:
+    """A submission's first child start in a worker belongs to no case; a later one (the case before it crashed, as it
+    will again) is part of the case that paid it: a submission that faults on every case weighs a start per case."""
+    timing = (("c0", "gw0", 1.0, 4.0), ("c1", "gw0", 2.0, 4.0), ("c2", "gw0", 3.0, 0.0), ("c3", "gw1", 1.5, 4.0))
+    cases = [
+        {"model": "k32", "challenge": "topk", "case": c, "ran_on": {"worker": w},
+         "timing": {"case_s": 4.5 if t else 0.5, "wait_s": 0.0, "start_s": t, "began_at": at}}
+        for c, w, at, t in timing
+    ]  # fmt: skip
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"cases": list(reversed(cases))}))  # records come in any order
+    costs = case_costs(earlier_cases(results))
+    assert [costs[("k32", "topk", c)] for c in ("c0", "c1", "c2", "c3")] == [0.5, 4.5, 0.5, 0.5]
+
+
 def test_start_costs_read_an_earlier_runs_records(tmp_path: Path) -> None:
     """A unit's child start is its largest ``start_s`` (its first case's); a challenge's, the median over its units."""
     results = tmp_path / "results.json"
@@ -287,6 +310,63 @@ def test_no_steal_for_less_than_two_starts_of_that_submissions_child(tmp_path: P
     assert not first.asked and second.shutting_down
     order = drain(sched, [first, second], collection, tmp_path / "b")
     assert sorted(done + order) == sorted(collection)
+
+
+def on_gpu_classify(gpu_families: set[str], seconds: dict[str, float] | None = None):
+    """``classify`` whose submissions of ``gpu_families`` run on the GPU (``Classified.gpu``), with last run's
+    ``seconds`` per challenge if given."""
+
+    def classified(nodeid: str) -> Classified:
+        group, family, speed, _ = classify(nodeid)
+        return Classified(group, family, speed, seconds[family] if seconds else None, family in gpu_families)
+
+    return classified
+
+
+def test_a_gpu_submission_is_not_split_for_less_than_two_gpu_child_starts(tmp_path: Path) -> None:
+    """With no earlier run, a child handed the GPU is taken to start in GPU_CHILD_START_S, not CHILD_START_S: eight
+    0.5 s cases of a GPU submission stay with their worker; the same cases of a NumPy one are worth a steal."""
+    collection = nodeids({"big/paged": 10, **{f"m{i}/kv": 2 for i in range(2)}}, speed=0)
+    seconds = {"paged": 0.5, "kv": 0.1}
+    assert 2 * CHILD_START_S < 8 * seconds["paged"] < 2 * GPU_CHILD_START_S
+    for gpu in (set(), {"paged"}):
+        sched = SubmissionScheduling(2, on_gpu_classify(gpu, seconds), tmp_path / f"done{len(gpu)}")
+        first, second = FakeNode("gw0"), FakeNode("gw1")
+        for node in (first, second):
+            sched.add_node(node)
+            sched.add_node_collection(node, collection)
+        sched.schedule()
+        run_dry(sched, second, [first], collection)
+        assert bool(first.asked) == (not gpu)
+
+
+def test_speed_on_the_device_waits_only_for_the_correctness_cases_on_the_gpu(tmp_path: Path) -> None:
+    """The GPU's barrier opens once every correctness case on the GPU has finished, while NumPy ones still run; the
+    main barrier only after all of them. A run with nothing on the GPU opens the GPU's barrier at once."""
+    collection = nodeids({"g/paged": 2, "n/kv": 4})
+    barrier, gpu_barrier = tmp_path / "correctness.done", tmp_path / "gpu-correctness.done"
+    sched = SubmissionScheduling(2, on_gpu_classify({"paged"}), barrier, gpu_barrier=gpu_barrier)
+    nodes = [FakeNode("gw0"), FakeNode("gw1")]
+    for node in nodes:
+        sched.add_node(node)
+        sched.add_node_collection(node, collection)
+    sched.schedule()
+    gpu_cases = {i for i, n in enumerate(collection) if n.startswith("g/") and "::c" in n}
+    while gpu_cases:
+        assert not gpu_barrier.exists()
+        node = next(n for n in nodes if sched.node2pending[n] and sched.node2pending[n][0] in gpu_cases)
+        gpu_cases.discard(sched.node2pending[node][0])
+        finish(sched, node, collection)
+    assert gpu_barrier.exists() and not barrier.exists()
+    drain(sched, nodes, collection, barrier)
+    assert barrier.exists()
+    nothing_on_gpu = tmp_path / "none" / "gpu-correctness.done"
+    nothing_on_gpu.parent.mkdir()
+    sched = SubmissionScheduling(1, classify, tmp_path / "none" / "done", gpu_barrier=nothing_on_gpu)
+    sched.add_node(FakeNode("gw0"))
+    sched.add_node_collection(next(iter(sched.node2pending)), collection)
+    sched.schedule()
+    assert nothing_on_gpu.exists()
 
 
 def test_a_stolen_part_goes_to_the_worker_whose_held_item_ends_first(tmp_path: Path) -> None:

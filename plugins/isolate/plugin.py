@@ -182,6 +182,13 @@ class CaseRunner:
             with fairness.timing(self.pool.space.root):
                 yield fairness.slot_cores(slot, slots) if slot is not None else fairness.spare_cores(slots)
 
+    def known_wrong(self, submission: Submission) -> bool:
+        """Whether the submission's speed cases are already known not to be timed: it failed a correctness case of this
+        run (and ``--time-failed`` is off). Such a case need not wait for the speed phase."""
+        root = self.pool.space.root
+        failed = verdicts.wrong_in(root, submission.model, submission.challenge, running_fails=False)
+        return not self.cfg.time_failed and bool(failed)
+
     def not_timed(self, submission: Submission, case: Case, index: int) -> r.CaseRecord | None:
         """The record of a speed case not timed because its submission failed a correctness case of this run
         (``verdicts.py``); None when it is to be timed (none failed, or ``--time-failed``: the failed cases are then
@@ -401,7 +408,10 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
         began_at = time.time()  # wall clock, for the run's timeline (start-up, idle workers, the tail)
         start, truth_before, wait_before = time.perf_counter(), case_runner.truth_seconds, case_runner.wait_seconds
         starts_before = case_runner.pool.start_seconds
-        late = schedule.wait_for_speed_phase(request.config) if case.is_speed else ""
+        late = ""
+        if case.is_speed and not case_runner.known_wrong(submission):
+            on_device = schedule.timed_on_the_device(submission.runtime, case_runner.cfg.on_gpu)
+            late = schedule.wait_for_speed_phase(request.config, on_device)
         case_runner.wait_seconds += time.perf_counter() - start
         case_runner.parts = {}
         record = _run_noted(case_runner, submission, case)

@@ -19,14 +19,18 @@ xdist):
   run ends when the last case ends, not when the slowest queue does. Queues are weighed in seconds: the last run's case
   times where known, else this run's mean time per case of that submission; a steal must be worth two starts of the
   submission's sandbox child, as the last run measured them (a child that imports torch and creates a CUDA context
-  took 4 to 6 s on the H200 host under load; one that imports NumPy alone, half a second). The part taken goes to
-  the idle worker whose held last item is expected to end first.
-- **A speed phase.** Speed cases are held back until every correctness unit has been handed out, and a worker starts a
-  speed case only once every correctness case of the run has finished (a file the controller writes into the run's
-  private folder). Speed cases then hold a speed slot by what they time: a pair that uses the GPU holds its GPU's one
-  slot; a NumPy pair holds one of the CPU slots, one per pair of cores (:func:`cpu_speed_slots`), pinned to them: CPU
-  and GPU cases are timed at the same time, and a timed pair never shares its cores with another. A submission that
-  failed a correctness case of the run is not timed at all (``verdicts.py``).
+  took 4 to 6 s on the H200 host under load; one that imports NumPy alone, half a second), else as a child of its
+  kind takes (:data:`GPU_CHILD_START_S`, :data:`CHILD_START_S`). A case's cost includes the restart of a child that the
+  case before it crashed: a submission that faults on every case pays a start per case. The part taken goes to the idle
+  worker whose held last item is expected to end first.
+- **A speed phase.** Speed cases are held back until every correctness unit has been handed out. A worker starts a speed
+  case only once every correctness case of the run has finished, except a case timed on the device (CUDA events), which
+  waits only for every correctness case on the GPU (two files the controller writes into the run's private folder): it
+  needs the GPU to itself, not the CPUs, and the GPU units go out first, being the longest. Speed cases then hold a
+  speed slot by what they time: a case whose child runs on the GPU holds its GPU's one slot; a NumPy pair holds one of
+  the CPU slots, one per core (:func:`cpu_speed_slots`), pinned to it: CPU and GPU cases are timed at the same time, and
+  a timed pair never shares its core with another. A submission that failed a correctness case of the run is not timed
+  at all (``verdicts.py``), and its speed case does not wait for the phase.
 - **Threads.** Each worker's own BLAS and OpenMP pools get ``cores // workers`` threads (children are single-threaded
   already, see ``sandbox.THREAD_VARS``).
 
@@ -41,16 +45,20 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from plugins.base.host import host_cores
+from plugins.config import grader_config
+from plugins.isolate import runtimes
 from plugins.isolate.runspace import RUN_SPACE_KEY
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-BARRIER_NAME = "correctness.done"
+BARRIER_NAME = "correctness.done"  # every correctness case of the run has finished: CPU speed cases may start
+GPU_BARRIER_NAME = "gpu-correctness.done"  # every correctness case on the GPU has: GPU speed cases may start
 BARRIER_KEY = "kernelgrade_speed_barrier"
+GPU_BARRIER_KEY = "kernelgrade_gpu_speed_barrier"
 # A speed case of a submission whose child this worker has warm is taken before the longest one left when it is at
 # least this share of it: a child's start (0.5 to 5 s) is worth less than the tail a much longer case would make.
 WARM = 0.8
@@ -59,6 +67,35 @@ BARRIER_TIMEOUT_S = 1800.0  # past this a speed case runs anyway, and says it ra
 # say what that took per submission (``start_s``, see start_costs); without them, a second (a Python interpreter
 # importing NumPy and torch on the CI machine). A steal moves work only when the queue left is worth two such starts.
 CHILD_START_S = 1.0
+# The same for a child handed the GPU (torch imported, a CUDA context made): a challenge's median start took 3.8 to
+# 5.2 s on the H100 host with 16 workers (2026-12-07). Counted as a second, a first run there (no earlier records)
+# split GPU submissions between workers as if moving them were cheap: 49 GPU children started for 21 submissions.
+GPU_CHILD_START_S = 4.0
+
+
+class Classified(NamedTuple):
+    """What the scheduler needs of one collected test: its unit (``model/challenge``; a test that grades nothing is a
+    unit of its own), its challenge, whether it is a speed case, the seconds it took in the last run (None: unknown),
+    and whether its child runs on the GPU in this run."""
+
+    group: str
+    family: str
+    speed: bool
+    cost: float | None
+    gpu: bool = False
+
+
+def on_the_gpu(runtime: str, on_gpu: bool) -> bool:
+    """Whether a submission's children are handed the GPU in this run (``on_gpu``: the run has one): its runtime needs
+    or uses one. Its correctness cases hold back the speed cases timed on the device."""
+    return on_gpu and runtimes.runtime(runtime).gpu != ""
+
+
+def timed_on_the_device(runtime: str, on_gpu: bool) -> bool:
+    """Whether a submission's speed cases are timed on the GPU with CUDA events, both sides in its own child
+    (``Runtime.timing``): they need the GPU to themselves, not the CPUs, so they wait only for the correctness cases on
+    the GPU. A pair the grader times (a child on the GPU against the reference's NumPy child) waits for every one."""
+    return on_gpu and runtimes.runtime(runtime).timing == "device"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -85,7 +122,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_configure_node(node: Any) -> None:
     """Tell each worker where the end of the correctness phase will be announced (only under our scheduler)."""
     if _ours(node.config):
-        node.workerinput[BARRIER_KEY] = str(node.config.stash[RUN_SPACE_KEY].root / BARRIER_NAME)
+        root = node.config.stash[RUN_SPACE_KEY].root
+        node.workerinput[BARRIER_KEY] = str(root / BARRIER_NAME)
+        node.workerinput[GPU_BARRIER_KEY] = str(root / GPU_BARRIER_NAME)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -97,22 +136,23 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     last = config.hook.pytest_grader_last_results(config=config)
     previous = earlier_cases(last) if last else []
     known = case_costs(previous)
+    on_gpu = grader_config(config).on_gpu
 
-    def classify(nodeid: str) -> tuple[str, str, bool, float | None]:
-        """(submission, challenge, is a speed case, seconds it took last time) of a test; a test that grades nothing
-        is a unit of its own."""
+    def classify(nodeid: str) -> Classified:
         graded = collector.nodes.lookup(nodeid) if collector is not None else None
         if graded is None:
-            return nodeid, nodeid, False, None
+            return Classified(nodeid, nodeid, False, None)
         sub, case = graded.submission, graded.case.id
         cost = known.get((sub.model, sub.challenge, case), known.get((sub.challenge, case)))
-        return f"{sub.model}/{sub.challenge}", sub.challenge, graded.case.is_speed, cost
+        gpu = on_the_gpu(sub.runtime, on_gpu)
+        return Classified(f"{sub.model}/{sub.challenge}", sub.challenge, graded.case.is_speed, cost, gpu)
 
     from xdist.workermanage import parse_tx_spec_config
 
     workers = len(parse_tx_spec_config(config))
     barrier = config.stash[RUN_SPACE_KEY].root / BARRIER_NAME
-    return SubmissionScheduling(workers, classify, barrier, config, start_costs(previous))
+    gpu_barrier = barrier.with_name(GPU_BARRIER_NAME)
+    return SubmissionScheduling(workers, classify, barrier, config, start_costs(previous), gpu_barrier)
 
 
 def earlier_cases(results: Path) -> list[Any]:
@@ -147,37 +187,55 @@ def start_costs(cases: list[Any]) -> dict[str, float]:
 
 def case_costs(cases: list[Any]) -> dict[tuple, float]:
     """Seconds per case from an earlier run's case records: keyed (model, challenge, case) for that model, and
-    (challenge, case) with the median over models for a model the earlier run did not grade. Waits and the start of a
-    sandbox child are left out: they belong to whichever case came first in its unit, not to the case. Records older
-    than ``timing`` give nothing."""
+    (challenge, case) with the median over models for a model the earlier run did not grade. Waits are left out, and so
+    is the first start of a submission's child in each worker (it belongs to whichever case came first there); a later
+    start in the same worker is the case's: the child was restarted after the case before it crashed or broke a rule,
+    which it will do again. Records older than ``timing`` give nothing."""
     costs: dict[tuple, float] = {}
     per_case: dict[tuple[str, str], list[float]] = {}
-    for case in cases:
-        timing = case.get("timing") if isinstance(case, dict) else None
+    first_start: set[tuple[str, str, str]] = set()  # (model, challenge, worker) whose first start was met
+    timed = [c for c in cases if isinstance(c, dict) and isinstance(c.get("timing"), dict)]
+    for case in sorted(timed, key=lambda c: _number(c["timing"].get("began_at"))):
+        timing = case["timing"]
         try:
-            seconds = float(timing["case_s"])
-            seconds -= float(timing.get("wait_s") or 0.0) + float(timing.get("start_s") or 0.0)
+            seconds = float(timing["case_s"]) - float(timing.get("wait_s") or 0.0)
+            start = float(timing.get("start_s") or 0.0)
             key = (str(case["model"]), str(case["challenge"]), str(case["case"]))
         except (TypeError, KeyError, ValueError):
             continue
+        worker = (*key[:2], str((case.get("ran_on") or {}).get("worker")))
+        if start > 0 and worker not in first_start:
+            first_start.add(worker)
+            seconds -= start
         costs[key] = max(seconds, 0.0)
         per_case.setdefault(key[1:], []).append(costs[key])
     costs.update({key: statistics.median(values) for key, values in per_case.items()})
     return costs
 
 
+def _number(value: Any) -> float:
+    """A record's number, 0 where it is missing or not one (records of older runs)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def cpu_speed_slots(reserved: int = 0) -> int:
-    """Timed CPU cases that may run at once in the speed phase: one per pair of cores left after ``reserved`` (a core
-    per GPU slot, whose timed child waits on its device), at least one. A timed pair (the submission's child and the
-    reference, single-threaded, one answering while the other is frozen) is pinned to its slot's two cores: one for
-    the pair, one for its worker's judging between calls, so that pairs side by side do not share a core."""
-    return max(1, (host_cores() - reserved) // 2)
+    """Timed CPU cases that may run at once in the speed phase: one per core left after ``reserved`` (a core per GPU
+    slot, whose timed child waits on its device), at least one. A timed pair (the submission's child and the reference,
+    single-threaded) is pinned to its slot's core: its two children answer one at a time, the other frozen, and its
+    worker judges between their calls, so one core serves the pair and pairs side by side never share one. (Until
+    issue 19's second round a slot had two cores, which halved the slots: seven NumPy pairs at a time on 16 cores, one
+    on the 2-core machine.)"""
+    return max(1, host_cores() - reserved)
 
 
-def wait_for_speed_phase(config: pytest.Config) -> str:
-    """In a worker, before a speed case: wait until every correctness case of the run has finished. Returns "" or a
-    note for the record when the wait was cut short."""
-    path = getattr(config, "workerinput", {}).get(BARRIER_KEY)
+def wait_for_speed_phase(config: pytest.Config, gpu: bool = False) -> str:
+    """In a worker, before a speed case: wait until every correctness case of the run has finished, or for a case timed
+    on the GPU (``gpu``) every correctness case on the GPU. Returns "" or a note for the record when the wait was cut
+    short."""
+    path = getattr(config, "workerinput", {}).get(GPU_BARRIER_KEY if gpu else BARRIER_KEY)
     if not path:
         return ""
     deadline = time.monotonic() + BARRIER_TIMEOUT_S
@@ -244,12 +302,14 @@ class SubmissionScheduling:
     def __init__(
         self,
         numnodes: int,
-        classify: Callable[[str], tuple[str, str, bool, float | None]],
+        classify: Callable[[str], tuple],
         barrier: Path,
         config: pytest.Config | None = None,
         start_costs: dict[str, float] | None = None,
+        gpu_barrier: Path | None = None,
     ):
         self.numnodes = numnodes
+        self.gpu_barrier = gpu_barrier  # written once no correctness case on the GPU is left (None: not written)
         self.start_costs = start_costs or {}  # seconds to start a child, by "model/challenge" and by challenge
         self.config = config
         self.classify = classify
@@ -264,6 +324,8 @@ class SubmissionScheduling:
         self.group_of: dict[int, str] = {}
         self.family_of: dict[int, str] = {}
         self.is_speed: set[int] = set()
+        self.on_gpu: set[int] = set()  # items whose child runs on the GPU
+        self.gpu_left: set[int] = set()  # correctness items on the GPU not yet finished
         self.costs: dict[int, float] = {}  # seconds per item from the last run, where it timed them
         self.speed_costs: dict[int, float] = {}  # the same for the speed items (longest first, _next_speed)
         self.seen: dict[str, list[float]] = {}  # this run's case durations per submission
@@ -361,14 +423,17 @@ class SubmissionScheduling:
         groups: dict[tuple[str, str], list[int]] = {}
         costs: dict[int, float | None] = {}
         for index, nodeid in enumerate(self.collection):
-            group, family, speed, costs[index] = self.classify(nodeid)
+            group, family, speed, costs[index], gpu = Classified(*self.classify(nodeid))
             self.group_of[index], self.family_of[index] = group, family
+            if gpu:
+                self.on_gpu.add(index)
             if speed:
                 self.is_speed.add(index)
                 self.speed.append(index)
             else:
                 groups.setdefault((family, group), []).append(index)
                 self.correctness_left.add(index)
+        self.gpu_left = self.correctness_left & self.on_gpu
         self.costs = known_costs(costs, self.correctness_left) or {}
         self.speed_costs = known_costs(costs, set(self.speed)) or {}
         self.units = interleave(groups, self.costs or None)
@@ -462,9 +527,11 @@ class SubmissionScheduling:
 
     def _start_cost(self, index: int) -> float:
         """Seconds a worker pays to start the sandbox child of an item's submission: as the last run measured it for
-        that submission, else for its challenge, else :data:`CHILD_START_S`."""
+        that submission, else for its challenge, else as a child of its kind takes (:data:`GPU_CHILD_START_S` for one
+        handed the GPU, :data:`CHILD_START_S`)."""
         group = self.group_of[index]
-        return self.start_costs.get(group, self.start_costs.get(self.family_of[index], CHILD_START_S))
+        default = GPU_CHILD_START_S if index in self.on_gpu else CHILD_START_S
+        return self.start_costs.get(group, self.start_costs.get(self.family_of[index], default))
 
     def _next_speed(self, node: Any) -> int:
         """The speed case to queue on ``node``. With the last run's times: into an empty slot, the longest case left
@@ -503,9 +570,12 @@ class SubmissionScheduling:
 
     def _finished(self, index: int) -> None:
         self.correctness_left.discard(index)
+        self.gpu_left.discard(index)
         self._announce_if_done()
 
     def _announce_if_done(self) -> None:
+        if not self.gpu_left:
+            self._announce_gpu()
         if not self.correctness_left and not self.units:
             self._announce()
 
@@ -513,3 +583,8 @@ class SubmissionScheduling:
         self.opened = True
         if not self.barrier.exists():
             self.barrier.write_text("correctness finished\n")
+        self._announce_gpu()
+
+    def _announce_gpu(self) -> None:
+        if self.gpu_barrier is not None and not self.gpu_barrier.exists():
+            self.gpu_barrier.write_text("correctness on the GPU finished\n")

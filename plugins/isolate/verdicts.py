@@ -6,7 +6,8 @@ one folder per submission under a hash of its model and challenge, one file per 
 it. The speed phase opens only once every correctness case of the run has finished (``schedule.py``: the controller's
 barrier; without xdist, speed cases are collected last), so a speed case reads the verdicts of its submission from
 every worker. A case is marked ``running`` before it starts and gets its verdict when it ends: a worker that died
-during a case leaves ``running``, which counts as failed (xdist reports that case as a crash).
+during a case leaves ``running``, which counts as failed (xdist reports that case as a crash). A speed case of a
+submission that already has a failed verdict is refused at once, without waiting for the phase.
 
 What counts as failed: a scored correctness case (any category but speed, not beyond the model's task) whose outcome
 is neither passed nor skipped. Cases the run did not select count for nothing either way.
@@ -43,8 +44,9 @@ def ended(root: Path, record: r.CaseRecord) -> None:
     _write(path, {"case": record.case, "state": "failed" if failed else "ok"})
 
 
-def wrong_in(root: Path, model: str, challenge: str) -> list[str]:
-    """The correctness cases of a submission that failed (or never ended) in this run, in case-table order."""
+def wrong_in(root: Path, model: str, challenge: str, running_fails: bool = True) -> list[str]:
+    """The correctness cases of a submission that failed (or never ended) in this run, in case-table order; with
+    ``running_fails`` False only those that ended failed, for a look before the speed phase, while cases still run."""
     folder = _folder(root, model, challenge)
     try:
         names = os.listdir(folder)
@@ -57,7 +59,7 @@ def wrong_in(root: Path, model: str, challenge: str) -> list[str]:
             index = int(name.removesuffix(".json"))
         except (OSError, ValueError):
             continue
-        if entry.get("state") != "ok":
+        if entry.get("state") not in ("ok", None if running_fails else RUNNING):
             failed.append((index, str(entry.get("case"))))
     return [case for _, case in sorted(failed)]
 
