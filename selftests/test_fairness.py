@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +201,22 @@ def test_a_thread_that_waits_out_the_first_glance_is_still_found(monkeypatch):
     monkeypatch.setattr(fairness, "_cpu_ns", cpu)
     monkeypatch.setattr(fairness, "_comm", lambda pid, tid: "python")
     assert fairness.leftovers(lambda: [10], None, set()) == ["python[10/11]"]
+
+
+def test_the_worker_thread_joins_the_timed_pairs_core_and_goes_back():
+    """While a slot is held the worker's thread (and a memory sampler it starts meanwhile) runs on the slot's core; the
+    old affinity comes back after, also when the block raises."""
+    before = os.sched_getaffinity(0)
+    core = min(before)
+    seen: list[set[int]] = []
+    with fairness.this_thread_on({core}):
+        sampler = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))
+        sampler.start()
+        sampler.join()
+        assert os.sched_getaffinity(0) == {core}
+    assert seen == [{core}] and os.sched_getaffinity(0) == before
+    with pytest.raises(RuntimeError), fairness.this_thread_on({core}):
+        raise RuntimeError("a case's code failed")
+    assert os.sched_getaffinity(0) == before
+    with fairness.this_thread_on(None):
+        assert os.sched_getaffinity(0) == before

@@ -286,6 +286,25 @@ def spare_cores(slots: int) -> set[int] | None:
     return set(cpus[slots * share :])
 
 
+@contextlib.contextmanager
+def this_thread_on(cores: set[int] | None) -> Iterator[None]:
+    """The calling thread (and the threads it starts meanwhile) on ``cores`` until the block ends; nothing for None."""
+    if not cores:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, cores)
+    except OSError:  # a core the process may not use (its affinity changed meanwhile): left where it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, before)
+
+
 # --- small helpers ---
 
 
