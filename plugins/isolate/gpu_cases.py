@@ -72,10 +72,12 @@ def run_gpu_case(
             return program
     else:
         program = Program(reference.__name__, submission.entries, submission.folder, rt.name, _cache(submission))
-    if case.is_speed and (refused := runner.not_timed(submission, case, index)):
+    if case.is_speed and (refused := runner.not_timed(submission, case, index, ended=True)):
         return refused
     inputs, expected = runner.truth(reference, case, settings=submission.challenge_task.settings_tag)
     sandbox = runner.pool.get(program)
+    if case.is_speed and (refused := runner.speed_phase(submission, case, index, [sandbox], on_device=True)):
+        return refused
     with lock() if case.is_speed else contextlib.nullcontext():  # one timed case at a time on this machine
         outcome = sandbox.run(inputs, dict(case.params), {})
     graded = judge(submission, case, index, expected, outcome)

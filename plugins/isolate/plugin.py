@@ -139,6 +139,10 @@ class CaseRunner:
         self.parts: dict[str, Any] = {}
         self.timeouts = failfast.ProbeOutcomes(pool.space.root / "timeouts")  # fail fast, shared by the run's workers
         self.probes = probes or {}  # (model, challenge) -> its fail-fast probes (case indices), from the selection
+        # Waits for the speed phase (``schedule.wait_for_speed_phase``; True: the GPU's barrier): "" or a note when
+        # the wait was cut short, kept in ``late`` for the case's record.
+        self.phase_wait: Callable[[bool], str] = lambda on_device: ""
+        self.late = ""
 
     def truth(
         self, reference: ModuleType, case: Case, trial: int = 0, settings: str = ""
@@ -186,24 +190,33 @@ class CaseRunner:
             with fairness.timing(self.pool.space.root), fairness.this_thread_on(cores):
                 yield cores
 
-    def known_wrong(self, submission: Submission) -> bool:
-        """Whether the submission's speed cases are already known not to be timed: it failed a correctness case of this
-        run (and ``--time-failed`` is off). Such a case need not wait for the speed phase."""
-        root = self.pool.space.root
-        failed = verdicts.wrong_in(root, submission.model, submission.challenge, running_fails=False)
-        return not self.cfg.time_failed and bool(failed)
-
-    def not_timed(self, submission: Submission, case: Case, index: int) -> r.CaseRecord | None:
+    def not_timed(self, submission: Submission, case: Case, index: int, ended: bool = False) -> r.CaseRecord | None:
         """The record of a speed case not timed because its submission failed a correctness case of this run
         (``verdicts.py``); None when it is to be timed (none failed, or ``--time-failed``: the failed cases are then
-        named in the record's details)."""
-        wrong = verdicts.wrong_in(self.pool.space.root, submission.model, submission.challenge)
+        named in the record's details). ``ended``: before the speed phase, while cases may still run, only cases that
+        ended failed count (after it, a case that never ended counts too: its worker died)."""
+        root = self.pool.space.root
+        wrong = verdicts.wrong_in(root, submission.model, submission.challenge, running_fails=not ended)
         if not wrong:
             return None
         if self.cfg.time_failed:
             self.parts["timed_although_wrong_in"] = ", ".join(wrong)
             return None
         return unrunnable(submission, case, index, verdicts.not_timed_message(wrong), r.NOT_TIMED)
+
+    def speed_phase(
+        self, submission: Submission, case: Case, index: int, sandboxes: list[Sandbox], on_device: bool
+    ) -> r.CaseRecord | None:
+        """Before a speed case takes its slot: its children started (the worker waits anyway, and a start in the slot
+        held it for 4 to 6 s per GPU case), then the wait for the speed phase (``on_device``: a case timed on the GPU
+        waits only for the correctness cases on the GPU), then the verdicts of the submission's correctness cases, all
+        in by then. Returns the "not timed" record of a submission found wrong, else None."""
+        for sandbox in sandboxes:
+            sandbox.start_ahead()
+        began = time.perf_counter()
+        self.late = self.phase_wait(on_device)
+        self.wait_seconds += time.perf_counter() - began
+        return self.not_timed(submission, case, index)
 
     def run(self, submission: Submission, case: Case) -> r.CaseRecord:
         """One case's record; once the submission timed out on both probes of this challenge (its first two selected
@@ -229,7 +242,7 @@ class CaseRunner:
         case = task.apply(case)  # the profile's settings, if the module has any, in the case's params
         if gpu_cases.device_timed(submission):  # run on the GPU, speed timed in the child by CUDA events
             return gpu_cases.run_gpu_case(self, reference, submission, case, index, self.speed_lock)
-        if case.is_speed and (refused := self.not_timed(submission, case, index)):
+        if case.is_speed and (refused := self.not_timed(submission, case, index, ended=True)):
             return refused  # before any truth is computed or child started for it
         inputs, expected = self.truth(reference, case, settings=task.settings_tag)
         own = cache_owner(submission.model, submission.challenge)  # never the baseline's (compile_cache.py)
@@ -240,6 +253,8 @@ class CaseRunner:
             return judge(submission, case, index, expected, send(sandbox, reference, case, inputs, caps))
         reference_cache = cache_owner(None, submission.challenge)
         baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None, cache=reference_cache))
+        if refused := self.speed_phase(submission, case, index, [sandbox, baseline], on_device=False):
+            return refused
         return self._race(submission, case, index, reference, sandbox, baseline)
 
     def _truth_of(self, submission: Submission) -> Callable[..., tuple[dict[str, np.ndarray], Expected]]:
@@ -379,7 +394,9 @@ def not_provided(submission: Submission, case: Case) -> str:
 
 @pytest.fixture(scope="session")
 def case_runner(pytestconfig: pytest.Config, sandbox_pool: SandboxPool) -> CaseRunner:
-    return CaseRunner(grader_config(pytestconfig), sandbox_pool, pytestconfig.stash.get(PROBES_KEY, {}))
+    runner = CaseRunner(grader_config(pytestconfig), sandbox_pool, pytestconfig.stash.get(PROBES_KEY, {}))
+    runner.phase_wait = functools.partial(schedule.wait_for_speed_phase, pytestconfig)
+    return runner
 
 
 def _run_noted(runner: CaseRunner, submission: Submission, case: Case) -> r.CaseRecord:
@@ -412,12 +429,7 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
         began_at = time.time()  # wall clock, for the run's timeline (start-up, idle workers, the tail)
         start, truth_before, wait_before = time.perf_counter(), case_runner.truth_seconds, case_runner.wait_seconds
         starts_before = case_runner.pool.start_seconds
-        late = ""
-        if case.is_speed and not case_runner.known_wrong(submission):
-            on_device = schedule.timed_on_the_device(submission.runtime, case_runner.cfg.on_gpu)
-            late = schedule.wait_for_speed_phase(request.config, on_device)
-        case_runner.wait_seconds += time.perf_counter() - start
-        case_runner.parts = {}
+        case_runner.parts, case_runner.late = {}, ""
         record = _run_noted(case_runner, submission, case)
         record.nodeid = request.node.nodeid
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -429,8 +441,8 @@ def run_case(request: pytest.FixtureRequest, case_runner: CaseRunner) -> Callabl
             "start_s": round(case_runner.pool.start_seconds - starts_before, 6),  # starting sandbox children
             "began_at": round(began_at, 3),
         } | {k: round(v, 6) if isinstance(v, float) else v for k, v in case_runner.parts.items()}
-        if late:
-            record.ran_on["speed_phase"] = late
+        if case_runner.late:
+            record.ran_on["speed_phase"] = case_runner.late
         # What the submission printed shows beside the test in pytest's output and in report.html (escaped there).
         for stream in ("stdout", "stderr"):
             if getattr(record, stream):

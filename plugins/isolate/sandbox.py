@@ -34,7 +34,7 @@ import numpy as np
 
 from plugins.base.records import MESSAGE_CHARS, OUTPUT_CHARS, TRACEBACK_CHARS, TYPE_CHARS, Outcome, safe_text
 from plugins.config.gpus import GPU_DEVICE
-from plugins.isolate import compile_cache, containment, gpu_rung, runspace, runtimes, wire
+from plugins.isolate import compile_cache, containment, fairness, gpu_rung, runspace, runtimes, wire
 from plugins.isolate.containment import Cgroup
 from plugins.isolate.exchange import Exchange, OverCap, Service, converse
 from plugins.isolate.measure import OutputTail, TreeMemory, oom_kills
@@ -176,6 +176,17 @@ class Sandbox:
         if outcome.status == "error" and _DEVICE_FAULT.search(outcome.message + outcome.traceback):
             return self._finish(outcome)
         return self._with_output(outcome)
+
+    def start_ahead(self) -> None:
+        """Start the child now if none runs, as the next request would (the same start, counted the same way), so that
+        a speed case does not pay it while it holds a speed slot. A failed import is kept: the next request answers
+        with it."""
+        if self.process is not None or self.import_failure is not None:
+            return
+        with fairness.busy(self.space.root, self.key):  # a child starting is no idle child: never frozen meanwhile
+            began = time.perf_counter()
+            self._start(time.monotonic() + self.limits.call_timeout_s)
+            self.start_seconds += time.perf_counter() - began
 
     def pin(self, cores: set[int] | None) -> None:
         """Keep the child's tree on ``cores`` (None: every core) from its next request on, restarts included."""

@@ -91,13 +91,6 @@ def on_the_gpu(runtime: str, on_gpu: bool) -> bool:
     return on_gpu and runtimes.runtime(runtime).gpu != ""
 
 
-def timed_on_the_device(runtime: str, on_gpu: bool) -> bool:
-    """Whether a submission's speed cases are timed on the GPU with CUDA events, both sides in its own child
-    (``Runtime.timing``): they need the GPU to themselves, not the CPUs, so they wait only for the correctness cases on
-    the GPU. A pair the grader times (a child on the GPU against the reference's NumPy child) waits for every one."""
-    return on_gpu and runtimes.runtime(runtime).timing == "device"
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Speed cases last (stable otherwise): timed runs then follow correctness work instead of sharing the machine."""
     items.sort(key=lambda item: item.get_closest_marker("speed") is not None)
@@ -233,7 +226,9 @@ def cpu_speed_slots(reserved: int = 0) -> int:
 
 def wait_for_speed_phase(config: pytest.Config, gpu: bool = False) -> str:
     """In a worker, before a speed case: wait until every correctness case of the run has finished, or for a case timed
-    on the GPU (``gpu``) every correctness case on the GPU. Returns "" or a note for the record when the wait was cut
+    on the GPU with CUDA events (``gpu``: both sides in the submission's child, ``Runtime.timing`` "device") every
+    correctness case on the GPU: it needs the GPU to itself, not the CPUs. A pair the grader times (a child on the GPU
+    against the reference's NumPy child) waits for every one. Returns "" or a note for the record when the wait was cut
     short."""
     path = getattr(config, "workerinput", {}).get(GPU_BARRIER_KEY if gpu else BARRIER_KEY)
     if not path:
