@@ -201,18 +201,15 @@ def test_verdicts_name_the_failed_correctness_cases_in_case_order(tmp_path: Path
     assert NOT_TIMED in OUTCOMES
 
 
-def test_cpu_slots_are_cores_beside_the_gpus(monkeypatch):
-    """One CPU slot per core left after a core per GPU; the GPU slot's pair gets the core left over."""
+def test_cpu_slots_are_pairs_of_cores_beside_the_gpus(monkeypatch):
+    """One CPU slot per pair of cores left after a core per GPU; the GPU slot's pair gets the cores left over."""
     monkeypatch.setattr(schedule, "host_cores", lambda: 16)
-    assert schedule.cpu_speed_slots() == 16 and schedule.cpu_speed_slots(1) == 15
+    assert schedule.cpu_speed_slots() == 8 and schedule.cpu_speed_slots(1) == 7
     monkeypatch.setattr(schedule, "host_cores", lambda: 2)
-    assert schedule.cpu_speed_slots() == 2 and schedule.cpu_speed_slots(1) == 1
-    monkeypatch.setattr(schedule, "host_cores", lambda: 1)
-    assert schedule.cpu_speed_slots(1) == 1  # at least one
+    assert schedule.cpu_speed_slots() == 1 and schedule.cpu_speed_slots(1) == 1
     monkeypatch.setattr(fairness.os, "sched_getaffinity", lambda pid: set(range(16)))
-    assert fairness.slot_cores(14, 15) == {14} and fairness.spare_cores(15) == {15}
     assert fairness.slot_cores(6, 7) == {12, 13} and fairness.spare_cores(7) == {14, 15}
-    assert fairness.spare_cores(16) is None and fairness.spare_cores(1) is None
+    assert fairness.spare_cores(8) is None and fairness.spare_cores(1) is None
 
 
 KV_TESTS = "tests/test_kvcache"

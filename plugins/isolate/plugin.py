@@ -173,14 +173,14 @@ class CaseRunner:
     def speed_lock(self, gpu: bool = True) -> Iterator[set[int] | None]:
         """A speed slot of the run, across xdist workers (a lock no submission can reach): on GPU runs a timed pair
         that uses the GPU (``gpu``) holds its GPU's one slot; every other pair holds one of the CPU slots
-        (``schedule.cpu_speed_slots``: one per core left beside the GPUs), so NumPy cases are timed beside a GPU case
-        and beside each other. The wait for it is the grader's time, kept apart in the record. While it is held every
-        other child of the run that is not answering a request is frozen (``fairness.py``); yields the cores the pair
-        is pinned to (a CPU slot's own core; a GPU slot the cores no CPU slot has), or None where the host has too few
-        cores to give each slot its own. This worker's own thread is pinned there too while it holds the slot: the
-        thread that samples a child's memory during each call is started from it, and so shares the timed pair's core
-        (slowing both sides of the pair alike) in every run, instead of landing on another pair's core in a busy
-        run and on an idle one in a run of one worker."""
+        (``schedule.cpu_speed_slots``: one per pair of cores left beside the GPUs), so NumPy cases are timed beside a
+        GPU case and beside each other. The wait for it is the grader's time, kept apart in the record. While it is
+        held every other child of the run that is not answering a request is frozen (``fairness.py``); yields the
+        cores the pair is pinned to (a CPU slot's own pair; a GPU slot the cores no CPU slot has), or None where the
+        host has too few cores to give each slot its own. This worker's own thread is pinned there too while it holds
+        the slot: the thread that samples a child's memory during each call is started from it, and so shares the
+        timed pair's cores (slowing both sides of the pair alike) in every run, instead of landing on another pair's
+        cores in a busy run and on an idle one in a run of one worker."""
         start = time.perf_counter()
         device = (self.cfg.gpu or "") if gpu and self.cfg.on_gpu else ""
         slots = schedule.cpu_speed_slots(len(visible_gpus()) if self.cfg.on_gpu else 0)
