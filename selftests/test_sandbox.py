@@ -261,3 +261,27 @@ def test_child_environment_caps_threads_and_hides_gpus(tmp_path):
     )
     outcome = run_once(folder)
     assert outcome.status == "ok", outcome.traceback
+
+
+def test_a_child_started_ahead_answers_the_first_request_without_a_start(tmp_path):
+    """``start_ahead`` (a speed case, before it waits for the phase and takes its slot) starts the child once, counted
+    in ``start_seconds``; the first request then finds it running. An import that fails is kept for that request."""
+    sandbox = Sandbox(program(make(tmp_path, CORRECT)), LIMITS, REPO)
+    inputs = fwd.make_inputs(CASE, np.random.default_rng(0))
+    try:
+        sandbox.start_ahead()
+        started, pid = sandbox.start_seconds, sandbox.process.pid
+        sandbox.start_ahead()  # already running: nothing
+        assert started > 0 and sandbox.process.pid == pid
+        assert sandbox.run(inputs, dict(CASE.params), {}).status == "ok"
+        assert sandbox.start_seconds == started and sandbox.process.pid == pid
+    finally:
+        sandbox.close()
+    (tmp_path / "b").mkdir()
+    broken = Sandbox(program(make(tmp_path / "b", "def flash_attention_fwd(:\n")), LIMITS, REPO)
+    try:
+        broken.start_ahead()
+        outcome = broken.run(inputs, dict(CASE.params), {})
+        assert outcome.status == "error" and "while importing" in outcome.message
+    finally:
+        broken.close()

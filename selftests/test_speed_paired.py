@@ -11,6 +11,7 @@ import shutil
 import statistics
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,9 +19,12 @@ from conftest import REPO
 from plugins.base.records import NOT_TIMED, OUTCOMES, CaseRecord
 from plugins.base.wording import interval_words, speed_words
 from plugins.compare import paired
+from plugins.discover.submissions import discover
 from plugins.isolate import fairness, schedule, verdicts
+from plugins.isolate.plugin import CaseRunner
 from plugins.isolate.runtimes import cuda as cuda_loader
 from plugins.report.speed import peer_rows
+from reference.challenges import reference_module
 
 
 def test_the_credited_ratio_is_the_median_of_per_trial_ratios():
@@ -199,6 +203,31 @@ def test_verdicts_name_the_failed_correctness_cases_in_case_order(tmp_path: Path
     assert verdicts.wrong_in(tmp_path, "m<b>", "flash_attention") == []
     assert verdicts.not_timed_message(list("abcdefg")) == "not timed: wrong in a, b, c, d, e and 2 more"
     assert NOT_TIMED in OUTCOMES
+
+
+def test_a_speed_case_starts_its_children_before_the_phase_and_reads_the_verdicts_after(tmp_path: Path):
+    """``CaseRunner.speed_phase``: the children start first (never inside a slot), then the wait for the phase (the
+    GPU's barrier for a case timed on the device), then the verdicts, all in by then: a case that failed during the
+    wait refuses the timing; one still running before it did not count (``not_timed(..., ended=True)``)."""
+    kv = next(s for s in discover(REPO / "submissions") if (s.model, s.challenge) == ("demo-tiled", "kv_cache"))
+    speed_case = next(c for c in reference_module("kv_cache").CASES if c.is_speed)
+    events: list[str] = []
+    space = SimpleNamespace(root=tmp_path)
+    runner = CaseRunner(SimpleNamespace(time_failed=False), SimpleNamespace(space=space))
+
+    def waits(on_device: bool) -> str:
+        events.append(f"wait on_device={on_device}")
+        verdicts.started(tmp_path, kv.model, kv.challenge, 0, "c0")
+        verdicts.ended(tmp_path, CaseRecord(kv.model, kv.challenge, "c0", 0, "core", "trap", "wrong"))
+        return ""
+
+    runner.phase_wait = waits
+    child = SimpleNamespace(start_ahead=lambda: events.append("start"))
+    verdicts.started(tmp_path, kv.model, kv.challenge, 1, "c1")  # still running on another worker
+    assert runner.not_timed(kv, speed_case, 9, ended=True) is None
+    refused = runner.speed_phase(kv, speed_case, 9, [child, child], on_device=True)
+    assert events == ["start", "start", "wait on_device=True"]
+    assert refused is not None and refused.outcome == NOT_TIMED and "c0" in refused.message
 
 
 def test_cpu_slots_are_pairs_of_cores_beside_the_gpus(monkeypatch):
