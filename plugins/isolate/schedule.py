@@ -56,7 +56,7 @@ from plugins.isolate.runspace import RUN_SPACE_KEY
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 BARRIER_NAME = "correctness.done"  # every correctness case of the run has finished: CPU speed cases may start
-GPU_BARRIER_NAME = "gpu-correctness.done"  # every correctness case on the GPU has: GPU speed cases may start
+GPU_BARRIER_NAME = "gpu-correctness.done"  # every one on the GPU has: speed cases timed on the device may start
 BARRIER_KEY = "kernelgrade_speed_barrier"
 GPU_BARRIER_KEY = "kernelgrade_gpu_speed_barrier"
 # A speed case of a submission whose child this worker has warm is taken before the longest one left when it is at

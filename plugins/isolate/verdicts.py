@@ -59,7 +59,8 @@ def wrong_in(root: Path, model: str, challenge: str, running_fails: bool = True)
             index = int(name.removesuffix(".json"))
         except (OSError, ValueError):
             continue
-        if entry.get("state") not in ("ok", None if running_fails else RUNNING):
+        state = entry.get("state")
+        if state != "ok" and (running_fails or state != RUNNING):
             failed.append((index, str(entry.get("case"))))
     return [case for _, case in sorted(failed)]
 
