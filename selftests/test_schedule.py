@@ -46,9 +46,9 @@ def nodeids(submissions: dict[str, int], speed: int = 1) -> list[str]:
     ]
 
 
-def classify(nodeid: str) -> tuple[str, str, bool, float | None]:
+def classify(nodeid: str) -> Classified:
     group, case = nodeid.split("::")
-    return group, group.split("/")[1], case.startswith("speed"), None
+    return Classified(group, group.split("/")[1], case.startswith("speed"), None)
 
 
 def start_scheduler(
@@ -61,9 +61,8 @@ def start_scheduler(
     """A scheduler over ``collection`` with ``workers`` stand-in workers, scheduled; ``seconds`` gives each case's time
     in an earlier run (None: no earlier run), ``starts`` its children's start times (:func:`start_costs`)."""
 
-    def classified(nodeid: str) -> tuple[str, str, bool, float | None]:
-        group, family, speed, _ = classify(nodeid)
-        return group, family, speed, seconds(nodeid) if seconds else None
+    def classified(nodeid: str) -> Classified:
+        return classify(nodeid)._replace(cost=seconds(nodeid) if seconds else None)
 
     sched = SubmissionScheduling(workers, classified, barrier, start_costs=starts)
     nodes = [FakeNode(f"gw{i}") for i in range(workers)]
@@ -122,7 +121,7 @@ def timed_scheduler(
     starts: dict[str, float] | None = None,
 ):
     """A scheduler that knows each case's seconds from an earlier run, per challenge (and its children's starts)."""
-    return start_scheduler(collection, workers, barrier, lambda nodeid: seconds[classify(nodeid)[1]], starts)
+    return start_scheduler(collection, workers, barrier, lambda nodeid: seconds[classify(nodeid).family], starts)
 
 
 def run_dry(sched: SubmissionScheduling, worker: FakeNode, others: list[FakeNode], collection: list[str]) -> list[str]:
@@ -317,8 +316,8 @@ def on_gpu_classify(gpu_families: set[str], seconds: dict[str, float] | None = N
     ``seconds`` per challenge if given."""
 
     def classified(nodeid: str) -> Classified:
-        group, family, speed, _ = classify(nodeid)
-        return Classified(group, family, speed, seconds[family] if seconds else None, family in gpu_families)
+        item = classify(nodeid)
+        return item._replace(cost=seconds[item.family] if seconds else None, gpu=item.family in gpu_families)
 
     return classified
 

@@ -249,18 +249,18 @@ def selection_counts(records: list[r.CaseRecord], selection: Selection) -> dict[
         "known": selection.known,
         "selected": len(selection.selected | ran),
         "ran": len(ran),
-        "skipped_by_choice": len(skipped),  # the key's old name: the machine's skips (no GPU) have always been in it
+        "skipped": len(skipped),  # by choice or for the machine's reason
         "not_run": len(selection.selected - ran - skipped),
     }
 
 
 def cases_ran(counts: dict[str, Any]) -> str:
     """How far a run got, in one wording for a run's status live, merged or recovered: "N of M selected cases ran"
-    from :func:`selection_counts` (M leaves out the cases skipped by choice), or "N of an unknown number of cases ran"
-    when the run died before collection finished."""
+    from :func:`selection_counts` (M leaves out the skipped cases, by choice or for the machine), or "N of an unknown
+    number of cases ran" when the run died before collection finished."""
     if not counts["known"]:
         return f"{counts['ran']} of an unknown number of cases ran"
-    return f"{counts['ran']} of {counts['selected'] - counts['skipped_by_choice']} selected cases ran"
+    return f"{counts['ran']} of {counts['selected'] - counts['skipped']} selected cases ran"
 
 
 def run_status(

@@ -59,9 +59,9 @@ _PROBE_TIMEOUT_S = 120
 
 
 def needs_gpu(program: Any) -> bool:
-    """Whether the child of a :class:`~plugins.isolate.sandbox.Program` is handed the GPU on a GPU run (module
-    docstring): its runtime needs or uses one (CUDA, Triton; torch code). The reference baseline runs the reference
-    module's own NumPy code in the Python runtime."""
+    """Whether the child of a :class:`~plugins.isolate.sandbox.Program` (or of a submission: anything with a
+    ``runtime``) is handed the GPU on a GPU run (module docstring): its runtime needs or uses one (CUDA, Triton; torch
+    code). The reference baseline runs the reference module's own NumPy code in the Python runtime."""
     return runtimes.runtime(program.runtime).gpu != ""
 
 

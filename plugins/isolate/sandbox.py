@@ -132,14 +132,8 @@ class Sandbox:
         unread, the child killed, and the case ``wrong``."""
         per_call = max(self.limits.call_timeout_s, float(params.get("timeout_s", 0.0)))
         timeout = per_call * (1 + measure.get("warmup", 0) + measure.get("repeats", 0))
-        if self.import_failure is not None:
+        if not self._started():
             return self.import_failure
-        if self.process is None:
-            began = time.perf_counter()
-            failed = self._start(time.monotonic() + self.limits.call_timeout_s) is not None
-            self.start_seconds += time.perf_counter() - began
-            if failed:
-                return self.import_failure
         deadline = time.monotonic() + timeout
         kills_before = oom_kills()
         exchange = Exchange(services or {}, lambda: self._memory.current([self._scratch]))
@@ -181,12 +175,8 @@ class Sandbox:
         """Start the child now if none runs, as the next request would (the same start, counted the same way), so that
         a speed case does not pay it while it holds a speed slot. A failed import is kept: the next request answers
         with it."""
-        if self.process is not None or self.import_failure is not None:
-            return
         with fairness.busy(self.space.root, self.key):  # a child starting is no idle child: never frozen meanwhile
-            began = time.perf_counter()
-            self._start(time.monotonic() + self.limits.call_timeout_s)
-            self.start_seconds += time.perf_counter() - began
+            self._started()
 
     def pin(self, cores: set[int] | None) -> None:
         """Keep the child's tree on ``cores`` (None: every core) from its next request on, restarts included."""
@@ -202,6 +192,15 @@ class Sandbox:
             self._cgroup = None
 
     # --- lifecycle ---
+
+    def _started(self) -> bool:
+        """Whether a child runs, started now if none does (its start counted in ``start_seconds``); False once its
+        import failed (``import_failure`` says how), which is not tried again."""
+        if self.process is None and self.import_failure is None:
+            began = time.perf_counter()
+            self._start(time.monotonic() + self.limits.call_timeout_s)
+            self.start_seconds += time.perf_counter() - began
+        return self.import_failure is None
 
     def _start(self, deadline: float) -> Outcome | None:
         """Spawn and load the child; on failure, remembers and returns the import failure."""

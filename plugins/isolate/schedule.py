@@ -26,11 +26,11 @@ xdist):
 - **A speed phase.** Speed cases are held back until every correctness unit has been handed out. A worker starts a speed
   case only once every correctness case of the run has finished, except a case timed on the device (CUDA events), which
   waits only for every correctness case on the GPU (two files the controller writes into the run's private folder): it
-  needs the GPU to itself, not the CPUs, and the GPU units go out first, being the longest. Speed cases then hold a
-  speed slot by what they time: a case whose child runs on the GPU holds its GPU's one slot; a NumPy pair holds one of
-  the CPU slots, one per pair of cores (:func:`cpu_speed_slots`), pinned to them: CPU and GPU cases are timed at the
-  same time, and a timed pair never shares its cores with another. A submission that failed a correctness case of the
-  run is not timed at all (``verdicts.py``), and its speed case does not wait for the phase.
+  needs the GPU to itself, not the CPUs (the GPU units, being the longest, go out first when an earlier run timed them).
+  Speed cases then hold a speed slot by what they time: a case whose child runs on the GPU holds its GPU's one slot; a
+  NumPy pair holds one of the CPU slots, one per pair of cores (:func:`cpu_speed_slots`), pinned to them: CPU and GPU
+  cases are timed at the same time, and a timed pair never shares its cores with another. A submission that failed a
+  correctness case of the run is not timed at all (``verdicts.py``), and its speed case does not wait for the phase.
 - **Threads.** Each worker's own BLAS and OpenMP pools get ``cores // workers`` threads (children are single-threaded
   already, see ``sandbox.THREAD_VARS``).
 
@@ -51,7 +51,7 @@ import pytest
 
 from plugins.base.host import host_cores
 from plugins.config import grader_config
-from plugins.isolate import runtimes
+from plugins.isolate import gpu_rung
 from plugins.isolate.runspace import RUN_SPACE_KEY
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -83,12 +83,6 @@ class Classified(NamedTuple):
     speed: bool
     cost: float | None
     gpu: bool = False
-
-
-def on_the_gpu(runtime: str, on_gpu: bool) -> bool:
-    """Whether a submission's children are handed the GPU in this run (``on_gpu``: the run has one): its runtime needs
-    or uses one. Its correctness cases hold back the speed cases timed on the device."""
-    return on_gpu and runtimes.runtime(runtime).gpu != ""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -137,7 +131,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return Classified(nodeid, nodeid, False, None)
         sub, case = graded.submission, graded.case.id
         cost = known.get((sub.model, sub.challenge, case), known.get((sub.challenge, case)))
-        gpu = on_the_gpu(sub.runtime, on_gpu)
+        gpu = on_gpu and gpu_rung.needs_gpu(sub)  # its children get the GPU: its cases hold back device-timed speed
         return Classified(f"{sub.model}/{sub.challenge}", sub.challenge, graded.case.is_speed, cost, gpu)
 
     from xdist.workermanage import parse_tx_spec_config
@@ -298,7 +292,7 @@ class SubmissionScheduling:
     def __init__(
         self,
         numnodes: int,
-        classify: Callable[[str], tuple],
+        classify: Callable[[str], Classified],
         barrier: Path,
         config: pytest.Config | None = None,
         start_costs: dict[str, float] | None = None,
@@ -321,7 +315,6 @@ class SubmissionScheduling:
         self.family_of: dict[int, str] = {}
         self.is_speed: set[int] = set()
         self.on_gpu: set[int] = set()  # items whose child runs on the GPU
-        self.gpu_left: set[int] = set()  # correctness items on the GPU not yet finished
         self.costs: dict[int, float] = {}  # seconds per item from the last run, where it timed them
         self.speed_costs: dict[int, float] = {}  # the same for the speed items (longest first, _next_speed)
         self.seen: dict[str, list[float]] = {}  # this run's case durations per submission
@@ -419,7 +412,7 @@ class SubmissionScheduling:
         groups: dict[tuple[str, str], list[int]] = {}
         costs: dict[int, float | None] = {}
         for index, nodeid in enumerate(self.collection):
-            group, family, speed, costs[index], gpu = Classified(*self.classify(nodeid))
+            group, family, speed, costs[index], gpu = self.classify(nodeid)
             self.group_of[index], self.family_of[index] = group, family
             if gpu:
                 self.on_gpu.add(index)
@@ -429,7 +422,6 @@ class SubmissionScheduling:
             else:
                 groups.setdefault((family, group), []).append(index)
                 self.correctness_left.add(index)
-        self.gpu_left = self.correctness_left & self.on_gpu
         self.costs = known_costs(costs, self.correctness_left) or {}
         self.speed_costs = known_costs(costs, set(self.speed)) or {}
         self.units = interleave(groups, self.costs or None)
@@ -566,11 +558,10 @@ class SubmissionScheduling:
 
     def _finished(self, index: int) -> None:
         self.correctness_left.discard(index)
-        self.gpu_left.discard(index)
         self._announce_if_done()
 
     def _announce_if_done(self) -> None:
-        if not self.gpu_left:
+        if self.on_gpu.isdisjoint(self.correctness_left):  # no correctness case on the GPU is left
             self._announce_gpu()
         if not self.correctness_left and not self.units:
             self._announce()
