@@ -2,7 +2,7 @@
 
 A grading run is the real thing: ``python -m pytest`` on the repo's ``tests/`` with the repo's ``pytest.ini`` and
 ``conftest.py``, writing its reports into a temporary folder. The demo roster is graded once per session (with and
-without ``-n 2``) and shared by the tests that read it.
+without ``-n 2``), whichever worker asks first, and shared by the tests that read it.
 """
 
 from __future__ import annotations
@@ -104,16 +104,37 @@ def grade(tmp_path: Path):
     return run
 
 
+def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, *args: str) -> GradingRun:
+    """``run_grader(folder, *args)`` once per self-test session, whichever xdist worker asks first; the others wait for
+    it and read the same run. A session fixture alone runs once per worker: under ``--dist loadfile`` the modules that
+    read the flash roster often land on both, and the roster ran twice (59 and 69 s of set-up on the 2-core
+    machine)."""
+    if not os.environ.get("PYTEST_XDIST_TESTRUNUID"):
+        return run_grader(tmp_path_factory.mktemp(name), *args)
+    folder = tmp_path_factory.getbasetemp().parent / f"shared-{name}"  # the session's folder, above each worker's
+    folder.mkdir(exist_ok=True)
+    with open(folder / "lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
+        done = folder / "run.json"
+        if done.exists():
+            kept = json.loads(done.read_text())
+            return GradingRun(kept["returncode"], kept["output"], Path(kept["reports"]))
+        (folder / "run").mkdir()
+        run = run_grader(folder / "run", *args)
+        done.write_text(json.dumps({"returncode": run.returncode, "output": run.output, "reports": str(run.reports)}))
+        return run
+
+
 @pytest.fixture(scope="session")
 def roster(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
     """The bundled demo roster on flash attention, graded without speed (timings must not move the asserted grades)."""
-    return run_grader(tmp_path_factory.mktemp("roster"), "--no-speed", "--seed", ROSTER_SEED)
+    return shared_run(tmp_path_factory, "roster", "--no-speed", "--seed", ROSTER_SEED)
 
 
 @pytest.fixture(scope="session")
 def roster_parallel(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
     """The same roster, challenges and seed under ``-n 2``."""
-    return run_grader(tmp_path_factory.mktemp("roster-n2"), "-n", "2", "--no-speed", "--seed", ROSTER_SEED)
+    return shared_run(tmp_path_factory, "roster-n2", "-n", "2", "--no-speed", "--seed", ROSTER_SEED)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -128,3 +149,24 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     with open(path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX if item.get_closest_marker("exclusive") else fcntl.LOCK_SH)
         return (yield)
+
+
+# The modules with the longest wall times on the 2-core machine (set-up and calls, `--durations=0` under -n 2,
+# 2026-12-07: 198, 126, 142, 89, 71 and 54 s), longest first. ``--dist loadfile`` hands modules out in collection
+# order, so one of these started last held one worker for minutes after the other had run dry.
+LONGEST_FIRST = (
+    "test_ternary_training.py",
+    "test_grading_runs.py",
+    "test_adversarial_sandbox.py",
+    "test_kv_cache.py",
+    "test_dflash.py",
+    "test_kv_cache_own.py",
+    "test_adversarial_reports.py",
+    "test_build_containment.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest modules first (stable otherwise), so the last module to start is a short one."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -12,7 +12,10 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import urllib.parse
+import urllib.request
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,21 @@ from reference.challenges import all_challenges
 CLI = Path(__file__).resolve().parent / "fixtures" / "cli"
 INSTALLED = Path(sys.executable).parent / "kernelgrade"  # the console script `pip install -e .` puts beside python
 IDS = [c.id for c in all_challenges()]
+
+
+def installed_elsewhere() -> str | None:
+    """Why the installed console script is not this checkout's, or None when it is (or none is installed). An editable
+    install records the checkout it points at; one made from another checkout (moved or deleted since) is not ours to
+    test."""
+    try:
+        found = metadata.distribution("kernelgrade").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    url = json.loads(found or "{}").get("url", "")
+    where = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path)) if url.startswith("file:") else None
+    if where is None or where.resolve() != REPO.resolve():
+        return f"the installed kernelgrade is {url or 'not an editable install'}, not this checkout ({REPO})"
+    return None
 
 
 def command(*args: str, installed: bool = False) -> subprocess.CompletedProcess[str]:
@@ -229,6 +247,8 @@ def test_check_json_and_exit_status(installed):
     """--json parses, says which folders are ready, and the exit status is 1 when any entry point is missing."""
     if installed and not INSTALLED.exists():
         pytest.skip("kernelgrade is not installed in this environment (pip install -e .)")
+    if installed and (elsewhere := installed_elsewhere()):
+        pytest.skip(elsewhere)
     done = command("check", str(CLI), "--json", "--no-import", installed=installed)
     assert done.returncode == 1, done.stderr
     ready = {(f["model"], f["challenge"]): f["ok"] for f in json.loads(done.stdout)["folders"]}

@@ -235,14 +235,23 @@ def test_report_shows_coverage_and_held_out_figures(roster):
 
 @pytest.fixture(scope="module")
 def fixtures_run(tmp_path_factory):
-    """The two fixture trainers (a 1e-5 floor on the scale; batches asked past the budget), graded on every case."""
+    """The scale-floor fixture trainer (a 1e-5 floor on the scale), under our task and the public prompts' (scaffold),
+    graded on every case."""
     root = tmp_path_factory.mktemp("fixtures")
-    for fixture in (FLOOR_FIXTURE, OVER_FIXTURE):
-        shutil.copytree(fixture, root / "subs" / fixture.name)
+    shutil.copytree(FLOOR_FIXTURE, root / "subs" / FLOOR_FIXTURE.name)
     shutil.copytree(FLOOR_FIXTURE, root / "subs" / FLOOR_SCAFFOLD)  # the same code, written to the public prompts
     (root / "subs" / FLOOR_SCAFFOLD / "kernelgrade-task.toml").write_text('task = "scaffold"\n')
     args = (f"--submissions-dir={root / 'subs'}", "-n", "2", "--no-speed", "--seed", SEED)
     return run_grader(root, *args, tests=TESTS)
+
+
+@pytest.fixture(scope="module")
+def over_budget_run(tmp_path_factory):
+    """The fixture trainer that asks the grader for batches past its budget, alone, graded on every case (its own run:
+    sharing the floor fixtures' made this default test pay 54 s of set-up on the 2-core machine, for two slow ones)."""
+    root = tmp_path_factory.mktemp("over-budget")
+    shutil.copytree(OVER_FIXTURE, root / "subs" / OVER_FIXTURE.name)
+    return run_grader(root, f"--submissions-dir={root / 'subs'}", "--no-speed", "--seed", SEED, tests=TESTS)
 
 
 @pytest.mark.slow  # the fixtures' own grading run (48 s of setup); the rule machinery is tested in test_tasks.py
@@ -268,17 +277,17 @@ def test_a_scale_floor_is_beyond_the_public_prompts(fixtures_run):
 
 
 @pytest.mark.grading_run
-def test_a_batch_past_the_budget_is_refused_and_fails_the_case(fixtures_run):
+def test_a_batch_past_the_budget_is_refused_and_fails_the_case(over_budget_run, roster):
     """A trainer that makes a stream of its own past the budget gets no batch: the grader refuses and counts the
-    request, and the training case fails on that count alone; the steps shown are the batches served."""
-    assert _failed(fixtures_run, OVER_FIXTURE.name) == {"train-d96-markov"}, fixtures_run.output[-3000:]
-    records = fixtures_run.records()
-    record = records[OVER_FIXTURE.name, tt.CHALLENGE.id, "train-d96-markov"]
+    request, and the training case fails on that count alone; the steps shown are the batches served. The NumPy demo
+    it was made from (the roster's) took as many batches and had none refused."""
+    assert _failed(over_budget_run, OVER_FIXTURE.name) == {"train-d96-markov"}, over_budget_run.output[-3000:]
+    record = over_budget_run.records()[OVER_FIXTURE.name, tt.CHALLENGE.id, "train-d96-markov"]
     assert {c["name"] for c in record["checks"] if not c["passed"]} == {BUDGET_CHECK}
     assert record["details"]["steps"] == tt.TRAIN_BUDGET["max_steps"] and record["details"]["refused"] == 1
-    honest = records[FLOOR_FIXTURE.name, tt.CHALLENGE.id, "train-d96-markov"]["details"]
+    honest = roster.records()["demo-ternary-numpy", tt.CHALLENGE.id, "train-d96-markov"]["details"]
     assert honest["steps"] == tt.TRAIN_BUDGET["max_steps"] and honest["refused"] == 0
-    assert "100 / 100, 1 refused" in (fixtures_run.reports / "grades.md").read_text()
+    assert "100 / 100, 1 refused" in (over_budget_run.reports / "grades.md").read_text()
 
 
 @contextlib.contextmanager
