@@ -5,7 +5,6 @@ No timing is asserted: every figure here is computed from times made up for the 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import math
 import shutil
@@ -14,16 +13,14 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from conftest import REPO
-from plugins.base.records import NOT_TIMED, OUTCOMES, CaseRecord, Outcome
+from plugins.base.records import NOT_TIMED, OUTCOMES, CaseRecord
 from plugins.base.wording import interval_words, speed_words
 from plugins.compare import paired
 from plugins.discover.submissions import discover
 from plugins.isolate import fairness, schedule, verdicts
-from plugins.isolate import plugin as plugin_module
 from plugins.isolate.plugin import CaseRunner
 from plugins.isolate.runtimes import cuda as cuda_loader
 from plugins.report.speed import peer_rows
@@ -231,70 +228,6 @@ def test_a_speed_case_starts_its_children_before_the_phase_and_reads_the_verdict
     refused = runner.speed_phase(kv, speed_case, 9, [child, child], on_device=True)
     assert events == ["start", "start", "wait on_device=True"]
     assert refused is not None and refused.outcome == NOT_TIMED and "c0" in refused.message
-
-
-class _Timed:
-    """A stand-in sandbox for ``CaseRunner._race``: answers every request at once, logging the trial's first input;
-    its answer is wrong (``right=False``) from trial ``wrong_from`` on."""
-
-    gpu = False
-
-    def __init__(self, name: str, events: list[str], wrong_from: int = 99):
-        self.name, self.events, self.wrong_from = name, events, wrong_from
-
-    def run(self, inputs, params, limits, caps=None, services=None):
-        trial = int(inputs["x"][0])
-        self.events.append(f"{self.name} {trial}")
-        return Outcome("ok", outputs={"right": np.array(trial < self.wrong_from)}, calls=[{"seconds": 1e-3}])
-
-
-def _raced(monkeypatch, tmp_path: Path, wrong_from: int) -> tuple[CaseRecord, list[str]]:
-    """``_race`` on stand-ins: 2 least and 4 most trials, 4 taken (every ratio is 1 but the interval is never asked:
-    the plan below stops at 4), the truths, slot and verdicts logged in order."""
-    events: list[str] = []
-    runner = CaseRunner(SimpleNamespace(speed_repeats=2, speed_max_trials=4, speed_warmup=0, device="cpu"),
-                        SimpleNamespace(space=SimpleNamespace(root=tmp_path)))  # fmt: skip
-
-    def truth(reference, case, trial=0, settings=""):
-        events.append(f"truth {trial}")
-        return {"x": np.array([trial])}, SimpleNamespace(values={"right": np.array(True)})
-
-    @contextlib.contextmanager
-    def slot(gpu=True):
-        events.append("slot")
-        yield None
-        events.append("released")
-
-    def judged(submission, case, index, expected, outcome, baseline=None):
-        passed = bool(outcome.outputs["right"])
-        return CaseRecord("m", "c", "speed", index, "speed", "", "passed" if passed else "wrong", message="no")
-
-    monkeypatch.setattr(runner, "truth", truth)
-    monkeypatch.setattr(runner, "draw", lambda reference, case, trial=0: {"x": np.array([trial])})
-    monkeypatch.setattr(runner, "speed_lock", slot)
-    monkeypatch.setattr(plugin_module, "judge", judged)
-    monkeypatch.setattr(plugin_module, "time_floor", lambda reference, case, device: None)
-    monkeypatch.setattr(paired.TrialPlan, "stop", lambda plan, mine, theirs: "cap" if len(mine) == 4 else None)
-    submission = SimpleNamespace(challenge_task=SimpleNamespace(settings_tag=""))
-    sandboxes = _Timed("mine", events, wrong_from), _Timed("ref", events)
-    return runner._race(submission, SimpleNamespace(id="speed", params={}), 3, SimpleNamespace(), *sandboxes), events
-
-
-def test_a_speed_slot_holds_timing_and_the_later_trials_are_judged_after_it(monkeypatch, tmp_path: Path):
-    """Only the least trials' truths are taken before the slot; the later trials' truths and verdicts come after it is
-    released, and every timed answer is judged: a wrong answer in trial 4 fails the case, naming the trial."""
-    record, events = _raced(monkeypatch, tmp_path, wrong_from=99)
-    assert record.outcome == "passed"
-    slot, released = events.index("slot"), events.index("released")
-    assert "truth 2" not in events[:released] and "truth 3" not in events[:released]
-    assert events[released + 1 :] == ["truth 2", "truth 3"]
-    held = events[slot + 1 : released]
-    assert [e for e in held if not e.startswith("truth")] == ["mine 0", "ref 0", "ref 1", "mine 1", "mine 2", "ref 2",
-                                                             "ref 3", "mine 3"]  # fmt: skip
-    assert {e for e in held if e.startswith("truth")} == {"truth 0", "truth 1"}  # known before the slot (cached)
-    record, events = _raced(monkeypatch, tmp_path, wrong_from=3)
-    assert (record.outcome, record.message) == ("wrong", "timed trial 4 (fresh inputs): no")
-    assert events[-1] == "truth 3" and events.index("released") < events.index("truth 2")
 
 
 def test_cpu_slots_are_pairs_of_cores_beside_the_gpus(monkeypatch):

@@ -253,9 +253,6 @@ class CaseRunner:
             return judge(submission, case, index, expected, send(sandbox, reference, case, inputs, caps))
         reference_cache = cache_owner(None, submission.challenge)
         baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None, cache=reference_cache))
-        truth = self._truth_of(submission)
-        for trial in range(self.cfg.speed_repeats):  # the first trials' truths while the worker would wait anyway
-            truth(reference, case, trial)
         if refused := self.speed_phase(submission, case, index, [sandbox, baseline], on_device=False):
             return refused
         return self._race(submission, case, index, reference, sandbox, baseline)
@@ -270,18 +267,12 @@ class CaseRunner:
         """Time the submission and the reference baseline in paired trials: each trial draws fresh inputs (memoised
         answers gain nothing), sends them to both, one right after the other (which one first alternates), and judges
         the submission's answer; a median under what the case's arithmetic allows (``measure.time_floor``) is wrong.
-        Trials go on past ``--speed-repeats`` until the per-trial ratios' interval is narrow (``paired.TrialPlan``).
-
-        The slot holds timing only. The first ``--speed-repeats`` trials' truths are computed before it (``_run``)
-        and their answers judged as they come; a later trial's answer is judged after the slot is released, when its
-        truth is computed: float64 work of about a second per trial for the largest NumPy cases, which held the slot
-        (and, on a 2-core machine, the whole speed phase) while nothing was timed. Every timed answer is judged."""
+        Trials go on past ``--speed-repeats`` until the per-trial ratios' interval is narrow (``paired.TrialPlan``)."""
         mine: list[Outcome] = []
         theirs: list[Outcome] = []
         truth = self._truth_of(submission)
-        known = self.cfg.speed_repeats  # trials whose truth is known before the slot
-        first_inputs, first_expected = truth(reference, case, 0)
-        caps = wire.case_caps(first_inputs, tuple(first_expected.values.values()))  # every trial's shapes are these
+        for trial in range(self.cfg.speed_repeats):  # the trials' truths first: no slot is held while they compute
+            truth(reference, case, trial)
         plan = paired.TrialPlan(self.cfg.speed_repeats, self.cfg.speed_max_trials)
         stopped: str | None = None
         with self.speed_lock(sandbox.gpu or baseline.gpu) as cores, _pinned([sandbox, baseline], cores):
@@ -293,42 +284,28 @@ class CaseRunner:
             self.parts["warmup_s"] = time.perf_counter() - began
             began = time.perf_counter()
             while stopped is None:
-                trial = len(mine)
-                inputs = truth(reference, case, trial)[0] if trial < known else self.draw(reference, case, trial)
-                pair = _paired_trial(sandbox, baseline, reference, case, inputs, caps, first_mine=trial % 2 == 0)
+                inputs, expected = truth(reference, case, len(mine))
+                caps = wire.case_caps(inputs, tuple(expected.values.values()))
+                pair = _paired_trial(sandbox, baseline, reference, case, inputs, caps, first_mine=len(mine) % 2 == 0)
+                graded = judge(submission, case, index, expected, pair[0])
+                if not graded.passed:
+                    if mine:
+                        graded.message = f"timed trial {len(mine) + 1} (fresh inputs): {graded.message}"
+                    return graded
                 mine.append(pair[0])
                 theirs.append(pair[1])
-                judged_now = trial < known or pair[0].status != "ok"  # its truth is known, or it failed: the end
-                if judged_now and (failed := self._failed_trial(submission, case, index, reference, mine)):
-                    return failed
                 stopped = plan.stop(_times(mine), _times(theirs))
             self.parts["trials_s"] = time.perf_counter() - began
-        for trial in range(known, len(mine)):  # out of the slot: the later trials' truths, and their verdicts
-            if failed := self._failed_trial(submission, case, index, reference, mine[: trial + 1]):
-                return failed
         self.parts["timed_s"] = sum(_times(mine) + _times(theirs))
         for outcomes in (mine, theirs):
             if outcomes[0].calls:
                 outcomes[0].calls[0].update(times=_times(outcomes), seconds=statistics.median(_times(outcomes)))
         timed_baseline = theirs[0] if all(o.status == "ok" for o in theirs) else None
-        record = judge(submission, case, index, first_expected, mine[0], timed_baseline)
+        record = judge(submission, case, index, truth(reference, case)[1], mine[0], timed_baseline)
         if record.speed:
             record.speed["stopped"] = stopped
             record.message = speed_words(record.speed)
         return _below_floor(record, time_floor(reference, case, self.cfg.device))
-
-    def _failed_trial(
-        self, submission: Submission, case: Case, index: int, reference: ModuleType, mine: list[Outcome]
-    ) -> r.CaseRecord | None:
-        """The record of the last of ``mine`` (trial ``len(mine)``) judged against its truth when it failed, else
-        None."""
-        trial = len(mine) - 1
-        graded = judge(submission, case, index, self._truth_of(submission)(reference, case, trial)[1], mine[trial])
-        if graded.passed:
-            return None
-        if trial:
-            graded.message = f"timed trial {trial + 1} (fresh inputs): {graded.message}"
-        return graded
 
 
 def _paired_trial(
