@@ -119,7 +119,7 @@ def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, *args: str) 
         if done.exists():
             kept = json.loads(done.read_text())
             return GradingRun(kept["returncode"], kept["output"], Path(kept["reports"]))
-        (folder / "run").mkdir()
+        (folder / "run").mkdir(exist_ok=True)  # a worker that died while running it left it half-written
         run = run_grader(folder / "run", *args)
         done.write_text(json.dumps({"returncode": run.returncode, "output": run.output, "reports": str(run.reports)}))
         return run
@@ -151,8 +151,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
 
 
-# The modules with the longest wall times on the 2-core machine (set-up and calls, `--durations=0` under -n 2,
-# 2026-12-07: 198, 126, 142, 89, 71 and 54 s), longest first. ``--dist loadfile`` hands modules out in collection
+# The modules with the longest wall times on the 2-core machine, longest first (set-up and calls, `--durations=0`
+# under -n 2, 2026-12-07: ternary 198 s, grading runs 142, sandbox attacks 126, KV cache 89, DFlash 71, KV own model,
+# report attacks and build containment 51 to 54). ``--dist loadfile`` hands modules out in collection
 # order, so one of these started last held one worker for minutes after the other had run dry.
 LONGEST_FIRST = (
     "test_ternary_training.py",

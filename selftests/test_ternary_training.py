@@ -254,7 +254,7 @@ def over_budget_run(tmp_path_factory):
     return run_grader(root, f"--submissions-dir={root / 'subs'}", "--no-speed", "--seed", SEED, tests=TESTS)
 
 
-@pytest.mark.slow  # the fixtures' own grading run (48 s of setup); the rule machinery is tested in test_tasks.py
+@pytest.mark.slow  # the fixture's own grading run (two copies); the rule machinery is tested in test_tasks.py
 @pytest.mark.grading_run
 def test_a_scale_floor_fails_only_the_cases_of_its_rule(fixtures_run):
     """A floor on the scale changes nothing for real weights: under our rules it fails the 1e-30 case, which names
