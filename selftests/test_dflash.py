@@ -188,6 +188,7 @@ def test_each_bug_is_caught_by_its_cases(roster):
     assert roster.letters()["demo-tiled"]["dflash_verify"] == "A+"
 
 
+@pytest.mark.slow  # a grading run of its own: 12 to 19 s beside the other self-tests on the 2-core machine
 @pytest.mark.grading_run
 def test_correct_demo_passes_on_another_seed(tmp_path):
     run = run_grader(tmp_path, "--no-speed", "--seed", "1", "--model", "demo-tiled", tests=TESTS)

@@ -324,6 +324,7 @@ def test_training_verdict_and_steps_do_not_move_with_load(tmp_path, monkeypatch)
     assert quiet["details"]["held_out_bits"] == pytest.approx(busy["details"]["held_out_bits"], rel=1e-9)
 
 
+@pytest.mark.slow  # a 100-batch training of its own: 30 to 40 s beside the other self-tests on the 2-core machine
 @pytest.mark.grading_run
 def test_train_data_grades_a_users_text_file(tmp_path):
     """--train-data trains on the file's bytes, holds out its last tenth, and reports no entropy floor."""
