@@ -34,17 +34,19 @@ IDS = [c.id for c in all_challenges()]
 
 
 def installed_elsewhere() -> str | None:
-    """Why the installed console script is not this checkout's, or None when it is (or none is installed). An editable
-    install records the checkout it points at; one made from another checkout (moved or deleted since) is not ours to
-    test."""
+    """Why the installed console script is not this checkout's editable install, or None when it is (or none is
+    installed). An editable install records the checkout it points at; one made from another checkout (moved or deleted
+    since), or a plain ``pip install .`` (which carries no specs), is not what this test is about."""
     try:
         found = metadata.distribution("kernelgrade").read_text("direct_url.json")
     except metadata.PackageNotFoundError:
         return None
-    url = json.loads(found or "{}").get("url", "")
+    record = json.loads(found or "{}")
+    url, editable = record.get("url", ""), record.get("dir_info", {}).get("editable", False)
     where = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path)) if url.startswith("file:") else None
-    if where is None or where.resolve() != REPO.resolve():
-        return f"the installed kernelgrade is {url or 'not an editable install'}, not this checkout ({REPO})"
+    if not editable or where is None or where.resolve() != REPO.resolve():
+        kind = "an editable install of" if editable else "installed from"
+        return f"the installed kernelgrade is {kind} {url or 'an unknown source'}, not an editable install of {REPO}"
     return None
 
 
