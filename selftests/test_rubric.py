@@ -50,6 +50,22 @@ def test_skipped_speed_drops_out_and_rescales():
     assert grade.points == pytest.approx(100 * 80 / 90, abs=0.01) and grade.letter == "B+"
 
 
+def test_a_category_beyond_the_task_says_so_not_not_run():
+    """Robustness cases that ran but all depend on a rule the task does not state: the category is not scored, and
+    the per-challenge table says that (it said "not run"); a category whose cases were skipped still says "not run"."""
+    records = [r for r in full_set() if r.category not in ("robustness", "speed")]
+    records += [record("robustness", case=f"strided-{i}") for i in range(2)]
+    records[-1].outcome = "wrong"
+    for r in records[-2:]:
+        r.beyond = ["strides"]
+    grade = graded(records)
+    assert "robustness" not in grade.categories and grade.unscored == {"robustness": 2} and grade.points == 100.0
+    summary = {"models": {"m": {"challenges": {"flash_attention": grade.to_dict()}}}, "ranking": [{"model": "m"}]}
+    headers, rows = tables.breakdown(summary, "flash_attention")
+    cells = dict(zip(headers, rows[0], strict=True))
+    assert cells["robustness"] == "not scored (2 beyond the task)" and cells["speed"] == "not run"
+
+
 @pytest.mark.parametrize(
     ("ratio", "credit"), [(0.3, 1.0), (1.49, 1.0), (2.0, 0.5), (3.6, 0.25), (9.9, 0.1), (10.0, 0), (99, 0)]
 )

@@ -103,6 +103,9 @@ class ChallengeGrade:
     loaded: str = ""
     speed_ratio: float | None = None
     notes: list[str] = field(default_factory=list)
+    # category -> cases that ran and are not scored (each depends on a rule the task does not state): such a category
+    # is absent from ``categories``, and the report says why instead of "not run"
+    unscored: dict[str, int] = field(default_factory=dict)
     no_code: str = ""  # when the letter is NO_CODE: what the folder holds instead of code (one line in the report)
 
     @property
@@ -145,6 +148,10 @@ def score(model: str, challenge: str, records: Iterable[CaseRecord], rubric: Rub
     outcomes: dict[str, int] = {}
     for r in ran:
         outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+    unscored: dict[str, int] = {}
+    for r in ran:
+        if not r.scored:
+            unscored[r.category] = unscored.get(r.category, 0) + 1
     speed = [r.speed["ratio"] for r in scored if r.speed]
     first = next((r for r in scored if r.loaded), None)  # a dead worker's crash record knows no loading details
     return ChallengeGrade(
@@ -157,6 +164,7 @@ def score(model: str, challenge: str, records: Iterable[CaseRecord], rubric: Rub
         runtime=first.runtime if first else "",
         loaded=first.loaded if first else "",
         speed_ratio=max(speed) if speed else None,
+        unscored=unscored,
     )
 
 

@@ -229,8 +229,10 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
             cat = grade["categories"].get(name)
             if no_code:
                 cells.append("—")
+            elif cat is None and grade.get("unscored", {}).get(name):
+                cells.append(f"not scored ({grade['unscored'][name]} beyond the task)")  # ran, none of them scored
             elif cat is None:
-                cells.append("not run")
+                cells.append(NOT_RUN)
             elif name == "speed" and grade["speed_ratio"] is not None:
                 cells.append(wording.ratio_words(grade["speed_ratio"], "ref"))  # the slowest speed case, in words
             else:
