@@ -238,6 +238,19 @@ def speed_ratios(summary: dict[str, Any]) -> dict[tuple[str, str, str], float]:
     return out
 
 
+def speed_errors(summary: dict[str, Any]) -> dict[tuple[str, str, str], float]:
+    """Each timed case's relative standard error, read off its bootstrap interval: the half-width over the ratio,
+    divided by the normal quantile of the interval's confidence (an interval of ±10% at 95% is an error of 5.1%)."""
+    out = {}
+    for c in summary["cases"]:
+        speed = c.get("speed") or {}
+        ratio, low, high = speed.get("ratio"), speed.get("ratio_low"), speed.get("ratio_high")
+        if all(isinstance(x, (int, float)) for x in (ratio, low, high)) and ratio > 0:
+            z = statistics.NormalDist().inv_cdf(0.5 + float(speed.get("confidence", 0.95)) / 2)
+            out[(c["model"], c["challenge"], c["case"])] = (high - low) / (2 * z * ratio)
+    return out
+
+
 def gpus_used(summary: dict[str, Any]) -> dict[str, int]:
     used: dict[str, int] = {}
     for c in summary["cases"]:
@@ -348,13 +361,23 @@ def speed_agreement(copies: int, low: int, high: int, bundled: bool) -> dict[str
     labels = [f"-n {low}", f"-n {high}", f"-n {high} again"]
     walls = ", ".join(f"{r['wall_s']:.0f} s" for r in runs)
     print(f"\n2. speed agreement (walls: {walls})")
-    return agreement([speed_ratios(r["summary"]) for r in runs], labels)
+    return agreement([speed_ratios(r["summary"]) for r in runs], labels, [speed_errors(r["summary"]) for r in runs])
 
 
-def agreement(ratios: list[dict[tuple[str, str, str], float]], labels: list[str]) -> dict[str, Any]:
+def agreement(
+    ratios: list[dict[tuple[str, str, str], float]],
+    labels: list[str],
+    errors: list[dict[tuple[str, str, str], float]] | None = None,
+) -> dict[str, Any]:
     """The credited ratio of every speed case in each run (a table, one row per case timed in the first run), then,
     for the first run against each other and for the last two, the median and the largest relative difference
-    ``|b / a - 1|`` over the cases timed in both. Printed, never asserted."""
+    ``|b / a - 1|`` over the cases timed in both. Printed, never asserted.
+
+    With ``errors`` (:func:`speed_errors`, one per run), what the runs' own trial noise accounts for: the median
+    difference two runs would show from that noise alone (``noise``: the median of 0.674 times the combined error,
+    0.674 being the median of a normal's absolute value in standard deviations), and how many cases differ by less
+    than twice their combined error. A pair whose median is near its noise disagrees because each case stopped
+    timing at its interval target or budget, not because of the worker count."""
     keys = sorted(ratios[0])
     width = max([len("/".join(k)) for k in keys] + [4])
     print(f"   {'case':{width}s} " + " ".join(f"{label:>14s}" for label in labels))
@@ -363,13 +386,22 @@ def agreement(ratios: list[dict[tuple[str, str, str], float]], labels: list[str]
         print(f"   {'/'.join(key):{width}s} {row}")
     pairs = [(0, b) for b in range(1, len(ratios))] + ([(len(ratios) - 2, len(ratios) - 1)] if len(ratios) > 2 else [])
     out: dict[str, Any] = {"ratios": {"/".join(k): [r.get(k) for r in ratios] for k in keys}, "pairs": {}}
-    print(f"\n   {'runs':40s} {'cases':>6s} {'median diff':>12s} {'largest diff':>13s}")
+    noise_header = f" {'noise':>7s} {'within 2 errors':>16s}" if errors else ""
+    print(f"\n   {'runs':40s} {'cases':>6s} {'median diff':>12s} {'largest diff':>13s}{noise_header}")
     for a, b in pairs:
-        diffs = [abs(ratios[b][k] / ratios[a][k] - 1) for k in ratios[a].keys() & ratios[b].keys()]
+        both = sorted(ratios[a].keys() & ratios[b].keys())
+        diffs = [abs(ratios[b][k] / ratios[a][k] - 1) for k in both]
         label = f"{labels[a]} vs {labels[b]}"
         median, largest = (statistics.median(diffs), max(diffs)) if diffs else (None, None)
         out["pairs"][label] = {"cases": len(diffs), "median": median, "largest": largest}
         text = f"{median:12.1%} {largest:13.1%}" if diffs else f"{'—':>12s} {'—':>13s}"
+        if errors:
+            known = [(d, k) for d, k in zip(diffs, both, strict=True) if k in errors[a] and k in errors[b]]
+            combined = {k: (errors[a][k] ** 2 + errors[b][k] ** 2) ** 0.5 for _, k in known}
+            noise = 0.674 * statistics.median(combined.values()) if combined else None
+            within = sum(d <= 2 * combined[k] for d, k in known)
+            out["pairs"][label] |= {"noise": noise, "within_noise": within, "with_errors": len(known)}
+            text += f" {noise:7.1%} {f'{within} of {len(known)}':>16s}" if combined else f" {'—':>7s} {'—':>16s}"
         print(f"   {label:40s} {len(diffs):6d} {text}")
     return out
 
@@ -378,7 +410,8 @@ def agreement_of_files(paths: list[str]) -> dict[str, Any]:
     """:func:`agreement` of kept runs' results.json files (``--keep-results``, or runs made on another machine)."""
     summaries = [json.loads(Path(p).read_text()) for p in paths]
     print(f"\nspeed agreement of {len(paths)} kept runs")
-    return agreement([speed_ratios(s) for s in summaries], [Path(p).name for p in paths])
+    labels = [Path(p).name for p in paths]
+    return agreement([speed_ratios(s) for s in summaries], labels, [speed_errors(s) for s in summaries])
 
 
 def growth(workers: int, copies: list[int]) -> list[dict[str, Any]]:

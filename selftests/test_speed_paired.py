@@ -301,3 +301,15 @@ def test_the_speed_agreement_report_compares_every_case_between_runs(capsys, mon
     assert out["pairs"]["-n 16 vs -n 16 again"]["cases"] == 2
     assert out["pairs"]["-n 16 vs -n 16 again"]["largest"] == pytest.approx(0.1)  # b: 2.2 / 2.0; a: 1 - 1 / 1.1
     assert "—" in capsys.readouterr().out
+    # With each run's errors: the noise two runs show from those alone, and the cases within two combined errors.
+    errors = [{a: 0.036, b: 0.036, c: 0.036}, {a: 0.048, b: 0.048, c: 0.048}, {a: 0.05}]  # combined: 0.06
+    out = bench.agreement(runs, ["-n 1", "-n 16", "-n 16 again"], errors)
+    pair = out["pairs"]["-n 1 vs -n 16"]  # a (10%) and b (0%) within 12%, c (25%) not
+    assert pair["noise"] == pytest.approx(0.674 * 0.06) and (pair["within_noise"], pair["with_errors"]) == (2, 3)
+    assert out["pairs"]["-n 16 vs -n 16 again"]["with_errors"] == 1  # b has no error in the third run
+    summary = {
+        "cases": [
+            {"model": "m", "challenge": "kv", "case": "a", "speed": {"ratio": 2.0, "ratio_low": 1.8, "ratio_high": 2.2}}
+        ]
+    }
+    assert bench.speed_errors(summary)[a] == pytest.approx(0.1 / 1.96, rel=1e-3)  # ±10% at 95%
