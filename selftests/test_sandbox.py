@@ -6,6 +6,7 @@ grading plugin drives it, with short limits.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -15,8 +16,9 @@ import pytest
 
 from conftest import FIXTURES, REPO
 from plugins.base.host import gpu_count
+from plugins.isolate import sandbox as sandbox_module
 from plugins.isolate import wire
-from plugins.isolate.sandbox import Limits, Program, Sandbox, SandboxPool
+from plugins.isolate.sandbox import DEFAULT_PIPE_BYTES, Limits, Program, Sandbox, SandboxPool
 from reference import flash_attention as fwd
 from reference import ternary_training as ternary
 
@@ -213,10 +215,58 @@ def test_works_on_a_copy_of_the_folder(tmp_path):
     assert not (folder / "scratch.txt").exists()
 
 
-def test_modifying_inputs_breaks_the_contract(tmp_path):
-    folder = make(tmp_path, "def flash_attention_fwd(Q, K, V, t, c):\n    Q *= 2\n    return V.copy()\n")
+@pytest.mark.parametrize(
+    "change",
+    ["Q *= 2", "K.sort(axis=-1)", "V[0, 0, 3, 5], V[0, 0, 7, 1] = V[0, 0, 7, 1], V[0, 0, 3, 5]", "Q.flat[-1] += 1e-9"],
+    ids=["scaled", "sorted", "two-swapped", "last-bit"],
+)
+def test_modifying_inputs_breaks_the_contract(tmp_path, change):
+    """Every kind of in-place change is caught by the child's checksum: all of an input, its order, two elements
+    swapped, the last element's low bits."""
+    folder = make(tmp_path, f"def flash_attention_fwd(Q, K, V, t, c):\n    {change}\n    return V.copy()\n")
     outcome = run_once(folder)
     assert outcome.status == "error" and outcome.kind == "contract" and "modified its input" in outcome.message
+
+
+def test_a_timed_pairs_pipes_are_widened_and_given_back(tmp_path):
+    """``set_pipes`` changes the request and answer pipes of the running child and of any child started later; the
+    default capacity comes back after (what ``plugin._timed`` does around a timed pair)."""
+    sandbox = Sandbox(program(make(tmp_path, CORRECT.replace("#BODY", ""))), LIMITS, REPO)
+    inputs = fwd.make_inputs(CASE, np.random.default_rng(0))
+    try:
+        assert sandbox.run(inputs, dict(CASE.params), {}).status == "ok"
+
+        def capacity() -> set[int]:
+            return {fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) for fd in (sandbox._request, sandbox._response)}
+
+        assert capacity() == {DEFAULT_PIPE_BYTES}
+        sandbox.set_pipes(1 << 20)
+        assert capacity() == {1 << 20}
+        sandbox.close()  # a restart keeps the timed capacity
+        assert sandbox.run(inputs, dict(CASE.params), {}).status == "ok" and capacity() == {1 << 20}
+        sandbox.set_pipes(DEFAULT_PIPE_BYTES)
+        assert capacity() == {DEFAULT_PIPE_BYTES}
+    finally:
+        sandbox.close()
+
+
+@pytest.mark.parametrize(
+    ("euid", "soft_pages", "pairs", "expected"),
+    [
+        (0, 16384, 64, 1 << 20),  # root: not charged
+        (1000, 16384, 8, 1 << 20),  # 64 MiB soft limit, 8 pairs: 32 MiB / 32 pipes
+        (1000, 16384, 9, 512 << 10),  # 32 MiB / 36 pipes: the power of two below
+        (1000, 16384, 300, 64 << 10),  # never below the default
+        (1000, 0, 300, 1 << 20),  # no soft limit
+    ],
+)
+def test_timed_pipes_stay_within_half_the_users_soft_limit(monkeypatch, tmp_path, euid, soft_pages, pairs, expected):
+    limit = tmp_path / "pipe-user-pages-soft"
+    limit.write_text(f"{soft_pages}\n")
+    monkeypatch.setattr(sandbox_module, "_PIPE_SOFT_LIMIT", limit)
+    monkeypatch.setattr(sandbox_module.os, "geteuid", lambda: euid)
+    monkeypatch.setattr(sandbox_module.os, "sysconf", lambda name: 4096)
+    assert sandbox_module.timed_pipe_bytes(pairs) == expected
 
 
 @pytest.mark.parametrize(

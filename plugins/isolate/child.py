@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -32,6 +31,7 @@ import resource
 import signal
 import sys
 import traceback
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -95,14 +95,20 @@ def _is_array(value: Any) -> bool:
     return isinstance(value, sys.modules["numpy"].ndarray)
 
 
-def _digest(value: Any) -> str | None:
-    """A hash of an array's bytes, read in place when it is contiguous (a copy would count against its memory)."""
+def _digest(value: Any) -> int | None:
+    """A checksum of an array's bytes, read in place when it is contiguous (a copy would count against its memory).
+
+    CRC-32: it tells an honest submission that it changed its inputs (every change within 32 bits in a row; any
+    other, an element moved included, but for a chance of one in 2**32). It is no defence: it runs in the child, whose
+    code can skip it; what the grader judges it computes from its own copy of the inputs. It runs twice per input
+    array inside every request, timed ones included: on the 2-core machine BLAKE2b took 25 ms per 16 MiB and CRC-32
+    4.5 ms, so on the layer-norm speed case (two 16 MiB inputs, 23 ms of arithmetic) BLAKE2b alone took 100 ms of
+    each side's time."""
     if isinstance(value, Typed):
         value = value.array
     if not _is_array(value):
         return None
-    data = value if value.flags.c_contiguous else value.tobytes()
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return zlib.crc32(value if value.flags.c_contiguous else value.tobytes())
 
 
 def _cap_gpu_memory(fraction: float | None) -> None:

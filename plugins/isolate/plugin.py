@@ -39,7 +39,7 @@ from plugins.isolate import failfast, fairness, gpu_cases, runspace, sandbox_rep
 from plugins.isolate.compile_cache import owner as cache_owner
 from plugins.isolate.compile_cache import save as save_compile_caches
 from plugins.isolate.measure import time_floor
-from plugins.isolate.sandbox import Limits, Outcome, Program, Sandbox, SandboxPool
+from plugins.isolate.sandbox import DEFAULT_PIPE_BYTES, Limits, Outcome, Program, Sandbox, SandboxPool, timed_pipe_bytes
 from plugins.isolate.truths import TruthStore
 from reference.challenges import reference_module
 from reference.contract import Case, Expected
@@ -183,12 +183,19 @@ class CaseRunner:
         cores in a busy run and on an idle one in a run of one worker."""
         start = time.perf_counter()
         device = (self.cfg.gpu or "") if gpu and self.cfg.on_gpu else ""
-        slots = schedule.cpu_speed_slots(len(visible_gpus()) if self.cfg.on_gpu else 0)
+        slots = schedule.cpu_speed_slots(self._gpu_slots())
         with self.pool.space.speed_lock(device, slots) as slot:
             self.wait_seconds += time.perf_counter() - start
             cores = fairness.slot_cores(slot, slots) if slot is not None else fairness.spare_cores(slots)
             with fairness.timing(self.pool.space.root), fairness.this_thread_on(cores):
                 yield cores
+
+    def _gpu_slots(self) -> int:
+        return len(visible_gpus()) if self.cfg.on_gpu else 0
+
+    def timed_pairs(self) -> int:
+        """How many pairs this run may time at once: one per CPU speed slot and one per GPU."""
+        return schedule.cpu_speed_slots(self._gpu_slots()) + self._gpu_slots()
 
     def not_timed(self, submission: Submission, case: Case, index: int, ended: bool = False) -> r.CaseRecord | None:
         """The record of a speed case not timed because its submission failed a correctness case of this run
@@ -275,7 +282,8 @@ class CaseRunner:
             truth(reference, case, trial)
         plan = paired.TrialPlan(self.cfg.speed_repeats, self.cfg.speed_max_trials)
         stopped: str | None = None
-        with self.speed_lock(sandbox.gpu or baseline.gpu) as cores, _pinned([sandbox, baseline], cores):
+        pipes = timed_pipe_bytes(self.timed_pairs())
+        with self.speed_lock(sandbox.gpu or baseline.gpu) as cores, _timed([sandbox, baseline], cores, pipes):
             began = time.perf_counter()
             for _ in range(self.cfg.speed_warmup):  # untimed: imports, caches, compiles and first-call costs of both
                 warm = self.draw(reference, case, WARMUP_TRIAL)
@@ -344,18 +352,20 @@ def send(
 
 
 @contextlib.contextmanager
-def _pinned(sandboxes: list[Sandbox], cores: set[int] | None) -> Iterator[None]:
-    """The timed pair's children on their slot's own cores while it is timed (nothing to do without them)."""
-    if cores is None:
-        yield
-        return
+def _timed(sandboxes: list[Sandbox], cores: set[int] | None, pipe_bytes: int) -> Iterator[None]:
+    """While the pair is timed: its children on their slot's own cores (where it has them), and their pipes widened to
+    ``pipe_bytes`` (``sandbox.timed_pipe_bytes``); both given back after."""
     try:
         for sandbox in sandboxes:
-            sandbox.pin(cores)
+            sandbox.set_pipes(pipe_bytes)
+            if cores is not None:
+                sandbox.pin(cores)
         yield
     finally:
         for sandbox in sandboxes:
-            sandbox.pin(None)
+            sandbox.set_pipes(DEFAULT_PIPE_BYTES)
+            if cores is not None:
+                sandbox.pin(None)
 
 
 def _below_floor(record: r.CaseRecord, floor: tuple[float, str] | None) -> r.CaseRecord:
