@@ -22,8 +22,9 @@ Printed, never asserted (timings are not pass/fail tests):
 2. ``--speed-agreement`` (also ``--speed-runs``): the credited speed ratio (the median of per-trial ratios) of every
    speed case in a run with one worker, one with the most workers and a second with the most workers, as a table,
    then the median and largest relative difference over the cases between the first and each other run and between
-   the last two (``--speed-bundled``: the repository's own roster; ``--agreement-of A.json B.json ...``: the same
-   table from kept results.json files, no run);
+   the last two, beside the median difference the runs' own trial noise would give (from each case's interval) and how
+   many cases lie within two combined errors (``--speed-bundled``: the repository's own roster; ``--agreement-of
+   A.json B.json ...``: the same table from kept results.json files, no run);
 3. per number of copies of the whole roster: wall time, time per model and its growth;
 4. the split of one run: collection (discovery and test collection), the grader's reference work, the submissions'
    time (sandbox start, calls, judging) and report writing.
