@@ -46,6 +46,15 @@ def all_challenges() -> tuple[Challenge, ...]:
     return tuple(reference_module(cid).CHALLENGE for cid in challenge_ids())
 
 
+def cases_by_category(challenge_id: str) -> dict[str, int]:
+    """How many hidden cases of each category the challenge has (the report tells a category with no case from one
+    whose cases did not run)."""
+    counts: dict[str, int] = {}
+    for case in reference_module(challenge_id).CASES:
+        counts[case.category] = counts.get(case.category, 0) + 1
+    return counts
+
+
 def challenge_for_folder(folder_name: str) -> Challenge | None:
     """The challenge a submission folder belongs to, by our id or a scaffold alias."""
     for challenge in all_challenges():

@@ -52,18 +52,32 @@ def test_skipped_speed_drops_out_and_rescales():
 
 def test_a_category_beyond_the_task_says_so_not_not_run():
     """Robustness cases that ran but all depend on a rule the task does not state: the category is not scored, and
-    the per-challenge table says that (it said "not run"); a category whose cases were skipped still says "not run"."""
-    records = [r for r in full_set() if r.category not in ("robustness", "speed")]
+    the per-challenge table says that (it said "not run"). A category the challenge has no case in says "no cases";
+    one whose cases did not run here (skipped, deselected, a run cut short) "not run", as do all absent categories of
+    a run written before the header counted the cases."""
+    records = [r for r in full_set() if r.category not in ("robustness", "speed", "memory")]
     records += [record("robustness", case=f"strided-{i}") for i in range(2)]
     records[-1].outcome = "wrong"
     for r in records[-2:]:
         r.beyond = ["strides"]
     grade = graded(records)
     assert "robustness" not in grade.categories and grade.unscored == {"robustness": 2} and grade.points == 100.0
-    summary = {"models": {"m": {"challenges": {"flash_attention": grade.to_dict()}}}, "ranking": [{"model": "m"}]}
-    headers, rows = tables.breakdown(summary, "flash_attention")
-    cells = dict(zip(headers, rows[0], strict=True))
-    assert cells["robustness"] == "not scored (2 beyond the task)" and cells["speed"] == "not run"
+    counts = {"core": 1, "edge": 1, "precision": 1, "speed": 1, "robustness": 2}  # no memory case
+    challenge = {"id": "flash_attention", "title": "t", "graded": True, "cases_by_category": counts}
+    summary = {
+        "models": {"m": {"challenges": {"flash_attention": grade.to_dict()}}},
+        "ranking": [{"model": "m"}],
+        "challenges": [challenge],
+    }
+
+    def cells() -> dict[str, str]:
+        headers, rows = tables.breakdown(summary, "flash_attention")
+        return dict(zip(headers, rows[0], strict=True))
+
+    assert cells()["robustness"] == "not scored (2 beyond the task)"
+    assert (cells()["speed"], cells()["memory"]) == ("not run", "no cases")
+    del challenge["cases_by_category"]
+    assert (cells()["speed"], cells()["memory"]) == ("not run", "not run")
 
 
 @pytest.mark.parametrize(

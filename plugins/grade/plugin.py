@@ -30,7 +30,7 @@ from plugins.discover.plugin import selected_submissions
 from plugins.grade import rubric as rubric_module
 from plugins.grade import summary as summary_module
 from plugins.grade.journal import FILE_NAME, Journal
-from reference.challenges import all_challenges
+from reference.challenges import all_challenges, cases_by_category
 
 SUMMARY_KEY = pytest.StashKey[dict[str, Any]]()
 SCHEMA_VERSION = 1
@@ -230,7 +230,10 @@ def run_header(config: pytest.Config) -> dict[str, Any]:
             "workers": str(getattr(config.option, "numprocesses", None) or 0),
             "args": [str(a) for a in config.invocation_params.args],
         },
-        "challenges": [{"id": c.id, "title": c.title, "graded": bool(c.entry_points)} for c in all_challenges()],
+        "challenges": [
+            {"id": c.id, "title": c.title, "graded": bool(c.entry_points), "cases_by_category": cases_by_category(c.id)}
+            for c in all_challenges()
+        ],
         "submissions": [
             {
                 "model": s.model,

@@ -12,6 +12,7 @@ from reference.contract import CATEGORIES
 
 NOT_ATTEMPTED = "—"
 NOT_RUN = "not run"
+NO_CASES = "no cases"  # a category the challenge has no case in
 NO_CODE_SYMBOL = f"∅ {NO_CODE}"  # the folder holds no source file of the challenge's language: nothing ran
 INCOMPLETE = "incomplete"  # follows a letter whose selected cases did not all run
 
@@ -215,6 +216,8 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
     """Per model on one challenge: letter, points, passed/run per category, speed ratio, how it was loaded, notes
     (a capped letter, a partial run)."""
     headers = ["model", "grade", "points", *CATEGORIES, "interface", "loaded", "notes"]
+    # the challenge's cases per category (runs before that header field: None, every absent category "not run")
+    counts = next((c.get("cases_by_category") for c in summary["challenges"] if c["id"] == challenge), None)
     rows = []
     for unit in units(summary):
         grade = summary["models"][unit]["challenges"].get(challenge)
@@ -231,8 +234,10 @@ def breakdown(summary: dict[str, Any], challenge: str) -> tuple[list[str], list[
                 cells.append("—")
             elif cat is None and grade.get("unscored", {}).get(name):
                 cells.append(f"not scored ({grade['unscored'][name]} beyond the task)")  # ran, none of them scored
+            elif cat is None and counts is not None and not counts.get(name):
+                cells.append(NO_CASES)
             elif cat is None:
-                cells.append(NOT_RUN)
+                cells.append(NOT_RUN)  # skipped here, deselected, or the run ended before them
             elif name == "speed" and grade["speed_ratio"] is not None:
                 cells.append(wording.ratio_words(grade["speed_ratio"], "ref"))  # the slowest speed case, in words
             else:
