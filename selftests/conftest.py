@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,12 +140,15 @@ def roster_parallel(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Under xdist, a test marked ``exclusive`` (it times something, or a verdict it asserts depends on the machine
     being idle) runs while no other self-test runs: it takes the workers' shared lock file exclusively, every other
-    test (its fixtures' set-up included) shares it. Without xdist, nothing to do."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if not run:
+    test (its fixtures' set-up included) shares it. Without xdist, nothing to do.
+
+    The lock file lies in the session's own temporary folder, the one above each worker's (xdist gives a local worker
+    ``--basetemp=<the session's>/popen-gwN``), which pytest prunes with its old runs; in the system's temporary folder,
+    every session left one behind."""
+    basetemp = item.config.option.basetemp
+    if not os.environ.get("PYTEST_XDIST_TESTRUNUID") or not basetemp:
         return (yield)
-    path = Path(tempfile.gettempdir()) / f"kernelgrade-selftests-{run}.lock"
-    with open(path, "a") as lock:
+    with open(Path(basetemp).parent / "exclusive.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX if item.get_closest_marker("exclusive") else fcntl.LOCK_SH)
         return (yield)
 
