@@ -103,6 +103,12 @@ def grade(tmp_path: Path):
     return run
 
 
+def session_temp(worker_basetemp: Path | str) -> Path:
+    """The self-test session's own temporary folder, the one above each xdist worker's (xdist gives a local worker
+    ``--basetemp=<the session's>/popen-gwN``): what the workers share, pruned by pytest with its old runs."""
+    return Path(worker_basetemp).parent
+
+
 def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, *args: str) -> GradingRun:
     """``run_grader(folder, *args)`` once per self-test session, whichever xdist worker asks first; the others wait for
     it and read the same run. A session fixture alone runs once per worker: under ``--dist loadfile`` the modules that
@@ -110,7 +116,7 @@ def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, *args: str) 
     machine)."""
     if not os.environ.get("PYTEST_XDIST_TESTRUNUID"):
         return run_grader(tmp_path_factory.mktemp(name), *args)
-    folder = tmp_path_factory.getbasetemp().parent / f"shared-{name}"  # the session's folder, above each worker's
+    folder = session_temp(tmp_path_factory.getbasetemp()) / f"shared-{name}"
     folder.mkdir(exist_ok=True)
     with open(folder / "lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
@@ -140,15 +146,12 @@ def roster_parallel(tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Under xdist, a test marked ``exclusive`` (it times something, or a verdict it asserts depends on the machine
     being idle) runs while no other self-test runs: it takes the workers' shared lock file exclusively, every other
-    test (its fixtures' set-up included) shares it. Without xdist, nothing to do.
-
-    The lock file lies in the session's own temporary folder, the one above each worker's (xdist gives a local worker
-    ``--basetemp=<the session's>/popen-gwN``), which pytest prunes with its old runs; in the system's temporary folder,
-    every session left one behind."""
+    test (its fixtures' set-up included) shares it. Without xdist, nothing to do. The lock file lies in the session's
+    temporary folder (in the system's, every session left one behind)."""
     basetemp = item.config.option.basetemp
     if not os.environ.get("PYTEST_XDIST_TESTRUNUID") or not basetemp:
         return (yield)
-    with open(Path(basetemp).parent / "exclusive.lock", "a") as lock:
+    with open(session_temp(basetemp) / "exclusive.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX if item.get_closest_marker("exclusive") else fcntl.LOCK_SH)
         return (yield)
 

@@ -50,7 +50,7 @@ def test_skipped_speed_drops_out_and_rescales():
     assert grade.points == pytest.approx(100 * 80 / 90, abs=0.01) and grade.letter == "B+"
 
 
-def test_a_category_beyond_the_task_says_so_not_not_run():
+def test_an_empty_category_says_why():
     """Robustness cases that ran but all depend on a rule the task does not state: the category is not scored, and
     the per-challenge table says that (it said "not run"). A category the challenge has no case in says "no cases";
     one whose cases did not run here (skipped, deselected, a run cut short) "not run", as do all absent categories of

@@ -10,12 +10,14 @@ import fcntl
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from conftest import FIXTURES, REPO
 from plugins.base.host import gpu_count
+from plugins.isolate import plugin as plugin_module
 from plugins.isolate import sandbox as sandbox_module
 from plugins.isolate import wire
 from plugins.isolate.sandbox import DEFAULT_PIPE_BYTES, Limits, Program, Sandbox, SandboxPool
@@ -248,6 +250,32 @@ def test_a_timed_pairs_pipes_are_widened_and_given_back(tmp_path):
         assert capacity() == {DEFAULT_PIPE_BYTES}
     finally:
         sandbox.close()
+
+
+def test_the_timed_block_widens_both_children_and_gives_back_even_on_failure():
+    """``plugin._timed`` (around every timed CPU pair in ``_race``): both children's pipes at the timed capacity inside
+    the block, the default after it, also when a trial raised; pinned only where the slot has cores."""
+
+    class Child:
+        def __init__(self):
+            self.calls: list[tuple[str, Any]] = []
+
+        def set_pipes(self, size: int) -> None:
+            self.calls.append(("pipes", size))
+
+        def pin(self, cores: set[int] | None) -> None:
+            self.calls.append(("pin", cores))
+
+    children = [Child(), Child()]
+    with pytest.raises(RuntimeError), plugin_module._timed(children, None, 1 << 20):
+        assert all(c.calls == [("pipes", 1 << 20)] for c in children)
+        raise RuntimeError("a trial failed")
+    assert all(c.calls == [("pipes", 1 << 20), ("pipes", DEFAULT_PIPE_BYTES)] for c in children)
+    children = [Child(), Child()]
+    with plugin_module._timed(children, {2, 3}, 1 << 19):
+        pass
+    expected = [("pipes", 1 << 19), ("pin", {2, 3}), ("pipes", DEFAULT_PIPE_BYTES), ("pin", None)]
+    assert all(c.calls == expected for c in children)
 
 
 @pytest.mark.parametrize(

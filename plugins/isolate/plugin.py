@@ -183,19 +183,19 @@ class CaseRunner:
         cores in a busy run and on an idle one in a run of one worker."""
         start = time.perf_counter()
         device = (self.cfg.gpu or "") if gpu and self.cfg.on_gpu else ""
-        slots = schedule.cpu_speed_slots(self._gpu_slots())
+        slots = schedule.cpu_speed_slots(len(visible_gpus()) if self.cfg.on_gpu else 0)
         with self.pool.space.speed_lock(device, slots) as slot:
             self.wait_seconds += time.perf_counter() - start
             cores = fairness.slot_cores(slot, slots) if slot is not None else fairness.spare_cores(slots)
             with fairness.timing(self.pool.space.root), fairness.this_thread_on(cores):
                 yield cores
 
-    def _gpu_slots(self) -> int:
-        return len(visible_gpus()) if self.cfg.on_gpu else 0
-
-    def timed_pairs(self) -> int:
-        """How many pairs this run may time at once: one per CPU speed slot and one per GPU."""
-        return schedule.cpu_speed_slots(self._gpu_slots()) + self._gpu_slots()
+    @functools.cached_property
+    def pipe_bytes(self) -> int:
+        """The capacity of a timed pair's pipes in this run (``sandbox.timed_pipe_bytes``), for as many pairs as it may
+        time at once: one per CPU speed slot and one per GPU."""
+        gpus = len(visible_gpus()) if self.cfg.on_gpu else 0
+        return timed_pipe_bytes(schedule.cpu_speed_slots(gpus) + gpus)
 
     def not_timed(self, submission: Submission, case: Case, index: int, ended: bool = False) -> r.CaseRecord | None:
         """The record of a speed case not timed because its submission failed a correctness case of this run
@@ -282,8 +282,7 @@ class CaseRunner:
             truth(reference, case, trial)
         plan = paired.TrialPlan(self.cfg.speed_repeats, self.cfg.speed_max_trials)
         stopped: str | None = None
-        pipes = timed_pipe_bytes(self.timed_pairs())
-        with self.speed_lock(sandbox.gpu or baseline.gpu) as cores, _timed([sandbox, baseline], cores, pipes):
+        with self.speed_lock(sandbox.gpu or baseline.gpu) as cores, _timed([sandbox, baseline], cores, self.pipe_bytes):
             began = time.perf_counter()
             for _ in range(self.cfg.speed_warmup):  # untimed: imports, caches, compiles and first-call costs of both
                 warm = self.draw(reference, case, WARMUP_TRIAL)

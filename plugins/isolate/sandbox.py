@@ -15,6 +15,7 @@ after its answer fails the case (``left_running``) and is killed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import os
 import re
@@ -99,9 +100,18 @@ class Program:
     cache: str | None = None
 
 
+def _set_pipe_capacity(fd: int, size: int) -> None:
+    """The pipe ``fd`` belongs to gets ``size`` bytes (Linux ``F_SETPIPE_SZ``). Where that fails (another system, a
+    shrink below what the pipe holds, a size over ``pipe-max-size``) the pipe keeps its size: a timed request then only
+    crosses more slowly."""
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+
+
 def timed_pipe_bytes(pairs: int) -> int:
     """The capacity of each of a timed pair's four pipes when ``pairs`` pairs may be timed at once: 1 MiB for root
-    (not charged), else what keeps them all within half of the user's soft limit (a power of two, 64 KiB at least)."""
+    (exempt from the limit), else what keeps them all within half of the user's soft limit (a power of two, 64 KiB at
+    least)."""
     if os.geteuid() == 0:
         return TIMED_PIPE_BYTES
     try:
@@ -217,7 +227,7 @@ class Sandbox:
         self.pipe_bytes = size
         if self.process is not None:
             for fd in (self._request, self._response):
-                wire.set_capacity(fd, size)
+                _set_pipe_capacity(fd, size)
 
     def close(self) -> None:
         self._kill()
@@ -250,7 +260,7 @@ class Sandbox:
         os.set_blocking(self._response, False)
         if self.pipe_bytes != DEFAULT_PIPE_BYTES:
             for fd in (self._request, self._response):
-                wire.set_capacity(fd, self.pipe_bytes)
+                _set_pipe_capacity(fd, self.pipe_bytes)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         self._output = OutputTail({"stdout": out_r, "stderr": err_r}, self.limits.output_tail_chars)

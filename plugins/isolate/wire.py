@@ -21,8 +21,6 @@ whole dimensions >= 0, whose extent (empty dimensions counted as 1) is within th
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import math
 import os
@@ -88,18 +86,6 @@ def case_caps(inputs: dict[str, np.ndarray], truths: Any = ()) -> Caps:
         payload_bytes=CASE_BYTES_FACTOR * data + CASE_BYTES_SLACK,
         arrays=CASE_ARRAYS_FACTOR * count + CASE_ARRAYS_SLACK,
     )
-
-
-def set_capacity(fd: int, size: int) -> int:
-    """Set the capacity of the pipe ``fd`` belongs to (Linux ``F_SETPIPE_SZ``); returns the capacity it has after, or 0
-    where that cannot be set or read (a system without the call, a file that is not a pipe). Nothing is raised: a pipe
-    that keeps its size only carries a timed request more slowly."""
-    try:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)  # EBUSY when shrinking below what it holds: kept as it is
-        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
-    except (AttributeError, OSError):
-        return 0
 
 
 def encode(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
