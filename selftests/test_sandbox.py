@@ -20,6 +20,7 @@ from plugins.base.host import gpu_count
 from plugins.isolate import plugin as plugin_module
 from plugins.isolate import sandbox as sandbox_module
 from plugins.isolate import wire
+from plugins.isolate.runtimes import cuda as cuda_runtime
 from plugins.isolate.sandbox import DEFAULT_PIPE_BYTES, Limits, Program, Sandbox, SandboxPool
 from reference import flash_attention as fwd
 from reference import ternary_training as ternary
@@ -363,3 +364,28 @@ def test_a_child_started_ahead_answers_the_first_request_without_a_start(tmp_pat
         assert outcome.status == "error" and "while importing" in outcome.message
     finally:
         broken.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "restarted"),
+    [
+        (cuda_runtime.refusal("softmax_topk", 1), False),  # the CUDA runtime's own error for a launch that refused
+        ("CUDA error: an illegal memory access was encountered", True),
+        ("RuntimeError: CUDA error: device-side assert triggered", True),
+    ],
+)
+def test_only_a_device_fault_restarts_the_child(tmp_path, message, restarted):
+    """An error naming a device fault ends the child (its CUDA context is unusable); any other error, the CUDA
+    runtime's refusal of a launch included, keeps it for the next case (a restart of a GPU child costs seconds)."""
+    body = f"if tile_size == 13:\n        raise RuntimeError({message!r})"
+    sandbox = Sandbox(program(make(tmp_path, CORRECT.replace("#BODY", body))), LIMITS, REPO)
+    inputs = fwd.make_inputs(CASE, np.random.default_rng(0))
+    try:
+        assert sandbox.run(inputs, dict(CASE.params), {}).status == "ok"
+        first = sandbox.process.pid
+        assert sandbox.run(inputs, dict(CASE.params) | {"tile": 13}, {}).status == "error"
+        assert (sandbox.process is None) is restarted
+        assert sandbox.run(inputs, dict(CASE.params), {}).status == "ok"
+        assert (sandbox.process.pid != first) is restarted
+    finally:
+        sandbox.close()
