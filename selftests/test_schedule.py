@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from plugins.base.records import NOT_TIMED, CaseRecord
 from plugins.isolate.schedule import (
     CHILD_START_S,
     GPU_CHILD_START_S,
     Classified,
     SubmissionScheduling,
+    WrongUnits,
     case_costs,
     earlier_cases,
     start_costs,
@@ -57,14 +59,16 @@ def start_scheduler(
     barrier: Path,
     seconds: Callable[[str], float] | None = None,
     starts: dict[str, float] | None = None,
+    wrong: Callable[[str], bool] | None = None,
 ) -> tuple[SubmissionScheduling, list[FakeNode]]:
     """A scheduler over ``collection`` with ``workers`` stand-in workers, scheduled; ``seconds`` gives each case's time
-    in an earlier run (None: no earlier run), ``starts`` its children's start times (:func:`start_costs`)."""
+    in an earlier run (None: no earlier run), ``starts`` its children's start times (:func:`start_costs`), ``wrong``
+    the units found wrong in this run."""
 
     def classified(nodeid: str) -> Classified:
         return classify(nodeid)._replace(cost=seconds(nodeid) if seconds else None)
 
-    sched = SubmissionScheduling(workers, classified, barrier, start_costs=starts)
+    sched = SubmissionScheduling(workers, classified, barrier, start_costs=starts, wrong=wrong)
     nodes = [FakeNode(f"gw{i}") for i in range(workers)]
     for node in nodes:
         sched.add_node(node)
@@ -486,6 +490,26 @@ def simulate(
     return now
 
 
+def test_wrong_units_are_read_from_the_reported_records_once(tmp_path: Path) -> None:
+    """``WrongUnits``: a unit is wrong once a scored correctness case of it failed; a failed speed case ("not timed"),
+    a skipped case or a passed one does not make it so, and records already read are not read again."""
+    records: dict[tuple, CaseRecord] = {}
+
+    def add(model: str, case: str, category: str, outcome: str) -> None:
+        index = len(records)
+        records[model, "kv_cache", index] = CaseRecord(model, "kv_cache", case, index, category, "", outcome)
+
+    wrong = WrongUnits(records)
+    add("a", "c0", "core", "passed")
+    add("b", "c0", "core", "skipped")
+    add("c", "speed", "speed", NOT_TIMED)
+    assert not any(map(wrong, ("a/kv_cache", "b/kv_cache", "c/kv_cache")))
+    add("a", "c1", "edge", "wrong")
+    assert wrong("a/kv_cache") and not wrong("b/kv_cache") and wrong.read == 4
+    records.clear()  # what was read stays known
+    assert wrong("a/kv_cache")
+
+
 def test_long_speed_cases_start_first_and_never_queue_behind_each_other(tmp_path: Path) -> None:
     """The H100 run's tail: one worker ran demo-tiled's flash speed case (42 s) and then a top-k one, after the other
     workers had stopped. With the last run's times each free slot takes the longest speed case left and a worker's
@@ -500,10 +524,12 @@ def test_long_speed_cases_start_first_and_never_queue_behind_each_other(tmp_path
     def seconds(nodeid: str) -> float:
         return cost.get(nodeid, 1.0)
 
-    def makespan(known: bool) -> float:
-        barrier = tmp_path / f"done-{known}"
-        sched, nodes = start_scheduler(collection, 16, barrier, seconds if known else None)
+    def makespan(known: bool, wrong: Callable[[str], bool] | None = None) -> float:
+        barrier = tmp_path / f"done-{known}-{wrong is None}"
+        sched, nodes = start_scheduler(collection, 16, barrier, seconds if known else None, wrong=wrong)
         return simulate(sched, nodes, collection, seconds, barrier)
 
     assert makespan(True) <= 2.0 + 42.0 + 0.2
     assert makespan(False) >= 2.0 + 42.0 + 16.0  # without the last run's times: two long cases on one worker
+    # A first run (no earlier times) that knows which submissions are wrong: their cases fill the second slots.
+    assert makespan(False, wrong=lambda group: group.startswith("bad")) <= 2.0 + 42.0 + 0.2

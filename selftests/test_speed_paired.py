@@ -10,9 +10,11 @@ import math
 import shutil
 import statistics
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -215,7 +217,7 @@ def test_a_speed_case_starts_its_children_before_the_phase_and_reads_the_verdict
     space = SimpleNamespace(root=tmp_path)
     runner = CaseRunner(SimpleNamespace(time_failed=False), SimpleNamespace(space=space))
 
-    def waits(on_device: bool) -> str:
+    def waits(on_device: bool, meanwhile=None) -> str:
         events.append(f"wait on_device={on_device}")
         verdicts.started(tmp_path, kv.model, kv.challenge, 0, "c0")
         verdicts.ended(tmp_path, CaseRecord(kv.model, kv.challenge, "c0", 0, "core", "trap", "wrong"))
@@ -228,6 +230,46 @@ def test_a_speed_case_starts_its_children_before_the_phase_and_reads_the_verdict
     refused = runner.speed_phase(kv, speed_case, 9, [child, child], on_device=True)
     assert events == ["start", "start", "wait on_device=True"]
     assert refused is not None and refused.outcome == NOT_TIMED and "c0" in refused.message
+
+
+def test_the_wait_for_the_phase_does_the_cases_own_steps_until_they_run_out(tmp_path: Path):
+    """``schedule.wait_for_speed_phase`` with ``meanwhile`` (the truths of a speed case's later trials): called while
+    the barrier is absent, until it returns False (never again after), and not at all once the barrier is there."""
+    barrier = tmp_path / schedule.BARRIER_NAME
+    config = SimpleNamespace(workerinput={schedule.BARRIER_KEY: str(barrier)})
+    steps: list[int] = []
+
+    def three_steps() -> bool:
+        steps.append(len(steps))
+        return len(steps) < 3
+
+    opens = threading.Timer(0.5, barrier.write_text, ("done\n",))
+    opens.start()
+    assert schedule.wait_for_speed_phase(config, meanwhile=three_steps) == ""
+    assert steps == [0, 1, 2] and barrier.exists()  # the third said False: the wait then only slept until it opened
+    steps.clear()
+    assert schedule.wait_for_speed_phase(config, meanwhile=three_steps) == "" and not steps
+
+
+def test_a_speed_cases_later_truths_are_computed_while_it_waits_and_read_in_its_trials(tmp_path: Path):
+    """``CaseRunner.truth_ahead`` puts a later trial's truth in the run's shared store (not the worker's memory), and
+    the trial reads it from there: the same values as computed in place, with no reference work in the trial."""
+    reference = reference_module("layer_norm_bwd")
+    case = next(c for c in reference.CASES if not c.is_speed)
+    cfg = SimpleNamespace(seed=20261207)
+    for run in ("run", "alone"):
+        (tmp_path / run).mkdir()
+    waiting = CaseRunner(cfg, SimpleNamespace(space=SimpleNamespace(root=tmp_path / "run")))
+    assert waiting.truth_ahead(reference, case, 7)
+    assert not waiting._truths and waiting.truth_seconds > 0
+    trial = CaseRunner(cfg, SimpleNamespace(space=SimpleNamespace(root=tmp_path / "run")))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reference, "expected", lambda *_: pytest.fail("the trial computed its truth again"))
+        inputs, expected = trial.truth(reference, case, 7)
+    alone = CaseRunner(cfg, SimpleNamespace(space=SimpleNamespace(root=tmp_path / "alone")))
+    inputs_alone, expected_alone = alone.truth(reference, case, 7)
+    assert all(np.array_equal(inputs[k], inputs_alone[k]) for k in inputs_alone)
+    assert all(np.array_equal(expected.values[k], expected_alone.values[k]) for k in expected_alone.values)
 
 
 def test_cpu_slots_are_pairs_of_cores_beside_the_gpus(monkeypatch):

@@ -151,3 +151,23 @@ def _same(got: object, want: object) -> bool:
     if dataclasses.is_dataclass(want):
         return all(_same(getattr(got, f.name), getattr(want, f.name)) for f in dataclasses.fields(want))
     return got == want or (got != got and want != want)  # NaN equals NaN here
+
+
+def test_prepare_fills_the_store_once_and_keeps_nothing_it_cannot_share(tmp_path: Path, monkeypatch) -> None:
+    """``prepare`` (a speed case's later trials, computed while its worker waits for the phase): a truth the store can
+    share is computed once, and a later ``get`` reads it without computing; one it cannot share (too large) says False
+    and is not computed again by ``prepare``; without a folder nothing is computed."""
+    calls: list[str] = []
+
+    def compute(name: str, size: int):
+        return lambda: calls.append(name) or np.arange(float(size))
+
+    store = TruthStore(tmp_path)
+    assert store.prepare(("kv", "speed", 5), compute("shared", 5)) and calls == ["shared"]
+    assert store.prepare(("kv", "speed", 5), compute("again", 5)) and calls == ["shared"]
+    assert np.array_equal(TruthStore(tmp_path).get(("kv", "speed", 5), compute("read", 5)), np.arange(5.0))
+    assert calls == ["shared"]
+    monkeypatch.setattr(truths, "MAX_SHARED_BYTES", 100)
+    assert not store.prepare(("kv", "speed", 6), compute("large", 1000)) and calls == ["shared", "large"]
+    assert not store.prepare(("kv", "speed", 6), compute("large again", 1000)) and calls == ["shared", "large"]
+    assert not TruthStore(None).prepare(("kv", "speed", 7), compute("nowhere", 5)) and len(calls) == 2

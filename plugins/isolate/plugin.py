@@ -150,7 +150,7 @@ class CaseRunner:
         """Inputs and truth of a case; ``trial`` > 0 draws the fresh inputs of a speed case's later timed trials.
         ``settings`` tells apart the truths of one case under task profiles that set the module's SETTINGS
         differently (``ChallengeTask.settings_tag``; the inputs are the same)."""
-        key = (reference.CHALLENGE.id, case.id + (f"[{settings}]" if settings else ""), trial)
+        key = _truth_key(reference, case, trial, settings)
         found = self._truths.pop(key, None)
         if found is None:
             start, waited_before = time.perf_counter(), self.shared_truths.waited
@@ -163,6 +163,20 @@ class CaseRunner:
         while len(self._truths) > KEEP_TRUTHS:
             self._truths.pop(next(iter(self._truths)))
         return found
+
+    def truth_ahead(self, reference: ModuleType, case: Case, trial: int, settings: str = "") -> bool:
+        """Compute a later trial's truth into the run's shared store now, for a worker that waits anyway; not into
+        this process's memory (twenty trials of the flash-attention backward speed case hold over a gigabyte). False
+        when there is nothing to gain: no store, or a truth too large or not plain data to share."""
+        key = _truth_key(reference, case, trial, settings)
+        if key in self._truths:
+            return True
+        start, waited_before = time.perf_counter(), self.shared_truths.waited
+        shared = self.shared_truths.prepare(key, lambda: reference.expected(case, self.draw(reference, case, trial)))
+        waited = self.shared_truths.waited - waited_before
+        self.truth_seconds += time.perf_counter() - start - waited
+        self.wait_seconds += waited
+        return shared
 
     def draw(self, reference: ModuleType, case: Case, trial: int = 0) -> dict[str, np.ndarray]:
         # The seed mixes the run's seed with the case: fresh inputs per run, identical for every model in it.
@@ -212,17 +226,25 @@ class CaseRunner:
         return unrunnable(submission, case, index, verdicts.not_timed_message(wrong), r.NOT_TIMED)
 
     def speed_phase(
-        self, submission: Submission, case: Case, index: int, sandboxes: list[Sandbox], on_device: bool
+        self,
+        submission: Submission,
+        case: Case,
+        index: int,
+        sandboxes: list[Sandbox],
+        on_device: bool,
+        meanwhile: Callable[[], bool] | None = None,
     ) -> r.CaseRecord | None:
         """Before a speed case takes its slot: its children started (the worker waits anyway, and a start in the slot
         held it for 4 to 6 s per GPU case), then the wait for the speed phase (``on_device``: a case timed on the GPU
-        waits only for the correctness cases on the GPU), then the verdicts of the submission's correctness cases, all
-        in by then. Returns the "not timed" record of a submission found wrong, else None."""
+        waits only for the correctness cases on the GPU), doing ``meanwhile``'s steps while it lasts (each returns
+        False once there is no more), then the verdicts of the submission's correctness cases, all in by then.
+        Returns the "not timed" record of a submission found wrong, else None."""
         for sandbox in sandboxes:
             sandbox.start_ahead()
-        began = time.perf_counter()
-        self.late = self.phase_wait(on_device)
-        self.wait_seconds += time.perf_counter() - began
+        began, truth_before, wait_before = time.perf_counter(), self.truth_seconds, self.wait_seconds
+        self.late = self.phase_wait(on_device, meanwhile)
+        # The wait is what the steps did not take (their own truth work, and their waits, are counted by truth_ahead).
+        self.wait_seconds = wait_before + time.perf_counter() - began - (self.truth_seconds - truth_before)
         return self.not_timed(submission, case, index)
 
     def run(self, submission: Submission, case: Case) -> r.CaseRecord:
@@ -260,7 +282,16 @@ class CaseRunner:
             return judge(submission, case, index, expected, send(sandbox, reference, case, inputs, caps))
         reference_cache = cache_owner(None, submission.challenge)
         baseline = self.pool.get(Program(reference.__name__, _own_entries(reference), None, cache=reference_cache))
-        if refused := self.speed_phase(submission, case, index, [sandbox, baseline], on_device=False):
+        truth, settings = self._truth_of(submission), task.settings_tag
+        for trial in range(self.cfg.speed_repeats):  # the trials' truths before the phase, not in it
+            truth(reference, case, trial)
+        later = iter(range(self.cfg.speed_repeats, self.cfg.speed_max_trials))  # and those of later trials meanwhile
+
+        def ahead() -> bool:
+            trial = next(later, None)
+            return trial is not None and self.truth_ahead(reference, case, trial, settings)
+
+        if refused := self.speed_phase(submission, case, index, [sandbox, baseline], on_device=False, meanwhile=ahead):
             return refused
         return self._race(submission, case, index, reference, sandbox, baseline)
 
@@ -277,9 +308,7 @@ class CaseRunner:
         Trials go on past ``--speed-repeats`` until the per-trial ratios' interval is narrow (``paired.TrialPlan``)."""
         mine: list[Outcome] = []
         theirs: list[Outcome] = []
-        truth = self._truth_of(submission)
-        for trial in range(self.cfg.speed_repeats):  # the trials' truths first: no slot is held while they compute
-            truth(reference, case, trial)
+        truth = self._truth_of(submission)  # the first --speed-repeats trials' are in already (_run)
         plan = paired.TrialPlan(self.cfg.speed_repeats, self.cfg.speed_max_trials)
         stopped: str | None = None
         with self.speed_lock(sandbox.gpu or baseline.gpu) as cores, _timed([sandbox, baseline], cores, self.pipe_bytes):
@@ -313,6 +342,11 @@ class CaseRunner:
             record.speed["stopped"] = stopped
             record.message = speed_words(record.speed)
         return _below_floor(record, time_floor(reference, case, self.cfg.device))
+
+
+def _truth_key(reference: ModuleType, case: Case, trial: int, settings: str) -> tuple[str, str, int]:
+    """A truth's key in the caches: challenge, case (with its task settings' tag, if any), trial."""
+    return (reference.CHALLENGE.id, case.id + (f"[{settings}]" if settings else ""), trial)
 
 
 def _paired_trial(

@@ -30,7 +30,10 @@ xdist):
   Speed cases then hold a speed slot by what they time: a case whose child runs on the GPU holds its GPU's one slot; a
   NumPy pair holds one of the CPU slots, one per pair of cores (:func:`cpu_speed_slots`), pinned to them: CPU and GPU
   cases are timed at the same time, and a timed pair never shares its cores with another. A submission that failed a
-  correctness case of the run is not timed at all (``verdicts.py``), and its speed case does not wait for the phase.
+  correctness case of the run is not timed at all (``verdicts.py``), and its speed case does not wait for the phase;
+  the scheduler counts it as taking no time (:class:`WrongUnits`), so in a first run, with no earlier times, such
+  cases fill the slot behind a held speed case instead of a case that will be timed. A worker that waits for the
+  phase computes the truths of its case's later trials meanwhile (``CaseRunner.truth_ahead``).
 - **Threads.** Each worker's own BLAS and OpenMP pools get ``cores // workers`` threads (children are single-threaded
   already, see ``sandbox.THREAD_VARS``).
 
@@ -39,6 +42,7 @@ Without xdist, the same order holds: speed cases are collected last.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -51,7 +55,7 @@ import pytest
 
 from plugins.base.host import host_cores
 from plugins.config import grader_config
-from plugins.isolate import gpu_rung
+from plugins.isolate import gpu_rung, verdicts
 from plugins.isolate.runspace import RUN_SPACE_KEY
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -139,7 +143,25 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     workers = len(parse_tx_spec_config(config))
     barrier = config.stash[RUN_SPACE_KEY].root / BARRIER_NAME
     gpu_barrier = barrier.with_name(GPU_BARRIER_NAME)
-    return SubmissionScheduling(workers, classify, barrier, config, start_costs(previous), gpu_barrier)
+    wrong = WrongUnits(collector.records if collector is not None else {})
+    return SubmissionScheduling(workers, classify, barrier, config, start_costs(previous), gpu_barrier, wrong)
+
+
+class WrongUnits:
+    """Whether a unit (``model/challenge``) has a failed correctness case among the cases reported so far
+    (``verdicts.failed``, from the controller's records; those already read are not read again): its speed case will
+    not be timed, so it takes no time."""
+
+    def __init__(self, records: dict[Any, Any]):
+        self.records, self.read, self.units = records, 0, set()
+
+    def __call__(self, group: str) -> bool:
+        if len(self.records) > self.read:
+            for record in itertools.islice(self.records.values(), self.read, None):
+                if verdicts.failed(record):
+                    self.units.add(f"{record.model}/{record.challenge}")
+            self.read = len(self.records)
+        return group in self.units
 
 
 def earlier_cases(results: Path) -> list[Any]:
@@ -219,12 +241,13 @@ def cpu_speed_slots(reserved: int = 0) -> int:
     return max(1, (host_cores() - reserved) // 2)
 
 
-def wait_for_speed_phase(config: pytest.Config, gpu: bool = False) -> str:
+def wait_for_speed_phase(config: pytest.Config, gpu: bool = False, meanwhile: Callable[[], bool] | None = None) -> str:
     """In a worker, before a speed case: wait until every correctness case of the run has finished, or for a case timed
     on the GPU with CUDA events (``gpu``: both sides in the submission's child, ``Runtime.timing`` "device") every
     correctness case on the GPU: it needs the GPU to itself, not the CPUs. A pair the grader times (a child on the GPU
     against the reference's NumPy child) waits for every one. Returns "" or a note for the record when the wait was cut
-    short."""
+    short. While it waits, ``meanwhile`` is called for a step of the case's own preparation (the truths of its later
+    trials) until it returns False: a worker that holds a speed case has no other work, so its core is free."""
     path = getattr(config, "workerinput", {}).get(GPU_BARRIER_KEY if gpu else BARRIER_KEY)
     if not path:
         return ""
@@ -232,7 +255,9 @@ def wait_for_speed_phase(config: pytest.Config, gpu: bool = False) -> str:
     while not os.path.exists(path):
         if time.monotonic() > deadline:
             return f"timed while correctness cases still ran (waited {BARRIER_TIMEOUT_S:.0f} s for them)"
-        time.sleep(0.05)
+        if meanwhile is None or not meanwhile():
+            meanwhile = None
+            time.sleep(0.05)
     return ""
 
 
@@ -297,8 +322,10 @@ class SubmissionScheduling:
         config: pytest.Config | None = None,
         start_costs: dict[str, float] | None = None,
         gpu_barrier: Path | None = None,
+        wrong: Callable[[str], bool] | None = None,
     ):
         self.numnodes = numnodes
+        self.wrong = wrong or (lambda group: False)  # a unit already wrong in this run: its speed case is not timed
         self.gpu_barrier = gpu_barrier  # written once no correctness case on the GPU is left (None: not written)
         self.start_costs = start_costs or {}  # seconds to start a child, by "model/challenge" and by challenge
         self.config = config
@@ -522,24 +549,24 @@ class SubmissionScheduling:
         return self.start_costs.get(group, self.start_costs.get(self.family_of[index], default))
 
     def _next_speed(self, node: Any) -> int:
-        """The speed case to queue on ``node``. With the last run's times: into an empty slot, the longest case left
-        (longest first: the phase's tail is its last long case), one of a submission this worker already ran when it
-        is about as long (its child is warm); behind a speed case the worker already holds, the shortest case left
-        (it runs after that one, and a short case does not keep a long one from a worker that runs dry). Without
-        them: a case of a submission this worker already ran, else the first one left."""
+        """The speed case to queue on ``node``. Into an empty slot, the longest case left (the phase's tail is its last
+        long case), one of a submission this worker already ran when it is about as long (its child is warm); behind
+        a speed case the worker already holds, the shortest case left (it runs after that one, and a short case does
+        not keep a long one from a worker that runs dry). How long: none for a submission already wrong in this run
+        (it is not timed), else the last run's time, else alike for every case (the first left, or a warm one)."""
         mine = self.node2groups[node]
-        if self.speed_costs:
-            cost = self.speed_costs.get
-            if any(i in self.is_speed for i in self.node2pending[node]):
-                return self.speed.pop(min(range(len(self.speed)), key=lambda p: cost(self.speed[p], 0.0)))
-            longest = max(cost(i, 0.0) for i in self.speed)
-            warm = [p for p, i in enumerate(self.speed) if self.group_of[i] in mine and cost(i, 0.0) >= WARM * longest]
-            position = warm[0] if warm else max(range(len(self.speed)), key=lambda p: cost(self.speed[p], 0.0))
-            return self.speed.pop(position)
-        for position, index in enumerate(self.speed):
-            if self.group_of[index] in mine:
-                return self.speed.pop(position)
-        return self.speed.pop(0)
+        costs = [self._speed_cost(i) for i in self.speed]
+        warm = [self.group_of[i] in mine for i in self.speed]
+        if any(i in self.is_speed for i in self.node2pending[node]):
+            return self.speed.pop(min(range(len(costs)), key=lambda p: (costs[p], not warm[p])))
+        longest = max(costs)
+        close = [p for p in range(len(costs)) if warm[p] and costs[p] >= WARM * longest and costs[p] > 0]
+        return self.speed.pop(close[0] if close else costs.index(longest))
+
+    def _speed_cost(self, index: int) -> float:
+        if self.wrong(self.group_of[index]):
+            return 0.0
+        return self.speed_costs.get(index, 1.0)
 
     def _send(self, node: Any, indices: list[int]) -> None:
         self.node2pending[node].extend(indices)

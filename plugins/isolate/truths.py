@@ -63,11 +63,10 @@ class TruthStore:
     def get(self, key: tuple[str, str, int], compute: Callable[[], Any]) -> Any:
         if self.folder is None:
             return compute()
-        name = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
-        path, local = self.folder / f"{name}.npz", self.folder / f"{name}.local"
+        path, local = self._paths(key)
         if local.exists():  # too large or not plain data: every process computes it, side by side (no lock)
             return compute()
-        with open(self.folder / f"{name}.lock", "a") as lock:
+        with open(path.with_suffix(".lock"), "a") as lock:
             start = time.perf_counter()
             fcntl.flock(lock, fcntl.LOCK_EX)  # whoever holds it is computing this truth: wait, then read it
             self.waited += time.perf_counter() - start
@@ -82,6 +81,22 @@ class TruthStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return compute()  # marked local while this process waited
+
+    def prepare(self, key: tuple[str, str, int], compute: Callable[[], Any]) -> bool:
+        """Have ``key``'s truth in the store (computed now unless there), for a later ``get``; False where it cannot be
+        shared (no store, or a truth that every process computes itself), and then nothing is computed."""
+        if self.folder is None:
+            return False
+        path, local = self._paths(key)
+        if not path.exists() and not local.exists():  # (one that is there is not read back: get will)
+            self.get(key, compute)
+        return not local.exists()
+
+    def _paths(self, key: tuple[str, str, int]) -> tuple[Path, Path]:
+        """The truth's file and the mark of one that is not shared."""
+        assert self.folder is not None
+        name = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+        return self.folder / f"{name}.npz", self.folder / f"{name}.local"
 
 
 def read(path: Path) -> tuple[Any] | None:

@@ -38,10 +38,15 @@ def started(root: Path, model: str, challenge: str, index: int, case: str) -> No
 
 
 def ended(root: Path, record: r.CaseRecord) -> None:
-    """After a correctness case ran: its verdict (failed: scored, and neither passed nor skipped)."""
-    failed = record.outcome != r.SKIPPED and record.scored and not record.task_passed
+    """After a correctness case ran: its verdict."""
     path = _folder(root, record.model, record.challenge) / f"{record.case_index}.json"
-    _write(path, {"case": record.case, "state": "failed" if failed else "ok"})
+    _write(path, {"case": record.case, "state": "failed" if failed(record) else "ok"})
+
+
+def failed(record: r.CaseRecord) -> bool:
+    """Whether a case's record makes its submission wrong in this run: a scored correctness case, neither passed nor
+    skipped."""
+    return record.category != "speed" and record.outcome != r.SKIPPED and record.scored and not record.task_passed
 
 
 def wrong_in(root: Path, model: str, challenge: str, running_fails: bool = True) -> list[str]:
