@@ -5,14 +5,17 @@ No timing is asserted: every figure here is computed from times made up for the 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import shutil
 import statistics
 import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,8 +25,9 @@ from plugins.base.records import NOT_TIMED, OUTCOMES, CaseRecord
 from plugins.base.wording import interval_words, speed_words
 from plugins.compare import paired
 from plugins.discover.submissions import discover
-from plugins.isolate import fairness, schedule, verdicts
+from plugins.isolate import fairness, gpu_cases, schedule, verdicts
 from plugins.isolate.plugin import CaseRunner
+from plugins.isolate.runspace import RunSpace
 from plugins.isolate.runtimes import cuda as cuda_loader
 from plugins.report.speed import peer_rows
 from reference.challenges import reference_module
@@ -355,3 +359,86 @@ def test_the_speed_agreement_report_compares_every_case_between_runs(capsys, mon
         ]
     }
     assert bench.speed_errors(summary)[a] == pytest.approx(0.1 / 1.96, rel=1e-3)  # ±10% at 95%
+
+
+def test_warm_ups_hold_the_gpus_slot_together_and_never_beside_a_timed_case(tmp_path: Path):
+    """``RunSpace.speed_lock(shared=True)``: two warm-ups hold a GPU's slot at once; a timed case (exclusive) waits
+    until both have let go, and a warm-up waits while a timed case holds it."""
+    space = RunSpace(tmp_path, owner=False)
+    events: list[str] = []
+    first, second = space.speed_lock("0", 7, shared=True), space.speed_lock("0", 7, shared=True)
+    first.__enter__()
+    second.__enter__()  # would block here if the slot were exclusive
+
+    def timed() -> None:
+        with space.speed_lock("0", 7):
+            events.append("timed")
+
+    waiter = threading.Thread(target=timed)
+    waiter.start()
+    time.sleep(0.3)
+    events.append("warm-ups end")
+    first.__exit__(None, None, None)
+    second.__exit__(None, None, None)
+    waiter.join(10)
+    assert events == ["warm-ups end", "timed"]
+
+    def warm_up() -> None:
+        with space.speed_lock("0", 7, shared=True):
+            events.append("warm-up")
+
+    with space.speed_lock("0", 7):
+        warm = threading.Thread(target=warm_up)
+        warm.start()
+        time.sleep(0.3)
+        events.append("timed ends")
+    warm.join(10)
+    assert events[2:] == ["timed ends", "warm-up"]
+
+
+def test_a_device_speed_case_warms_up_outside_its_slot_on_the_spare_cores(tmp_path: Path):
+    """``gpu_cases.warm_up``: one untimed request on the warm-up inputs (never a timed trial's), under the shared
+    warm-up lock, the child pinned to the cores no CPU slot has and given back all of them after, also when the
+    request raises; its time is a part of the record."""
+    calls: list[Any] = []
+
+    class Runner:
+        def __init__(self):
+            self.parts: dict[str, float] = {}
+
+        def warm_up_inputs(self, reference, case):
+            return {"x": np.zeros(1)}
+
+        @contextlib.contextmanager
+        def warm_up_lock(self):
+            calls.append("lock")
+            try:
+                yield {14, 15}
+            finally:
+                calls.append("unlock")
+
+    class Child:
+        def __init__(self, fails: bool):
+            self.fails = fails
+
+        def pin(self, cores):
+            calls.append(("pin", cores))
+
+        def run(self, inputs, params, options):
+            calls.append(("run", sorted(inputs), params.get("speed")))
+            if self.fails:
+                raise RuntimeError("the child broke the wire")
+
+    speed = next(c for c in reference_module("softmax_topk").CASES if c.is_speed)
+    runner = Runner()
+    gpu_cases.warm_up(runner, reference_module("softmax_topk"), speed, Child(fails=False))
+    assert calls == ["lock", ("pin", {14, 15}), ("run", ["x"], True), ("pin", None), "unlock"]
+    assert runner.parts["warm_s"] >= 0
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        gpu_cases.warm_up(Runner(), reference_module("softmax_topk"), speed, Child(fails=True))
+    assert calls[-2:] == [("pin", None), "unlock"]
+    kv = reference_module("kv_cache")
+    inputs = CaseRunner(SimpleNamespace(seed=1), SimpleNamespace(space=SimpleNamespace(root=tmp_path)))
+    warm, timed = inputs.warm_up_inputs(kv, kv.CASES[0]), inputs.draw(kv, kv.CASES[0], 0)
+    assert any(not np.array_equal(warm[k], timed[k]) for k in timed)

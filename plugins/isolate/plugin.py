@@ -178,6 +178,10 @@ class CaseRunner:
         self.wait_seconds += waited
         return shared
 
+    def warm_up_inputs(self, reference: ModuleType, case: Case) -> dict[str, np.ndarray]:
+        """Inputs of a speed case's untimed warm-up call: a stream of their own, never a timed trial's."""
+        return self.draw(reference, case, WARMUP_TRIAL)
+
     def draw(self, reference: ModuleType, case: Case, trial: int = 0) -> dict[str, np.ndarray]:
         # The seed mixes the run's seed with the case: fresh inputs per run, identical for every model in it.
         stream = [self.cfg.seed, zlib.crc32(f"{reference.CHALLENGE.id}/{case.id}".encode())]
@@ -203,6 +207,17 @@ class CaseRunner:
             cores = fairness.slot_cores(slot, slots) if slot is not None else fairness.spare_cores(slots)
             with fairness.timing(self.pool.space.root), fairness.this_thread_on(cores):
                 yield cores
+
+    @contextlib.contextmanager
+    def warm_up_lock(self) -> Iterator[set[int] | None]:
+        """The GPU's slot held shared, beside other warm-ups and never beside a timed case (``gpu_cases.warm_up``);
+        yields the cores that no CPU slot has (None: none are spare), where the warming child's own CPU work (a
+        Triton compile takes seconds) cannot slow a timed CPU pair."""
+        start = time.perf_counter()
+        slots = schedule.cpu_speed_slots(len(visible_gpus()) if self.cfg.on_gpu else 0)
+        with self.pool.space.speed_lock(self.cfg.gpu or "", slots, shared=True):
+            self.wait_seconds += time.perf_counter() - start
+            yield fairness.spare_cores(slots)
 
     @functools.cached_property
     def pipe_bytes(self) -> int:
@@ -314,7 +329,7 @@ class CaseRunner:
         with self.speed_lock(sandbox.gpu or baseline.gpu) as cores, _timed([sandbox, baseline], cores, self.pipe_bytes):
             began = time.perf_counter()
             for _ in range(self.cfg.speed_warmup):  # untimed: imports, caches, compiles and first-call costs of both
-                warm = self.draw(reference, case, WARMUP_TRIAL)
+                warm = self.warm_up_inputs(reference, case)
                 send(sandbox, reference, case, warm)
                 send(baseline, reference, case, warm)
             self.parts["warmup_s"] = time.perf_counter() - began

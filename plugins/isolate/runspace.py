@@ -265,18 +265,20 @@ class RunSpace:
         return path
 
     @contextlib.contextmanager
-    def speed_lock(self, device: str = "", slots: int = 1) -> Iterator[int | None]:
+    def speed_lock(self, device: str = "", slots: int = 1, shared: bool = False) -> Iterator[int | None]:
         """A speed slot of this run, shared by its xdist workers; no sandbox child can see the files. A GPU (``device``
         its id) has one slot: one timed case per GPU at a time. The CPUs have ``slots``, taken in the speed phase, when
         no correctness work runs beside them (see ``schedule.py``), each timed case a single-threaded pair of
         processes: a host with many cores times several cases at once without one slowing another. Yields the index
-        of the CPU slot held (None for a GPU's), whose cores the timed pair is pinned to (``fairness.slot_cores``)."""
+        of the CPU slot held (None for a GPU's), whose cores the timed pair is pinned to (``fairness.slot_cores``).
+        ``shared``: a GPU's slot held beside other shared holders, never beside a timed case (the untimed warm-up
+        calls of speed cases on the device, ``gpu_cases.warm_up``)."""
         names = [f"speed-gpu{device}.lock"] if device else [f"speed-cpu{i}.lock" for i in range(max(1, slots))]
         handles = [open(self.root / name, "a") for name in names]  # noqa: SIM115 (closed in the finally below)
         held = None
         try:
             if len(handles) == 1:
-                fcntl.flock(handles[0], fcntl.LOCK_EX)
+                fcntl.flock(handles[0], fcntl.LOCK_SH if shared and device else fcntl.LOCK_EX)
                 held = handles[0]
             while held is None:
                 for handle in handles:
