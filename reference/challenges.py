@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
@@ -49,10 +50,7 @@ def all_challenges() -> tuple[Challenge, ...]:
 def cases_by_category(challenge_id: str) -> dict[str, int]:
     """How many hidden cases of each category the challenge has (the report tells a category with no case from one
     whose cases did not run)."""
-    counts: dict[str, int] = {}
-    for case in reference_module(challenge_id).CASES:
-        counts[case.category] = counts.get(case.category, 0) + 1
-    return counts
+    return dict(Counter(case.category for case in reference_module(challenge_id).CASES))
 
 
 def challenge_for_folder(folder_name: str) -> Challenge | None:

@@ -366,21 +366,29 @@ def test_warm_ups_hold_the_gpus_slot_together_and_never_beside_a_timed_case(tmp_
     until both have let go, and a warm-up waits while a timed case holds it."""
     space = RunSpace(tmp_path, owner=False)
     events: list[str] = []
-    first, second = space.speed_lock("0", 7, shared=True), space.speed_lock("0", 7, shared=True)
-    first.__enter__()
-    second.__enter__()  # would block here if the slot were exclusive
 
     def timed() -> None:
         with space.speed_lock("0", 7):
             events.append("timed")
 
+    both_hold, release = threading.Barrier(3, timeout=5), threading.Event()
+
+    def warm_up_holding() -> None:
+        with space.speed_lock("0", 7, shared=True):
+            both_hold.wait()  # broken after 5 s unless both warm-ups hold the slot at once
+            release.wait(10)
+
+    warm_ups = [threading.Thread(target=warm_up_holding) for _ in range(2)]
+    for thread in warm_ups:
+        thread.start()
+    both_hold.wait()
     waiter = threading.Thread(target=timed)
     waiter.start()
     time.sleep(0.3)
     events.append("warm-ups end")
-    first.__exit__(None, None, None)
-    second.__exit__(None, None, None)
-    waiter.join(10)
+    release.set()
+    for thread in [*warm_ups, waiter]:
+        thread.join(10)
     assert events == ["warm-ups end", "timed"]
 
     def warm_up() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import statistics
 import tomllib
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -145,13 +146,8 @@ def score(model: str, challenge: str, records: Iterable[CaseRecord], rubric: Rub
     total_weight = sum(c["weight"] for c in categories.values())
     points = 100.0 * sum(c["weight"] * c["score"] for c in categories.values()) / total_weight if total_weight else 0.0
     failed = [_failure(r) for r in ran if r.outcome != PASSED]
-    outcomes: dict[str, int] = {}
-    for r in ran:
-        outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
-    unscored: dict[str, int] = {}
-    for r in ran:
-        if not r.scored:
-            unscored[r.category] = unscored.get(r.category, 0) + 1
+    outcomes = dict(Counter(r.outcome for r in ran))
+    unscored = dict(Counter(r.category for r in ran if not r.scored))
     speed = [r.speed["ratio"] for r in scored if r.speed]
     first = next((r for r in scored if r.loaded), None)  # a dead worker's crash record knows no loading details
     return ChallengeGrade(

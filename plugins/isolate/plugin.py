@@ -153,12 +153,9 @@ class CaseRunner:
         key = _truth_key(reference, case, trial, settings)
         found = self._truths.pop(key, None)
         if found is None:
-            start, waited_before = time.perf_counter(), self.shared_truths.waited
-            inputs = self.draw(reference, case, trial)
-            found = (inputs, self.shared_truths.get(key, lambda: reference.expected(case, inputs)))
-            waited = self.shared_truths.waited - waited_before  # for another worker computing it: a wait, not work
-            self.truth_seconds += time.perf_counter() - start - waited
-            self.wait_seconds += waited
+            with self._reference_work():
+                inputs = self.draw(reference, case, trial)
+                found = (inputs, self.shared_truths.get(key, lambda: reference.expected(case, inputs)))
         self._truths[key] = found  # most recently used last; the oldest go (the shared store still has them)
         while len(self._truths) > KEEP_TRUTHS:
             self._truths.pop(next(iter(self._truths)))
@@ -171,12 +168,20 @@ class CaseRunner:
         key = _truth_key(reference, case, trial, settings)
         if key in self._truths:
             return True
+        with self._reference_work():
+            return self.shared_truths.prepare(key, lambda: reference.expected(case, self.draw(reference, case, trial)))
+
+    @contextlib.contextmanager
+    def _reference_work(self) -> Iterator[None]:
+        """Count the block's time as this process's reference work, less its waits for another worker computing the
+        same truth (those are waits)."""
         start, waited_before = time.perf_counter(), self.shared_truths.waited
-        shared = self.shared_truths.prepare(key, lambda: reference.expected(case, self.draw(reference, case, trial)))
-        waited = self.shared_truths.waited - waited_before
-        self.truth_seconds += time.perf_counter() - start - waited
-        self.wait_seconds += waited
-        return shared
+        try:
+            yield
+        finally:
+            waited = self.shared_truths.waited - waited_before
+            self.truth_seconds += time.perf_counter() - start - waited
+            self.wait_seconds += waited
 
     def warm_up_inputs(self, reference: ModuleType, case: Case) -> dict[str, np.ndarray]:
         """Inputs of a speed case's untimed warm-up call: a stream of their own, never a timed trial's."""
@@ -201,7 +206,7 @@ class CaseRunner:
         cores in a busy run and on an idle one in a run of one worker."""
         start = time.perf_counter()
         device = (self.cfg.gpu or "") if gpu and self.cfg.on_gpu else ""
-        slots = schedule.cpu_speed_slots(len(visible_gpus()) if self.cfg.on_gpu else 0)
+        slots = self.cpu_slots
         with self.pool.space.speed_lock(device, slots) as slot:
             self.wait_seconds += time.perf_counter() - start
             cores = fairness.slot_cores(slot, slots) if slot is not None else fairness.spare_cores(slots)
@@ -214,17 +219,25 @@ class CaseRunner:
         yields the cores that no CPU slot has (None: none are spare), where the warming child's own CPU work (a
         Triton compile takes seconds) cannot slow a timed CPU pair."""
         start = time.perf_counter()
-        slots = schedule.cpu_speed_slots(len(visible_gpus()) if self.cfg.on_gpu else 0)
-        with self.pool.space.speed_lock(self.cfg.gpu or "", slots, shared=True):
+        with self.pool.space.speed_lock(self.cfg.gpu or "", self.cpu_slots, shared=True):
             self.wait_seconds += time.perf_counter() - start
-            yield fairness.spare_cores(slots)
+            yield fairness.spare_cores(self.cpu_slots)
+
+    @functools.cached_property
+    def gpus(self) -> int:
+        """The GPUs this run's children may use (0 on a CPU run): each has a speed slot and keeps a core."""
+        return len(visible_gpus()) if self.cfg.on_gpu else 0
+
+    @functools.cached_property
+    def cpu_slots(self) -> int:
+        """The run's CPU speed slots (``schedule.cpu_speed_slots``), a core kept per GPU."""
+        return schedule.cpu_speed_slots(self.gpus)
 
     @functools.cached_property
     def pipe_bytes(self) -> int:
         """The capacity of a timed pair's pipes in this run (``sandbox.timed_pipe_bytes``), for as many pairs as it may
         time at once: one per CPU speed slot and one per GPU."""
-        gpus = len(visible_gpus()) if self.cfg.on_gpu else 0
-        return timed_pipe_bytes(schedule.cpu_speed_slots(gpus) + gpus)
+        return timed_pipe_bytes(self.cpu_slots + self.gpus)
 
     def not_timed(self, submission: Submission, case: Case, index: int, ended: bool = False) -> r.CaseRecord | None:
         """The record of a speed case not timed because its submission failed a correctness case of this run

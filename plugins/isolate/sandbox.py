@@ -57,7 +57,7 @@ PRIVATE_DIRS = ("HOME", "TMPDIR", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "TORCHIN
 # Environment variables that look like credentials stay with the grader: a child could print them into the reports.
 _SECRET = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|^AWS_|^GH_|^GITHUB_", re.I)
 # A CUDA error in an exception leaves the child's context unusable: the next case gets a fresh process.
-DEVICE_FAULT = re.compile(r"CUDA error|illegal memory access|unspecified launch failure|device-side assert", re.I)
+_DEVICE_FAULT = re.compile(r"CUDA error|illegal memory access|unspecified launch failure|device-side assert", re.I)
 # Under bwrap the child's work folder is an empty tmpfs: the vetted copy of its folder is copied in before it starts.
 _COPY_IN = 'cp -a -- "$1/." "$2/" || exit 97; shift 2; exec "$@"'
 # A timed request's pipes. Each trial sends its inputs and reads the answer through two pipes, inside the timed window
@@ -204,7 +204,7 @@ class Sandbox:
         outcome.service_calls, outcome.checkpoints = exchange.calls, exchange.checkpoints
         if outcome.status == "ok":  # what the grader kept from the service calls, over what the child answered
             outcome.outputs = {**outcome.outputs, **exchange.recorded()}
-        if outcome.status == "error" and DEVICE_FAULT.search(outcome.message + outcome.traceback):
+        if outcome.status == "error" and _DEVICE_FAULT.search(outcome.message + outcome.traceback):
             return self._finish(outcome)
         return self._with_output(outcome)
 

@@ -214,7 +214,7 @@ class DeviceFunction:
 
 def refusal(name: str, code: int) -> str:
     """The error of a launch that returned non-zero on a device that was still usable after it (``settle`` ends the
-    process on a fault). Worded without the driver's words for a fault (``sandbox.DEVICE_FAULT``): this child goes on
+    process on a fault). Worded without the driver's words for a fault (``sandbox._DEVICE_FAULT``): this child goes on
     to the next case. Worded with them, every case a submission refuses cost a restart of its child (measured on the
     H100 host: 6 restarts of 5.2 to 6.0 s for one top-k submission that refuses K over 32)."""
     return (
