@@ -6,6 +6,7 @@ No timing is asserted: every figure here is computed from times made up for the 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import math
 import shutil
@@ -26,6 +27,7 @@ from plugins.base.wording import interval_words, speed_words
 from plugins.compare import paired
 from plugins.discover.submissions import discover
 from plugins.isolate import fairness, gpu_cases, schedule, verdicts
+from plugins.isolate import plugin as plugin_module
 from plugins.isolate.plugin import CaseRunner
 from plugins.isolate.runspace import RunSpace
 from plugins.isolate.runtimes import cuda as cuda_loader
@@ -450,3 +452,19 @@ def test_a_device_speed_case_warms_up_outside_its_slot_on_the_spare_cores(tmp_pa
     inputs = CaseRunner(SimpleNamespace(seed=1), SimpleNamespace(space=SimpleNamespace(root=tmp_path)))
     warm, timed = inputs.warm_up_inputs(kv, kv.CASES[0]), inputs.draw(kv, kv.CASES[0], 0)
     assert any(not np.array_equal(warm[k], timed[k]) for k in timed)
+
+
+def test_the_runners_warm_up_lock_shares_the_gpus_slot_and_yields_the_spare_cores(tmp_path: Path, monkeypatch):
+    """``CaseRunner.warm_up_lock`` on a 16-core host with one GPU: the GPU's slot file held shared (another shared
+    holder gets it at once, an exclusive one does not), the cores of no CPU slot yielded, its wait counted."""
+    monkeypatch.setattr(plugin_module, "visible_gpus", lambda: ["0"])
+    monkeypatch.setattr(schedule, "host_cores", lambda: 16)
+    monkeypatch.setattr(fairness.os, "sched_getaffinity", lambda pid: set(range(16)))
+    cfg = SimpleNamespace(on_gpu=True, gpu="0")
+    runner = CaseRunner(cfg, SimpleNamespace(space=RunSpace(tmp_path, owner=False)))
+    with runner.warm_up_lock() as cores, open(tmp_path / "speed-gpu0.lock", "a") as other:
+        assert cores == {14, 15} and runner.cpu_slots == 7
+        fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)  # another warm-up
+        fcntl.flock(other, fcntl.LOCK_UN)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a timed case
